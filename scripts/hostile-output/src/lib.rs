@@ -1,5 +1,5 @@
 //! Hostile: answers with output the engine must refuse. The parameter
-//! `mode` picks how: `big` (default; a body of `size` bytes, 4 MiB unless
+//! `mode` picks how: `big` (default; a body of `size` bytes, 2 MiB unless
 //! set), `not-json` (a body that is not JSON), `bad-header` (a header name
 //! with a line break). Events of type `benign` are delivered.
 
@@ -11,10 +11,11 @@ fn filter(event: &Event) -> Result<Decision, Error> {
     }
     let delivery = match params::get("mode").as_deref().unwrap_or("big") {
         "big" => {
-            let size: usize = params::parse("size")?.unwrap_or(4 << 20);
+            let size: usize = params::parse("size")?.unwrap_or(2 << 20);
             let mut body = String::with_capacity(size + 2);
             body.push('"');
-            body.extend(std::iter::repeat_n('x', size));
+            // `repeat` doubles with bulk copies: cheap in fuel, big in bytes.
+            body.push_str(&"x".repeat(size));
             body.push('"');
             sluice_sdk::Delivery { body: Some(body), headers: vec![] }
         }

@@ -1,0 +1,132 @@
+//! The `sluice` command line: parses arguments and hands each command to the
+//! module that owns it. It holds no logic of its own beyond printing.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::event::{EventId, EventInput};
+use crate::sandbox::{self, Limits, OutcomeResult, Params, Sandbox, SandboxConfig};
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about = "A WebAssembly-scripted event router.")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Work with export scripts locally.
+    #[command(subcommand)]
+    Script(ScriptCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ScriptCommand {
+    /// Runs a script on one event and prints its decision and log lines as JSON.
+    ///
+    /// Exits 0 on a decision (deliver or skip), 2 when the script fails.
+    Test {
+        /// The script: a component, or a core module built with the SDK.
+        script: PathBuf,
+        /// The event, as JSON in the shape services post.
+        #[arg(long)]
+        event: PathBuf,
+        /// A script parameter, `name=value`; repeatable.
+        #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// Instruction budget (fuel) for the call.
+        #[arg(long)]
+        fuel: Option<u64>,
+    },
+    /// Checks that a file is a script sluice accepts; prints its sha256 and WIT version.
+    Check { script: PathBuf },
+    /// Turns a core module built with the SDK into a component.
+    Componentize {
+        input: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+}
+
+fn parse_param(raw: &str) -> Result<(String, String), String> {
+    let (name, value) = raw.split_once('=').ok_or_else(|| format!("expected NAME=VALUE, got {raw:?}"))?;
+    if name.is_empty() {
+        return Err("parameter name is empty".into());
+    }
+    Ok((name.to_owned(), value.to_owned()))
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Script(ScriptCommand::Test { script, event, params, fuel }) => script_test(script, event, params, fuel),
+        Command::Script(ScriptCommand::Check { script }) => script_check(script),
+        Command::Script(ScriptCommand::Componentize { input, output }) => componentize(input, output),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read(path: &PathBuf) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn script_test(
+    script: PathBuf,
+    event: PathBuf,
+    params: Vec<(String, String)>,
+    fuel: Option<u64>,
+) -> Result<ExitCode, String> {
+    let mut limits = Limits::default();
+    if let Some(fuel) = fuel {
+        limits.fuel = fuel;
+    }
+    let sandbox = Sandbox::new(SandboxConfig { limits, max_concurrent_calls: 2, ..SandboxConfig::default() })
+        .map_err(|e| format!("cannot start the sandbox: {e:#}"))?;
+    let script = sandbox.load(&read(&script)?).map_err(|e| format!("script refused: {e}"))?;
+    let text = String::from_utf8(read(&event)?).map_err(|_| format!("{} is not UTF-8", event.display()))?;
+    let event = EventInput::from_json(&text)
+        .and_then(|input| input.validate(|| EventId::parse("evt_local_test").expect("a valid literal id")))
+        .map_err(|e| format!("{}: {e}", event.display()))?;
+    let params: Arc<Params> = Arc::new(params.into_iter().collect());
+
+    let outcome = sandbox.run(&script, &params, &event);
+    let json = serde_json::to_string_pretty(&outcome).map_err(|e| e.to_string())?;
+    println!("{json}");
+    match &outcome.result {
+        OutcomeResult::Decision(_) => Ok(ExitCode::SUCCESS),
+        OutcomeResult::Error(error) => {
+            eprintln!("error: {error}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn script_check(script: PathBuf) -> Result<ExitCode, String> {
+    let bytes = read(&script)?;
+    let sandbox = Sandbox::new(SandboxConfig { max_concurrent_calls: 2, ..SandboxConfig::default() })
+        .map_err(|e| format!("cannot start the sandbox: {e:#}"))?;
+    let loaded = sandbox.load(&bytes).map_err(|e| format!("script refused ({}): {e}", e.code()))?;
+    let report = serde_json::json!({
+        "sha256": loaded.sha256().to_string(),
+        "size": bytes.len(),
+        "wit_version": loaded.wit_version(),
+    });
+    println!("{report}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn componentize(input: PathBuf, output: PathBuf) -> Result<ExitCode, String> {
+    let component = sandbox::componentize(&read(&input)?).map_err(|e| format!("{}: {e}", input.display()))?;
+    std::fs::write(&output, component).map_err(|e| format!("cannot write {}: {e}", output.display()))?;
+    Ok(ExitCode::SUCCESS)
+}

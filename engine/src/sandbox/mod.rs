@@ -1,0 +1,448 @@
+//! The sandbox: runs export scripts, WebAssembly components implementing the
+//! world in `wit/world.wit`, one fresh instance per event, under hard limits.
+//!
+//! It owns the one shared wasmtime [`Engine`], upload validation and
+//! componentization ([`load`]), the compile cache, the per-call limits, and
+//! the translation of a script's output into a checked [`Decision`].
+//!
+//! It must never give a script anything beyond the event, its parameters and
+//! a log function (no clock, randomness, files or network), and it knows
+//! nothing of HTTP, tenants or storage.
+
+mod load;
+mod output;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+
+pub use load::{LoadError, Sha256, WIT_PACKAGE, componentize};
+pub use output::{Decision, Header};
+
+use crate::event::Event;
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "script",
+    });
+}
+
+use bindings::sluice::event_export::{host, types as wit};
+
+/// Parameters of an export configuration, handed to its script.
+pub type Params = BTreeMap<String, String>;
+
+/// Per-call limits. Budgets are counted, not timed, so that a decision is the
+/// same on any machine under any load; the wall-clock cap is a backstop that
+/// a script within its budget never reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Instruction budget in wasmtime fuel units (about one per instruction).
+    pub fuel: u64,
+    /// Largest linear memory a script may grow to, in bytes.
+    pub memory_bytes: usize,
+    /// Largest output (body, headers, skip reason together), in bytes.
+    pub output_bytes: usize,
+    /// Wall-clock cap per call.
+    pub wall_clock: Duration,
+    /// Log lines kept per call; later ones are counted and dropped.
+    pub log_lines: usize,
+    /// Longest log line kept, in bytes; longer ones are truncated.
+    pub log_line_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            fuel: 20_000_000,
+            memory_bytes: 16 << 20,
+            output_bytes: 1 << 20,
+            wall_clock: Duration::from_secs(1),
+            log_lines: 100,
+            log_line_bytes: 2048,
+        }
+    }
+}
+
+/// How the sandbox is set up.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    pub limits: Limits,
+    /// Largest accepted upload, in bytes.
+    pub max_script_bytes: usize,
+    /// Where compiled scripts are serialized so that a restart does not
+    /// recompile them; `None` keeps them in memory only.
+    pub cache_dir: Option<PathBuf>,
+    /// How many scripts may run at the same moment (the instance pool size).
+    pub max_concurrent_calls: u32,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self { limits: Limits::default(), max_script_bytes: 4 << 20, cache_dir: None, max_concurrent_calls: 256 }
+    }
+}
+
+/// Why a call did not produce a decision. Each kind is recorded as such on
+/// the delivery.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ScriptError {
+    /// The script ran and returned its own error.
+    #[error("script returned an error: {message}")]
+    Returned { message: String },
+    /// The script trapped (a panic, an out-of-bounds access, `unreachable`).
+    #[error("script trapped: {message}")]
+    Trapped { message: String },
+    /// The instruction budget ran out.
+    #[error("script used up its instruction budget of {budget} fuel")]
+    OutOfFuel { budget: u64 },
+    /// The script tried to grow its memory past the cap.
+    #[error("script exceeded its memory cap of {limit} bytes")]
+    OutOfMemory { limit: usize },
+    /// The wall-clock backstop fired.
+    #[error("script exceeded its wall-clock cap of {limit_ms} ms")]
+    Timeout { limit_ms: u64 },
+    /// The decision broke a rule (body not JSON, forbidden header, ...).
+    #[error("script produced invalid output: {reason}")]
+    InvalidOutput { reason: String },
+    /// The decision was larger than the output cap.
+    #[error("script output of {size} bytes exceeds the cap of {limit} bytes")]
+    OutputTooLarge { size: usize, limit: usize },
+}
+
+impl ScriptError {
+    /// A stable name for the kind, as stored and shown in the API.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Returned { .. } => "returned",
+            Self::Trapped { .. } => "trapped",
+            Self::OutOfFuel { .. } => "out_of_fuel",
+            Self::OutOfMemory { .. } => "out_of_memory",
+            Self::Timeout { .. } => "timeout",
+            Self::InvalidOutput { .. } => "invalid_output",
+            Self::OutputTooLarge { .. } => "output_too_large",
+        }
+    }
+}
+
+/// Severity of a script's log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// One line a script logged while deciding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct LogLine {
+    pub level: Level,
+    pub message: String,
+}
+
+/// Everything one call produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    #[serde(flatten)]
+    pub result: OutcomeResult,
+    pub logs: Vec<LogLine>,
+    /// Fuel the call consumed; the same on every run of the same input.
+    pub fuel_used: u64,
+}
+
+/// The decision or the error, serialized as `{"decision": …}` or `{"error": …}`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeResult {
+    Decision(Decision),
+    Error(ScriptError),
+}
+
+impl Outcome {
+    pub fn decision(&self) -> Result<&Decision, &ScriptError> {
+        match &self.result {
+            OutcomeResult::Decision(d) => Ok(d),
+            OutcomeResult::Error(e) => Err(e),
+        }
+    }
+}
+
+/// A validated, compiled script, ready to be instantiated cheaply.
+pub struct Script {
+    sha256: Sha256,
+    wit_version: String,
+    pre: bindings::ScriptPre<CallState>,
+}
+
+impl Script {
+    /// sha256 of the bytes as uploaded.
+    pub fn sha256(&self) -> &Sha256 {
+        &self.sha256
+    }
+
+    /// The version of the `sluice:event-export` package the script targets.
+    pub fn wit_version(&self) -> &str {
+        &self.wit_version
+    }
+}
+
+impl std::fmt::Debug for Script {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Script").field("sha256", &self.sha256).field("wit_version", &self.wit_version).finish()
+    }
+}
+
+/// The engine that validates, compiles and runs scripts. One per process;
+/// cheap to share behind an `Arc`.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<CallState>,
+    config: SandboxConfig,
+    compiled: Mutex<HashMap<Sha256, Arc<Script>>>,
+    _ticker: EpochTicker,
+}
+
+/// How often the wall-clock backstop checks running scripts.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+impl Sandbox {
+    pub fn new(config: SandboxConfig) -> Result<Self, wasmtime::Error> {
+        let mut pool = PoolingAllocationConfig::new();
+        let slots = config.max_concurrent_calls.max(1);
+        // A componentized script has a few core instances (the module plus
+        // the shims wit-component adds for imports that allocate).
+        pool.total_component_instances(slots)
+            .total_core_instances(slots * 4)
+            .total_memories(slots)
+            .total_tables(slots * 2)
+            .max_memories_per_component(1)
+            .max_memory_size(config.limits.memory_bytes)
+            // Reset small memories with memset instead of unmapping them, so
+            // the next instance in the slot does not page-fault them back in.
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(64 << 10);
+
+        let mut wasm = Config::new();
+        wasm.consume_fuel(true)
+            .epoch_interruption(true)
+            .memory_init_cow(true)
+            .max_wasm_stack(512 << 10)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm)?;
+
+        let mut linker = Linker::new(&engine);
+        bindings::Script::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |state| state)?;
+
+        if let Some(dir) = &config.cache_dir {
+            std::fs::create_dir_all(dir).map_err(|e| wasmtime::Error::msg(format!("cache dir {}: {e}", dir.display())))?;
+        }
+        let ticker = EpochTicker::start(&engine);
+        Ok(Self { engine, linker, config, compiled: Mutex::default(), _ticker: ticker })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.config.limits
+    }
+
+    /// Runs `script` on `event` with a fresh instance: nothing survives
+    /// between calls.
+    pub fn run(&self, script: &Script, params: &Arc<Params>, event: &Event) -> Outcome {
+        let limits = self.config.limits;
+        let mut store = Store::new(&self.engine, CallState::new(params.clone(), &limits));
+        store.limiter(|state| &mut state.memory);
+        // Both are set before instantiation, which runs guest code too.
+        let _ = store.set_fuel(limits.fuel);
+        let ticks = limits.wall_clock.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64;
+        store.set_epoch_deadline(ticks.max(1) + 1);
+
+        let result = script
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| instance.sluice_event_export_filter().call_filter(&mut store, &to_wit(event)));
+        let fuel_used = limits.fuel - store.get_fuel().unwrap_or(0);
+        let result = match result {
+            Ok(Ok(decision)) => output::check(decision, &limits),
+            Ok(Err(message)) => Err(ScriptError::Returned { message: truncate(message, limits.log_line_bytes) }),
+            Err(error) => Err(classify(&error, store.data(), &limits)),
+        };
+        let state = store.into_data();
+        Outcome {
+            result: match result {
+                Ok(d) => OutcomeResult::Decision(d),
+                Err(e) => OutcomeResult::Error(e),
+            },
+            logs: state.finish_logs(),
+            fuel_used,
+        }
+    }
+}
+
+fn to_wit(event: &Event) -> wit::Event {
+    wit::Event {
+        id: event.id.as_str().to_owned(),
+        event_type: event.event_type.as_str().to_owned(),
+        organization_unit: event.organization_unit.as_str().to_owned(),
+        occurred_at: event.occurred_at_rfc3339(),
+        source: event
+            .source
+            .as_ref()
+            .map(|s| wit::Source { application: s.application.clone(), user: s.user.clone() }),
+        related: event.related.iter().map(|r| r.as_str().to_owned()).collect(),
+        payload: event.payload.get().to_owned(),
+    }
+}
+
+/// Turns a wasmtime error from instantiation or the call into its kind.
+fn classify(error: &wasmtime::Error, state: &CallState, limits: &Limits) -> ScriptError {
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => ScriptError::OutOfFuel { budget: limits.fuel },
+        Some(Trap::Interrupt) => ScriptError::Timeout { limit_ms: limits.wall_clock.as_millis() as u64 },
+        _ if state.memory.denied => ScriptError::OutOfMemory { limit: limits.memory_bytes },
+        Some(trap) => {
+            // The SDK logs a panic's message just before the trap it causes.
+            let message = match state.logs.iter().rev().find(|l| l.message.starts_with("script panicked")) {
+                Some(panic) => format!("{trap}: {}", panic.message),
+                None => trap.to_string(),
+            };
+            ScriptError::Trapped { message }
+        }
+        None => ScriptError::Trapped { message: format!("{error:#}") },
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+/// The data a store holds for one call: what the host functions serve and
+/// collect.
+struct CallState {
+    params: Arc<Params>,
+    logs: Vec<LogLine>,
+    dropped_logs: usize,
+    max_logs: usize,
+    max_log_bytes: usize,
+    memory: MemoryCap,
+}
+
+impl CallState {
+    fn new(params: Arc<Params>, limits: &Limits) -> Self {
+        Self {
+            params,
+            logs: Vec::new(),
+            dropped_logs: 0,
+            max_logs: limits.log_lines,
+            max_log_bytes: limits.log_line_bytes,
+            memory: MemoryCap { limit: limits.memory_bytes, denied: false },
+        }
+    }
+
+    fn finish_logs(mut self) -> Vec<LogLine> {
+        if self.dropped_logs > 0 {
+            self.logs.push(LogLine {
+                level: Level::Warn,
+                message: format!("{} more log lines dropped (limit {})", self.dropped_logs, self.max_logs),
+            });
+        }
+        self.logs
+    }
+}
+
+impl wit::Host for CallState {}
+
+impl host::Host for CallState {
+    fn log(&mut self, level: wit::Level, message: String) {
+        if self.logs.len() >= self.max_logs {
+            self.dropped_logs += 1;
+            return;
+        }
+        let level = match level {
+            wit::Level::Trace => Level::Trace,
+            wit::Level::Debug => Level::Debug,
+            wit::Level::Info => Level::Info,
+            wit::Level::Warn => Level::Warn,
+            wit::Level::Error => Level::Error,
+        };
+        self.logs.push(LogLine { level, message: truncate(message, self.max_log_bytes) });
+    }
+
+    fn param(&mut self, name: String) -> Option<String> {
+        self.params.get(&name).cloned()
+    }
+
+    fn params(&mut self) -> Vec<(String, String)> {
+        self.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+/// Refuses memory growth past the cap and remembers that it did, so that the
+/// trap that usually follows (an allocation failure aborts) is reported as
+/// running out of memory.
+struct MemoryCap {
+    limit: usize,
+    denied: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.denied = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// Advances the engine's epoch so that a running script's wall-clock deadline
+/// can fire; stops when the sandbox is dropped.
+struct EpochTicker {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: &Engine) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (engine, flag) = (engine.weak(), stop.clone());
+        std::thread::Builder::new()
+            .name("sluice-epoch".into())
+            .spawn(move || {
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .expect("spawning the epoch thread at start-up");
+        Self { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,151 @@
+//! A script's decision, checked: the body must be JSON, headers must be
+//! well-formed and must not touch what the engine owns (authentication,
+//! signatures, framing), and the whole must fit the output cap.
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::{Limits, ScriptError, wit};
+
+/// Most headers a script may add.
+pub const MAX_HEADERS: usize = 64;
+
+/// Headers a script must not set: the engine sets them, and letting a script
+/// forge them would break authentication, signing or HTTP framing.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "connection",
+    "content-length",
+    "content-type",
+    "host",
+    "idempotency-key",
+    "transfer-encoding",
+    "webhook-id",
+    "webhook-signature",
+    "webhook-timestamp",
+    "x-signature",
+];
+
+/// One header a script added, name lowercased.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Header {
+    pub name: String,
+    pub value: String,
+}
+
+/// A checked decision.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Decision {
+    /// Do not deliver; the reason is recorded.
+    Skip { reason: String },
+    /// Deliver, with an optional replacement body and extra headers.
+    Deliver {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        body: Option<Box<RawValue>>,
+        headers: Vec<Header>,
+    },
+}
+
+impl Decision {
+    pub fn is_deliver(&self) -> bool {
+        matches!(self, Self::Deliver { .. })
+    }
+}
+
+impl PartialEq for Decision {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Skip { reason: a }, Self::Skip { reason: b }) => a == b,
+            (Self::Deliver { body: a, headers: ha }, Self::Deliver { body: b, headers: hb }) => {
+                a.as_ref().map(|r| r.get()) == b.as_ref().map(|r| r.get()) && ha == hb
+            }
+            _ => false,
+        }
+    }
+}
+
+pub(super) fn check(decision: wit::Decision, limits: &Limits) -> Result<Decision, ScriptError> {
+    let invalid = |reason: String| ScriptError::InvalidOutput { reason };
+    let size = match &decision {
+        wit::Decision::Skip(reason) => reason.len(),
+        wit::Decision::Deliver(d) => {
+            d.body.as_ref().map_or(0, String::len) + d.headers.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>()
+        }
+    };
+    if size > limits.output_bytes {
+        return Err(ScriptError::OutputTooLarge { size, limit: limits.output_bytes });
+    }
+    match decision {
+        wit::Decision::Skip(reason) => Ok(Decision::Skip { reason }),
+        wit::Decision::Deliver(delivery) => {
+            let body = delivery
+                .body
+                .map(|text| RawValue::from_string(text).map_err(|e| invalid(format!("body is not JSON: {e}"))))
+                .transpose()?;
+            if delivery.headers.len() > MAX_HEADERS {
+                return Err(invalid(format!("{} headers, more than {MAX_HEADERS}", delivery.headers.len())));
+            }
+            let headers = delivery
+                .headers
+                .into_iter()
+                .map(|(name, value)| check_header(name, value).map_err(invalid))
+                .collect::<Result<_, _>>()?;
+            Ok(Decision::Deliver { body, headers })
+        }
+    }
+}
+
+fn check_header(name: String, value: String) -> Result<Header, String> {
+    // RFC 9110 token characters.
+    let is_tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(is_tchar) {
+        return Err(format!("header name {name:?} is not a valid HTTP token"));
+    }
+    let name = name.to_ascii_lowercase();
+    if RESERVED_HEADERS.contains(&name.as_str()) {
+        return Err(format!("header `{name}` is set by the engine and cannot be set by a script"));
+    }
+    if value.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(format!("value of header `{name}` contains a control character"));
+    }
+    Ok(Header { name, value })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deliver(body: Option<&str>, headers: &[(&str, &str)]) -> wit::Decision {
+        wit::Decision::Deliver(wit::Delivery {
+            body: body.map(str::to_owned),
+            headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+        })
+    }
+
+    #[test]
+    fn accepts_json_body_and_lowercases_headers() {
+        let d = check(deliver(Some(r#"{"a":1}"#), &[("X-Store", "12")]), &Limits::default()).unwrap();
+        let Decision::Deliver { body, headers } = d else { panic!("expected deliver") };
+        assert_eq!(body.unwrap().get(), r#"{"a":1}"#);
+        assert_eq!(headers, vec![Header { name: "x-store".into(), value: "12".into() }]);
+    }
+
+    #[test]
+    fn refuses_bad_output() {
+        let limits = Limits { output_bytes: 100, ..Limits::default() };
+        let cases = [
+            (deliver(Some("not json"), &[]), "invalid_output"),
+            (deliver(None, &[("bad header", "x")]), "invalid_output"),
+            (deliver(None, &[("x-a", "line\r\nInjected: yes")]), "invalid_output"),
+            (deliver(None, &[("Authorization", "Bearer stolen")]), "invalid_output"),
+            (deliver(None, &[("webhook-signature", "v1,forged")]), "invalid_output"),
+            (deliver(Some(&format!("\"{}\"", "x".repeat(200))), &[]), "output_too_large"),
+            (wit::Decision::Skip("r".repeat(101)), "output_too_large"),
+        ];
+        for (decision, kind) in cases {
+            let text = format!("{decision:?}");
+            assert_eq!(check(decision, &limits).unwrap_err().kind(), kind, "{text}");
+        }
+    }
+}
