@@ -67,6 +67,7 @@ mod event;
 mod export;
 mod host;
 mod log;
+mod pointer;
 pub mod params;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;

@@ -226,10 +226,13 @@ impl Sandbox {
 
     fn read_disk_cache(&self, sha256: &Sha256) -> Option<Component> {
         let path = self.disk_cache_path(sha256)?;
+        // Read, not mapped: a file changed under a live mapping would crash
+        // the process (SIGBUS).
+        let bytes = std::fs::read(path).ok()?;
         // SAFETY: files in the cache directory are written only by
         // `write_disk_cache` of this engine; wasmtime refuses code compiled
         // by another version or configuration, and we then recompile.
-        unsafe { Component::deserialize_file(&self.engine, &path) }.ok()
+        unsafe { Component::deserialize(&self.engine, &bytes) }.ok()
     }
 
     fn write_disk_cache(&self, sha256: &Sha256, component: &Component) {

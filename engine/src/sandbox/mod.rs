@@ -230,12 +230,17 @@ impl Sandbox {
             // Reset small memories with memset instead of unmapping them, so
             // the next instance in the slot does not page-fault them back in.
             .linear_memory_keep_resident(1 << 20)
-            .table_keep_resident(64 << 10);
+            .table_keep_resident(64 << 10)
+            .pagemap_scan(wasmtime::Enabled::Auto);
 
         let mut wasm = Config::new();
         wasm.consume_fuel(true)
             .epoch_interruption(true)
             .memory_init_cow(true)
+            .signals_based_traps(false)
+            .memory_reservation(config.limits.memory_bytes as u64)
+            .memory_guard_size(0)
+            .memory_reservation_for_growth(0)
             .max_wasm_stack(512 << 10)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&wasm)?;

@@ -1,17 +1,26 @@
 //! Delivers `order.paid` events whose `amount` is at least the parameter
 //! `min_amount` (default 0). Amounts may be JSON numbers or numeric strings.
 
+use serde::Deserialize;
 use sluice_sdk::{Decision, Error, Event, debug, params};
+
+/// An amount as services send it: a number, or a number in a string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Amount {
+    Number(f64),
+    Text(String),
+}
 
 fn filter(event: &Event) -> Result<Decision, Error> {
     if event.event_type() != "order.paid" {
         return Ok(Decision::skip(format!("type {} is not order.paid", event.event_type())));
     }
     let min: f64 = params::parse("min_amount")?.unwrap_or(0.0);
-    let amount = match event.pointer("/amount") {
-        Some(serde_json::Value::Number(n)) => n.as_f64(),
-        Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
-        _ => None,
+    let amount = match event.get::<Amount>("/amount")? {
+        Some(Amount::Number(n)) => Some(n),
+        Some(Amount::Text(s)) => s.trim().parse().ok(),
+        None => None,
     }
     .ok_or_else(|| Error::msg("payload has no numeric `amount`"))?;
     debug!("order amount {amount}, minimum {min}");
