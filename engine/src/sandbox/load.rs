@@ -216,7 +216,9 @@ impl Sandbox {
         store.limiter(|state| &mut state.memory);
         let _ = store.set_fuel(self.config.limits.fuel);
         store.set_epoch_deadline(1_000);
-        pre.instantiate(&mut store).map_err(mismatch)?;
+        pre.instantiate(&mut store).map_err(|e| LoadError::Mismatch {
+            reason: format!("`{WIT_PACKAGE}/filter@{wit_version}` function `filter`: {e:#}"),
+        })?;
         Ok(Script { sha256, wit_version, pre })
     }
 
