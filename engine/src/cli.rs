@@ -11,7 +11,11 @@ use crate::event::{EventId, EventInput};
 use crate::sandbox::{self, Limits, OutcomeResult, Params, Sandbox, SandboxConfig};
 
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about = "A WebAssembly-scripted event router.")]
+#[command(
+    name = "sluice",
+    version,
+    about = "A WebAssembly-scripted event router."
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,7 +57,9 @@ enum ScriptCommand {
 }
 
 fn parse_param(raw: &str) -> Result<(String, String), String> {
-    let (name, value) = raw.split_once('=').ok_or_else(|| format!("expected NAME=VALUE, got {raw:?}"))?;
+    let (name, value) = raw
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=VALUE, got {raw:?}"))?;
     if name.is_empty() {
         return Err("parameter name is empty".into());
     }
@@ -63,9 +69,16 @@ fn parse_param(raw: &str) -> Result<(String, String), String> {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Script(ScriptCommand::Test { script, event, params, fuel }) => script_test(script, event, params, fuel),
+        Command::Script(ScriptCommand::Test {
+            script,
+            event,
+            params,
+            fuel,
+        }) => script_test(script, event, params, fuel),
         Command::Script(ScriptCommand::Check { script }) => script_check(script),
-        Command::Script(ScriptCommand::Componentize { input, output }) => componentize(input, output),
+        Command::Script(ScriptCommand::Componentize { input, output }) => {
+            componentize(input, output)
+        }
     };
     match result {
         Ok(code) => code,
@@ -90,12 +103,21 @@ fn script_test(
     if let Some(fuel) = fuel {
         limits.fuel = fuel;
     }
-    let sandbox = Sandbox::new(SandboxConfig { limits, max_concurrent_calls: 2, ..SandboxConfig::default() })
-        .map_err(|e| format!("cannot start the sandbox: {e:#}"))?;
-    let script = sandbox.load(&read(&script)?).map_err(|e| format!("script refused: {e}"))?;
-    let text = String::from_utf8(read(&event)?).map_err(|_| format!("{} is not UTF-8", event.display()))?;
+    let sandbox = Sandbox::new(SandboxConfig {
+        limits,
+        max_concurrent_calls: 2,
+        ..SandboxConfig::default()
+    })
+    .map_err(|e| format!("cannot start the sandbox: {e:#}"))?;
+    let script = sandbox
+        .load(&read(&script)?)
+        .map_err(|e| format!("script refused: {e}"))?;
+    let text = String::from_utf8(read(&event)?)
+        .map_err(|_| format!("{} is not UTF-8", event.display()))?;
     let event = EventInput::from_json(&text)
-        .and_then(|input| input.validate(|| EventId::parse("evt_local_test").expect("a valid literal id")))
+        .and_then(|input| {
+            input.validate(|| EventId::parse("evt_local_test").expect("a valid literal id"))
+        })
         .map_err(|e| format!("{}: {e}", event.display()))?;
     let params: Arc<Params> = Arc::new(params.into_iter().collect());
 
@@ -113,9 +135,14 @@ fn script_test(
 
 fn script_check(script: PathBuf) -> Result<ExitCode, String> {
     let bytes = read(&script)?;
-    let sandbox = Sandbox::new(SandboxConfig { max_concurrent_calls: 2, ..SandboxConfig::default() })
-        .map_err(|e| format!("cannot start the sandbox: {e:#}"))?;
-    let loaded = sandbox.load(&bytes).map_err(|e| format!("script refused ({}): {e}", e.code()))?;
+    let sandbox = Sandbox::new(SandboxConfig {
+        max_concurrent_calls: 2,
+        ..SandboxConfig::default()
+    })
+    .map_err(|e| format!("cannot start the sandbox: {e:#}"))?;
+    let loaded = sandbox
+        .load(&bytes)
+        .map_err(|e| format!("script refused ({}): {e}", e.code()))?;
     let report = serde_json::json!({
         "sha256": loaded.sha256().to_string(),
         "size": bytes.len(),
@@ -126,7 +153,9 @@ fn script_check(script: PathBuf) -> Result<ExitCode, String> {
 }
 
 fn componentize(input: PathBuf, output: PathBuf) -> Result<ExitCode, String> {
-    let component = sandbox::componentize(&read(&input)?).map_err(|e| format!("{}: {e}", input.display()))?;
-    std::fs::write(&output, component).map_err(|e| format!("cannot write {}: {e}", output.display()))?;
+    let component =
+        sandbox::componentize(&read(&input)?).map_err(|e| format!("{}: {e}", input.display()))?;
+    std::fs::write(&output, component)
+        .map_err(|e| format!("cannot write {}: {e}", output.display()))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -44,7 +44,10 @@ pub struct EventError {
 
 impl EventError {
     fn new(field: &'static str, reason: impl Into<String>) -> Self {
-        Self { field, reason: reason.into() }
+        Self {
+            field,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -80,9 +83,14 @@ pub struct EventType(String);
 impl EventType {
     /// Letters, digits, `.`, `_` and `-`; no empty dot-separated segment.
     pub fn parse(raw: &str) -> Result<Self, EventError> {
-        validate_token("type", raw, |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))?;
+        validate_token("type", raw, |c| {
+            c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+        })?;
         if raw.split('.').any(str::is_empty) {
-            return Err(EventError::new("type", "must not start or end with `.` or contain `..`"));
+            return Err(EventError::new(
+                "type",
+                "must not start or end with `.` or contain `..`",
+            ));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -110,16 +118,25 @@ impl OrgUnit {
     pub fn parse(raw: &str) -> Result<Self, EventError> {
         let path = raw.trim_matches('/');
         if path.len() > MAX_NAME_LEN {
-            return Err(EventError::new("organization_unit", format!("longer than {MAX_NAME_LEN} bytes")));
+            return Err(EventError::new(
+                "organization_unit",
+                format!("longer than {MAX_NAME_LEN} bytes"),
+            ));
         }
         if path.is_empty() {
             return Ok(Self::default());
         }
         if path.split('/').any(|s| s.trim().is_empty()) {
-            return Err(EventError::new("organization_unit", "contains an empty path segment"));
+            return Err(EventError::new(
+                "organization_unit",
+                "contains an empty path segment",
+            ));
         }
         if path.chars().any(char::is_control) {
-            return Err(EventError::new("organization_unit", "contains a control character"));
+            return Err(EventError::new(
+                "organization_unit",
+                "contains a control character",
+            ));
         }
         Ok(Self(path.to_owned()))
     }
@@ -132,7 +149,8 @@ impl OrgUnit {
     pub fn is_within(&self, ancestor: &OrgUnit) -> bool {
         ancestor.0.is_empty()
             || self.0 == ancestor.0
-                || (self.0.starts_with(&ancestor.0) && self.0.as_bytes().get(ancestor.0.len()) == Some(&b'/'))
+            || (self.0.starts_with(&ancestor.0)
+                && self.0.as_bytes().get(ancestor.0.len()) == Some(&b'/'))
     }
 }
 
@@ -184,14 +202,26 @@ impl EventInput {
             .map_err(|e| EventError::new("occurred_at", format!("not an RFC 3339 timestamp: {e}")))?
             .to_offset(time::UtcOffset::UTC);
         if let Some(source) = &self.source {
-            for (field, value) in [("source.application", &source.application), ("source.user", &source.user)] {
-                if value.as_ref().is_some_and(|v| v.len() > MAX_NAME_LEN || v.chars().any(char::is_control)) {
-                    return Err(EventError::new(field, "too long or contains a control character"));
+            for (field, value) in [
+                ("source.application", &source.application),
+                ("source.user", &source.user),
+            ] {
+                if value
+                    .as_ref()
+                    .is_some_and(|v| v.len() > MAX_NAME_LEN || v.chars().any(char::is_control))
+                {
+                    return Err(EventError::new(
+                        field,
+                        "too long or contains a control character",
+                    ));
                 }
             }
         }
         if self.related.len() > MAX_RELATED {
-            return Err(EventError::new("related", format!("more than {MAX_RELATED} ids")));
+            return Err(EventError::new(
+                "related",
+                format!("more than {MAX_RELATED} ids"),
+            ));
         }
         let related = self
             .related
@@ -203,7 +233,9 @@ impl EventInput {
             event_type,
             organization_unit,
             occurred_at,
-            source: self.source.filter(|s| s.application.is_some() || s.user.is_some()),
+            source: self
+                .source
+                .filter(|s| s.application.is_some() || s.user.is_some()),
             related,
             payload: self.payload,
         })
@@ -220,15 +252,25 @@ impl Event {
     }
 }
 
-fn validate_token(field: &'static str, raw: &str, allowed: impl Fn(char) -> bool) -> Result<(), EventError> {
+fn validate_token(
+    field: &'static str,
+    raw: &str,
+    allowed: impl Fn(char) -> bool,
+) -> Result<(), EventError> {
     if raw.is_empty() {
         return Err(EventError::new(field, "must not be empty"));
     }
     if raw.len() > MAX_NAME_LEN {
-        return Err(EventError::new(field, format!("longer than {MAX_NAME_LEN} bytes")));
+        return Err(EventError::new(
+            field,
+            format!("longer than {MAX_NAME_LEN} bytes"),
+        ));
     }
     if let Some(bad) = raw.chars().find(|c| !allowed(*c)) {
-        return Err(EventError::new(field, format!("contains the character {bad:?}")));
+        return Err(EventError::new(
+            field,
+            format!("contains the character {bad:?}"),
+        ));
     }
     Ok(())
 }
@@ -257,7 +299,8 @@ mod tests {
 
     #[test]
     fn generates_missing_id() {
-        let e = parse(r#"{"type":"a","occurred_at":"2026-01-01T00:00:00Z","payload":null}"#).unwrap();
+        let e =
+            parse(r#"{"type":"a","occurred_at":"2026-01-01T00:00:00Z","payload":null}"#).unwrap();
         assert_eq!(e.id.as_str(), "generated");
         assert_eq!(e.organization_unit, OrgUnit::default());
     }
@@ -265,13 +308,34 @@ mod tests {
     #[test]
     fn refuses_bad_fields_naming_them() {
         let cases = [
-            (r#"{"type":"a","occurred_at":"2026-01-01T00:00:00Z","payload":1,"extra":1}"#, "event"),
-            (r#"{"type":"a b","occurred_at":"2026-01-01T00:00:00Z","payload":1}"#, "type"),
-            (r#"{"type":"a..b","occurred_at":"2026-01-01T00:00:00Z","payload":1}"#, "type"),
-            (r#"{"type":"a","occurred_at":"yesterday","payload":1}"#, "occurred_at"),
-            (r#"{"id":"","type":"a","occurred_at":"2026-01-01T00:00:00Z","payload":1}"#, "id"),
-            (r#"{"type":"a","organization_unit":"a//b","occurred_at":"2026-01-01T00:00:00Z","payload":1}"#, "organization_unit"),
-            (r#"{"type":"a","occurred_at":"2026-01-01T00:00:00Z"}"#, "event"),
+            (
+                r#"{"type":"a","occurred_at":"2026-01-01T00:00:00Z","payload":1,"extra":1}"#,
+                "event",
+            ),
+            (
+                r#"{"type":"a b","occurred_at":"2026-01-01T00:00:00Z","payload":1}"#,
+                "type",
+            ),
+            (
+                r#"{"type":"a..b","occurred_at":"2026-01-01T00:00:00Z","payload":1}"#,
+                "type",
+            ),
+            (
+                r#"{"type":"a","occurred_at":"yesterday","payload":1}"#,
+                "occurred_at",
+            ),
+            (
+                r#"{"id":"","type":"a","occurred_at":"2026-01-01T00:00:00Z","payload":1}"#,
+                "id",
+            ),
+            (
+                r#"{"type":"a","organization_unit":"a//b","occurred_at":"2026-01-01T00:00:00Z","payload":1}"#,
+                "organization_unit",
+            ),
+            (
+                r#"{"type":"a","occurred_at":"2026-01-01T00:00:00Z"}"#,
+                "event",
+            ),
         ];
         for (json, field) in cases {
             assert_eq!(parse(json).unwrap_err().field, field, "{json}");

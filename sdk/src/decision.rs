@@ -76,7 +76,9 @@ impl Decision {
 impl Delivery {
     /// The replacement body parsed as JSON, if there is one.
     pub fn body_json(&self) -> Option<serde_json::Value> {
-        self.body.as_deref().and_then(|b| serde_json::from_str(b).ok())
+        self.body
+            .as_deref()
+            .and_then(|b| serde_json::from_str(b).ok())
     }
 
     /// The first header with this name (case-insensitive).

@@ -140,7 +140,8 @@ impl Event {
     /// `null`. Reads only the path from the payload text, so it is much
     /// cheaper than [`Event::value`] when a script needs a few fields.
     pub fn get<T: DeserializeOwned>(&self, pointer: &str) -> Result<Option<T>, Error> {
-        crate::pointer::lookup(&self.payload, pointer).map_err(|e| Error::msg(format!("payload field {pointer}: {e}")))
+        crate::pointer::lookup(&self.payload, pointer)
+            .map_err(|e| Error::msg(format!("payload field {pointer}: {e}")))
     }
 
     /// Takes the event apart for the wasm glue.
@@ -227,7 +228,10 @@ mod tests {
             .build();
         assert_eq!(e.json::<Order>().unwrap().amount, 12.5);
         assert_eq!(e.pointer("/customer/email"), Some(&json!("a@b.c")));
-        assert_eq!(e.get::<String>("/customer/email").unwrap().as_deref(), Some("a@b.c"));
+        assert_eq!(
+            e.get::<String>("/customer/email").unwrap().as_deref(),
+            Some("a@b.c")
+        );
         assert_eq!(e.get::<String>("/missing").unwrap(), None);
         assert!(e.get::<u32>("/customer").is_err());
     }
@@ -241,7 +245,9 @@ mod tests {
 
     #[test]
     fn unit_tree() {
-        let e = Event::builder("x").organization_unit("emea/nl/store-12").build();
+        let e = Event::builder("x")
+            .organization_unit("emea/nl/store-12")
+            .build();
         assert!(e.is_in_unit("emea"));
         assert!(e.is_in_unit("emea/nl/"));
         assert!(e.is_in_unit("emea/nl/store-12"));

@@ -5,8 +5,8 @@ use crate::Level;
 
 #[cfg(target_arch = "wasm32")]
 mod imp {
-    use crate::bindings::sluice::event_export::{host, types};
     use crate::Level;
+    use crate::bindings::sluice::event_export::{host, types};
 
     pub fn log(level: Level, message: &str) {
         let level = match level {

@@ -67,8 +67,8 @@ mod event;
 mod export;
 mod host;
 mod log;
-mod pointer;
 pub mod params;
+mod pointer;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 

@@ -3,14 +3,33 @@
 //! and any string value that looks like an e-mail address. Extra field names
 //! to mask can be given in the parameter `fields` (comma-separated).
 
-use serde_json::Value;
 use sluice_sdk::{Decision, Error, Event, params};
 
 fn filter(event: &Event) -> Result<Decision, Error> {
-    let extra: Vec<String> = params::list("fields").iter().map(|f| normalize(f)).collect();
-    let mut payload = event.value()?.clone();
-    let masked = redact(&mut payload, &extra);
-    Ok(Decision::deliver_json(&payload)?.with_header("x-redacted-fields", masked.to_string()))
+    let extra: Vec<String> = params::list("fields")
+        .iter()
+        .map(|f| normalize(f))
+        .collect();
+    let mut redactor = Redactor {
+        src: event.payload().as_bytes(),
+        pos: 0,
+        out: String::new(),
+        extra: &extra,
+        masked: 0,
+        key: String::new(),
+    };
+    redactor.out.reserve(redactor.src.len());
+    redactor.value(None)?;
+    redactor.whitespace();
+    if redactor.pos != redactor.src.len() {
+        return Err(Error::msg("payload is not valid JSON: trailing characters"));
+    }
+    let masked = redactor.masked;
+    let body = redactor.out;
+    Ok(Decision::Deliver(sluice_sdk::Delivery {
+        body: Some(body),
+        headers: vec![("x-redacted-fields".into(), masked.to_string())],
+    }))
 }
 
 #[derive(Clone, Copy)]
@@ -22,20 +41,41 @@ enum Kind {
 
 /// Field names compared without case, `_` or `-`: `firstName` = `first_name`.
 fn normalize(key: &str) -> String {
-    key.chars().filter(|c| *c != '_' && *c != '-').flat_map(char::to_lowercase).collect()
+    key.chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
-fn kind_of(key: &str, extra: &[String]) -> Option<Kind> {
-    let k = normalize(key);
-    if k.contains("email") || k == "mail" {
+fn kind_of(key: &str, extra: &[String], k: &mut String) -> Option<Kind> {
+    k.clear();
+    let kept = key.chars().filter(|c| *c != '_' && *c != '-');
+    if key.is_ascii() {
+        // Unicode case tables cost many instructions per character.
+        k.extend(kept.map(|c| c.to_ascii_lowercase()));
+    } else {
+        k.extend(kept.flat_map(char::to_lowercase));
+    }
+    // Byte windows, not `str::contains`: its searcher costs more to set up
+    // than these short keys take to scan.
+    let has = |needle: &[u8]| k.as_bytes().windows(needle.len()).any(|w| w == needle);
+    if has(b"email") || k == "mail" {
         Some(Kind::Email)
-    } else if k.contains("phone") || k.contains("mobile") || k == "fax" || k == "tel" {
+    } else if has(b"phone") || has(b"mobile") || k == "fax" || k == "tel" {
         Some(Kind::Phone)
     } else if matches!(
         k.as_str(),
-        "name" | "firstname" | "lastname" | "fullname" | "givenname" | "familyname"
-            | "surname" | "middlename" | "customername" | "contactname"
-    ) || extra.contains(&k)
+        "name"
+            | "firstname"
+            | "lastname"
+            | "fullname"
+            | "givenname"
+            | "familyname"
+            | "surname"
+            | "middlename"
+            | "customername"
+            | "contactname"
+    ) || extra.contains(k)
     {
         Some(Kind::Name)
     } else {
@@ -67,30 +107,171 @@ fn mask(kind: Kind, s: &str) -> String {
     }
 }
 
-/// Masks in place; returns how many values were masked.
-fn redact(value: &mut Value, extra: &[String]) -> usize {
-    match value {
-        Value::Object(map) => map
-            .iter_mut()
-            .map(|(key, v)| match (kind_of(key, extra), &*v) {
-                (Some(kind), Value::String(s)) => {
-                    *v = Value::String(mask(kind, s));
-                    1
-                }
-                (Some(_), Value::Number(_)) => {
-                    *v = Value::String("***".into());
-                    1
-                }
-                _ => redact(v, extra),
-            })
-            .sum(),
-        Value::Array(items) => items.iter_mut().map(|v| redact(v, extra)).sum(),
-        Value::String(s) if looks_like_email(s) => {
-            *s = mask(Kind::Email, s);
-            1
-        }
-        _ => 0,
+/// Copies the payload's JSON text to `out`, masking as it goes, without
+/// building a tree: a script pays for every instruction, and parsing into a
+/// `Value` and serializing it again costs several times more.
+struct Redactor<'a> {
+    src: &'a [u8],
+    pos: usize,
+    out: String,
+    extra: &'a [String],
+    masked: usize,
+    /// Scratch space for normalized keys.
+    key: String,
+}
+
+impl<'a> Redactor<'a> {
+    fn invalid(&self) -> Error {
+        Error::msg(format!("payload is not valid JSON at byte {}", self.pos))
     }
+
+    fn whitespace(&mut self) {
+        while self
+            .src
+            .get(self.pos)
+            .is_some_and(|b| b.is_ascii_whitespace())
+        {
+            self.pos += 1;
+        }
+    }
+
+    fn expect(&mut self, byte: u8) -> Result<(), Error> {
+        self.whitespace();
+        if self.src.get(self.pos) != Some(&byte) {
+            return Err(self.invalid());
+        }
+        self.pos += 1;
+        self.out.push(byte as char);
+        Ok(())
+    }
+
+    /// One value; `kind` is set when the value belongs to a personal field.
+    fn value(&mut self, kind: Option<Kind>) -> Result<(), Error> {
+        self.whitespace();
+        match self.src.get(self.pos) {
+            Some(b'{') => self.object(),
+            Some(b'[') => self.array(),
+            Some(b'"') => {
+                let raw = self.string()?;
+                match kind {
+                    Some(kind) => self.write_masked(kind, &decode(raw)?),
+                    None if raw.contains('@') && looks_like_email(&decode(raw)?) => {
+                        self.write_masked(Kind::Email, &decode(raw)?)
+                    }
+                    None => {
+                        self.out.push('"');
+                        self.out.push_str(raw);
+                        self.out.push('"');
+                    }
+                }
+                Ok(())
+            }
+            Some(_) => {
+                let start = self.pos;
+                while self
+                    .src
+                    .get(self.pos)
+                    .is_some_and(|b| !matches!(b, b',' | b'}' | b']') && !b.is_ascii_whitespace())
+                {
+                    self.pos += 1;
+                }
+                let token =
+                    std::str::from_utf8(&self.src[start..self.pos]).map_err(|_| self.invalid())?;
+                let is_number = token.starts_with(|c: char| c == '-' || c.is_ascii_digit());
+                if !is_number && !matches!(token, "true" | "false" | "null") {
+                    return Err(self.invalid());
+                }
+                if kind.is_some() && is_number {
+                    self.out.push_str("\"***\"");
+                    self.masked += 1;
+                } else {
+                    self.out.push_str(token);
+                }
+                Ok(())
+            }
+            None => Err(self.invalid()),
+        }
+    }
+
+    fn object(&mut self) -> Result<(), Error> {
+        self.expect(b'{')?;
+        self.whitespace();
+        if self.src.get(self.pos) == Some(&b'}') {
+            return self.expect(b'}');
+        }
+        loop {
+            self.whitespace();
+            let raw = self.string()?;
+            self.out.push('"');
+            self.out.push_str(raw);
+            self.out.push('"');
+            let mut key = std::mem::take(&mut self.key);
+            let kind = kind_of(&decode(raw)?, self.extra, &mut key);
+            self.key = key;
+            self.expect(b':')?;
+            self.value(kind)?;
+            self.whitespace();
+            match self.src.get(self.pos) {
+                Some(b',') => self.expect(b',')?,
+                _ => return self.expect(b'}'),
+            }
+        }
+    }
+
+    fn array(&mut self) -> Result<(), Error> {
+        self.expect(b'[')?;
+        self.whitespace();
+        if self.src.get(self.pos) == Some(&b']') {
+            return self.expect(b']');
+        }
+        loop {
+            // Personal fields hold scalars; inside arrays only e-mail
+            // addresses are recognised, by their look.
+            self.value(None)?;
+            self.whitespace();
+            match self.src.get(self.pos) {
+                Some(b',') => self.expect(b',')?,
+                _ => return self.expect(b']'),
+            }
+        }
+    }
+
+    /// A string token, returned without its quotes and still escaped.
+    fn string(&mut self) -> Result<&'a str, Error> {
+        if self.src.get(self.pos) != Some(&b'"') {
+            return Err(self.invalid());
+        }
+        let start = self.pos + 1;
+        let mut i = start;
+        loop {
+            match self.src.get(i) {
+                Some(b'"') => break,
+                Some(b'\\') => i += 2,
+                Some(_) => i += 1,
+                None => return Err(self.invalid()),
+            }
+        }
+        self.pos = i + 1;
+        let src: &'a [u8] = self.src;
+        std::str::from_utf8(&src[start..i]).map_err(|_| self.invalid())
+    }
+
+    fn write_masked(&mut self, kind: Kind, value: &str) {
+        let masked = mask(kind, value);
+        self.out
+            .push_str(&serde_json::to_string(&masked).unwrap_or_else(|_| "\"***\"".into()));
+        self.masked += 1;
+    }
+}
+
+/// The text of a string token (escapes resolved).
+fn decode(raw: &str) -> Result<std::borrow::Cow<'_, str>, Error> {
+    if !raw.contains('\\') {
+        return Ok(raw.into());
+    }
+    serde_json::from_str::<String>(&format!("\"{raw}\""))
+        .map(Into::into)
+        .map_err(|e| Error::msg(format!("payload is not valid JSON: {e}")))
 }
 
 sluice_sdk::export_filter!(filter);
@@ -127,12 +308,33 @@ mod tests {
 
     #[test]
     fn extra_fields_from_parameters() {
-        let event = Event::builder("x").payload(json!({"loyalty_card": "123", "city": "Delft"})).build();
-        let run = TestHost::new().param("fields", "loyaltyCard").run(filter, &event);
+        let event = Event::builder("x")
+            .payload(json!({"loyalty_card": "123", "city": "Delft"}))
+            .build();
+        let run = TestHost::new()
+            .param("fields", "loyaltyCard")
+            .run(filter, &event);
         assert_eq!(
             run.decision().delivery().unwrap().body_json().unwrap(),
             json!({"loyalty_card": "***", "city": "Delft"})
         );
+    }
+
+    #[test]
+    fn keeps_escapes_and_structure() {
+        let text =
+            r#" { "a\"b" : [1, -2.5e3, true, null, {"e\u006dail": "x\"y@z.org"}], "s": "q\\" } "#;
+        let event = Event::builder("x").payload_text(text).build();
+        let d = TestHost::new().run(filter, &event).decision().clone();
+        let body = d.delivery().unwrap().body_json().unwrap();
+        assert_eq!(
+            body,
+            json!({"a\"b": [1, -2.5e3, true, null, {"email": "***@z.org"}], "s": "q\\"})
+        );
+        for bad in ["{\"a\" 1}", "[1,", "{\"a\":tru}", "\"x", "{} x"] {
+            let event = Event::builder("x").payload_text(bad).build();
+            TestHost::new().run(filter, &event).error();
+        }
     }
 
     #[test]
