@@ -23,6 +23,18 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Runs the engine: API, routing and delivery, on an embedded SQLite file.
+    Serve {
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Directory for the database and compiled scripts (default ./sluice-data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Settings file (default ./sluice.toml when present).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Work with export scripts locally.
     #[command(subcommand)]
     Script(ScriptCommand),
@@ -69,6 +81,7 @@ fn parse_param(raw: &str) -> Result<(String, String), String> {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
+        Command::Serve { listen, data_dir, config } => serve(listen, data_dir, config),
         Command::Script(ScriptCommand::Test {
             script,
             event,
@@ -87,6 +100,29 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn serve(listen: Option<std::net::SocketAddr>, data_dir: Option<PathBuf>, config: Option<PathBuf>) -> Result<ExitCode, String> {
+    let mut settings = crate::settings::Settings::load(config.as_deref()).map_err(|e| e.to_string())?;
+    if let Some(listen) = listen {
+        settings.listen = listen;
+    }
+    if let Some(dir) = data_dir {
+        settings.data_dir = dir;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log).map_err(|e| format!("log filter {:?}: {e}", settings.log))?;
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if settings.log_json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(crate::server::serve(settings))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn read(path: &PathBuf) -> Result<Vec<u8>, String> {

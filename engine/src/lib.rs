@@ -1,10 +1,25 @@
 //! sluice: a WebAssembly-scripted event router.
 //!
 //! Modules, in the direction dependencies point:
-//! - [`cli`]: the command line, dispatching to the modules below;
+//! - [`cli`] and [`server`]: the command line and `sluice serve`'s start-up;
+//! - [`api`]: the HTTP API, the only module that speaks HTTP to callers;
+//! - [`app`]: the operations the API performs, and the pipeline's wiring;
+//! - [`route`] and [`deliver`]: matching and scripts, then sending;
 //! - [`sandbox`]: validating, compiling and running export scripts;
-//! - [`event`]: the event shape and its validation.
+//! - [`export`], [`event`], [`auth`], [`sign`], [`ids`]: the domain types and rules;
+//! - [`store`]: every SQL statement.
 
+pub mod api;
+pub mod app;
+pub mod auth;
 pub mod cli;
+pub mod deliver;
 pub mod event;
+pub mod export;
+pub mod ids;
+pub mod route;
 pub mod sandbox;
+pub mod server;
+pub mod settings;
+pub mod sign;
+pub mod store;

@@ -22,7 +22,7 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
 pub use load::{LoadError, Sha256, WIT_PACKAGE, componentize};
-pub use output::{Decision, Header};
+pub use output::{Decision, Header, is_reserved_header};
 
 use crate::event::Event;
 
@@ -274,6 +274,11 @@ impl Sandbox {
 
     pub fn limits(&self) -> &Limits {
         &self.config.limits
+    }
+
+    /// Largest accepted upload, in bytes.
+    pub fn max_script_bytes(&self) -> usize {
+        self.config.max_script_bytes
     }
 
     /// Runs `script` on `event` with a fresh instance: nothing survives

@@ -26,6 +26,11 @@ const RESERVED_HEADERS: &[&str] = &[
     "x-signature",
 ];
 
+/// Whether `name` (any case) is a header the engine sets itself.
+pub fn is_reserved_header(name: &str) -> bool {
+    RESERVED_HEADERS.iter().any(|r| r.eq_ignore_ascii_case(name))
+}
+
 /// One header a script added, name lowercased.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Header {

@@ -1,0 +1,216 @@
+//! The engine's shared state and the operations the API performs on it:
+//! ingest, script upload, configuration changes. Each keeps the caches and
+//! the pipeline consistent with the store.
+//!
+//! This module owns the pipeline's wiring (store → router → deliverer). It
+//! must never speak HTTP to callers: the API layer maps its errors.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::deliver::{self, Deliverer, DeliveryJob};
+use crate::event::Event;
+use crate::export::{ConfigError, ConfigInput, ExportConfig};
+use crate::ids::{ConfigId, ScriptId, TenantId};
+use crate::route::{ConfigCache, RouteJob, Router};
+use crate::sandbox::{LoadError, Sandbox};
+use crate::store::{self, ConfigRecord, ConfigWrite, Ingested, ScriptRecord, Store, StoreError};
+
+/// Limits the engine enforces on callers.
+#[derive(Debug, Clone)]
+pub struct AppLimits {
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Most events in one ingest request.
+    pub max_batch: usize,
+    /// Deliveries in flight at once.
+    pub delivery_concurrency: usize,
+    /// How often due retries are looked for.
+    pub poll_interval: Duration,
+}
+
+impl Default for AppLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1 << 20,
+            max_batch: 500,
+            delivery_concurrency: 512,
+            poll_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+pub struct App {
+    pub store: Store,
+    pub sandbox: Arc<Sandbox>,
+    pub configs: Arc<ConfigCache>,
+    pub limits: AppLimits,
+    /// The tenant whose admin keys manage tenants.
+    pub operator: TenantId,
+    route: mpsc::Sender<RouteJob>,
+}
+
+/// Why an operation failed, for the API to map.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Script(#[from] LoadError),
+}
+
+impl App {
+    /// Wires the pipeline and starts its tasks: the router, the deliverer,
+    /// the retry poller, and a scan that routes events accepted before a
+    /// restart.
+    pub async fn start(store: Store, sandbox: Arc<Sandbox>, limits: AppLimits) -> Result<Arc<Self>, StoreError> {
+        let operator = store
+            .operator_tenant()
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("no operator tenant: bootstrap first".into()))?;
+        // Single node: nothing can be in flight before we start.
+        let released = store.release_leases().await?;
+        if released > 0 {
+            tracing::info!(released, "deliveries left in flight by the previous run are due again");
+        }
+        let configs = Arc::new(ConfigCache::new(store.clone(), sandbox.clone(), deliver::shared_client()));
+        let (deliver_tx, deliver_rx) = mpsc::channel::<DeliveryJob>(8192);
+        let (route_tx, route_rx) = mpsc::channel::<RouteJob>(8192);
+
+        let deliverer = Deliverer::new(store.clone(), configs.clone(), limits.delivery_concurrency);
+        tokio::spawn(deliverer.run(deliver_rx));
+        tokio::spawn(Deliverer::poll_due(store.clone(), deliver_tx.clone(), limits.poll_interval));
+        let router = Router::new(store.clone(), sandbox.clone(), configs.clone(), deliver_tx);
+        tokio::spawn(router.run(route_rx));
+
+        let app = Arc::new(Self {
+            store,
+            sandbox,
+            configs,
+            limits,
+            operator,
+            route: route_tx,
+        });
+        tokio::spawn(app.clone().route_unrouted());
+        Ok(app)
+    }
+
+    /// Routes events that were accepted but not routed: at start-up (the
+    /// process died in between), then every half minute for events the
+    /// live path dropped (a full routing queue).
+    async fn route_unrouted(self: Arc<Self>) {
+        let mut before = i64::MAX;
+        loop {
+            self.route_unrouted_once(before).await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            before = store::now_ms() - 30_000;
+        }
+    }
+
+    async fn route_unrouted_once(&self, received_before: i64) {
+        let mut after = 0;
+        loop {
+            match self.store.unrouted_events(after, received_before, 512).await {
+                Ok(events) if events.is_empty() => return,
+                Ok(events) => {
+                    for e in events {
+                        after = e.seq;
+                        let job = RouteJob { tenant: e.tenant_id, seq: e.seq, event: Arc::new(e.event) };
+                        if self.route.send(job).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "scanning unrouted events failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Stores a batch of validated events and queues the new ones for routing.
+    pub async fn ingest(&self, tenant: &TenantId, events: Vec<Event>) -> Result<Vec<Ingested>, AppError> {
+        let quota = self.store.get_tenant(tenant).await?.monthly_quota;
+        let kept: Vec<Arc<Event>> = events.iter().cloned().map(Arc::new).collect();
+        let results = self.store.ingest(tenant, quota, events).await?;
+        for (event, result) in kept.into_iter().zip(&results) {
+            if let Ingested::Stored { seq } = result {
+                let job = RouteJob { tenant: tenant.clone(), seq: *seq, event };
+                // A full queue must not fail an accepted event: the scan routes it later.
+                if self.route.try_send(job).is_err() {
+                    tracing::warn!("routing queue full; event left for the recovery scan");
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    pub async fn upload_script(&self, tenant: &TenantId, name: &str, bytes: &[u8]) -> Result<ScriptRecord, AppError> {
+        let script = self.sandbox.load(bytes)?;
+        let record = ScriptRecord {
+            id: ScriptId::generate(),
+            name: name.to_owned(),
+            sha256: script.sha256().to_string(),
+            size: bytes.len() as i64,
+            wit_version: script.wit_version().to_owned(),
+            created_at: store::now_ms(),
+        };
+        self.store.insert_script(tenant, &record, bytes).await?;
+        Ok(record)
+    }
+
+    pub async fn create_config(&self, tenant: &TenantId, input: ConfigInput) -> Result<(ConfigRecord, ExportConfig), AppError> {
+        let spec = input.validate(None)?;
+        let record = self.store.insert_config(tenant, &ConfigId::generate(), &write_of(&spec)).await?;
+        self.configs.invalidate(tenant, Some(&record.id));
+        Ok((record, spec))
+    }
+
+    pub async fn update_config(
+        &self,
+        tenant: &TenantId,
+        id: &ConfigId,
+        expected: i64,
+        input: ConfigInput,
+    ) -> Result<(ConfigRecord, ExportConfig), AppError> {
+        let current = self.store.get_config(tenant, id).await?;
+        if current.version != expected {
+            return Err(StoreError::StaleVersion { current: current.version }.into());
+        }
+        let previous = parse_spec(&current)?;
+        let spec = input.validate(Some(&previous))?;
+        let record = self.store.update_config(tenant, id, expected, &write_of(&spec)).await?;
+        self.configs.invalidate(tenant, Some(id));
+        Ok((record, spec))
+    }
+
+    pub async fn set_enabled(&self, tenant: &TenantId, id: &ConfigId, expected: Option<i64>, enabled: bool) -> Result<ConfigRecord, AppError> {
+        let record = self.store.set_config_enabled(tenant, id, expected, enabled, Some("disabled by an admin")).await?;
+        self.configs.invalidate(tenant, Some(id));
+        Ok(record)
+    }
+
+    pub async fn delete_config(&self, tenant: &TenantId, id: &ConfigId, expected: Option<i64>) -> Result<(), AppError> {
+        self.store.delete_config(tenant, id, expected).await?;
+        self.configs.invalidate(tenant, Some(id));
+        Ok(())
+    }
+}
+
+pub fn parse_spec(record: &ConfigRecord) -> Result<ExportConfig, StoreError> {
+    serde_json::from_str(&record.spec).map_err(|e| StoreError::Corrupt(format!("configuration {}: {e}", record.id)))
+}
+
+fn write_of(spec: &ExportConfig) -> ConfigWrite {
+    ConfigWrite {
+        name: spec.name.clone(),
+        script_id: spec.script.as_ref().map(|s| s.id.clone()),
+        // Serializing plain data with string keys cannot fail.
+        spec: serde_json::to_string(spec).expect("configuration serializes"),
+    }
+}

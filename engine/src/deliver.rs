@@ -1,0 +1,413 @@
+//! Delivery: builds each request (URL and query, headers, authorization,
+//! body), signs it, sends it within the deadline, classifies the answer by
+//! the response mode, logs the attempt and schedules the retry.
+//!
+//! This module owns the outbound HTTP. It must never put a secret in an
+//! attempt log, and never decide what to deliver (routing did).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::event::Event;
+use crate::export::{Authorization, ExportConfig, ResponseMode, Tls};
+use crate::ids::{AttemptId, ConfigId, DeliveryId, TenantId};
+use crate::route::{ConfigCache, LEASE_MS};
+use crate::sandbox::Header;
+use crate::sign;
+use crate::store::{self, AttemptOutcome, DueDelivery, NewAttempt, Store, StoreError};
+
+/// Most response-body bytes kept in the payload log.
+const MAX_LOGGED_RESPONSE: usize = 64 << 10;
+/// What a redacted value reads as.
+pub const REDACTED: &str = "***";
+
+/// One attempt to make.
+#[derive(Debug, Clone)]
+pub struct DeliveryJob {
+    pub tenant: TenantId,
+    pub delivery: DeliveryId,
+    pub config: ConfigId,
+    pub event: Arc<Event>,
+    /// The script's replacement body (JSON text), if any.
+    pub body: Option<String>,
+    /// JSON array of headers the script added.
+    pub headers: Option<String>,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+}
+
+impl From<DueDelivery> for DeliveryJob {
+    fn from(due: DueDelivery) -> Self {
+        Self {
+            tenant: due.tenant_id,
+            delivery: due.delivery.id,
+            config: due.delivery.configuration_id,
+            event: Arc::new(due.event),
+            body: due.delivery.body,
+            headers: due.delivery.headers,
+            attempt: due.delivery.attempts as u32 + 1,
+        }
+    }
+}
+
+/// The client every configuration without its own TLS settings shares.
+pub fn shared_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+        .pool_max_idle_per_host(256)
+        .build()
+        .expect("the default TLS backend initializes")
+}
+
+/// A client honouring a configuration's TLS trust and client certificate.
+pub fn client_for(spec: &ExportConfig, shared: &reqwest::Client) -> Result<reqwest::Client, reqwest::Error> {
+    let custom_tls = !matches!(spec.tls, Tls::System);
+    let cert = matches!(spec.authorization, Authorization::ClientCertificate { .. });
+    if !custom_tls && !cert {
+        return Ok(shared.clone());
+    }
+    let mut b = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")));
+    match &spec.tls {
+        Tls::System => {}
+        Tls::CustomCa { ca_pem } => {
+            b = b.tls_built_in_root_certs(false);
+            for cert in reqwest::Certificate::from_pem_bundle(ca_pem.as_bytes())? {
+                b = b.add_root_certificate(cert);
+            }
+        }
+        Tls::TrustAll => b = b.danger_accept_invalid_certs(true),
+    }
+    if let Authorization::ClientCertificate { certificate_pem, private_key_pem } = &spec.authorization {
+        let pem = format!("{certificate_pem}\n{private_key_pem}");
+        b = b.identity(reqwest::Identity::from_pem(pem.as_bytes())?);
+    }
+    b.build()
+}
+
+/// Sends deliveries, at most `concurrency` at once.
+pub struct Deliverer {
+    store: Store,
+    configs: Arc<ConfigCache>,
+    permits: Arc<Semaphore>,
+}
+
+impl Deliverer {
+    pub fn new(store: Store, configs: Arc<ConfigCache>, concurrency: usize) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            configs,
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+        })
+    }
+
+    /// Runs until the job channel closes.
+    pub async fn run(self: Arc<Self>, mut jobs: mpsc::Receiver<DeliveryJob>) {
+        while let Some(job) = jobs.recv().await {
+            let Ok(permit) = self.permits.clone().acquire_owned().await else { break };
+            let this = self.clone();
+            tokio::spawn(async move {
+                let (delivery, attempt) = (job.delivery.clone(), job.attempt);
+                if let Err(e) = this.attempt(job).await {
+                    tracing::error!(%delivery, attempt, error = %e, "recording an attempt failed; the lease will expire and it is retried");
+                }
+                drop(permit);
+            });
+        }
+    }
+
+    /// Claims deliveries whose retry is due (or whose sender died) and
+    /// queues them, every `every`.
+    pub async fn poll_due(store: Store, queue: mpsc::Sender<DeliveryJob>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            loop {
+                let due = match store.claim_due(store::now_ms(), LEASE_MS, 256).await {
+                    Ok(due) => due,
+                    Err(StoreError::Closed) => return,
+                    Err(e) => {
+                        tracing::error!(error = %e, "claiming due deliveries failed");
+                        break;
+                    }
+                };
+                let n = due.len();
+                for d in due {
+                    if queue.send(d.into()).await.is_err() {
+                        return;
+                    }
+                }
+                if n < 256 {
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, job: DeliveryJob) -> Result<(), StoreError> {
+        let config = match self.configs.get(&job.tenant, &job.config).await {
+            Ok(c) => c,
+            Err(StoreError::NotFound) => {
+                return self.store.record_attempt(gone(&job)).await;
+            }
+            Err(e) => return Err(e),
+        };
+        let spec = &config.spec;
+        let request = build(spec, &job);
+        let started_at = store::now_ms();
+        let clock = Instant::now();
+        let sent = config
+            .client
+            .post(request.url.clone())
+            .headers(request.headers.clone())
+            .body(request.body.clone())
+            .timeout(spec.deadline())
+            .send()
+            .await;
+        let (status, response_headers, response_body, error) = match sent {
+            Ok(response) => {
+                let status = response.status();
+                let headers = headers_json(response.headers(), false);
+                let body = read_capped(response, spec.deadline().saturating_sub(clock.elapsed())).await;
+                (Some(status), Some(headers), body, None)
+            }
+            Err(e) => (None, None, None, Some(describe(&e))),
+        };
+        let duration_ms = clock.elapsed().as_millis() as i64;
+        let succeeded = match (status, spec.response_mode) {
+            (Some(s), ResponseMode::Loose) => s.is_success(),
+            (Some(s), ResponseMode::Normal) => s == reqwest::StatusCode::OK && response_body.as_deref().map(str::trim) == Some("[ACK]"),
+            (None, _) => false,
+        };
+        let error = error.or_else(|| {
+            (!succeeded).then(|| match (status, spec.response_mode) {
+                (Some(s), ResponseMode::Normal) if s.is_success() => format!("answered {s} without the body [ACK]"),
+                (Some(s), _) => format!("answered {s}"),
+                (None, _) => "no answer".into(),
+            })
+        });
+        let (outcome, next_attempt_at) = if succeeded {
+            (AttemptOutcome::Succeeded, None)
+        } else if job.attempt < spec.retry.max_attempts {
+            let wait = spec.retry.backoff(job.attempt + 1, random_fraction());
+            (AttemptOutcome::Retry, Some(store::now_ms() + wait.as_millis() as i64))
+        } else {
+            (AttemptOutcome::Failed, None)
+        };
+        let attempt = NewAttempt {
+            id: AttemptId::generate(),
+            tenant_id: job.tenant.clone(),
+            delivery_id: job.delivery.clone(),
+            number: i64::from(job.attempt),
+            started_at,
+            duration_ms,
+            method: "POST".into(),
+            uri: request.logged_uri,
+            response_status: status.map(|s| i64::from(s.as_u16())),
+            outcome,
+            error,
+            request_headers: headers_json(&request.headers, true),
+            response_headers,
+            request_body: String::from_utf8(request.body).ok(),
+            response_body,
+            next_attempt_at,
+        };
+        self.store.record_attempt(attempt).await
+    }
+}
+
+/// The attempt recorded when the configuration was deleted meanwhile.
+fn gone(job: &DeliveryJob) -> NewAttempt {
+    NewAttempt {
+        id: AttemptId::generate(),
+        tenant_id: job.tenant.clone(),
+        delivery_id: job.delivery.clone(),
+        number: i64::from(job.attempt),
+        started_at: store::now_ms(),
+        duration_ms: 0,
+        method: "POST".into(),
+        uri: String::new(),
+        response_status: None,
+        outcome: AttemptOutcome::Failed,
+        error: Some("the configuration was deleted".into()),
+        request_headers: "{}".into(),
+        response_headers: None,
+        request_body: None,
+        response_body: None,
+        next_attempt_at: None,
+    }
+}
+
+/// A request ready to send, and its URI as logged.
+pub struct Request {
+    pub url: reqwest::Url,
+    pub logged_uri: String,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// The body receivers get when the script does not replace it: the event
+/// in the shape it was posted.
+pub fn default_body(event: &Event) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Envelope<'a> {
+        id: &'a str,
+        #[serde(rename = "type")]
+        event_type: &'a str,
+        organization_unit: &'a str,
+        occurred_at: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        source: Option<&'a crate::event::Source>,
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        related: &'a [crate::event::EventId],
+        payload: &'a serde_json::value::RawValue,
+    }
+    serde_json::to_vec(&Envelope {
+        id: event.id.as_str(),
+        event_type: event.event_type.as_str(),
+        organization_unit: event.organization_unit.as_str(),
+        occurred_at: event.occurred_at_rfc3339(),
+        source: event.source.as_ref(),
+        related: &event.related,
+        payload: &event.payload,
+    })
+    .unwrap_or_default()
+}
+
+/// Builds the request for one attempt. Everything here was validated when
+/// the configuration was saved, so failures only drop the offending part.
+pub fn build(spec: &ExportConfig, job: &DeliveryJob) -> Request {
+    use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+    let body = match &job.body {
+        Some(b) => b.clone().into_bytes(),
+        None => default_body(&job.event),
+    };
+    let mut url = reqwest::Url::parse(&spec.endpoint).expect("endpoints are validated on save");
+    let mut logged = url.clone();
+    if !spec.query.is_empty() {
+        let mut q = url.query_pairs_mut();
+        let mut lq = logged.query_pairs_mut();
+        for (k, v) in &spec.query {
+            q.append_pair(k, v);
+            lq.append_pair(k, if is_secret_name(k) { REDACTED } else { v });
+        }
+    }
+
+    let mut headers = HeaderMap::new();
+    let mut put = |name: &str, value: &str| {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            headers.insert(n, v);
+        }
+    };
+    for (k, v) in &spec.headers {
+        put(k, v);
+    }
+    if let Some(script_headers) = job.headers.as_deref().and_then(|h| serde_json::from_str::<Vec<Header>>(h).ok()) {
+        for h in script_headers {
+            put(&h.name, &h.value);
+        }
+    }
+    put("content-type", "application/json");
+    put("idempotency-key", job.event.id.as_str());
+    match &spec.authorization {
+        Authorization::Bearer { token } => put("authorization", &format!("Bearer {token}")),
+        Authorization::Token { token } => put("authorization", token),
+        Authorization::None | Authorization::ClientCertificate { .. } => {}
+    }
+    let timestamp = store::now_ms() / 1000;
+    for (name, value) in sign::headers(&spec.signing.profiles, &[&spec.signing.secret], job.event.id.as_str(), timestamp, &body) {
+        put(name, &value);
+    }
+    Request {
+        url,
+        logged_uri: logged.to_string(),
+        headers,
+        body,
+    }
+}
+
+/// Header or parameter names whose values are credentials.
+pub fn is_secret_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["auth", "token", "secret", "key", "password", "passwd", "cookie", "session", "credential", "signature"]
+        .iter()
+        .any(|s| n.contains(s))
+        && n != "idempotency-key"
+}
+
+/// Headers as a JSON object; with `redact`, credential values read `***`.
+fn headers_json(headers: &reqwest::header::HeaderMap, redact: bool) -> String {
+    let mut out = BTreeMap::new();
+    for (name, value) in headers {
+        let shown = if redact && is_secret_name(name.as_str()) && name.as_str() != "webhook-signature" && name.as_str() != "x-signature" {
+            REDACTED.to_owned()
+        } else {
+            String::from_utf8_lossy(value.as_bytes()).into_owned()
+        };
+        out.insert(name.as_str().to_owned(), shown);
+    }
+    serde_json::to_string(&out).unwrap_or_else(|_| "{}".into())
+}
+
+/// Reads at most [`MAX_LOGGED_RESPONSE`] bytes of the answer within `budget`.
+async fn read_capped(mut response: reqwest::Response, budget: Duration) -> Option<String> {
+    let mut body = Vec::new();
+    let read = async {
+        while let Ok(Some(chunk)) = response.chunk().await {
+            let room = MAX_LOGGED_RESPONSE.saturating_sub(body.len());
+            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if room <= chunk.len() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(budget.max(Duration::from_millis(100)), read).await;
+    Some(String::from_utf8_lossy(&body).into_owned())
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "deadline exceeded"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    // The source chain explains (refused, TLS, DNS) without the URL, which may carry a key.
+    let mut cause = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        cause = s.to_string();
+        source = s.source();
+    }
+    if cause.is_empty() { what.to_owned() } else { format!("{what}: {cause}") }
+}
+
+/// A uniform fraction in [0, 1) for retry jitter.
+fn random_fraction() -> f64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_names_are_recognized() {
+        for n in ["Authorization", "X-Api-Key", "x-auth-token", "Cookie", "key"] {
+            assert!(is_secret_name(n), "{n}");
+        }
+        for n in ["content-type", "idempotency-key", "x-tenant", "store"] {
+            assert!(!is_secret_name(n), "{n}");
+        }
+    }
+}

@@ -1,0 +1,738 @@
+//! Export configurations: where events go, which ones, and how the receiver
+//! is addressed. Parsed from the API's JSON into validated types once; the
+//! router and the deliverer trust them.
+//!
+//! This module owns every configuration rule (URL, patterns, headers,
+//! deadline cap, retry bounds, secrets). It must never touch storage or the
+//! network, and its API view must never carry a secret.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{EventType, OrgUnit};
+use crate::ids::ScriptId;
+
+/// A deadline above this is cut to it, whatever is configured.
+pub const MAX_DEADLINE: Duration = Duration::from_millis(5_000);
+pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(5_000);
+pub const MAX_NAME_LEN: usize = 100;
+pub const MAX_PATTERNS: usize = 100;
+pub const MAX_CUSTOM: usize = 50;
+
+/// A caller's mistake in a configuration: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ConfigError {
+    /// Stable code for the API (`invalid_endpoint`, `invalid_event_type_pattern`, …).
+    pub code: &'static str,
+    pub field: String,
+    pub reason: String,
+}
+
+fn err(code: &'static str, field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        code,
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Which event types a configuration takes: `order.paid`, `order.*`
+/// (`order.` and everything under it) or `*` (all).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TypePattern {
+    All,
+    Exact(EventType),
+    /// Holds the prefix with its trailing dot: `order.`.
+    Prefix(String),
+}
+
+impl TypePattern {
+    pub fn parse(raw: &str) -> Result<Self, ConfigError> {
+        let bad = |reason: &str| err("invalid_event_type_pattern", "event_types", format!("`{raw}`: {reason}"));
+        if raw == "*" {
+            return Ok(Self::All);
+        }
+        if let Some(prefix) = raw.strip_suffix(".*") {
+            if prefix.contains('*') {
+                return Err(bad("`*` may only end a pattern, as `order.*`"));
+            }
+            EventType::parse(prefix).map_err(|e| bad(&e.reason))?;
+            return Ok(Self::Prefix(format!("{prefix}.")));
+        }
+        if raw.contains('*') {
+            return Err(bad("`*` may only stand alone or end a pattern, as `order.*`"));
+        }
+        EventType::parse(raw).map(Self::Exact).map_err(|e| bad(&e.reason))
+    }
+
+    pub fn matches(&self, event_type: &EventType) -> bool {
+        match self {
+            Self::All => true,
+            Self::Exact(t) => t == event_type,
+            Self::Prefix(p) => event_type.as_str().starts_with(p.as_str()),
+        }
+    }
+}
+
+impl fmt::Display for TypePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::All => f.write_str("*"),
+            Self::Exact(t) => f.write_str(t.as_str()),
+            Self::Prefix(p) => write!(f, "{p}*"),
+        }
+    }
+}
+
+impl Serialize for TypePattern {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TypePattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Self::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Organization units a configuration takes: those in `include` and below
+/// (all when empty), minus those in `exclude` and below.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OuFilter {
+    #[serde(default)]
+    pub include: Vec<OrgUnit>,
+    #[serde(default)]
+    pub exclude: Vec<OrgUnit>,
+}
+
+impl OuFilter {
+    pub fn matches(&self, unit: &OrgUnit) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|i| unit.is_within(i)))
+            && !self.exclude.iter().any(|e| unit.is_within(e))
+    }
+}
+
+/// How the receiver authenticates sluice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Authorization {
+    None,
+    /// `Authorization: Bearer {token}`.
+    Bearer { token: String },
+    /// `Authorization: {token}`, no scheme.
+    Token { token: String },
+    /// Mutual TLS with a PEM certificate chain and private key.
+    ClientCertificate { certificate_pem: String, private_key_pem: String },
+}
+
+/// Which certificates the receiver's TLS certificate is checked against.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "trust", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Tls {
+    #[default]
+    System,
+    CustomCa { ca_pem: String },
+    /// For testing only; flagged in every API answer.
+    TrustAll,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SigningProfile {
+    /// `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>`.
+    StandardWebhooks,
+    /// `X-Signature: <hex HMAC-SHA256 of the body>`.
+    XSignature,
+}
+
+/// A signing secret, `whsec_` and base64 of 24 to 64 bytes.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SigningSecret(String);
+
+impl SigningSecret {
+    pub const PREFIX: &'static str = "whsec_";
+
+    pub fn generate() -> Self {
+        use base64::Engine as _;
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).expect("the operating system's random source");
+        Self(format!(
+            "{}{}",
+            Self::PREFIX,
+            base64::engine::general_purpose::STANDARD.encode(key)
+        ))
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, ConfigError> {
+        let key = Self::decode(raw)
+            .ok_or_else(|| err("invalid_signing_secret", "signing.secret", "expected `whsec_` and base64 of 24 to 64 bytes"))?;
+        if !(24..=64).contains(&key.len()) {
+            return Err(err("invalid_signing_secret", "signing.secret", "expected 24 to 64 key bytes"));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    fn decode(raw: &str) -> Option<Vec<u8>> {
+        use base64::Engine as _;
+        let b64 = raw.strip_prefix(Self::PREFIX)?;
+        base64::engine::general_purpose::STANDARD.decode(b64).ok()
+    }
+
+    /// The HMAC key bytes.
+    pub fn key(&self) -> Vec<u8> {
+        Self::decode(&self.0).unwrap_or_default()
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SigningSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SigningSecret(***)")
+    }
+}
+
+impl TryFrom<String> for SigningSecret {
+    type Error = ConfigError;
+    fn try_from(raw: String) -> Result<Self, ConfigError> {
+        Self::parse(&raw)
+    }
+}
+
+impl From<SigningSecret> for String {
+    fn from(s: SigningSecret) -> String {
+        s.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signing {
+    pub profiles: Vec<SigningProfile>,
+    pub secret: SigningSecret,
+}
+
+/// How a receiver acknowledges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseMode {
+    /// Any 2xx.
+    #[default]
+    Loose,
+    /// Only `200` with the body `[ACK]`.
+    Normal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 8,
+            initial_backoff_ms: 1_000,
+            max_backoff_ms: 3_600_000,
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=50).contains(&self.max_attempts) {
+            return Err(err("invalid_retry_policy", "retry.max_attempts", "must be 1 to 50"));
+        }
+        if self.initial_backoff_ms == 0 || self.initial_backoff_ms > self.max_backoff_ms {
+            return Err(err(
+                "invalid_retry_policy",
+                "retry.initial_backoff_ms",
+                "must be at least 1 and at most max_backoff_ms",
+            ));
+        }
+        if self.max_backoff_ms > 24 * 3_600_000 {
+            return Err(err("invalid_retry_policy", "retry.max_backoff_ms", "must be at most one day"));
+        }
+        Ok(())
+    }
+
+    /// The wait before attempt `next` (2 = the first retry): exponential,
+    /// capped, with "equal jitter" (half fixed, half random) so that a burst
+    /// of failures does not retry in lockstep.
+    pub fn backoff(&self, next: u32, random: f64) -> Duration {
+        let exp = self
+            .initial_backoff_ms
+            .saturating_mul(1u64 << next.saturating_sub(2).min(40));
+        let capped = exp.min(self.max_backoff_ms) as f64;
+        Duration::from_millis((capped / 2.0 + capped / 2.0 * random.clamp(0.0, 1.0)) as u64)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: u32,
+}
+
+/// The script a configuration runs, with its parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptRef {
+    pub id: ScriptId,
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+}
+
+/// A deadline as written: milliseconds, or ISO 8601 (`PT2S`, `PT0.5S`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum DeadlineInput {
+    Millis(u64),
+    Iso(String),
+}
+
+impl DeadlineInput {
+    /// Parsed and cut to [`MAX_DEADLINE`].
+    pub fn parse(&self) -> Result<Duration, ConfigError> {
+        let bad = || err("invalid_deadline", "deadline", "expected milliseconds or an ISO 8601 duration such as `PT2S`");
+        let d = match self {
+            Self::Millis(ms) => Duration::from_millis(*ms),
+            Self::Iso(raw) => parse_iso_duration(raw).ok_or_else(bad)?,
+        };
+        if d.is_zero() {
+            return Err(err("invalid_deadline", "deadline", "must be above zero"));
+        }
+        Ok(d.min(MAX_DEADLINE))
+    }
+}
+
+/// `PT2S`, `PT0.5S`, `PT1M`, `PT1M30S`: only the time part makes sense for
+/// a deadline capped at seconds.
+fn parse_iso_duration(raw: &str) -> Option<Duration> {
+    let mut rest = raw.strip_prefix("PT")?;
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    for (unit, factor) in [('H', 3600.0), ('M', 60.0), ('S', 1.0)] {
+        if let Some(pos) = rest.find(unit) {
+            let number: f64 = rest[..pos].parse().ok().filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
+            total += number * factor;
+            rest = &rest[pos + 1..];
+        }
+    }
+    (rest.is_empty() && total < 86_400.0).then(|| Duration::from_secs_f64(total))
+}
+
+/// A configuration as an admin writes it (create and update).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigInput {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub endpoint: String,
+    #[serde(default)]
+    pub event_types: Vec<String>,
+    #[serde(default)]
+    pub organization_units: Option<OuFilterInput>,
+    #[serde(default)]
+    pub script: Option<ScriptRef>,
+    #[serde(default)]
+    pub authorization: Option<AuthorizationInput>,
+    #[serde(default)]
+    pub tls: Option<Tls>,
+    #[serde(default)]
+    pub signing: Option<SigningInput>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    #[serde(default)]
+    pub response_mode: ResponseMode,
+    #[serde(default)]
+    pub deadline: Option<DeadlineInput>,
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OuFilterInput {
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+/// Like [`Authorization`], but a token may be left out on update to keep the
+/// stored one (answers never show it, so a read-modify-write cannot echo it).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuthorizationInput {
+    None,
+    Bearer { token: Option<String> },
+    Token { token: Option<String> },
+    ClientCertificate { certificate_pem: Option<String>, private_key_pem: Option<String> },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningInput {
+    #[serde(default)]
+    pub profiles: Option<Vec<SigningProfile>>,
+    /// Left out: a new one is generated (create) or the stored one kept (update).
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+/// A validated configuration, as stored (with its secrets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportConfig {
+    pub name: String,
+    pub description: Option<String>,
+    pub endpoint: String,
+    pub event_types: Vec<TypePattern>,
+    pub organization_units: OuFilter,
+    pub script: Option<ScriptRef>,
+    pub authorization: Authorization,
+    pub tls: Tls,
+    pub signing: Signing,
+    pub headers: BTreeMap<String, String>,
+    pub query: BTreeMap<String, String>,
+    pub response_mode: ResponseMode,
+    pub deadline_ms: u64,
+    pub retry: RetryPolicy,
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl ConfigInput {
+    /// Validates every field. `previous` is the stored configuration on
+    /// update: secrets left out are kept from it.
+    pub fn validate(self, previous: Option<&ExportConfig>) -> Result<ExportConfig, ConfigError> {
+        let name = self.name.trim().to_owned();
+        if name.is_empty() || name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+            return Err(err("invalid_name", "name", format!("1 to {MAX_NAME_LEN} characters, no control characters")));
+        }
+        let endpoint = validate_endpoint(&self.endpoint)?;
+        if self.event_types.is_empty() {
+            return Err(err("invalid_event_type_pattern", "event_types", "at least one type or pattern (`*` for all)"));
+        }
+        if self.event_types.len() > MAX_PATTERNS {
+            return Err(err("invalid_event_type_pattern", "event_types", format!("at most {MAX_PATTERNS}")));
+        }
+        let event_types = self
+            .event_types
+            .iter()
+            .map(|p| TypePattern::parse(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let organization_units = match self.organization_units {
+            None => OuFilter::default(),
+            Some(ou) => {
+                let parse = |list: Vec<String>, field: &str| {
+                    list.iter()
+                        .map(|raw| {
+                            OrgUnit::parse(raw).map_err(|e| err("invalid_organization_unit", format!("organization_units.{field}"), e.reason))
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                };
+                OuFilter {
+                    include: parse(ou.include, "include")?,
+                    exclude: parse(ou.exclude, "exclude")?,
+                }
+            }
+        };
+        if let Some(script) = &self.script {
+            if script.params.len() > MAX_CUSTOM
+                || script.params.iter().any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 4096)
+            {
+                return Err(err("invalid_script_params", "script.params", format!("at most {MAX_CUSTOM} parameters, names 1 to 128 bytes, values up to 4096 bytes")));
+            }
+        }
+        let authorization = validate_authorization(self.authorization, previous.map(|p| &p.authorization))?;
+        let tls = self.tls.unwrap_or_default();
+        if let Tls::CustomCa { ca_pem } = &tls {
+            reqwest::Certificate::from_pem_bundle(ca_pem.as_bytes())
+                .ok()
+                .filter(|certs| !certs.is_empty())
+                .ok_or_else(|| err("invalid_tls", "tls.ca_pem", "not a PEM certificate bundle"))?;
+        }
+        let signing = {
+            let input = self.signing.unwrap_or(SigningInput { profiles: None, secret: None });
+            let mut profiles = input.profiles.unwrap_or_else(|| vec![SigningProfile::StandardWebhooks]);
+            profiles.sort();
+            profiles.dedup();
+            let secret = match (input.secret, previous) {
+                (Some(raw), _) => SigningSecret::parse(&raw)?,
+                (None, Some(prev)) => prev.signing.secret.clone(),
+                (None, None) => SigningSecret::generate(),
+            };
+            Signing { profiles, secret }
+        };
+        validate_headers(&self.headers)?;
+        if self.query.len() > MAX_CUSTOM || self.query.keys().any(|k| k.is_empty() || k.len() > 256) {
+            return Err(err("invalid_query", "query", format!("at most {MAX_CUSTOM} parameters with non-empty names")));
+        }
+        let deadline = match &self.deadline {
+            Some(d) => d.parse()?,
+            None => DEFAULT_DEADLINE,
+        };
+        let retry = self.retry.unwrap_or_default();
+        retry.validate()?;
+        if let Some(limit) = &self.rate_limit {
+            if limit.per_second == 0 {
+                return Err(err("invalid_rate_limit", "rate_limit.per_second", "must be at least 1"));
+            }
+        }
+        Ok(ExportConfig {
+            name,
+            description: self.description,
+            endpoint,
+            event_types,
+            organization_units,
+            script: self.script,
+            authorization,
+            tls,
+            signing,
+            headers: self.headers,
+            query: self.query,
+            response_mode: self.response_mode,
+            deadline_ms: deadline.as_millis() as u64,
+            retry,
+            rate_limit: self.rate_limit,
+        })
+    }
+}
+
+fn validate_endpoint(raw: &str) -> Result<String, ConfigError> {
+    let bad = |reason: &str| err("invalid_endpoint", "endpoint", format!("`{}`: {reason}", raw.chars().take(200).collect::<String>()));
+    let url = reqwest::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("the scheme must be http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    if url.fragment().is_some() {
+        return Err(bad("a fragment is never sent; remove it"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("credentials in the URL would be logged; use `authorization`"));
+    }
+    Ok(url.to_string())
+}
+
+fn validate_authorization(
+    input: Option<AuthorizationInput>,
+    previous: Option<&Authorization>,
+) -> Result<Authorization, ConfigError> {
+    let missing = |field: &str| err("invalid_authorization", format!("authorization.{field}"), "required");
+    let token = |new: Option<String>, kept: Option<&String>| -> Result<String, ConfigError> {
+        let token = new.or_else(|| kept.cloned()).ok_or_else(|| missing("token"))?;
+        if token.is_empty() || token.len() > 4096 || reqwest::header::HeaderValue::from_str(&token).is_err() {
+            return Err(err("invalid_authorization", "authorization.token", "must be 1 to 4096 visible characters"));
+        }
+        Ok(token)
+    };
+    Ok(match input {
+        None | Some(AuthorizationInput::None) => Authorization::None,
+        Some(AuthorizationInput::Bearer { token: new }) => {
+            let kept = match previous {
+                Some(Authorization::Bearer { token }) => Some(token),
+                _ => None,
+            };
+            Authorization::Bearer { token: token(new, kept)? }
+        }
+        Some(AuthorizationInput::Token { token: new }) => {
+            let kept = match previous {
+                Some(Authorization::Token { token }) => Some(token),
+                _ => None,
+            };
+            Authorization::Token { token: token(new, kept)? }
+        }
+        Some(AuthorizationInput::ClientCertificate { certificate_pem, private_key_pem }) => {
+            let kept = match previous {
+                Some(Authorization::ClientCertificate { certificate_pem, private_key_pem }) => {
+                    Some((certificate_pem.clone(), private_key_pem.clone()))
+                }
+                _ => None,
+            };
+            let (cert, key) = match (certificate_pem, private_key_pem, kept) {
+                (Some(c), Some(k), _) => (c, k),
+                (None, None, Some(kept)) => kept,
+                _ => return Err(missing("certificate_pem and private_key_pem")),
+            };
+            let mut pem = cert.clone().into_bytes();
+            pem.push(b'\n');
+            pem.extend_from_slice(key.as_bytes());
+            reqwest::Identity::from_pem(&pem).map_err(|e| {
+                err("invalid_client_certificate", "authorization", format!("not a usable PEM certificate and key: {e}"))
+            })?;
+            Authorization::ClientCertificate { certificate_pem: cert, private_key_pem: key }
+        }
+    })
+}
+
+/// Custom headers must be valid HTTP and must not touch what the engine owns.
+fn validate_headers(headers: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    if headers.len() > MAX_CUSTOM {
+        return Err(err("invalid_header", "headers", format!("at most {MAX_CUSTOM}")));
+    }
+    for (name, value) in headers {
+        let field = format!("headers.{name}");
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(err("invalid_header", field, "not a valid header name"));
+        }
+        if crate::sandbox::is_reserved_header(name) {
+            return Err(err("invalid_header", field, "set by sluice itself; use `authorization` or `signing`"));
+        }
+        if reqwest::header::HeaderValue::from_str(value).is_err() {
+            return Err(err("invalid_header", field, "not a valid header value"));
+        }
+    }
+    Ok(())
+}
+
+impl ExportConfig {
+    /// Whether an event of this type and unit goes to this configuration.
+    pub fn selects(&self, event_type: &EventType, unit: &OrgUnit) -> bool {
+        self.event_types.iter().any(|p| p.matches(event_type)) && self.organization_units.matches(unit)
+    }
+
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms).min(MAX_DEADLINE)
+    }
+
+    /// What the API shows: everything but secrets.
+    pub fn view(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(obj) = v.as_object_mut() {
+            if let Some(auth) = obj.get_mut("authorization").and_then(|a| a.as_object_mut()) {
+                for secret in ["token", "private_key_pem"] {
+                    if auth.remove(secret).is_some() {
+                        auth.insert(format!("{secret}_set"), true.into());
+                    }
+                }
+            }
+            if let Some(signing) = obj.get_mut("signing").and_then(|s| s.as_object_mut()) {
+                signing.remove("secret");
+            }
+            obj.insert("trust_all_tls".into(), matches!(self.tls, Tls::TrustAll).into());
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn input(v: serde_json::Value) -> Result<ExportConfig, ConfigError> {
+        serde_json::from_value::<ConfigInput>(v).expect("shape").validate(None)
+    }
+
+    fn minimal() -> serde_json::Value {
+        json!({"name": "erp", "endpoint": "https://erp.example/hook", "event_types": ["order.*"]})
+    }
+
+    #[test]
+    fn patterns_match_exactly_by_prefix_or_all() {
+        let t = |s| EventType::parse(s).unwrap();
+        let prefix = TypePattern::parse("order.*").unwrap();
+        assert!(prefix.matches(&t("order.paid")) && prefix.matches(&t("order.line.added")));
+        assert!(!prefix.matches(&t("order")) && !prefix.matches(&t("orders.paid")));
+        assert!(TypePattern::parse("order.paid").unwrap().matches(&t("order.paid")));
+        assert!(TypePattern::parse("*").unwrap().matches(&t("x")));
+        for bad in ["", "order.*.paid", "*order", "order*", "order..*", "ord er"] {
+            assert_eq!(TypePattern::parse(bad).unwrap_err().code, "invalid_event_type_pattern", "{bad}");
+        }
+    }
+
+    #[test]
+    fn ou_filter_includes_subtrees_and_excludes_win() {
+        let ou = |s| OrgUnit::parse(s).unwrap();
+        let f = OuFilter { include: vec![ou("emea")], exclude: vec![ou("emea/uk")] };
+        assert!(f.matches(&ou("emea/nl/store-12")));
+        assert!(!f.matches(&ou("emea/uk/store-1")));
+        assert!(!f.matches(&ou("emeax")));
+        assert!(!f.matches(&ou("apac")));
+        assert!(OuFilter::default().matches(&ou("")));
+    }
+
+    #[test]
+    fn a_minimal_configuration_gets_safe_defaults_and_a_secret() {
+        let c = input(minimal()).unwrap();
+        assert_eq!(c.deadline_ms, 5_000);
+        assert_eq!(c.signing.profiles, vec![SigningProfile::StandardWebhooks]);
+        assert!(c.signing.secret.expose().starts_with("whsec_"));
+        let view = c.view().to_string();
+        assert!(!view.contains(c.signing.secret.expose()), "{view}");
+    }
+
+    #[test]
+    fn bad_endpoints_are_refused() {
+        for bad in ["ftp://x", "not a url", "https://u:p@x/", "http://x/#frag", "/relative"] {
+            let mut v = minimal();
+            v["endpoint"] = bad.into();
+            assert_eq!(input(v).unwrap_err().code, "invalid_endpoint", "{bad}");
+        }
+    }
+
+    #[test]
+    fn deadlines_parse_both_ways_and_are_capped() {
+        let d = |v: serde_json::Value| serde_json::from_value::<DeadlineInput>(v).unwrap().parse();
+        assert_eq!(d(json!(1500)).unwrap(), Duration::from_millis(1500));
+        assert_eq!(d(json!("PT2S")).unwrap(), Duration::from_secs(2));
+        assert_eq!(d(json!("PT0.25S")).unwrap(), Duration::from_millis(250));
+        assert_eq!(d(json!("PT1M")).unwrap(), MAX_DEADLINE);
+        assert_eq!(d(json!(60_000)).unwrap(), MAX_DEADLINE);
+        assert!(d(json!("2S")).is_err() && d(json!("PT")).is_err() && d(json!(0)).is_err());
+    }
+
+    #[test]
+    fn tokens_are_hidden_and_kept_on_update_when_left_out() {
+        let mut v = minimal();
+        v["authorization"] = json!({"type": "bearer", "token": "s3cret"});
+        let first = input(v).unwrap();
+        assert!(!first.view().to_string().contains("s3cret"));
+        let mut v = minimal();
+        v["authorization"] = json!({"type": "bearer"});
+        let updated = serde_json::from_value::<ConfigInput>(v).unwrap().validate(Some(&first)).unwrap();
+        assert_eq!(updated.authorization, Authorization::Bearer { token: "s3cret".into() });
+        assert_eq!(updated.signing.secret, first.signing.secret);
+    }
+
+    #[test]
+    fn reserved_and_malformed_headers_are_refused() {
+        for (name, value) in [("Authorization", "x"), ("webhook-id", "x"), ("bad name", "x"), ("x-ok", "bad\nvalue")] {
+            let mut v = minimal();
+            v["headers"] = json!({ name: value });
+            assert_eq!(input(v).unwrap_err().code, "invalid_header", "{name}");
+        }
+    }
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered_within_half() {
+        let p = RetryPolicy { max_attempts: 10, initial_backoff_ms: 100, max_backoff_ms: 1000 };
+        assert_eq!(p.backoff(2, 1.0), Duration::from_millis(100));
+        assert_eq!(p.backoff(3, 1.0), Duration::from_millis(200));
+        assert_eq!(p.backoff(9, 1.0), Duration::from_millis(1000));
+        assert_eq!(p.backoff(9, 0.0), Duration::from_millis(500));
+    }
+}

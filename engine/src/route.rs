@@ -1,0 +1,290 @@
+//! Routing: which configurations take an event, and what each one's script
+//! decides. The decisions are recorded on deliveries; those to deliver are
+//! handed to [`crate::deliver`].
+//!
+//! This module owns matching and the per-tenant cache of active
+//! configurations. It must never send anything over the network, and never
+//! look at another tenant's configurations for an event.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use crate::deliver::DeliveryJob;
+use crate::event::Event;
+use crate::export::ExportConfig;
+use crate::ids::{ConfigId, DeliveryId, TenantId};
+use crate::sandbox::{Decision, OutcomeResult, Params, Sandbox, Script};
+use crate::store::{self, DeliveryStatus, NewDelivery, Store, StoreError};
+
+/// How long a sender holds a delivery it was handed before another may
+/// claim it.
+pub const LEASE_MS: i64 = 5 * 60 * 1000;
+
+/// A configuration ready to route and deliver: parsed, with its script
+/// compiled.
+pub struct ActiveConfig {
+    pub id: ConfigId,
+    pub tenant: TenantId,
+    pub version: i64,
+    pub enabled: bool,
+    pub spec: ExportConfig,
+    /// `Err` holds why the script could not be loaded; deliveries then
+    /// record a script error instead of guessing.
+    pub script: Option<Result<Arc<Script>, String>>,
+    pub params: Arc<Params>,
+    /// The HTTP client for this configuration's TLS and certificate settings.
+    pub client: reqwest::Client,
+}
+
+/// Active configurations by tenant, loaded on first use and dropped whenever
+/// one of the tenant's configurations changes.
+pub struct ConfigCache {
+    store: Store,
+    sandbox: Arc<Sandbox>,
+    shared_client: reqwest::Client,
+    by_tenant: Mutex<HashMap<TenantId, Arc<Vec<Arc<ActiveConfig>>>>>,
+    by_id: Mutex<HashMap<ConfigId, Arc<ActiveConfig>>>,
+}
+
+impl ConfigCache {
+    pub fn new(store: Store, sandbox: Arc<Sandbox>, shared_client: reqwest::Client) -> Self {
+        Self {
+            store,
+            sandbox,
+            shared_client,
+            by_tenant: Mutex::default(),
+            by_id: Mutex::default(),
+        }
+    }
+
+    /// Forgets what is cached for `tenant` (after any configuration change).
+    pub fn invalidate(&self, tenant: &TenantId, config: Option<&ConfigId>) {
+        lock(&self.by_tenant).remove(tenant);
+        if let Some(id) = config {
+            lock(&self.by_id).remove(id);
+        }
+    }
+
+    /// The tenant's enabled configurations.
+    pub async fn enabled(&self, tenant: &TenantId) -> Result<Arc<Vec<Arc<ActiveConfig>>>, StoreError> {
+        if let Some(hit) = lock(&self.by_tenant).get(tenant) {
+            return Ok(hit.clone());
+        }
+        let mut active = Vec::new();
+        for record in self.store.enabled_configs(tenant).await? {
+            active.push(self.activate(record).await?);
+        }
+        let active = Arc::new(active);
+        lock(&self.by_tenant).insert(tenant.clone(), active.clone());
+        Ok(active)
+    }
+
+    /// One configuration, enabled or not (pending deliveries still need it).
+    pub async fn get(&self, tenant: &TenantId, id: &ConfigId) -> Result<Arc<ActiveConfig>, StoreError> {
+        if let Some(hit) = lock(&self.by_id).get(id).filter(|c| &c.tenant == tenant) {
+            return Ok(hit.clone());
+        }
+        let record = self.store.get_config(tenant, id).await?;
+        self.activate(record).await
+    }
+
+    async fn activate(&self, record: store::ConfigRecord) -> Result<Arc<ActiveConfig>, StoreError> {
+        if let Some(hit) = lock(&self.by_id).get(&record.id).filter(|c| c.version == record.version) {
+            return Ok(hit.clone());
+        }
+        let spec: ExportConfig = serde_json::from_str(&record.spec)
+            .map_err(|e| StoreError::Corrupt(format!("configuration {}: {e}", record.id)))?;
+        let script = match &spec.script {
+            None => None,
+            Some(s) => Some(match self.store.script_bytes(&record.tenant_id, &s.id).await {
+                Ok(bytes) => self.sandbox.load(&bytes).map_err(|e| e.to_string()),
+                Err(e) => Err(format!("script {} unavailable: {e}", s.id)),
+            }),
+        };
+        let params = Arc::new(spec.script.as_ref().map(|s| s.params.clone()).unwrap_or_default());
+        let client = crate::deliver::client_for(&spec, &self.shared_client)
+            .map_err(|e| StoreError::Corrupt(format!("configuration {}: {e}", record.id)))?;
+        let active = Arc::new(ActiveConfig {
+            id: record.id.clone(),
+            tenant: record.tenant_id,
+            version: record.version,
+            enabled: record.enabled,
+            spec,
+            script,
+            params,
+            client,
+        });
+        lock(&self.by_id).insert(record.id, active.clone());
+        Ok(active)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// An accepted event waiting to be routed.
+pub struct RouteJob {
+    pub tenant: TenantId,
+    pub seq: i64,
+    pub event: Arc<Event>,
+}
+
+/// Routes events: matches, runs scripts (on blocking threads: a script may
+/// use its whole budget), records the decisions and hands deliveries on.
+pub struct Router {
+    store: Store,
+    sandbox: Arc<Sandbox>,
+    configs: Arc<ConfigCache>,
+    deliver: mpsc::Sender<DeliveryJob>,
+}
+
+/// Events routed per batch.
+const BATCH: usize = 256;
+
+impl Router {
+    pub fn new(store: Store, sandbox: Arc<Sandbox>, configs: Arc<ConfigCache>, deliver: mpsc::Sender<DeliveryJob>) -> Arc<Self> {
+        Arc::new(Self { store, sandbox, configs, deliver })
+    }
+
+    /// Runs until the job channel closes.
+    pub async fn run(self: Arc<Self>, mut jobs: mpsc::Receiver<RouteJob>) {
+        // A few batches in flight, so that one batch's scripts run while
+        // another commits.
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(4));
+        let mut batch = Vec::with_capacity(BATCH);
+        while jobs.recv_many(&mut batch, BATCH).await > 0 {
+            let work = std::mem::take(&mut batch);
+            let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
+            let this = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = this.route_batch(work).await {
+                    tracing::error!(error = %e, "routing a batch failed; its events stay unrouted until the recovery scan");
+                }
+                drop(permit);
+            });
+        }
+    }
+
+    async fn route_batch(self: Arc<Self>, jobs: Vec<RouteJob>) -> Result<(), StoreError> {
+        // Configurations first (async), then every script of the batch on one blocking thread.
+        let mut work = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let configs = self.configs.enabled(&job.tenant).await?;
+            work.push((job, configs));
+        }
+        let sandbox = self.sandbox.clone();
+        let routed = tokio::task::spawn_blocking(move || {
+            work.into_iter()
+                .map(|(job, configs)| {
+                    let decided = decide_all(&sandbox, &configs, &job.event);
+                    (job, decided)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("routing thread: {e}")))?;
+
+        let mut pending = Vec::with_capacity(routed.len());
+        for (job, decided) in routed {
+            let this = self.clone();
+            pending.push(tokio::spawn(async move { this.record(job, decided).await }));
+        }
+        for task in pending {
+            if let Ok(Err(e)) = task.await {
+                tracing::error!(error = %e, "recording a routing decision failed");
+            }
+        }
+        Ok(())
+    }
+
+    async fn record(&self, job: RouteJob, decided: Vec<(Arc<ActiveConfig>, NewDelivery)>) -> Result<(), StoreError> {
+        let rows = decided.iter().map(|(_, d)| d.clone()).collect();
+        match self.store.record_routing(&job.tenant, job.seq, rows).await {
+            Ok(()) => {}
+            // Another path routed it first: its deliveries stand.
+            Err(StoreError::Conflict(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        for (config, d) in decided {
+            if d.status != DeliveryStatus::Pending {
+                continue;
+            }
+            let job = DeliveryJob {
+                tenant: job.tenant.clone(),
+                delivery: d.id,
+                config: config.id.clone(),
+                event: job.event.clone(),
+                body: d.body,
+                headers: d.headers,
+                attempt: 1,
+            };
+            if self.deliver.send(job).await.is_err() {
+                break; // shutting down: the leases expire and a restart sends them
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The delivery rows for one event: one per matching configuration.
+pub fn decide_all(sandbox: &Sandbox, configs: &[Arc<ActiveConfig>], event: &Event) -> Vec<(Arc<ActiveConfig>, NewDelivery)> {
+    let now = store::now_ms();
+    configs
+        .iter()
+        .filter(|c| c.spec.selects(&event.event_type, &event.organization_unit))
+        .map(|config| {
+            let mut d = NewDelivery {
+                id: DeliveryId::generate(),
+                config_id: config.id.clone(),
+                config_version: config.version,
+                status: DeliveryStatus::Pending,
+                reason: None,
+                error_kind: None,
+                script_logs: None,
+                body: None,
+                headers: None,
+                next_attempt_at: Some(now),
+                lease_until: Some(now + LEASE_MS),
+            };
+            match &config.script {
+                None => {}
+                Some(Err(why)) => {
+                    d.status = DeliveryStatus::ScriptError;
+                    d.error_kind = Some("unavailable".into());
+                    d.reason = Some(why.clone());
+                }
+                Some(Ok(script)) => {
+                    let outcome = sandbox.run(script, &config.params, event);
+                    if !outcome.logs.is_empty() {
+                        d.script_logs = serde_json::to_string(&outcome.logs).ok();
+                    }
+                    match outcome.result {
+                        OutcomeResult::Decision(Decision::Skip { reason }) => {
+                            d.status = DeliveryStatus::Filtered;
+                            d.reason = Some(reason);
+                        }
+                        OutcomeResult::Decision(Decision::Deliver { body, headers }) => {
+                            d.body = body.map(|b| b.get().to_owned());
+                            if !headers.is_empty() {
+                                d.headers = serde_json::to_string(&headers).ok();
+                            }
+                        }
+                        OutcomeResult::Error(e) => {
+                            d.status = DeliveryStatus::ScriptError;
+                            d.error_kind = Some(e.kind().to_owned());
+                            d.reason = Some(e.to_string());
+                        }
+                    }
+                }
+            }
+            if d.status != DeliveryStatus::Pending {
+                d.next_attempt_at = None;
+                d.lease_until = None;
+            }
+            (config.clone(), d)
+        })
+        .collect()
+}

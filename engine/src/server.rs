@@ -1,0 +1,101 @@
+//! `sluice serve`: opens the store (creating and migrating it on first
+//! start), makes the operator's first admin key, starts the pipeline and
+//! the HTTP API, and shuts down cleanly on Ctrl-C or SIGTERM.
+//!
+//! This module owns start-up and shutdown order. It must never print a
+//! secret except the first admin key, once, when it generated it.
+
+use std::sync::Arc;
+
+use crate::app::{App, AppLimits};
+use crate::auth::{KeySecret, Scope};
+use crate::ids::{KeyId, TenantId};
+use crate::sandbox::{Limits, Sandbox, SandboxConfig};
+use crate::settings::Settings;
+use crate::store::{NewKey, Store};
+
+pub async fn serve(settings: Settings) -> Result<(), String> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .map_err(|e| format!("cannot create the data directory {}: {e}", settings.data_dir.display()))?;
+    let db = settings.data_dir.join("sluice.db");
+    let store = Store::open_sqlite(&db).await.map_err(|e| format!("cannot open {}: {e}", db.display()))?;
+
+    if store.tenant_count().await.map_err(|e| e.to_string())? == 0 {
+        let (secret, generated) = match &settings.admin_key {
+            Some(raw) => (
+                KeySecret::from_operator(raw).ok_or("SLUICE_ADMIN_KEY must be `sk_` followed by at least 32 letters, digits, `-` or `_`")?,
+                false,
+            ),
+            None => (KeySecret::generate(), true),
+        };
+        let admin = NewKey {
+            id: KeyId::generate(),
+            tenant_id: TenantId::generate(),
+            name: "first admin key".into(),
+            prefix: secret.display_prefix(),
+            hash: secret.hash(),
+            scopes: vec![Scope::Admin],
+        };
+        let tenant = store.bootstrap(admin, "operator").await.map_err(|e| e.to_string())?;
+        if generated {
+            // Printed, not logged: shown this once, stored only as a hash.
+            println!("first admin API key (shown once, keep it): {}", secret.expose());
+        }
+        println!("operator tenant: {tenant}");
+    }
+
+    let sandbox = Sandbox::new(SandboxConfig {
+        limits: Limits {
+            fuel: settings.script_fuel,
+            memory_bytes: settings.script_memory_mib << 20,
+            ..Limits::default()
+        },
+        max_script_bytes: settings.max_script_bytes,
+        cache_dir: Some(settings.data_dir.join("compiled")),
+        max_concurrent_calls: settings.script_concurrency,
+    })
+    .map_err(|e| format!("cannot start the sandbox: {e:#}"))?;
+    let limits = AppLimits {
+        max_body_bytes: settings.max_body_bytes,
+        max_batch: settings.max_batch,
+        delivery_concurrency: settings.delivery_concurrency,
+        ..AppLimits::default()
+    };
+    let app = App::start(store.clone(), Arc::new(sandbox), limits).await.map_err(|e| e.to_string())?;
+
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("listening on http://{addr}");
+    tracing::info!(%addr, data_dir = %settings.data_dir.display(), "sluice serving");
+
+    axum::serve(listener, crate::api::router(app))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    store.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

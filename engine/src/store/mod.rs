@@ -1,0 +1,549 @@
+//! Storage: tenants, keys, scripts, configurations, events, deliveries and
+//! attempts, behind one [`Store`] whose methods speak the engine's types.
+//!
+//! This module owns the schema, the migrations and every SQL statement. It
+//! must never decide anything: no routing, no validation beyond what the
+//! schema enforces, no HTTP. Every query that reads or changes tenant data
+//! takes the tenant, so that no caller can forget it.
+//!
+//! SQLite is the embedded default. Hot-path writes (ingest, routing results,
+//! attempts) go through one writer task that commits them in groups: one
+//! fsync for many requests. A PostgreSQL backend is a second implementation
+//! of the same methods.
+
+mod sqlite;
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::auth::{KeyHash, Scope};
+use crate::event::Event;
+use crate::ids::{AttemptId, ConfigId, DeliveryId, KeyId, ScriptId, TenantId};
+
+pub use sqlite::SqliteStore;
+
+/// What can go wrong in the store. Conflicts are the caller's concern; the
+/// rest are the server's.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A unique name is taken.
+    #[error("{0} is already taken")]
+    Conflict(&'static str),
+    /// A referenced row (a configuration's script) is not the tenant's.
+    #[error("unknown {0}")]
+    UnknownReference(&'static str),
+    /// The caller's `If-Match` version is not the stored one.
+    #[error("stale version: the stored version is {current}")]
+    StaleVersion { current: i64 },
+    /// A script is still used by configurations.
+    #[error("in use by {0} configuration(s)")]
+    InUse(i64),
+    #[error("monthly quota of {quota} events reached ({used} used)")]
+    QuotaExceeded { quota: i64, used: i64 },
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("commit failed: {0}")]
+    Commit(String),
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A page request: newest first, `cursor` is the last id of the previous page.
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    pub limit: u32,
+    pub cursor: Option<String>,
+}
+
+impl PageRequest {
+    pub const MAX: u32 = 500;
+    pub fn limit(&self) -> i64 {
+        i64::from(self.limit.clamp(1, Self::MAX))
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    fn from_items(items: Vec<T>, req: &PageRequest, cursor_of: impl Fn(&T) -> String) -> Self {
+        let next_cursor = (items.len() as i64 == req.limit())
+            .then(|| items.last().map(&cursor_of))
+            .flatten();
+        Self { items, next_cursor }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantRecord {
+    pub id: TenantId,
+    pub name: String,
+    pub monthly_quota: Option<i64>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyRecord {
+    pub id: KeyId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    /// The first characters of the secret, to tell keys apart.
+    pub prefix: String,
+    pub scopes: Vec<Scope>,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// A key to store: its hash, never its secret.
+pub struct NewKey {
+    pub id: KeyId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub prefix: String,
+    pub hash: KeyHash,
+    pub scopes: Vec<Scope>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScriptRecord {
+    pub id: ScriptId,
+    pub name: String,
+    pub sha256: String,
+    pub size: i64,
+    pub wit_version: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConfigRecord {
+    pub id: ConfigId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub version: i64,
+    pub enabled: bool,
+    /// The validated configuration as JSON; the domain parses it.
+    pub spec: String,
+    pub disabled_reason: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// What a configuration row holds besides its id and tenant.
+pub struct ConfigWrite {
+    pub name: String,
+    pub script_id: Option<ScriptId>,
+    pub spec: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventTypeRecord {
+    pub name: String,
+    pub description: Option<String>,
+    pub first_seen: i64,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone)]
+pub struct EventRecord {
+    pub seq: i64,
+    pub tenant_id: TenantId,
+    pub event: Event,
+    pub received_at: i64,
+    pub routed: bool,
+}
+
+/// Per event of an ingest batch: stored, or a repeat of a stored id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingested {
+    Stored { seq: i64 },
+    Duplicate,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub event_type: Option<String>,
+    pub organization_unit: Option<String>,
+    pub received_after: Option<i64>,
+    pub received_before: Option<i64>,
+    pub status: Option<EventStatus>,
+}
+
+/// An event's status, derived from its deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventStatus {
+    /// Not routed yet, or a delivery still pending.
+    Pending,
+    /// Every delivery ended well (delivered or filtered), or none matched.
+    Done,
+    /// A delivery failed or its script errored.
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Pending,
+    Filtered,
+    ScriptError,
+    Succeeded,
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Filtered => "filtered",
+            Self::ScriptError => "script_error",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Self::Pending, Self::Filtered, Self::ScriptError, Self::Succeeded, Self::Failed]
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+    }
+}
+
+/// The routing result for one event × configuration.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub id: DeliveryId,
+    pub config_id: ConfigId,
+    pub config_version: i64,
+    pub status: DeliveryStatus,
+    pub reason: Option<String>,
+    pub error_kind: Option<String>,
+    /// JSON array of the script's log lines.
+    pub script_logs: Option<String>,
+    /// The script's replacement body.
+    pub body: Option<String>,
+    /// JSON array of headers the script added.
+    pub headers: Option<String>,
+    pub next_attempt_at: Option<i64>,
+    /// Set when the router hands the delivery straight to a sender.
+    pub lease_until: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryRecord {
+    pub id: DeliveryId,
+    pub event_id: String,
+    #[serde(skip)]
+    pub event_seq: i64,
+    pub configuration_id: ConfigId,
+    pub configuration_version: i64,
+    pub status: DeliveryStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
+    pub script_logs: serde_json::Value,
+    #[serde(skip)]
+    pub body: Option<String>,
+    #[serde(skip)]
+    pub headers: Option<String>,
+    pub attempts: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub configuration_id: Option<ConfigId>,
+    pub event_id: Option<String>,
+    pub status: Option<DeliveryStatus>,
+    pub created_after: Option<i64>,
+    pub created_before: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Succeeded,
+    /// Failed; another attempt is scheduled.
+    Retry,
+    /// Failed; no attempt follows.
+    Failed,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Retry => "retry",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// One attempt, its bodies, and what it does to its delivery.
+#[derive(Debug, Clone)]
+pub struct NewAttempt {
+    pub id: AttemptId,
+    pub tenant_id: TenantId,
+    pub delivery_id: DeliveryId,
+    pub number: i64,
+    pub started_at: i64,
+    pub duration_ms: i64,
+    pub method: String,
+    pub uri: String,
+    pub response_status: Option<i64>,
+    pub outcome: AttemptOutcome,
+    pub error: Option<String>,
+    /// JSON object, secrets already redacted.
+    pub request_headers: String,
+    pub response_headers: Option<String>,
+    pub request_body: Option<String>,
+    pub response_body: Option<String>,
+    /// When the next attempt is due, for [`AttemptOutcome::Retry`].
+    pub next_attempt_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRecord {
+    pub id: AttemptId,
+    pub delivery_id: DeliveryId,
+    pub number: i64,
+    pub started_at: i64,
+    pub duration_ms: i64,
+    pub method: String,
+    pub uri: String,
+    pub response_status: Option<i64>,
+    pub outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub request_headers: serde_json::Value,
+    pub response_headers: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_body: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_body: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AttemptFilter {
+    pub delivery_id: Option<DeliveryId>,
+    pub configuration_id: Option<ConfigId>,
+    pub started_after: Option<i64>,
+    pub started_before: Option<i64>,
+}
+
+/// A pending delivery whose attempt is due, with what sending it needs.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    pub delivery: DeliveryRecord,
+    pub tenant_id: TenantId,
+    pub event: Event,
+}
+
+/// The store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(SqliteStore),
+}
+
+/// Forwards a method to the backend.
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match &$self.backend {
+            Backend::Sqlite(db) => db.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite file at `path` and migrates it.
+    pub async fn open_sqlite(path: &Path) -> Result<Self> {
+        Ok(Self {
+            backend: Backend::Sqlite(SqliteStore::open(path).await?),
+        })
+    }
+
+    /// Flushes pending writes and closes connections.
+    pub async fn close(&self) {
+        dispatch!(self.close())
+    }
+
+    // Tenants and keys.
+
+    pub async fn tenant_count(&self) -> Result<i64> {
+        dispatch!(self.tenant_count())
+    }
+    /// The operator's tenant, created with its first admin key on first start.
+    pub async fn bootstrap(&self, admin: NewKey, tenant_name: &str) -> Result<TenantId> {
+        dispatch!(self.bootstrap(admin, tenant_name))
+    }
+    pub async fn operator_tenant(&self) -> Result<Option<TenantId>> {
+        dispatch!(self.operator_tenant())
+    }
+    pub async fn create_tenant(&self, name: &str, monthly_quota: Option<i64>) -> Result<TenantRecord> {
+        dispatch!(self.create_tenant(name, monthly_quota))
+    }
+    pub async fn get_tenant(&self, id: &TenantId) -> Result<TenantRecord> {
+        dispatch!(self.get_tenant(id))
+    }
+    pub async fn list_tenants(&self, page: &PageRequest) -> Result<Page<TenantRecord>> {
+        dispatch!(self.list_tenants(page))
+    }
+    pub async fn create_key(&self, key: NewKey) -> Result<KeyRecord> {
+        dispatch!(self.create_key(key))
+    }
+    pub async fn list_keys(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<KeyRecord>> {
+        dispatch!(self.list_keys(tenant, page))
+    }
+    pub async fn revoke_key(&self, tenant: &TenantId, id: &KeyId) -> Result<KeyRecord> {
+        dispatch!(self.revoke_key(tenant, id))
+    }
+    /// The live key with this hash.
+    pub async fn find_key(&self, hash: &KeyHash) -> Result<Option<KeyRecord>> {
+        dispatch!(self.find_key(hash))
+    }
+
+    // Scripts.
+
+    pub async fn insert_script(&self, tenant: &TenantId, script: &ScriptRecord, bytes: &[u8]) -> Result<()> {
+        dispatch!(self.insert_script(tenant, script, bytes))
+    }
+    pub async fn get_script(&self, tenant: &TenantId, id: &ScriptId) -> Result<ScriptRecord> {
+        dispatch!(self.get_script(tenant, id))
+    }
+    pub async fn script_bytes(&self, tenant: &TenantId, id: &ScriptId) -> Result<Vec<u8>> {
+        dispatch!(self.script_bytes(tenant, id))
+    }
+    pub async fn list_scripts(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ScriptRecord>> {
+        dispatch!(self.list_scripts(tenant, page))
+    }
+    /// Refused with [`StoreError::InUse`] while a configuration uses it.
+    pub async fn delete_script(&self, tenant: &TenantId, id: &ScriptId) -> Result<()> {
+        dispatch!(self.delete_script(tenant, id))
+    }
+
+    // Configurations.
+
+    pub async fn insert_config(&self, tenant: &TenantId, id: &ConfigId, write: &ConfigWrite) -> Result<ConfigRecord> {
+        dispatch!(self.insert_config(tenant, id, write))
+    }
+    pub async fn get_config(&self, tenant: &TenantId, id: &ConfigId) -> Result<ConfigRecord> {
+        dispatch!(self.get_config(tenant, id))
+    }
+    pub async fn list_configs(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ConfigRecord>> {
+        dispatch!(self.list_configs(tenant, page))
+    }
+    /// Replaces the configuration if its version is still `expected`.
+    pub async fn update_config(
+        &self,
+        tenant: &TenantId,
+        id: &ConfigId,
+        expected: i64,
+        write: &ConfigWrite,
+    ) -> Result<ConfigRecord> {
+        dispatch!(self.update_config(tenant, id, expected, write))
+    }
+    pub async fn set_config_enabled(
+        &self,
+        tenant: &TenantId,
+        id: &ConfigId,
+        expected: Option<i64>,
+        enabled: bool,
+        reason: Option<&str>,
+    ) -> Result<ConfigRecord> {
+        dispatch!(self.set_config_enabled(tenant, id, expected, enabled, reason))
+    }
+    pub async fn delete_config(&self, tenant: &TenantId, id: &ConfigId, expected: Option<i64>) -> Result<()> {
+        dispatch!(self.delete_config(tenant, id, expected))
+    }
+    pub async fn enabled_configs(&self, tenant: &TenantId) -> Result<Vec<ConfigRecord>> {
+        dispatch!(self.enabled_configs(tenant))
+    }
+
+    // Events.
+
+    pub async fn list_event_types(&self, tenant: &TenantId) -> Result<Vec<EventTypeRecord>> {
+        dispatch!(self.list_event_types(tenant))
+    }
+    pub async fn put_event_type(&self, tenant: &TenantId, name: &str, description: Option<&str>) -> Result<EventTypeRecord> {
+        dispatch!(self.put_event_type(tenant, name, description))
+    }
+    /// Stores a batch atomically: all new events or none (quota).
+    pub async fn ingest(&self, tenant: &TenantId, quota: Option<i64>, events: Vec<Event>) -> Result<Vec<Ingested>> {
+        dispatch!(self.ingest(tenant, quota, events))
+    }
+    pub async fn get_event(&self, tenant: &TenantId, id: &str) -> Result<EventRecord> {
+        dispatch!(self.get_event(tenant, id))
+    }
+    pub async fn list_events(&self, tenant: &TenantId, filter: &EventFilter, page: &PageRequest) -> Result<Page<EventRecord>> {
+        dispatch!(self.list_events(tenant, filter, page))
+    }
+    /// Events accepted before `received_before` but not routed yet (after a
+    /// restart, or when the routing queue was full).
+    pub async fn unrouted_events(&self, after_seq: i64, received_before: i64, limit: i64) -> Result<Vec<EventRecord>> {
+        dispatch!(self.unrouted_events(after_seq, received_before, limit))
+    }
+    /// Records an event's routing: its deliveries, and that it is routed.
+    pub async fn record_routing(&self, tenant: &TenantId, event_seq: i64, deliveries: Vec<NewDelivery>) -> Result<()> {
+        dispatch!(self.record_routing(tenant, event_seq, deliveries))
+    }
+
+    // Deliveries and attempts.
+
+    pub async fn get_delivery(&self, tenant: &TenantId, id: &DeliveryId) -> Result<DeliveryRecord> {
+        dispatch!(self.get_delivery(tenant, id))
+    }
+    pub async fn list_deliveries(&self, tenant: &TenantId, filter: &DeliveryFilter, page: &PageRequest) -> Result<Page<DeliveryRecord>> {
+        dispatch!(self.list_deliveries(tenant, filter, page))
+    }
+    pub async fn deliveries_of_event(&self, tenant: &TenantId, event_seq: i64) -> Result<Vec<DeliveryRecord>> {
+        dispatch!(self.deliveries_of_event(tenant, event_seq))
+    }
+    /// Claims pending deliveries due at `now` that no sender holds, oldest
+    /// due first, for `lease_ms`.
+    pub async fn claim_due(&self, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<DueDelivery>> {
+        dispatch!(self.claim_due(now, lease_ms, limit))
+    }
+    /// Drops every lease: on start-up of the only node, nothing is in flight.
+    pub async fn release_leases(&self) -> Result<u64> {
+        dispatch!(self.release_leases())
+    }
+    pub async fn record_attempt(&self, attempt: NewAttempt) -> Result<()> {
+        dispatch!(self.record_attempt(attempt))
+    }
+    pub async fn get_attempt(&self, tenant: &TenantId, id: &AttemptId) -> Result<AttemptRecord> {
+        dispatch!(self.get_attempt(tenant, id))
+    }
+    pub async fn list_attempts(&self, tenant: &TenantId, filter: &AttemptFilter, page: &PageRequest) -> Result<Page<AttemptRecord>> {
+        dispatch!(self.list_attempts(tenant, filter, page))
+    }
+}
