@@ -91,11 +91,7 @@ fn page_json<T>(page: crate::store::Page<T>, f: impl Fn(T) -> Value) -> Json<Val
 }
 
 fn rfc3339_ms(ms: i64) -> Value {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .map(Value::from)
-        .unwrap_or(Value::Null)
+    crate::store::rfc3339::format(ms).into()
 }
 
 // Health and the document.

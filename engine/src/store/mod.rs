@@ -65,6 +65,31 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Timestamps are stored as Unix milliseconds and shown as RFC 3339.
+pub mod rfc3339 {
+    use serde::Serializer;
+
+    /// `2026-11-23T09:58:29.631Z`; milliseconds outside the calendar's range
+    /// (never written by sluice) show as the number itself.
+    pub fn format(ms: i64) -> String {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_else(|| ms.to_string())
+    }
+
+    pub fn serialize<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(*ms))
+    }
+
+    pub fn serialize_option<S: Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+        match ms {
+            Some(ms) => serialize(ms, s),
+            None => s.serialize_none(),
+        }
+    }
+}
+
 /// A page request: newest first, `cursor` is the last id of the previous page.
 #[derive(Debug, Clone, Default)]
 pub struct PageRequest {
@@ -101,6 +126,7 @@ pub struct TenantRecord {
     pub id: TenantId,
     pub name: String,
     pub monthly_quota: Option<i64>,
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub created_at: i64,
 }
 
@@ -112,7 +138,9 @@ pub struct KeyRecord {
     /// The first characters of the secret, to tell keys apart.
     pub prefix: String,
     pub scopes: Vec<Scope>,
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub created_at: i64,
+    #[serde(serialize_with = "rfc3339::serialize_option")]
     pub revoked_at: Option<i64>,
 }
 
@@ -133,6 +161,7 @@ pub struct ScriptRecord {
     pub sha256: String,
     pub size: i64,
     pub wit_version: String,
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub created_at: i64,
 }
 
@@ -161,6 +190,7 @@ pub struct ConfigWrite {
 pub struct EventTypeRecord {
     pub name: String,
     pub description: Option<String>,
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub first_seen: i64,
 }
 
@@ -269,9 +299,11 @@ pub struct DeliveryRecord {
     #[serde(skip)]
     pub headers: Option<String>,
     pub attempts: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "rfc3339::serialize_option")]
     pub next_attempt_at: Option<i64>,
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub created_at: i64,
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub updated_at: i64,
 }
 
@@ -332,6 +364,7 @@ pub struct AttemptRecord {
     pub id: AttemptId,
     pub delivery_id: DeliveryId,
     pub number: i64,
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub started_at: i64,
     pub duration_ms: i64,
     pub method: String,
