@@ -78,6 +78,11 @@ fn parse_param(raw: &str) -> Result<(String, String), String> {
     Ok((name.to_owned(), value.to_owned()))
 }
 
+/// The `sluice` binary: parses the command line and runs it.
+pub fn main() -> ExitCode {
+    run(Cli::parse())
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
@@ -111,7 +116,8 @@ fn serve(listen: Option<std::net::SocketAddr>, data_dir: Option<PathBuf>, config
         settings.data_dir = dir;
     }
     let filter = tracing_subscriber::EnvFilter::try_new(&settings.log).map_err(|e| format!("log filter {:?}: {e}", settings.log))?;
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if settings.log_json {
         logs.json().init();
     } else {

@@ -1,7 +1,5 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    sluice::cli::run(sluice::cli::Cli::parse())
+    sluice::cli::main()
 }

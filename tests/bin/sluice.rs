@@ -1,0 +1,6 @@
+//! The `sluice` binary, built inside the test package so the end-to-end
+//! tests can start it as a real process.
+
+fn main() -> std::process::ExitCode {
+    sluice::cli::main()
+}

@@ -1,0 +1,262 @@
+//! The engine under test: a real `sluice serve` process on a loopback port
+//! with its own data directory, and a small client for its API.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The operator's admin key every test engine starts with.
+pub const ADMIN_KEY: &str = "sk_e2e_operator_admin_key_0123456789abcdef";
+
+/// The engine binary Cargo built beside the test executable (tests run from
+/// `target/<profile>/deps/`, binaries sit in `target/<profile>/`).
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join(format!("sluice-e2e{}", std::env::consts::EXE_SUFFIX)))
+        .expect("target directory");
+    assert!(path.exists(), "{} is missing: run the tests with `cargo test`, which builds it", path.display());
+    path
+}
+
+/// A running `sluice serve`. Killed (SIGKILL) when dropped.
+pub struct Engine {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    pub url: String,
+}
+
+impl Engine {
+    /// Starts an engine on a fresh data directory.
+    pub async fn start() -> Engine {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts an engine with extra `SLUICE_*` settings.
+    pub async fn start_with(env: &[(&str, &str)]) -> Engine {
+        let dir = tempfile::tempdir().expect("temporary data directory");
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut engine = Engine { child: None, dir, env, url: String::new() };
+        engine.spawn().await;
+        engine
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("engine log file");
+        let mut child = Command::new(binary())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .env("SLUICE_ADMIN_KEY", ADMIN_KEY)
+            .env("SLUICE_LOG", "sluice=debug,info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the engine binary");
+        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let url = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await.expect("engine stdout") {
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    return Some(url.to_owned());
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("the engine did not start; its log:\n{}", self.log()));
+        // Keep draining stdout so the engine never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.url = url;
+        self.child = Some(child);
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("engine.log")
+    }
+
+    /// What the engine logged so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Kills the process with SIGKILL: no shutdown code runs.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.expect("SIGKILL the engine");
+        }
+    }
+
+    /// Starts the engine again on the same data directory (a new port).
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        self.spawn().await;
+    }
+
+    /// A client holding the operator's admin key.
+    pub fn admin(&self) -> Api {
+        self.api(ADMIN_KEY)
+    }
+
+    pub fn api(&self, key: &str) -> Api {
+        Api { http: reqwest::Client::new(), base: self.url.clone(), key: Some(key.to_owned()) }
+    }
+
+    /// A client that sends no `Authorization` header.
+    pub fn anonymous(&self) -> Api {
+        Api { http: reqwest::Client::new(), base: self.url.clone(), key: None }
+    }
+}
+
+/// An answer: status, headers, JSON body (`Null` when empty or not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    /// The body, after asserting the status.
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Value {
+        assert_eq!(self.status, status, "unexpected answer: {}", self.body);
+        self.body
+    }
+
+    /// Asserts an error answer with `status` and `code`.
+    #[track_caller]
+    pub fn expect_error(self, status: u16, code: &str) -> Value {
+        assert_eq!((self.status, self.body["code"].as_str()), (status, Some(code)), "unexpected answer: {}", self.body);
+        assert!(self.body["message"].as_str().is_some_and(|m| !m.is_empty()), "an error carries a message: {}", self.body);
+        self.body
+    }
+}
+
+/// The engine's API as one key sees it.
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    key: Option<String>,
+}
+
+impl Api {
+    pub async fn send(&self, method: &str, path: &str, body: Option<(&str, Vec<u8>)>, headers: &[(&str, &str)]) -> Answer {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).timeout(Duration::from_secs(30));
+        if let Some(key) = &self.key {
+            req = req.header("authorization", format!("Bearer {key}"));
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        if let Some((content_type, bytes)) = body {
+            req = req.header("content-type", content_type).body(bytes);
+        }
+        let res = req.send().await.unwrap_or_else(|e| panic!("{path}: {e}"));
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let bytes = res.bytes().await.expect("answer body");
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Answer { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send("GET", path, None, &[]).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Answer {
+        self.send("DELETE", path, None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Answer {
+        self.send("POST", path, Some(("application/json", body.to_string().into_bytes())), &[]).await
+    }
+
+    /// POST with a raw body, for malformed input.
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: impl Into<Vec<u8>>) -> Answer {
+        self.send("POST", path, Some((content_type, body.into())), &[]).await
+    }
+
+    pub async fn put(&self, path: &str, version: i64, body: &Value) -> Answer {
+        let if_match = format!("\"{version}\"");
+        self.send("PUT", path, Some(("application/json", body.to_string().into_bytes())), &[("if-match", &if_match)]).await
+    }
+
+    /// Uploads a script built by `scripts/build.sh`; returns its id.
+    pub async fn upload_script(&self, name: &str) -> String {
+        let answer = self.post_raw(&format!("/v1/scripts?name={name}"), "application/wasm", crate::script_bytes(name)).await;
+        answer.expect(201)["id"].as_str().expect("script id").to_owned()
+    }
+
+    /// Creates a configuration and enables it; returns its view as created
+    /// (the only one carrying the signing secret).
+    pub async fn enabled_config(&self, spec: Value) -> Value {
+        let created = self.post("/v1/configurations", &spec).await.expect(201);
+        let id = created["id"].as_str().expect("configuration id");
+        self.post(&format!("/v1/configurations/{id}/enable"), &json!({})).await.expect(200);
+        created
+    }
+
+    /// Posts events (an array); asserts they were all accepted.
+    pub async fn ingest(&self, events: &[Value]) {
+        let answer = self.post("/v1/events", &Value::from(events.to_vec())).await.expect(202);
+        for e in answer["events"].as_array().expect("per-event results") {
+            assert_eq!(e["status"], "accepted", "{answer}");
+        }
+    }
+
+    /// Polls `path` until `done` holds of its body, for up to 30 s.
+    pub async fn wait_for(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let body = self.get(path).await.expect(200);
+            if done(&body) {
+                return body;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{path} never reached the expected state; last: {body}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Creates a tenant (operator only) and an admin key for it.
+    pub async fn tenant_with_key(&self, name: &str, scopes: &[&str]) -> (String, String) {
+        let tenant = self.post("/v1/tenants", &json!({"name": name})).await.expect(201);
+        let tenant_id = tenant["id"].as_str().expect("tenant id").to_owned();
+        let key = self
+            .post(&format!("/v1/tenants/{tenant_id}/keys"), &json!({"name": "test", "scopes": scopes}))
+            .await
+            .expect(201);
+        (tenant_id, key["secret"].as_str().expect("key secret").to_owned())
+    }
+}
+
+/// An event in the JSON shape services post.
+pub fn event_body(id: &str, event_type: &str, unit: &str, payload: Value) -> Value {
+    json!({
+        "id": id,
+        "type": event_type,
+        "organization_unit": unit,
+        "occurred_at": "2026-11-22T11:30:00+01:00",
+        "source": {"application": "shop", "user": "customer/1000"},
+        "payload": payload,
+    })
+}
