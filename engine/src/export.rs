@@ -532,7 +532,8 @@ fn validate_endpoint(raw: &str) -> Result<String, ConfigError> {
         return Err(bad("a fragment is never sent; remove it"));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad("credentials in the URL would be logged; use `authorization`"));
+        // Not echoed: the URL itself holds the secret.
+        return Err(err("invalid_endpoint", "endpoint", "credentials in the URL would be logged; use `authorization`"));
     }
     Ok(url.to_string())
 }

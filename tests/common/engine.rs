@@ -179,6 +179,20 @@ impl Api {
         Answer { status, headers, body }
     }
 
+    /// Like [`Api::send`] for a JSON POST, but `None` when the connection
+    /// fails (the engine was killed under it).
+    pub async fn try_post(&self, path: &str, body: &Value) -> Option<Answer> {
+        let mut req = self.http.post(format!("{}{path}", self.base)).timeout(Duration::from_secs(30));
+        if let Some(key) = &self.key {
+            req = req.header("authorization", format!("Bearer {key}"));
+        }
+        let res = req.header("content-type", "application/json").body(body.to_string()).send().await.ok()?;
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let bytes = res.bytes().await.ok()?;
+        Some(Answer { status, headers, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) })
+    }
+
     pub async fn get(&self, path: &str) -> Answer {
         self.send("GET", path, None, &[]).await
     }
@@ -234,6 +248,25 @@ impl Api {
             }
             assert!(tokio::time::Instant::now() < deadline, "{path} never reached the expected state; last: {body}");
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every item of a list, following `next_cursor` page by page.
+    pub async fn list_all(&self, path: &str) -> Vec<Value> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page_path = match &cursor {
+                Some(c) => format!("{path}{sep}limit=500&cursor={c}"),
+                None => format!("{path}{sep}limit=500"),
+            };
+            let page = self.get(&page_path).await.expect(200);
+            items.extend(page["items"].as_array().expect("items").iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return items,
+            }
         }
     }
 

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, Auth, body_bytes, if_match, parse_json};
+use super::{ApiError, Auth, Query, body_bytes, if_match, parse_json};
 use crate::app::{App, parse_spec};
 use crate::auth::{KeySecret, Scope};
 use crate::event::{EventId, EventInput};

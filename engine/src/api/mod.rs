@@ -166,6 +166,22 @@ pub async fn body_bytes(body: Result<axum::body::Bytes, axum::extract::rejection
     })
 }
 
+/// A query string, refused with a JSON error (`unknown_filter` for a name
+/// the endpoint does not know, `invalid_query` otherwise).
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::try_from_uri(&parts.uri).map(|q| Query(q.0)).map_err(|rejection| {
+            let text = rejection.body_text();
+            let code = if text.contains("unknown field") { "unknown_filter" } else { "invalid_query" };
+            ApiError::bad_request(code, text)
+        })
+    }
+}
+
 /// The authenticated caller.
 pub struct Auth(pub Principal);
 
