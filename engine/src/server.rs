@@ -53,6 +53,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         max_script_bytes: settings.max_script_bytes,
         cache_dir: Some(settings.data_dir.join("compiled")),
         max_concurrent_calls: settings.script_concurrency,
+        ..SandboxConfig::default()
     })
     .map_err(|e| format!("cannot start the sandbox: {e:#}"))?;
     let limits = AppLimits {

@@ -15,7 +15,7 @@ mod output;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use wasmtime::component::{HasSelf, Linker};
@@ -81,6 +81,11 @@ pub struct SandboxConfig {
     pub cache_dir: Option<PathBuf>,
     /// How many scripts may run at the same moment (the instance pool size).
     pub max_concurrent_calls: u32,
+    /// A call that exhausts its budget (fuel or wall clock) makes the
+    /// script's next calls wait this many times as long as it ran, so a
+    /// script that keeps doing so gets at most `1 / (1 + factor)` of a core
+    /// and leaves the CPU to everyone else's scripts. 0 turns this off.
+    pub exhaustion_penalty: u32,
 }
 
 impl Default for SandboxConfig {
@@ -90,6 +95,7 @@ impl Default for SandboxConfig {
             max_script_bytes: 4 << 20,
             cache_dir: None,
             max_concurrent_calls: 256,
+            exhaustion_penalty: 9,
         }
     }
 }
@@ -187,12 +193,52 @@ pub struct Script {
     sha256: Sha256,
     wit_version: String,
     pre: bindings::ScriptPre<CallState>,
+    penalty: FairShare,
+}
+
+/// When a script that exhausted its budget may run again.
+///
+/// The wait changes when a decision is made, never what it is: decisions stay
+/// reproducible under any load.
+#[derive(Default)]
+struct FairShare {
+    not_before: Mutex<Option<Instant>>,
+}
+
+impl FairShare {
+    /// The longest a script can be made to wait, however many calls pile up.
+    const MAX_WAIT: Duration = Duration::from_secs(10);
+
+    fn remaining(&self) -> Duration {
+        let not_before = *self.not_before.lock().unwrap_or_else(|e| e.into_inner());
+        not_before.map_or(Duration::ZERO, |t| t.saturating_duration_since(Instant::now()))
+    }
+
+    fn wait_turn(&self) {
+        let wait = self.remaining();
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+    }
+
+    fn charge(&self, ran: Duration, factor: u32) {
+        let now = Instant::now();
+        let mut not_before = self.not_before.lock().unwrap_or_else(|e| e.into_inner());
+        let from = not_before.map_or(now, |t| t.max(now));
+        *not_before = Some((from + ran * factor).min(now + Self::MAX_WAIT));
+    }
 }
 
 impl Script {
     /// sha256 of the bytes as uploaded.
     pub fn sha256(&self) -> &Sha256 {
         &self.sha256
+    }
+
+    /// How long the script's next call would wait for its fair share, after
+    /// calls that exhausted their budget.
+    pub fn penalty_remaining(&self) -> Duration {
+        self.penalty.remaining()
     }
 
     /// The version of the `sluice:event-export` package the script targets.
@@ -283,7 +329,12 @@ impl Sandbox {
 
     /// Runs `script` on `event` with a fresh instance: nothing survives
     /// between calls.
+    ///
+    /// A script that recently exhausted its budget first waits its turn (see
+    /// [`SandboxConfig::exhaustion_penalty`]): this blocks the calling thread.
     pub fn run(&self, script: &Script, params: &Arc<Params>, event: &Event) -> Outcome {
+        script.penalty.wait_turn();
+        let started = Instant::now();
         let limits = self.config.limits;
         let mut store = Store::new(&self.engine, CallState::new(params.clone(), &limits));
         store.limiter(|state| &mut state.memory);
@@ -308,6 +359,9 @@ impl Sandbox {
             }),
             Err(error) => Err(classify(&error, store.data(), &limits)),
         };
+        if matches!(result, Err(ScriptError::OutOfFuel { .. } | ScriptError::Timeout { .. })) {
+            script.penalty.charge(started.elapsed(), self.config.exhaustion_penalty);
+        }
         let state = store.into_data();
         Outcome {
             result: match result {
