@@ -95,6 +95,9 @@ async fn bad_endpoints_and_type_patterns_are_refused() {
     let mut c = config("https://hooks.example.com/in");
     c["event_types"] = json!(["order.*", "customer.created", "*"]);
     api.post("/v1/configurations", &c).await.expect(201);
+    // Names are unique per tenant.
+    let e = api.post("/v1/configurations", &c).await.expect_error(409, "conflict");
+    assert!(e["message"].as_str().is_some_and(|m| m.contains("name")), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
