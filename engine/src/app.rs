@@ -63,6 +63,10 @@ pub enum AppError {
     Script(#[from] LoadError),
 }
 
+/// How long an ingest request waits for room in the routing queue before
+/// leaving its events to the recovery scan.
+const ROUTE_QUEUE_WAIT: Duration = Duration::from_secs(2);
+
 impl App {
     /// Wires the pipeline and starts its tasks: the router, the deliverer,
     /// the retry poller, and a scan that routes events accepted before a
@@ -138,14 +142,20 @@ impl App {
         let quota = self.store.get_tenant(tenant).await?.monthly_quota;
         let kept: Vec<Arc<Event>> = events.iter().cloned().map(Arc::new).collect();
         let results = self.store.ingest(tenant, quota, events).await?;
+        // The events are stored: from here nothing may fail the request. A
+        // full routing queue holds the answer back a little (backpressure on
+        // posters), and past that the recovery scan routes what is left.
+        let mut left_for_scan = 0usize;
         for (event, result) in kept.into_iter().zip(&results) {
             if let Ingested::Stored { seq } = result {
                 let job = RouteJob { tenant: tenant.clone(), seq: *seq, event };
-                // A full queue must not fail an accepted event: the scan routes it later.
-                if self.route.try_send(job).is_err() {
-                    tracing::warn!("routing queue full; event left for the recovery scan");
+                if left_for_scan > 0 || !matches!(tokio::time::timeout(ROUTE_QUEUE_WAIT, self.route.send(job)).await, Ok(Ok(()))) {
+                    left_for_scan += 1;
                 }
             }
+        }
+        if left_for_scan > 0 {
+            tracing::warn!(events = left_for_scan, "routing queue full; events left for the recovery scan");
         }
         Ok(results)
     }

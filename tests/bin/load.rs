@@ -1,0 +1,275 @@
+//! `sluice-load`: how many events per second sluice routes and delivers on
+//! this machine, and with what latency, next to what the same machine does
+//! without it.
+//!
+//! Everything runs on 127.0.0.1, in one process tree:
+//! - a *sink*, an HTTP server in this process that answers `200 [ACK]` and
+//!   stamps when each event (its `webhook-id`) first arrives;
+//! - the *engine*, this same executable started as `sluice-load serve` on a
+//!   fresh data directory;
+//! - a *generator*: concurrent posters sending 500-byte `order.paid` events.
+//!
+//! Phases, one after the other:
+//! 1. raw: the posters POST events straight to the sink, as fast as it
+//!    answers. Requests per second is the baseline.
+//! 2. max: after uploading `paid-orders.wasm` and enabling a configuration
+//!    that sends every `order.*` event through it to the sink, the posters
+//!    POST events to `/v1/events` as fast as the engine answers; then the
+//!    tool waits until every accepted event reached the sink. Ingest rate,
+//!    end-to-end delivery rate and ingest-to-receipt latency come out.
+//! 3. half: events are offered on a fixed schedule at half the max delivery
+//!    rate (open loop; latency counts from when each request was due).
+//!
+//! Latency is receipt at the sink minus the moment the ingest request was
+//! issued: both are read on one clock, the issue time travelling in the
+//! event id. The run fails (exit status 1) when an accepted event never
+//! arrives or a request fails; missing the issue's targets is only reported.
+
+#[path = "load/cpu.rs"]
+mod cpu;
+#[path = "load/engine.rs"]
+mod engine;
+#[path = "load/generator.rs"]
+mod generator;
+#[path = "load/options.rs"]
+mod options;
+#[path = "load/report.rs"]
+mod report;
+#[path = "load/sink.rs"]
+mod sink;
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use engine::{ADMIN_KEY, Engine};
+use generator::{Pace, Plan, Target};
+use options::{Command, Options, USAGE};
+use report::{Delivered, EngineRun, RawRun, Summary};
+use sink::{Arrivals, Sink};
+
+/// How long accepted events may take to reach the sink after posting ends.
+/// Generous on purpose: events the engine left for its recovery scan (which
+/// runs every 30 s) still count as delivered, if late, rather than lost.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The run's one clock: sink arrivals and event issue times are offsets
+/// from the same instant.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    origin: Instant,
+}
+
+impl Clock {
+    fn start() -> Clock {
+        Clock { origin: Instant::now() }
+    }
+
+    /// Time since the run began.
+    pub fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    /// The instant `offset` after the run began.
+    pub fn instant(&self, offset: Duration) -> Instant {
+        self.origin + offset
+    }
+}
+
+fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("serve") {
+        return sluice::cli::main();
+    }
+    let options = match options::parse(std::env::args().skip(1)) {
+        Ok(Command::Run(options)) => options,
+        Ok(Command::Help) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("error: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let summary = runtime.block_on(run(options));
+    summary.print();
+    if summary.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// Runs every phase asked for; whatever fails ends up in the summary's problems.
+async fn run(options: Options) -> Summary {
+    let mut summary = Summary::new(options);
+    if let Err(e) = run_phases(&mut summary).await {
+        summary.problems.push(e);
+    }
+    summary
+}
+
+async fn run_phases(summary: &mut Summary) -> Result<(), String> {
+    let options = summary.options.clone();
+    // Fail before measuring anything when the script is not built.
+    let script = if options.raw_only { None } else { Some(engine::read_script()?) };
+    let clock = Clock::start();
+    let sink = Sink::start(clock).await?;
+    let http = reqwest::Client::builder()
+        .http1_only()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(options.concurrency)
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+
+    note(&format!("raw: {} posters → sink for {:.1} s", options.concurrency, options.raw_duration.as_secs_f64()));
+    let cpu = cpu::Meter::start(None);
+    let plan = Plan {
+        label: "raw",
+        target: Target::Raw { url: format!("{}/raw", sink.url) },
+        concurrency: options.concurrency,
+        batch: 1,
+        duration: options.raw_duration,
+        pace: Pace::Max,
+    };
+    let posted = generator::run(&http, clock, plan).await?;
+    let raw = RawRun { cpu: cpu.usage(posted.window()), posted };
+    if raw.posted.failures.count > 0 {
+        summary.problems.push(failed_requests("raw", &raw.posted));
+    }
+    note(&format!("raw: {} req/s", report::thousands(raw.rate())));
+    summary.raw = Some(raw);
+    let Some(script) = script else { return Ok(()) };
+
+    note("starting the engine");
+    let engine = Engine::start().await?;
+    let measured = measure_engine(summary, clock, &http, &sink, &engine, script).await;
+    summary.engine_log = engine.log_digest();
+    engine.stop().await;
+    measured
+}
+
+/// Sets up the route, then runs the max-rate phase and the half-rate one.
+async fn measure_engine(
+    summary: &mut Summary,
+    clock: Clock,
+    http: &reqwest::Client,
+    sink: &Sink,
+    engine: &Engine,
+    script: Vec<u8>,
+) -> Result<(), String> {
+    let options = summary.options.clone();
+    engine.route_to(http, &sink.url, script).await?;
+    let target = Target::Engine { url: format!("{}/v1/events", engine.url), key: ADMIN_KEY.to_owned() };
+    let plan = |label, pace| Plan {
+        label,
+        target: target.clone(),
+        concurrency: options.concurrency,
+        batch: options.batch,
+        duration: options.duration,
+        pace,
+    };
+
+    note(&format!(
+        "max: {} posters → engine, {} event(s) per request, for {:.1} s",
+        options.concurrency,
+        options.batch,
+        options.duration.as_secs_f64()
+    ));
+    let max = engine_phase(clock, http, sink, engine, plan("max", Pace::Max)).await?;
+    let delivery_rate = max.delivery_rate();
+    let sound = check("max rate", &max, &mut summary.problems);
+    summary.max = Some(max);
+    if options.skip_half || !sound || delivery_rate <= 0.0 {
+        return Ok(());
+    }
+
+    let half_rate = delivery_rate / 2.0;
+    note(&format!("half: {} ev/s offered on a schedule for {:.1} s", report::thousands(half_rate), options.duration.as_secs_f64()));
+    let half = engine_phase(clock, http, sink, engine, plan("half", Pace::EventsPerSecond(half_rate))).await?;
+    check("half rate", &half, &mut summary.problems);
+    summary.half = Some((half_rate, half));
+    Ok(())
+}
+
+/// Posts to the engine as `plan` says, waits for the accepted events at the
+/// sink, and measures the engine's and this tool's CPU meanwhile.
+async fn engine_phase(clock: Clock, http: &reqwest::Client, sink: &Sink, engine: &Engine, plan: Plan) -> Result<EngineRun, String> {
+    let label = plan.label;
+    let cpu = cpu::Meter::start(engine.pid());
+    let began = clock.now();
+    let posted = generator::run(http, clock, plan).await?;
+    note(&format!(
+        "{label}: {} events accepted at {} ev/s; waiting for the sink",
+        report::thousands(posted.accepted.len() as f64),
+        report::thousands(report::per_second(posted.accepted.len(), posted.window()))
+    ));
+    let arrivals = await_deliveries(sink, &posted.accepted).await;
+    let wall = clock.now().saturating_sub(began);
+    let delivered = Delivered::of(&posted, &arrivals);
+    Ok(EngineRun { cpu: cpu.usage(wall), posted, delivered })
+}
+
+/// Waits until every id in `accepted` reached the sink, or
+/// [`DELIVERY_TIMEOUT`] passed; returns (and clears) what the sink holds.
+async fn await_deliveries(sink: &Sink, accepted: &[String]) -> Arrivals {
+    let deadline = Instant::now() + DELIVERY_TIMEOUT;
+    let mut next_note = Instant::now() + Duration::from_secs(5);
+    loop {
+        if sink.distinct() >= accepted.len() && sink.has_all(accepted) {
+            break;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        if now >= next_note {
+            note(&format!("  {} of {} accepted events at the sink so far", sink.distinct(), accepted.len()));
+            next_note += Duration::from_secs(5);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sink.drain()
+}
+
+/// Records what went wrong in a phase; `true` when nothing did.
+fn check(phase: &str, run: &EngineRun, problems: &mut Vec<String>) -> bool {
+    let before = problems.len();
+    if run.posted.failures.count > 0 {
+        problems.push(failed_requests(phase, &run.posted));
+    }
+    if run.posted.duplicates > 0 {
+        problems.push(format!("{phase}: the engine answered `duplicate` for {} fresh event ids", run.posted.duplicates));
+    }
+    let missing = &run.delivered.missing;
+    if !missing.is_empty() {
+        problems.push(format!(
+            "{phase}: {} of {} accepted events never reached the sink within {} s after posting ended; e.g. {}",
+            missing.len(),
+            run.posted.accepted.len(),
+            DELIVERY_TIMEOUT.as_secs(),
+            missing.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if run.delivered.repeats > 0 {
+        note(&format!("{phase}: the sink received {} repeated deliveries (allowed: at least once)", run.delivered.repeats));
+    }
+    problems.len() == before
+}
+
+fn failed_requests(phase: &str, posted: &generator::Posted) -> String {
+    format!(
+        "{phase}: {} request(s) failed ({} succeeded); reasons: {}",
+        posted.failures.count,
+        posted.requests,
+        posted.failures.samples.join(" | ")
+    )
+}
+
+/// A progress line, on stderr so that stdout holds the summary only.
+fn note(line: &str) {
+    eprintln!("[sluice-load] {line}");
+}

@@ -1,0 +1,172 @@
+//! The engine under load: this same executable run as `sluice-load serve`
+//! in a child process with a fresh data directory, and the API calls that
+//! route `order.*` events through the `paid-orders` script to the sink.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The operator's admin key the engine is started with.
+pub const ADMIN_KEY: &str = "sk_load_operator_admin_key_0123456789abcdef";
+
+/// How long the engine may take to print its address.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The script every event goes through, built by `scripts/build.sh`.
+pub fn script_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/scripts/paid-orders.wasm")
+}
+
+/// The script's bytes, or why they cannot be read.
+pub fn read_script() -> Result<Vec<u8>, String> {
+    let path = script_path();
+    std::fs::read(&path).map_err(|e| format!("{}: {e}; run ./scripts/build.sh first", path.display()))
+}
+
+/// A running engine. Killed when dropped; its data directory goes with it.
+pub struct Engine {
+    // Declared before `dir`: the process dies before its directory is removed.
+    child: Child,
+    dir: tempfile::TempDir,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+}
+
+impl Engine {
+    /// Starts `<this executable> serve` on a free loopback port.
+    pub async fn start() -> Result<Engine, String> {
+        let dir = tempfile::tempdir().map_err(|e| format!("cannot make a temporary directory: {e}"))?;
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+        let log = std::fs::File::create(dir.path().join("engine.log"))
+            .map_err(|e| format!("cannot create the engine's log file: {e}"))?;
+        let mut child = Command::new(exe)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            // No stray ./sluice.toml from wherever the tool was started.
+            .current_dir(dir.path())
+            .env("SLUICE_ADMIN_KEY", ADMIN_KEY)
+            .env("SLUICE_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start the engine: {e}"))?;
+        let stdout = child.stdout.take().ok_or("the engine's stdout is not piped")?;
+        let mut engine = Engine { child, dir, url: String::new() };
+
+        let mut lines = BufReader::new(stdout).lines();
+        let listening = tokio::time::timeout(START_TIMEOUT, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    return Some(url.trim().to_owned());
+                }
+            }
+            None
+        })
+        .await;
+        match listening {
+            Ok(Some(url)) => engine.url = url,
+            Ok(None) => return Err(format!("the engine exited before listening; its log:\n{}", engine.log_tail(30))),
+            Err(_) => return Err(format!("the engine did not listen within {START_TIMEOUT:?}; its log:\n{}", engine.log_tail(30))),
+        }
+        // Keep draining stdout so the engine never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(engine)
+    }
+
+    /// The engine's process id, for CPU accounting.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Everything the engine logged (warnings and errors, at `SLUICE_LOG=warn`).
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("engine.log")).unwrap_or_default()
+    }
+
+    /// The last `lines` lines the engine logged.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// The engine's log lines without their timestamps, each distinct one
+    /// once with how often it occurred, in order of first occurrence.
+    pub fn log_digest(&self) -> Vec<(usize, String)> {
+        let mut digest: Vec<(usize, String)> = Vec::new();
+        let mut position: HashMap<String, usize> = HashMap::new();
+        for line in self.log().lines() {
+            // `<timestamp>  LEVEL target: message`
+            let message = line.split_once(' ').map_or(line, |(_, rest)| rest).trim();
+            match position.get(message) {
+                Some(&at) => digest[at].0 += 1,
+                None => {
+                    position.insert(message.to_owned(), digest.len());
+                    digest.push((1, message.to_owned()));
+                }
+            }
+        }
+        digest
+    }
+
+    /// Kills the engine (SIGKILL) and waits for it.
+    pub async fn stop(mut self) {
+        if let Err(e) = self.child.kill().await {
+            eprintln!("cannot kill the engine: {e}");
+        }
+    }
+
+    /// Uploads `script` and creates and enables a configuration sending
+    /// every `order.*` event through it to `<sink>/hook`.
+    pub async fn route_to(&self, http: &reqwest::Client, sink: &str, script: Vec<u8>) -> Result<(), String> {
+        let uploaded = self
+            .call(http, "/v1/scripts?name=paid-orders", "application/wasm", script, 201)
+            .await?;
+        let script_id = id_of(&uploaded, "script")?;
+        let config = json!({
+            "name": "load",
+            "endpoint": format!("{sink}/hook"),
+            "event_types": ["order.*"],
+            "script": {"id": script_id, "params": {"min_amount": "0"}},
+        });
+        let created = self
+            .call(http, "/v1/configurations", "application/json", config.to_string().into_bytes(), 201)
+            .await?;
+        let config_id = id_of(&created, "configuration")?;
+        self.call(http, &format!("/v1/configurations/{config_id}/enable"), "application/json", b"{}".to_vec(), 200)
+            .await?;
+        Ok(())
+    }
+
+    /// POSTs `body` to `path` as the operator and expects `status`.
+    async fn call(&self, http: &reqwest::Client, path: &str, content_type: &str, body: Vec<u8>, status: u16) -> Result<Value, String> {
+        let response = http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(ADMIN_KEY)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("POST {path}: {e}"))?;
+        let got = response.status().as_u16();
+        let text = response.text().await.map_err(|e| format!("POST {path}: reading the answer: {e}"))?;
+        if got != status {
+            return Err(format!("POST {path}: expected {status}, got {got}: {text}"));
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+}
+
+fn id_of(answer: &Value, what: &str) -> Result<String, String> {
+    answer["id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("the {what} answer has no id: {answer}"))
+}

@@ -1,0 +1,298 @@
+//! The load generator: posters sending 500-byte `order.paid` events, either
+//! as fast as answers come back (closed loop) or on a fixed schedule (open
+//! loop).
+//!
+//! Each event's id ends with the moment its request was issued, in µs on
+//! the run's [`Clock`] — for paced posting, the moment it was *due*, so that
+//! a generator falling behind shows up as latency instead of hiding it.
+//! The sink reads the id from `webhook-id` and latency needs no lookup.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::Clock;
+
+/// Size of one event as posted, in bytes.
+pub const EVENT_BYTES: usize = 500;
+
+/// Longest any single request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Distinct failure messages kept for the report.
+const FAILURE_SAMPLES: usize = 5;
+
+/// Where the posters send.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// The sink: one event per request, success is any 2xx.
+    Raw { url: String },
+    /// The engine's ingest endpoint: success is 202 with per-event results.
+    Engine { url: String, key: String },
+}
+
+/// How fast to post.
+#[derive(Debug, Clone, Copy)]
+pub enum Pace {
+    /// Each poster sends its next request as soon as the last is answered.
+    Max,
+    /// Requests are due at evenly spaced moments making this many events
+    /// per second, taken in turn by the posters.
+    EventsPerSecond(f64),
+}
+
+/// One phase of posting.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Starts every event id, keeping the phases' events apart.
+    pub label: &'static str,
+    pub target: Target,
+    pub concurrency: usize,
+    pub batch: usize,
+    pub duration: Duration,
+    pub pace: Pace,
+}
+
+/// Failed requests: how many, and a few distinct reasons.
+#[derive(Debug, Default)]
+pub struct Failures {
+    pub count: u64,
+    pub samples: Vec<String>,
+}
+
+impl Failures {
+    fn add(&mut self, reason: String) {
+        self.count += 1;
+        if self.samples.len() < FAILURE_SAMPLES && !self.samples.contains(&reason) {
+            self.samples.push(reason);
+        }
+    }
+
+    fn merge(&mut self, other: Failures) {
+        self.count += other.count;
+        for reason in other.samples {
+            if self.samples.len() < FAILURE_SAMPLES && !self.samples.contains(&reason) {
+                self.samples.push(reason);
+            }
+        }
+    }
+}
+
+/// What a phase of posting did.
+#[derive(Debug, Default)]
+pub struct Posted {
+    /// When the phase began, on the run's clock.
+    pub started: Duration,
+    /// When the last answer came back.
+    pub finished: Duration,
+    /// Requests answered with success.
+    pub requests: u64,
+    /// Engine target: ids of the events answered `accepted`.
+    pub accepted: Vec<String>,
+    /// Engine target: events answered `duplicate` (never expected: ids are fresh).
+    pub duplicates: u64,
+    pub failures: Failures,
+}
+
+impl Posted {
+    /// From the first request issued to the last answer.
+    pub fn window(&self) -> Duration {
+        self.finished.saturating_sub(self.started)
+    }
+}
+
+/// When the request carrying event `id` was issued (or due).
+pub fn issued_at(id: &str) -> Option<Duration> {
+    let (_, micros) = id.rsplit_once('-')?;
+    micros.parse().ok().map(Duration::from_micros)
+}
+
+/// Runs one phase: `plan.concurrency` posters until `plan.duration` has passed.
+pub async fn run(http: &reqwest::Client, clock: Clock, plan: Plan) -> Result<Posted, String> {
+    if let Pace::EventsPerSecond(rate) = plan.pace
+        && !(rate.is_finite() && rate > 0.0)
+    {
+        return Err(format!("cannot pace at {rate} events/s"));
+    }
+    let started = clock.now();
+    let phase = Arc::new(Phase { http: http.clone(), clock, started, events: Events::new(), plan });
+    let posters: Vec<_> = (0..phase.plan.concurrency)
+        .map(|index| tokio::spawn(phase.clone().poster(index)))
+        .collect();
+    let mut posted = Posted { started, ..Posted::default() };
+    for poster in posters {
+        let tally = poster.await.map_err(|e| format!("a poster failed: {e}"))?;
+        posted.finished = posted.finished.max(tally.finished);
+        posted.requests += tally.requests;
+        posted.accepted.extend(tally.accepted);
+        posted.duplicates += tally.duplicates;
+        posted.failures.merge(tally.failures);
+    }
+    Ok(posted)
+}
+
+struct Phase {
+    http: reqwest::Client,
+    clock: Clock,
+    started: Duration,
+    events: Events,
+    plan: Plan,
+}
+
+/// One poster's share of [`Posted`].
+#[derive(Default)]
+struct Tally {
+    finished: Duration,
+    requests: u64,
+    accepted: Vec<String>,
+    duplicates: u64,
+    failures: Failures,
+}
+
+impl Phase {
+    /// Poster `index` of the phase; with a pace it takes request slots
+    /// `index`, `index + concurrency`, `index + 2 × concurrency`, …
+    async fn poster(self: Arc<Self>, index: usize) -> Tally {
+        let plan = &self.plan;
+        let batch = match plan.target {
+            Target::Raw { .. } => 1,
+            Target::Engine { .. } => plan.batch,
+        };
+        let end = self.started + plan.duration;
+        let mut tally = Tally::default();
+        for round in 0.. {
+            let issued = match plan.pace {
+                Pace::Max => self.clock.now(),
+                Pace::EventsPerSecond(rate) => {
+                    let slot = (index + round * plan.concurrency) as f64;
+                    let due = self.started + Duration::from_secs_f64(slot * batch as f64 / rate);
+                    if due < end {
+                        tokio::time::sleep_until(self.clock.instant(due).into()).await;
+                    }
+                    due
+                }
+            };
+            if issued >= end {
+                break;
+            }
+            let ids: Vec<String> = (0..batch)
+                .map(|n| format!("{}-{index}-{}-{}", plan.label, round * batch + n, issued.as_micros()))
+                .collect();
+            match &plan.target {
+                Target::Raw { url } => self.post_raw(url, &ids[0], &mut tally).await,
+                Target::Engine { url, key } => self.post_events(url, key, &ids, &mut tally).await,
+            }
+            tally.finished = self.clock.now();
+        }
+        tally
+    }
+
+    async fn post_raw(&self, url: &str, id: &str, tally: &mut Tally) {
+        let sent = self
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(self.events.one(id))
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await;
+        match sent {
+            Ok(response) if response.status().is_success() => match response.bytes().await {
+                Ok(_) => tally.requests += 1,
+                Err(e) => tally.failures.add(format!("reading the answer: {e}")),
+            },
+            Ok(response) => tally.failures.add(format!("answered {}", response.status())),
+            Err(e) => tally.failures.add(describe(&e)),
+        }
+    }
+
+    async fn post_events(&self, url: &str, key: &str, ids: &[String], tally: &mut Tally) {
+        let body = if ids.len() == 1 { self.events.one(&ids[0]) } else { self.events.array(ids) };
+        let sent = self
+            .http
+            .post(url)
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(body)
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(e) => return tally.failures.add(describe(&e)),
+        };
+        let status = response.status();
+        let text = match response.text().await {
+            Ok(text) => text,
+            Err(e) => return tally.failures.add(format!("reading the answer: {e}")),
+        };
+        if status != reqwest::StatusCode::ACCEPTED {
+            return tally.failures.add(format!("answered {status}: {}", text.chars().take(200).collect::<String>()));
+        }
+        let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let Some(results) = answer["events"].as_array() else {
+            return tally.failures.add(format!("202 without per-event results: {text}"));
+        };
+        tally.requests += 1;
+        for result in results {
+            match (result["id"].as_str(), result["status"].as_str()) {
+                (Some(id), Some("accepted")) => tally.accepted.push(id.to_owned()),
+                (Some(_), Some("duplicate")) => tally.duplicates += 1,
+                _ => tally.failures.add(format!("unexpected per-event result: {result}")),
+            }
+        }
+    }
+}
+
+/// A transport error with its cause (refused, reset, timed out).
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = if e.is_timeout() { "timed out".to_owned() } else { e.to_string() };
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+/// Writes events of exactly [`EVENT_BYTES`] bytes (for ids under ~150 bytes).
+struct Events {
+    /// The length of an event with an empty id and no padding.
+    skeleton: usize,
+    /// `EVENT_BYTES` bytes of filler to take the padding from.
+    filler: String,
+}
+
+impl Events {
+    fn new() -> Self {
+        Self { skeleton: event("", "").len(), filler: "x".repeat(EVENT_BYTES) }
+    }
+
+    fn one(&self, id: &str) -> String {
+        let padding = EVENT_BYTES.saturating_sub(self.skeleton + id.len());
+        event(id, &self.filler[..padding])
+    }
+
+    fn array(&self, ids: &[String]) -> String {
+        let mut body = String::with_capacity(ids.len() * (EVENT_BYTES + 1) + 1);
+        for (n, id) in ids.iter().enumerate() {
+            body.push(if n == 0 { '[' } else { ',' });
+            body.push_str(&self.one(id));
+        }
+        body.push(']');
+        body
+    }
+}
+
+/// An `order.paid` event whose amount the `paid-orders` script delivers.
+fn event(id: &str, padding: &str) -> String {
+    let mut json = String::with_capacity(EVENT_BYTES);
+    write!(
+        json,
+        r#"{{"id":"{id}","type":"order.paid","organization_unit":"emea/nl/store-12","occurred_at":"2026-11-22T10:00:00Z","source":{{"application":"load"}},"payload":{{"order_id":"ord-1042","amount":129.95,"currency":"EUR","customer":{{"id":"customer/1000","tier":"gold"}},"lines":[{{"sku":"sku-1","quantity":2,"price":49.99}},{{"sku":"sku-2","quantity":1,"price":29.97}}],"note":"{padding}"}}}}"#
+    )
+    .expect("writing to a String cannot fail");
+    json
+}
