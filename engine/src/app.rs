@@ -5,18 +5,21 @@
 //! This module owns the pipeline's wiring (store → router → deliverer). It
 //! must never speak HTTP to callers: the API layer maps its errors.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
 use crate::deliver::{self, Deliverer, DeliveryJob};
 use crate::event::Event;
+use crate::auth::{KeyHash, Principal};
 use crate::export::{ConfigError, ConfigInput, ExportConfig};
-use crate::ids::{ConfigId, ScriptId, TenantId};
+use crate::ids::{ConfigId, KeyId, ScriptId, TenantId};
 use crate::route::{ConfigCache, RouteJob, Router};
 use crate::sandbox::{LoadError, Sandbox};
-use crate::store::{self, ConfigRecord, ConfigWrite, Ingested, ScriptRecord, Store, StoreError};
+use crate::store::{self, ConfigRecord, ConfigWrite, Ingested, KeyRecord, ScriptRecord, Store, StoreError};
 
 /// Limits the engine enforces on callers.
 #[derive(Debug, Clone)]
@@ -50,6 +53,44 @@ pub struct App {
     /// The tenant whose admin keys manage tenants.
     pub operator: TenantId,
     route: mpsc::Sender<RouteJob>,
+    /// Live keys by hash, and tenants' quotas: read on every request.
+    keys: Recent<KeyHash, Principal>,
+    quotas: Recent<TenantId, Option<i64>>,
+}
+
+/// How long a remembered key or quota is trusted. Changes made through this
+/// node take effect at once; this bounds how long one made elsewhere (another
+/// node, or the database edited by hand) goes unseen.
+const RECENT_TTL: Duration = Duration::from_secs(10);
+
+/// Answers remembered for a short while.
+struct Recent<K, V> {
+    ttl: Duration,
+    entries: Mutex<HashMap<K, (Instant, V)>>,
+}
+
+impl<K: Eq + Hash, V: Clone> Recent<K, V> {
+    fn new(ttl: Duration) -> Self {
+        Self { ttl, entries: Mutex::default() }
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.get(key).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, v)| v.clone())
+    }
+
+    fn put(&self, key: K, value: V) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= 100_000 {
+            // Only live keys and existing tenants get here; this is a backstop.
+            entries.clear();
+        }
+        entries.insert(key, (Instant::now(), value));
+    }
+
+    fn forget(&self, keep: impl Fn(&K, &V) -> bool) {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).retain(|k, (_, v)| keep(k, v));
+    }
 }
 
 /// Why an operation failed, for the API to map.
@@ -98,6 +139,8 @@ impl App {
             limits,
             operator,
             route: route_tx,
+            keys: Recent::new(RECENT_TTL),
+            quotas: Recent::new(RECENT_TTL),
         });
         tokio::spawn(app.clone().route_unrouted());
         Ok(app)
@@ -137,9 +180,36 @@ impl App {
         }
     }
 
+    /// Who presents this key secret, if it is a live key.
+    pub async fn authenticate(&self, presented: &str) -> Result<Option<Principal>, StoreError> {
+        let hash = KeyHash::of(presented);
+        if let Some(hit) = self.keys.get(&hash) {
+            return Ok(Some(hit));
+        }
+        let Some(key) = self.store.find_key(&hash).await? else { return Ok(None) };
+        let principal = Principal { tenant: key.tenant_id, key: key.id, scopes: key.scopes };
+        self.keys.put(hash, principal.clone());
+        Ok(Some(principal))
+    }
+
+    pub async fn revoke_key(&self, tenant: &TenantId, id: &KeyId) -> Result<KeyRecord, AppError> {
+        let record = self.store.revoke_key(tenant, id).await?;
+        self.keys.forget(|_, p| p.key != record.id);
+        Ok(record)
+    }
+
+    async fn monthly_quota(&self, tenant: &TenantId) -> Result<Option<i64>, StoreError> {
+        if let Some(hit) = self.quotas.get(tenant) {
+            return Ok(hit);
+        }
+        let quota = self.store.get_tenant(tenant).await?.monthly_quota;
+        self.quotas.put(tenant.clone(), quota);
+        Ok(quota)
+    }
+
     /// Stores a batch of validated events and queues the new ones for routing.
     pub async fn ingest(&self, tenant: &TenantId, events: Vec<Event>) -> Result<Vec<Ingested>, AppError> {
-        let quota = self.store.get_tenant(tenant).await?.monthly_quota;
+        let quota = self.monthly_quota(tenant).await?;
         let kept: Vec<Arc<Event>> = events.iter().cloned().map(Arc::new).collect();
         let results = self.store.ingest(tenant, quota, events).await?;
         // The events are stored: from here nothing may fail the request. A

@@ -490,7 +490,7 @@ pub async fn list_keys(State(app): AppState, auth: Auth, Query(q): Query<ListQue
 
 pub async fn revoke_key(State(app): AppState, auth: Auth, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
     let p = auth.require(Scope::Admin)?;
-    Ok(Json(json!(app.store.revoke_key(&p.tenant, &id(&raw, KeyId::parse)?).await?)))
+    Ok(Json(json!(app.revoke_key(&p.tenant, &id(&raw, KeyId::parse)?).await?)))
 }
 
 #[derive(Deserialize)]

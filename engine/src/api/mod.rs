@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
 
 use crate::app::{App, AppError};
-use crate::auth::{KeyHash, Principal, Scope};
+use crate::auth::{Principal, Scope};
 use crate::sandbox::LoadError;
 use crate::store::StoreError;
 
@@ -207,12 +207,11 @@ impl FromRequestParts<Arc<App>> for Auth {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| unauthorized("send `Authorization: Bearer <api key>`"))?;
-        let key = app
-            .store
-            .find_key(&KeyHash::of(presented.trim()))
+        let principal = app
+            .authenticate(presented.trim())
             .await?
             .ok_or_else(|| unauthorized("unknown or revoked API key"))?;
-        Ok(Auth(Principal { tenant: key.tenant_id, key: key.id, scopes: key.scopes }))
+        Ok(Auth(principal))
     }
 }
 

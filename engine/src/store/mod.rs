@@ -6,9 +6,9 @@
 //! schema enforces, no HTTP. Every query that reads or changes tenant data
 //! takes the tenant, so that no caller can forget it.
 //!
-//! SQLite is the embedded default. Hot-path writes (ingest, routing results,
-//! attempts) go through one writer task that commits them in groups: one
-//! fsync for many requests. A PostgreSQL backend is a second implementation
+//! SQLite is the embedded default. Writes (ingest, routing results,
+//! attempts, admin changes) go through one writer thread that commits them
+//! in groups: one fsync for many requests. A PostgreSQL backend is a second implementation
 //! of the same methods.
 
 mod sqlite;
@@ -45,6 +45,8 @@ pub enum StoreError {
     QuotaExceeded { quota: i64, used: i64 },
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
