@@ -1,5 +1,8 @@
 use std::process::ExitCode;
 
+#[global_allocator]
+static ALLOCATOR: sluice::Allocator = sluice::Allocator;
+
 fn main() -> ExitCode {
     sluice::cli::main()
 }

@@ -16,7 +16,7 @@ use crate::event::Event;
 use crate::export::ExportConfig;
 use crate::ids::{ConfigId, DeliveryId, TenantId};
 use crate::sandbox::{Decision, OutcomeResult, Params, Sandbox, Script};
-use crate::store::{self, DeliveryStatus, NewDelivery, Store, StoreError};
+use crate::store::{self, DeliveryStatus, NewDelivery, Routed, Store, StoreError};
 
 /// How long a sender holds a delivery it was handed before another may
 /// claim it.
@@ -187,42 +187,43 @@ impl Router {
         .await
         .map_err(|e| StoreError::Corrupt(format!("routing thread: {e}")))?;
 
-        let mut pending = Vec::with_capacity(routed.len());
-        for (job, decided) in routed {
-            let this = self.clone();
-            pending.push(tokio::spawn(async move { this.record(job, decided).await }));
-        }
-        for task in pending {
-            if let Ok(Err(e)) = task.await {
-                tracing::error!(error = %e, "recording a routing decision failed");
-            }
-        }
-        Ok(())
+        self.record(routed).await
     }
 
-    async fn record(&self, job: RouteJob, decided: Vec<(Arc<ActiveConfig>, NewDelivery)>) -> Result<(), StoreError> {
-        let rows = decided.iter().map(|(_, d)| d.clone()).collect();
-        match self.store.record_routing(&job.tenant, job.seq, rows).await {
-            Ok(()) => {}
-            // Another path routed it first: its deliveries stand.
-            Err(StoreError::Conflict(_)) => return Ok(()),
-            Err(e) => return Err(e),
-        }
-        for (config, d) in decided {
-            if d.status != DeliveryStatus::Pending {
+    /// Records a batch's decisions in one write, then hands its deliveries
+    /// to the senders.
+    async fn record(&self, routed: Vec<(RouteJob, Vec<(Arc<ActiveConfig>, NewDelivery)>)>) -> Result<(), StoreError> {
+        let rows = routed
+            .iter()
+            .map(|(job, decided)| Routed {
+                tenant: job.tenant.clone(),
+                event_seq: job.seq,
+                deliveries: decided.iter().map(|(_, d)| d.clone()).collect(),
+            })
+            .collect();
+        let recorded = self.store.record_routing(rows).await?;
+        for ((job, decided), recorded) in routed.into_iter().zip(recorded) {
+            // Not recorded: another path routed the event first and its
+            // deliveries stand.
+            if !recorded {
                 continue;
             }
-            let job = DeliveryJob {
-                tenant: job.tenant.clone(),
-                delivery: d.id,
-                config: config.id.clone(),
-                event: job.event.clone(),
-                body: d.body,
-                headers: d.headers,
-                attempt: 1,
-            };
-            if self.deliver.send(job).await.is_err() {
-                break; // shutting down: the leases expire and a restart sends them
+            for (config, d) in decided {
+                if d.status != DeliveryStatus::Pending {
+                    continue;
+                }
+                let delivery = DeliveryJob {
+                    tenant: job.tenant.clone(),
+                    delivery: d.id,
+                    config: config.id.clone(),
+                    event: job.event.clone(),
+                    body: d.body,
+                    headers: d.headers,
+                    attempt: 1,
+                };
+                if self.deliver.send(delivery).await.is_err() {
+                    return Ok(()); // shutting down: the leases expire and a restart sends them
+                }
             }
         }
         Ok(())

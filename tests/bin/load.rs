@@ -25,6 +25,11 @@
 //! event id. The run fails (exit status 1) when an accepted event never
 //! arrives or a request fails; missing the targets is only reported.
 
+/// The engine under test runs in this executable: it gets the allocator
+/// the `sluice` binary installs.
+#[global_allocator]
+static ALLOCATOR: sluice::Allocator = sluice::Allocator;
+
 #[path = "load/cpu.rs"]
 mod cpu;
 #[path = "load/engine.rs"]

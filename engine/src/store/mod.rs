@@ -262,6 +262,14 @@ impl DeliveryStatus {
     }
 }
 
+/// The routing of one event: a delivery row per matching configuration.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    pub tenant: TenantId,
+    pub event_seq: i64,
+    pub deliveries: Vec<NewDelivery>,
+}
+
 /// The routing result for one event × configuration.
 #[derive(Debug, Clone)]
 pub struct NewDelivery {
@@ -547,9 +555,11 @@ impl Store {
     pub async fn unrouted_events(&self, after_seq: i64, received_before: i64, limit: i64) -> Result<Vec<EventRecord>> {
         dispatch!(self.unrouted_events(after_seq, received_before, limit))
     }
-    /// Records an event's routing: its deliveries, and that it is routed.
-    pub async fn record_routing(&self, tenant: &TenantId, event_seq: i64, deliveries: Vec<NewDelivery>) -> Result<()> {
-        dispatch!(self.record_routing(tenant, event_seq, deliveries))
+    /// Records events' routing: their deliveries, and that they are routed.
+    /// For each, whether it was recorded: `false` when another path (the
+    /// recovery scan) routed that event first, whose deliveries then stand.
+    pub async fn record_routing(&self, routed: Vec<Routed>) -> Result<Vec<bool>> {
+        dispatch!(self.record_routing(routed))
     }
 
     // Deliveries and attempts.
