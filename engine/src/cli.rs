@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+use crate::catch::CatchOptions;
 use crate::event::{EventId, EventInput};
+use crate::export::{ResponseMode, SigningSecret};
 use crate::sandbox::{self, Limits, OutcomeResult, Params, Sandbox, SandboxConfig};
 
 #[derive(Debug, Parser)]
@@ -34,6 +36,27 @@ enum Command {
         /// Settings file (default ./sluice.toml when present).
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Runs a test receiver: prints each request, checks its signature, answers.
+    ///
+    /// Point a configuration's endpoint at it before the real receiver exists.
+    Catch {
+        /// Address to listen on; port 0 picks a free one (the address is printed on stderr).
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: std::net::SocketAddr,
+        /// A signing secret (`whsec_…`) to verify signatures with; repeatable
+        /// (during a rotation, either may match).
+        #[arg(long = "secret", value_name = "WHSEC", value_parser = parse_secret)]
+        secrets: Vec<SigningSecret>,
+        /// `normal`: answer 200 with the body `[ACK]`; `loose`: 200 with an empty body.
+        #[arg(long, value_name = "normal|loose", default_value = "normal", value_parser = parse_mode)]
+        mode: ResponseMode,
+        /// Answer this status code instead (the body is empty unless it is 200 in normal mode).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(200..=599))]
+        status: Option<u16>,
+        /// Print one JSON object per line instead of a readable block.
+        #[arg(long)]
+        json: bool,
     },
     /// Work with export scripts locally.
     #[command(subcommand)]
@@ -78,6 +101,18 @@ fn parse_param(raw: &str) -> Result<(String, String), String> {
     Ok((name.to_owned(), value.to_owned()))
 }
 
+fn parse_secret(raw: &str) -> Result<SigningSecret, String> {
+    SigningSecret::parse(raw).map_err(|e| e.reason)
+}
+
+fn parse_mode(raw: &str) -> Result<ResponseMode, String> {
+    match raw {
+        "normal" => Ok(ResponseMode::Normal),
+        "loose" => Ok(ResponseMode::Loose),
+        _ => Err("expected `normal` or `loose`".into()),
+    }
+}
+
 /// The `sluice` binary: parses the command line and runs it.
 pub fn main() -> ExitCode {
     run(Cli::parse())
@@ -87,6 +122,14 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve { listen, data_dir, config } => serve(listen, data_dir, config),
+        Command::Catch { listen, secrets, mode, status, json } => catch(CatchOptions {
+            listen,
+            secrets,
+            mode,
+            // In range: clap checked 200 to 599.
+            status: status.and_then(|s| axum::http::StatusCode::from_u16(s).ok()),
+            json,
+        }),
         Command::Script(ScriptCommand::Test {
             script,
             event,
@@ -128,6 +171,16 @@ fn serve(listen: Option<std::net::SocketAddr>, data_dir: Option<PathBuf>, config
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(crate::server::serve(settings))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn catch(options: CatchOptions) -> Result<ExitCode, String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(crate::catch::run(options)).map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -2,6 +2,7 @@
 //!
 //! Modules, in the direction dependencies point:
 //! - [`cli`] and [`server`]: the command line and `sluice serve`'s start-up;
+//! - `catch`: `sluice catch`, the test receiver, apart from the engine;
 //! - [`api`]: the HTTP API, the only module that speaks HTTP to callers;
 //! - [`app`]: the operations the API performs, and the pipeline's wiring;
 //! - [`route`] and [`deliver`]: matching and scripts, then sending;
@@ -12,6 +13,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+mod catch;
 pub mod cli;
 pub mod deliver;
 pub mod event;
