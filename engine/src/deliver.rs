@@ -5,8 +5,9 @@
 //! This module owns the outbound HTTP. It must never put a secret in an
 //! attempt log, and never decide what to deliver (routing did).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc};
@@ -14,7 +15,7 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::event::Event;
 use crate::export::{Authorization, ExportConfig, ResponseMode, Tls};
 use crate::ids::{AttemptId, ConfigId, DeliveryId, TenantId};
-use crate::route::{ConfigCache, LEASE_MS};
+use crate::route::{ActiveConfig, ConfigCache, LEASE_MS};
 use crate::sandbox::Header;
 use crate::sign;
 use crate::store::{self, AttemptOutcome, DueDelivery, NewAttempt, Store, StoreError};
@@ -90,35 +91,91 @@ pub fn client_for(spec: &ExportConfig, shared: &reqwest::Client) -> Result<reqwe
     b.build()
 }
 
-/// Sends deliveries, at most `concurrency` at once.
+/// Sends deliveries: at most `concurrency` requests at once in all, and per
+/// configuration at most its `max_in_flight`, at most `rate_limit` a second.
+/// A slow endpoint uses up its own share only: its surplus deliveries go
+/// back to the store, due a little later, instead of queueing here.
 pub struct Deliverer {
     store: Store,
     configs: Arc<ConfigCache>,
+    /// Requests in flight, all endpoints.
     permits: Arc<Semaphore>,
+    /// Deliveries taken from the queue and not finished (sending or waiting
+    /// for their endpoint's turn).
+    admitted: Arc<Semaphore>,
+    gates: Mutex<HashMap<ConfigId, Arc<Gate>>>,
+    /// Failed attempts in a row, per configuration, for auto-disable.
+    streaks: Mutex<HashMap<ConfigId, Streak>>,
 }
+
+/// One configuration's share of the sender.
+struct Gate {
+    version: i64,
+    in_flight: Arc<Semaphore>,
+    /// Deliveries waiting for an in-flight slot.
+    waiting: AtomicUsize,
+    /// When the next request may start, under the rate limit.
+    next_start: Mutex<Instant>,
+}
+
+/// Deliveries that may wait for their endpoint, per in-flight slot, before
+/// the rest are handed back to the store.
+const WAITING_PER_SLOT: usize = 4;
+/// How long a delivery handed back because its endpoint was busy waits.
+const BUSY_RETRY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy)]
+struct Streak {
+    failures: u32,
+    /// When the first failure of the streak was, Unix ms.
+    since: i64,
+}
+
+/// Longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 impl Deliverer {
     pub fn new(store: Store, configs: Arc<ConfigCache>, concurrency: usize) -> Arc<Self> {
+        let concurrency = concurrency.max(1);
         Arc::new(Self {
             store,
             configs,
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            permits: Arc::new(Semaphore::new(concurrency)),
+            admitted: Arc::new(Semaphore::new(concurrency * 8)),
+            gates: Mutex::default(),
+            streaks: Mutex::default(),
         })
     }
 
     /// Runs until the job channel closes.
     pub async fn run(self: Arc<Self>, mut jobs: mpsc::Receiver<DeliveryJob>) {
         while let Some(job) = jobs.recv().await {
-            let Ok(permit) = self.permits.clone().acquire_owned().await else { break };
+            let Ok(admitted) = self.admitted.clone().acquire_owned().await else { break };
             let this = self.clone();
             tokio::spawn(async move {
                 let (delivery, attempt) = (job.delivery.clone(), job.attempt);
                 if let Err(e) = this.attempt(job).await {
                     tracing::error!(%delivery, attempt, error = %e, "recording an attempt failed; the lease will expire and it is retried");
                 }
-                drop(permit);
+                drop(admitted);
             });
         }
+    }
+
+    /// The configuration's gate, new when its version changed.
+    fn gate(&self, config: &ActiveConfig) -> Arc<Gate> {
+        let mut gates = lock(&self.gates);
+        if let Some(gate) = gates.get(&config.id).filter(|g| g.version == config.version) {
+            return gate.clone();
+        }
+        let gate = Arc::new(Gate {
+            version: config.version,
+            in_flight: Arc::new(Semaphore::new(config.spec.max_in_flight as usize)),
+            waiting: AtomicUsize::new(0),
+            next_start: Mutex::new(Instant::now()),
+        });
+        gates.insert(config.id.clone(), gate.clone());
+        gate
     }
 
     /// Claims deliveries whose retry is due (or whose sender died) and
@@ -158,7 +215,42 @@ impl Deliverer {
             }
             Err(e) => return Err(e),
         };
+        if !config.enabled {
+            // Held until the configuration is enabled again: the claim
+            // query skips deliveries of disabled configurations.
+            return self.store.release_delivery(&job.tenant, &job.delivery, store::now_ms()).await;
+        }
         let spec = &config.spec;
+        let gate = self.gate(&config);
+        let endpoint_slot = match gate.in_flight.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                let waiting = gate.waiting.fetch_add(1, Ordering::Relaxed);
+                let slot = if waiting < spec.max_in_flight as usize * WAITING_PER_SLOT {
+                    gate.in_flight.clone().acquire_owned().await.ok()
+                } else {
+                    None
+                };
+                gate.waiting.fetch_sub(1, Ordering::Relaxed);
+                match slot {
+                    Some(slot) => slot,
+                    None => {
+                        let later = store::now_ms() + BUSY_RETRY.as_millis() as i64;
+                        return self.store.release_delivery(&job.tenant, &job.delivery, later).await;
+                    }
+                }
+            }
+        };
+        if let Some(limit) = spec.rate_limit {
+            let start = {
+                let mut next = lock(&gate.next_start);
+                let start = (*next).max(Instant::now());
+                *next = start + Duration::from_secs(1) / limit.per_second.max(1);
+                start
+            };
+            tokio::time::sleep_until(start.into()).await;
+        }
+        let Ok(_sending) = self.permits.clone().acquire_owned().await else { return Err(StoreError::Closed) };
         let request = build(spec, &job);
         let started_at = store::now_ms();
         let clock = Instant::now();
@@ -170,16 +262,19 @@ impl Deliverer {
             .timeout(spec.deadline())
             .send()
             .await;
-        let (status, response_headers, response_body, error) = match sent {
+        let (status, response_headers, response_body, error, retry_after) = match sent {
             Ok(response) => {
                 let status = response.status();
                 let headers = headers_json(response.headers(), false);
+                let retry_after = retry_after(response.headers(), std::time::SystemTime::now());
                 let body = read_capped(response, spec.deadline().saturating_sub(clock.elapsed())).await;
-                (Some(status), Some(headers), body, None)
+                (Some(status), Some(headers), body, None, retry_after)
             }
-            Err(e) => (None, None, None, Some(describe(&e))),
+            Err(e) => (None, None, None, Some(describe(&e)), None),
         };
         let duration_ms = clock.elapsed().as_millis() as i64;
+        drop(endpoint_slot);
+        let gone = status == Some(reqwest::StatusCode::GONE);
         let succeeded = match (status, spec.response_mode) {
             (Some(s), ResponseMode::Loose) => s.is_success(),
             (Some(s), ResponseMode::Normal) => s == reqwest::StatusCode::OK && response_body.as_deref().map(str::trim) == Some("[ACK]"),
@@ -194,8 +289,9 @@ impl Deliverer {
         });
         let (outcome, next_attempt_at) = if succeeded {
             (AttemptOutcome::Succeeded, None)
-        } else if job.attempt < spec.retry.max_attempts {
-            let wait = spec.retry.backoff(job.attempt + 1, random_fraction());
+        } else if job.attempt < spec.retry.max_attempts && !gone {
+            let backoff = spec.retry.backoff(job.attempt + 1, random_fraction());
+            let wait = backoff.max(retry_after.unwrap_or_default().min(MAX_RETRY_AFTER));
             (AttemptOutcome::Retry, Some(store::now_ms() + wait.as_millis() as i64))
         } else {
             (AttemptOutcome::Failed, None)
@@ -218,8 +314,62 @@ impl Deliverer {
             response_body,
             next_attempt_at,
         };
-        self.store.record_attempt(attempt).await
+        self.store.record_attempt(attempt).await?;
+        let disable = if gone {
+            Some("the endpoint answered 410 Gone".to_owned())
+        } else {
+            self.count_outcome(&config, succeeded)
+        };
+        if let Some(reason) = disable {
+            self.disable(&config, &reason).await?;
+        }
+        Ok(())
     }
+
+    /// Keeps the configuration's failure streak; says why to disable it
+    /// when the streak passes its `auto_disable` threshold.
+    fn count_outcome(&self, config: &ActiveConfig, succeeded: bool) -> Option<String> {
+        let mut streaks = lock(&self.streaks);
+        if succeeded {
+            streaks.remove(&config.id);
+            return None;
+        }
+        let now = store::now_ms();
+        let streak = streaks.entry(config.id.clone()).or_insert(Streak { failures: 0, since: now });
+        streak.failures += 1;
+        let rule = config.spec.auto_disable;
+        let failing_for = now - streak.since;
+        if rule.after_failures == 0 || streak.failures < rule.after_failures || failing_for < rule.failing_for_ms as i64 {
+            return None;
+        }
+        let reason = format!("{} failed attempts in a row over {} s, no success", streak.failures, failing_for / 1000);
+        streaks.remove(&config.id);
+        Some(reason)
+    }
+
+    async fn disable(&self, config: &ActiveConfig, reason: &str) -> Result<(), StoreError> {
+        match self.store.set_config_enabled(&config.tenant, &config.id, None, false, Some(reason)).await {
+            Ok(_) | Err(StoreError::NotFound) => {}
+            Err(e) => return Err(e),
+        }
+        self.configs.invalidate(&config.tenant, Some(&config.id));
+        tracing::warn!(configuration = %config.id, reason, "configuration disabled");
+        Ok(())
+    }
+}
+
+/// How long the receiver asks to wait (`Retry-After`: seconds, or an HTTP date).
+fn retry_after(headers: &reqwest::header::HeaderMap, now: std::time::SystemTime) -> Option<Duration> {
+    let raw = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = raw.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(raw).ok()?;
+    Some(at.duration_since(now).unwrap_or_default())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The attempt recorded when the configuration was deleted meanwhile.
@@ -400,6 +550,24 @@ fn random_fraction() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(RETRY_AFTER, HeaderValue::from_str(v).expect("value"));
+            retry_after(&h, now)
+        };
+        assert_eq!(with("120"), Some(Duration::from_secs(120)));
+        // 1_700_000_000 is Tue, 14 Nov 2023 22:13:20 GMT.
+        assert_eq!(with("Tue, 14 Nov 2023 22:14:20 GMT"), Some(Duration::from_secs(60)));
+        assert_eq!(with("Tue, 14 Nov 2023 22:00:00 GMT"), Some(Duration::ZERO), "a past date means now");
+        assert_eq!(with("soon"), None);
+        assert_eq!(with("-5"), None);
+        assert_eq!(retry_after(&HeaderMap::new(), now), None);
+    }
 
     #[test]
     fn credential_names_are_recognized() {

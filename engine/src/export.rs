@@ -287,6 +287,31 @@ pub struct RateLimit {
     pub per_second: u32,
 }
 
+/// Requests in flight to one endpoint when the configuration does not say.
+pub const DEFAULT_MAX_IN_FLIGHT: u32 = 16;
+const MAX_MAX_IN_FLIGHT: u32 = 256;
+
+/// When a configuration whose endpoint keeps failing is disabled: after
+/// `after_failures` failed attempts in a row, the first of them at least
+/// `failing_for_ms` ago, with no success in between. `after_failures: 0`
+/// never disables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoDisable {
+    pub after_failures: u32,
+    #[serde(default)]
+    pub failing_for_ms: u64,
+}
+
+impl Default for AutoDisable {
+    fn default() -> Self {
+        Self {
+            after_failures: 50,
+            failing_for_ms: 24 * 3_600_000,
+        }
+    }
+}
+
 /// The script a configuration runs, with its parameters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -369,6 +394,10 @@ pub struct ConfigInput {
     pub retry: Option<RetryPolicy>,
     #[serde(default)]
     pub rate_limit: Option<RateLimit>,
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
+    #[serde(default)]
+    pub auto_disable: Option<AutoDisable>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -419,6 +448,15 @@ pub struct ExportConfig {
     pub deadline_ms: u64,
     pub retry: RetryPolicy,
     pub rate_limit: Option<RateLimit>,
+    /// Requests to this endpoint in flight at once, across its deliveries.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: u32,
+    #[serde(default)]
+    pub auto_disable: AutoDisable,
+}
+
+fn default_max_in_flight() -> u32 {
+    DEFAULT_MAX_IN_FLIGHT
 }
 
 impl ConfigInput {
@@ -495,9 +533,17 @@ impl ConfigInput {
         let retry = self.retry.unwrap_or_default();
         retry.validate()?;
         if let Some(limit) = &self.rate_limit {
-            if limit.per_second == 0 {
-                return Err(err("invalid_rate_limit", "rate_limit.per_second", "must be at least 1"));
+            if limit.per_second == 0 || limit.per_second > 100_000 {
+                return Err(err("invalid_rate_limit", "rate_limit.per_second", "must be 1 to 100000"));
             }
+        }
+        let max_in_flight = self.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+        if !(1..=MAX_MAX_IN_FLIGHT).contains(&max_in_flight) {
+            return Err(err("invalid_max_in_flight", "max_in_flight", format!("must be 1 to {MAX_MAX_IN_FLIGHT}")));
+        }
+        let auto_disable = self.auto_disable.unwrap_or_default();
+        if auto_disable.failing_for_ms > 30 * 24 * 3_600_000 {
+            return Err(err("invalid_auto_disable", "auto_disable.failing_for_ms", "must be at most 30 days"));
         }
         Ok(ExportConfig {
             name,
@@ -515,6 +561,8 @@ impl ConfigInput {
             deadline_ms: deadline.as_millis() as u64,
             retry,
             rate_limit: self.rate_limit,
+            max_in_flight,
+            auto_disable,
         })
     }
 }
@@ -726,6 +774,25 @@ mod tests {
             v["headers"] = json!({ name: value });
             assert_eq!(input(v).unwrap_err().code, "invalid_header", "{name}");
         }
+    }
+
+    #[test]
+    fn sending_limits_are_validated_and_default_for_stored_configurations() {
+        let mut v = minimal();
+        v["max_in_flight"] = json!(0);
+        assert_eq!(input(v.clone()).unwrap_err().code, "invalid_max_in_flight");
+        v["max_in_flight"] = json!(4);
+        v["auto_disable"] = json!({"after_failures": 0});
+        let c = input(v).expect("valid");
+        assert_eq!((c.max_in_flight, c.auto_disable.after_failures), (4, 0));
+        // A configuration stored before these fields existed reads with the defaults.
+        let mut stored = serde_json::to_value(input(minimal()).expect("valid")).expect("json");
+        let obj = stored.as_object_mut().expect("object");
+        obj.remove("max_in_flight");
+        obj.remove("auto_disable");
+        let old: ExportConfig = serde_json::from_value(stored).expect("reads");
+        assert_eq!(old.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+        assert_eq!(old.auto_disable, AutoDisable::default());
     }
 
     #[test]

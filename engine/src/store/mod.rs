@@ -573,10 +573,15 @@ impl Store {
     pub async fn deliveries_of_event(&self, tenant: &TenantId, event_seq: i64) -> Result<Vec<DeliveryRecord>> {
         dispatch!(self.deliveries_of_event(tenant, event_seq))
     }
-    /// Claims pending deliveries due at `now` that no sender holds, oldest
-    /// due first, for `lease_ms`.
+    /// Claims pending deliveries due at `now` that no sender holds and whose
+    /// configuration is enabled, oldest due first, for `lease_ms`.
     pub async fn claim_due(&self, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<DueDelivery>> {
         dispatch!(self.claim_due(now, lease_ms, limit))
+    }
+    /// Hands a claimed delivery back unattempted, due again at
+    /// `next_attempt_at` (its configuration is disabled, or its endpoint busy).
+    pub async fn release_delivery(&self, tenant: &TenantId, id: &DeliveryId, next_attempt_at: i64) -> Result<()> {
+        dispatch!(self.release_delivery(tenant, id, next_attempt_at))
     }
     /// Drops every lease: on start-up of the only node, nothing is in flight.
     pub async fn release_leases(&self) -> Result<u64> {

@@ -954,6 +954,7 @@ impl SqliteStore {
                      WHERE id IN (SELECT id FROM deliveries
                                   WHERE status = 'pending' AND next_attempt_at <= ?2
                                     AND (lease_until IS NULL OR lease_until < ?2)
+                                    AND config_id IN (SELECT id FROM configurations WHERE enabled = 1)
                                   ORDER BY next_attempt_at LIMIT ?3)
                      RETURNING id",
                 )?
@@ -977,6 +978,19 @@ impl SqliteStore {
                 }
             }
             Ok(out)
+        })
+        .await
+    }
+
+    pub async fn release_delivery(&self, tenant: &TenantId, id: &DeliveryId, next_attempt_at: i64) -> Result<()> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE deliveries SET lease_until = NULL, next_attempt_at = ?, updated_at = ?
+                 WHERE tenant_id = ? AND id = ? AND status = 'pending'",
+            )?
+            .execute(rusqlite::params![next_attempt_at, now_ms(), tenant.as_str(), id.as_str()])?;
+            Ok(())
         })
         .await
     }
