@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use crate::deliver::{self, Deliverer, DeliveryJob};
 use crate::event::Event;
 use crate::auth::{KeyHash, Principal};
-use crate::export::{ConfigError, ConfigInput, ExportConfig};
+use crate::export::{ConfigError, ConfigInput, ExportConfig, SigningSecret};
 use crate::ids::{ConfigId, KeyId, ScriptId, TenantId};
 use crate::route::{ConfigCache, RouteJob, Router};
 use crate::sandbox::{LoadError, Sandbox};
@@ -265,6 +265,27 @@ impl App {
         let previous = parse_spec(&current)?;
         let spec = input.validate(Some(&previous))?;
         let record = self.store.update_config(tenant, id, expected, &write_of(&spec)).await?;
+        self.configs.invalidate(tenant, Some(id));
+        Ok((record, spec))
+    }
+
+    /// Makes `secret` (or a new one) the configuration's signing secret; the
+    /// replaced one keeps signing for `grace`.
+    pub async fn rotate_secret(
+        &self,
+        tenant: &TenantId,
+        id: &ConfigId,
+        expected: Option<i64>,
+        secret: Option<SigningSecret>,
+        grace: Duration,
+    ) -> Result<(ConfigRecord, ExportConfig), AppError> {
+        let current = self.store.get_config(tenant, id).await?;
+        if expected.is_some_and(|v| v != current.version) {
+            return Err(StoreError::StaleVersion { current: current.version }.into());
+        }
+        let mut spec = parse_spec(&current)?;
+        spec.signing.rotate(secret.unwrap_or_else(SigningSecret::generate), grace, store::now_ms());
+        let record = self.store.update_config(tenant, id, current.version, &write_of(&spec)).await?;
         self.configs.invalidate(tenant, Some(id));
         Ok((record, spec))
     }

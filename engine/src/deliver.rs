@@ -471,8 +471,9 @@ pub fn build(spec: &ExportConfig, job: &DeliveryJob) -> Request {
         Authorization::Token { token } => put("authorization", token),
         Authorization::None | Authorization::ClientCertificate { .. } => {}
     }
-    let timestamp = store::now_ms() / 1000;
-    for (name, value) in sign::headers(&spec.signing.profiles, &[&spec.signing.secret], job.event.id.as_str(), timestamp, &body) {
+    let now = store::now_ms();
+    let secrets = spec.signing.secrets_at(now);
+    for (name, value) in sign::headers(&spec.signing.profiles, &secrets, job.event.id.as_str(), now / 1000, &body) {
         put(name, &value);
     }
     Request {

@@ -219,6 +219,41 @@ impl From<SigningSecret> for String {
 pub struct Signing {
     pub profiles: Vec<SigningProfile>,
     pub secret: SigningSecret,
+    /// The secret a rotation replaced, still signing until it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<PreviousSecret>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousSecret {
+    pub secret: SigningSecret,
+    /// Unix milliseconds.
+    pub expires_at: i64,
+}
+
+/// How long a replaced secret keeps signing when the rotation does not say.
+pub const DEFAULT_ROTATION_GRACE: Duration = Duration::from_secs(24 * 3600);
+/// The longest grace period a rotation may ask for.
+pub const MAX_ROTATION_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+impl Signing {
+    /// The secrets that sign a request at `now_ms`: the current one first.
+    pub fn secrets_at(&self, now_ms: i64) -> Vec<&SigningSecret> {
+        let mut out = vec![&self.secret];
+        if let Some(p) = self.previous.as_ref().filter(|p| p.expires_at > now_ms) {
+            out.push(&p.secret);
+        }
+        out
+    }
+
+    /// Makes `new` the secret; the current one keeps signing for `grace`.
+    pub fn rotate(&mut self, new: SigningSecret, grace: Duration, now_ms: i64) {
+        let old = std::mem::replace(&mut self.secret, new);
+        self.previous = (!grace.is_zero()).then(|| PreviousSecret {
+            secret: old,
+            expires_at: now_ms.saturating_add(grace.as_millis() as i64),
+        });
+    }
 }
 
 /// How a receiver acknowledges.
@@ -520,7 +555,10 @@ impl ConfigInput {
                 (None, Some(prev)) => prev.signing.secret.clone(),
                 (None, None) => SigningSecret::generate(),
             };
-            Signing { profiles, secret }
+            // A rotation's grace survives updates that keep the secret; a
+            // secret replaced by an update (not a rotation) has none.
+            let previous = previous.filter(|p| p.signing.secret == secret).and_then(|p| p.signing.previous.clone());
+            Signing { profiles, secret, previous }
         };
         validate_headers(&self.headers)?;
         if self.query.len() > MAX_CUSTOM || self.query.keys().any(|k| k.is_empty() || k.len() > 256) {
@@ -680,6 +718,10 @@ impl ExportConfig {
             }
             if let Some(signing) = obj.get_mut("signing").and_then(|s| s.as_object_mut()) {
                 signing.remove("secret");
+                if let Some(previous) = signing.remove("previous").and_then(|p| p.get("expires_at").cloned()) {
+                    let ms = previous.as_i64().unwrap_or_default();
+                    signing.insert("previous_secret_expires_at".into(), crate::store::rfc3339::format(ms).into());
+                }
             }
             obj.insert("trust_all_tls".into(), matches!(self.tls, Tls::TrustAll).into());
         }
@@ -793,6 +835,18 @@ mod tests {
         let old: ExportConfig = serde_json::from_value(stored).expect("reads");
         assert_eq!(old.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
         assert_eq!(old.auto_disable, AutoDisable::default());
+    }
+
+    #[test]
+    fn a_rotated_secret_signs_until_its_grace_ends() {
+        let mut signing = input(minimal()).expect("valid").signing;
+        let first = signing.secret.clone();
+        signing.rotate(SigningSecret::generate(), Duration::from_secs(60), 1_000);
+        assert_eq!(signing.secrets_at(1_000), vec![&signing.secret, &first]);
+        assert_eq!(signing.secrets_at(61_000), vec![&signing.secret], "expired at the end of the grace");
+        signing.rotate(SigningSecret::generate(), Duration::ZERO, 2_000);
+        assert_eq!(signing.secrets_at(2_000).len(), 1, "no grace, no previous");
+        assert_eq!(format!("{signing:?}").matches("***").count(), 1, "debug output hides secrets");
     }
 
     #[test]

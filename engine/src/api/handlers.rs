@@ -2,6 +2,7 @@
 //! engine, shape the answer. Every data query is bound to the caller's tenant.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -13,10 +14,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, Auth, Query, body_bytes, if_match, parse_json};
-use crate::app::{App, parse_spec};
+use crate::app::{App, AppError, parse_spec};
 use crate::auth::{KeySecret, Scope};
 use crate::event::{EventId, EventInput};
-use crate::export::{ConfigInput, ExportConfig};
+use crate::export::{ConfigInput, DEFAULT_ROTATION_GRACE, ExportConfig, MAX_ROTATION_GRACE, SigningSecret};
 use crate::ids::{AttemptId, ConfigId, DeliveryId, IdError, KeyId, ScriptId, TenantId};
 use crate::sandbox::Params;
 use crate::store::{
@@ -276,6 +277,46 @@ pub async fn enable_config(State(app): AppState, auth: Auth, Path(raw): Path<Str
 
 pub async fn disable_config(State(app): AppState, auth: Auth, Path(raw): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
     set_enabled(app, auth, raw, headers, false).await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateInput {
+    /// Left out: a new one is generated.
+    secret: Option<String>,
+    /// How long the replaced secret keeps signing (default one day).
+    grace_period_ms: Option<u64>,
+}
+
+/// Rotates the signing secret; the answer shows the new one, once.
+pub async fn rotate_secret(
+    State(app): AppState,
+    auth: Auth,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let p = auth.require(Scope::ConfigurationsWrite)?;
+    let config_id = id(&raw, ConfigId::parse)?;
+    let body = body_bytes(body).await?;
+    let input: RotateInput = if body.iter().all(u8::is_ascii_whitespace) { RotateInput::default() } else { parse_json(&body)? };
+    let grace = match input.grace_period_ms {
+        None => DEFAULT_ROTATION_GRACE,
+        Some(ms) if Duration::from_millis(ms) <= MAX_ROTATION_GRACE => Duration::from_millis(ms),
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_grace_period",
+                format!("grace_period_ms is at most {}", MAX_ROTATION_GRACE.as_millis()),
+            ));
+        }
+    };
+    let secret = input.secret.as_deref().map(SigningSecret::parse).transpose().map_err(AppError::from)?;
+    let (record, spec) = app.rotate_secret(&p.tenant, &config_id, if_match(&headers)?, secret, grace).await?;
+    let mut body = config_json(&record, &spec);
+    // Shown once, like at creation.
+    body["signing"]["secret"] = json!(spec.signing.secret.expose());
+    Ok(with_etag(StatusCode::OK, record.version, body))
 }
 
 pub async fn delete_config(State(app): AppState, auth: Auth, Path(raw): Path<String>, headers: HeaderMap) -> Result<StatusCode, ApiError> {

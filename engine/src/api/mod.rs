@@ -44,6 +44,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/configurations/{id}", get(get_config).put(update_config).delete(delete_config))
         .route("/v1/configurations/{id}/enable", post(enable_config))
         .route("/v1/configurations/{id}/disable", post(disable_config))
+        .route("/v1/configurations/{id}/rotate-secret", post(rotate_secret))
         .route("/v1/event-types", get(list_event_types))
         .route("/v1/event-types/{name}", axum::routing::put(put_event_type))
         .route("/v1/events", post(ingest).get(list_events))

@@ -20,6 +20,7 @@ pub const OPERATIONS: &[(&str, &str, &str, &str, u16)] = &[
     ("put", "/v1/configurations/{id}", "Replace a configuration (If-Match: version)", "configurations:write", 200),
     ("delete", "/v1/configurations/{id}", "Delete a configuration (If-Match optional)", "configurations:write", 204),
     ("post", "/v1/configurations/{id}/enable", "Enable a configuration", "configurations:write", 200),
+    ("post", "/v1/configurations/{id}/rotate-secret", "Rotate the signing secret; the old one signs too for a grace period", "configurations:write", 200),
     ("post", "/v1/configurations/{id}/disable", "Disable a configuration", "configurations:write", 200),
     ("get", "/v1/event-types", "The event types catalog", "configurations:read", 200),
     ("put", "/v1/event-types/{name}", "Describe an event type", "configurations:write", 200),
