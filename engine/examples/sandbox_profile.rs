@@ -3,6 +3,7 @@
 //!
 //!     valgrind --tool=callgrind target/release/examples/sandbox_profile paid-orders 2000
 //!
+//! The script is a name from `target/scripts/` or a path ending in `.wasm`.
 //! Prints the fuel per call so a change in the guest shows up too.
 
 use std::sync::Arc;
@@ -14,7 +15,13 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let name = args.next().unwrap_or_else(|| "paid-orders".into());
     let runs: u32 = args.next().and_then(|n| n.parse().ok()).unwrap_or(1000);
-    let path = format!("{}/../target/scripts/{name}.wasm", env!("CARGO_MANIFEST_DIR"));
+    // A name from `target/scripts/`, or the path of any script (to compare builds).
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/scripts");
+    let path = if name.ends_with(".wasm") {
+        name.clone()
+    } else {
+        format!("{dir}/{name}.wasm")
+    };
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}; run ./scripts/build.sh first"));
     let sandbox = Sandbox::new(SandboxConfig::default()).expect("sandbox");
     let script = sandbox.load(&bytes).expect("script loads");
