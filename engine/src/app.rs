@@ -13,10 +13,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::deliver::{self, Deliverer, DeliveryJob};
+use crate::destination::DestinationPolicy;
 use crate::event::Event;
 use crate::auth::{KeyHash, Principal};
 use crate::export::{ConfigError, ConfigInput, ExportConfig, SigningSecret};
 use crate::ids::{ConfigId, KeyId, ScriptId, TenantId};
+use crate::replay::ReplayError;
+use crate::retention::{self, Retention};
 use crate::route::{ConfigCache, RouteJob, Router};
 use crate::sandbox::{LoadError, Sandbox};
 use crate::store::{self, ConfigRecord, ConfigWrite, Ingested, KeyRecord, ScriptRecord, Store, StoreError};
@@ -32,6 +35,12 @@ pub struct AppLimits {
     pub delivery_concurrency: usize,
     /// How often due retries are looked for.
     pub poll_interval: Duration,
+
+    /// How long stored events and payloads are kept, and how often the
+    /// purge runs.
+    pub retention: Retention,
+    /// Which reserved address ranges endpoints may reach (none by default).
+    pub destinations: Arc<DestinationPolicy>,
 }
 
 impl Default for AppLimits {
@@ -41,6 +50,9 @@ impl Default for AppLimits {
             max_batch: 500,
             delivery_concurrency: 512,
             poll_interval: Duration::from_millis(250),
+
+            retention: Retention::default(),
+            destinations: Arc::default(),
         }
     }
 }
@@ -102,6 +114,8 @@ pub enum AppError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Script(#[from] LoadError),
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
 }
 
 /// How long an ingest request waits for room in the routing queue before
@@ -110,8 +124,8 @@ const ROUTE_QUEUE_WAIT: Duration = Duration::from_secs(2);
 
 impl App {
     /// Wires the pipeline and starts its tasks: the router, the deliverer,
-    /// the retry poller, and a scan that routes events accepted before a
-    /// restart.
+    /// the retry poller, the retention purge, and a scan that routes events
+    /// accepted before a restart.
     pub async fn start(store: Store, sandbox: Arc<Sandbox>, limits: AppLimits) -> Result<Arc<Self>, StoreError> {
         let operator = store
             .operator_tenant()
@@ -122,7 +136,12 @@ impl App {
         if released > 0 {
             tracing::info!(released, "deliveries left in flight by the previous run are due again");
         }
-        let configs = Arc::new(ConfigCache::new(store.clone(), sandbox.clone(), deliver::shared_client()));
+        let configs = Arc::new(ConfigCache::new(
+            store.clone(),
+            sandbox.clone(),
+            deliver::shared_client(&limits.destinations),
+            limits.destinations.clone(),
+        ));
         let (deliver_tx, deliver_rx) = mpsc::channel::<DeliveryJob>(8192);
         let (route_tx, route_rx) = mpsc::channel::<RouteJob>(8192);
 
@@ -131,6 +150,7 @@ impl App {
         tokio::spawn(Deliverer::poll_due(store.clone(), deliver_tx.clone(), limits.poll_interval));
         let router = Router::new(store.clone(), sandbox.clone(), configs.clone(), deliver_tx);
         tokio::spawn(router.run(route_rx));
+        tokio::spawn(retention::run(store.clone(), limits.retention));
 
         let app = Arc::new(Self {
             store,
@@ -246,6 +266,7 @@ impl App {
 
     pub async fn create_config(&self, tenant: &TenantId, input: ConfigInput) -> Result<(ConfigRecord, ExportConfig), AppError> {
         let spec = input.validate(None)?;
+        self.limits.destinations.validate_endpoint(&spec.endpoint)?;
         let record = self.store.insert_config(tenant, &ConfigId::generate(), &write_of(&spec)).await?;
         self.configs.invalidate(tenant, Some(&record.id));
         Ok((record, spec))
@@ -264,9 +285,43 @@ impl App {
         }
         let previous = parse_spec(&current)?;
         let spec = input.validate(Some(&previous))?;
+        self.limits.destinations.validate_endpoint(&spec.endpoint)?;
         let record = self.store.update_config(tenant, id, expected, &write_of(&spec)).await?;
         self.configs.invalidate(tenant, Some(id));
         Ok((record, spec))
+    }
+
+    /// Sends `event` (or a made-up one the configuration selects) to one
+    /// configuration now, through its script, storing nothing: how an admin
+    /// tries an endpoint. The configuration may be disabled.
+    pub async fn test_send(&self, tenant: &TenantId, id: &ConfigId, event: Option<Event>) -> Result<TestSend, AppError> {
+        let config = self.configs.get(tenant, id).await?;
+        let event = Arc::new(event.unwrap_or_else(|| synthetic_event(&config.spec)));
+        if !config.spec.selects(&event.event_type, &event.organization_unit) {
+            return Ok(TestSend { event, decision: None, sent: None });
+        }
+        let (sandbox, routed, on) = (self.sandbox.clone(), event.clone(), config.clone());
+        let decided = tokio::task::spawn_blocking(move || crate::route::decide_all(&sandbox, &[on], &routed))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("test send: {e}")))?;
+        let Some((_, decision)) = decided.into_iter().next() else {
+            return Ok(TestSend { event, decision: None, sent: None });
+        };
+        let sent = if decision.status == store::DeliveryStatus::Pending {
+            let job = DeliveryJob {
+                tenant: tenant.clone(),
+                delivery: decision.id.clone(),
+                config: config.id.clone(),
+                event: event.clone(),
+                body: decision.body.clone(),
+                headers: decision.headers.clone(),
+                attempt: 1,
+            };
+            Some(deliver::send_once(&config, &job).await)
+        } else {
+            None
+        };
+        Ok(TestSend { event, decision: Some(decision), sent })
     }
 
     /// Makes `secret` (or a new one) the configuration's signing secret; the
@@ -301,6 +356,45 @@ impl App {
         self.configs.invalidate(tenant, Some(id));
         Ok(())
     }
+}
+
+/// What a test send did: the script's decision (`None`: the configuration
+/// does not select the event) and the request, when there was one.
+pub struct TestSend {
+    pub event: Arc<Event>,
+    pub decision: Option<store::NewDelivery>,
+    pub sent: Option<deliver::Sent>,
+}
+
+/// An event the configuration selects: its first type (`order.*` gives
+/// `order.test`), its first included organization unit.
+fn synthetic_event(spec: &ExportConfig) -> Event {
+    use crate::event::{EventId, EventType, OrgUnit};
+    use crate::export::TypePattern;
+    let event_type = match spec.event_types.first() {
+        Some(TypePattern::Exact(t)) => t.clone(),
+        Some(TypePattern::Prefix(p)) => EventType::parse(&format!("{p}test")).unwrap_or_else(|_| fallback_type()),
+        Some(TypePattern::All) | None => fallback_type(),
+    };
+    let organization_unit = spec
+        .organization_units
+        .include
+        .first()
+        .cloned()
+        .unwrap_or_else(|| OrgUnit::parse("test").expect("a valid literal unit"));
+    Event {
+        id: EventId::parse(&format!("test_{}", uuid::Uuid::now_v7().simple())).expect("a valid generated id"),
+        event_type,
+        organization_unit,
+        occurred_at: time::OffsetDateTime::now_utc(),
+        source: None,
+        related: Vec::new(),
+        payload: serde_json::value::RawValue::from_string(r#"{"test":true}"#.to_owned()).expect("valid JSON"),
+    }
+}
+
+fn fallback_type() -> crate::event::EventType {
+    crate::event::EventType::parse("sluice.test").expect("a valid literal type")
 }
 
 pub fn parse_spec(record: &ConfigRecord) -> Result<ExportConfig, StoreError> {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc};
 
+use crate::destination::{self, DestinationPolicy};
 use crate::event::Event;
 use crate::export::{Authorization, ExportConfig, ResponseMode, Tls};
 use crate::ids::{AttemptId, ConfigId, DeliveryId, TenantId};
@@ -55,9 +56,10 @@ impl From<DueDelivery> for DeliveryJob {
 }
 
 /// The client every configuration without its own TLS settings shares.
-pub fn shared_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
+/// Like every delivery client, it connects only where `destinations`
+/// allows, directly, and follows no redirect.
+pub fn shared_client(destinations: &Arc<DestinationPolicy>) -> reqwest::Client {
+    destination::guard(reqwest::Client::builder(), destinations)
         .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
         .pool_max_idle_per_host(256)
         .build()
@@ -65,15 +67,25 @@ pub fn shared_client() -> reqwest::Client {
 }
 
 /// A client honouring a configuration's TLS trust and client certificate.
-pub fn client_for(spec: &ExportConfig, shared: &reqwest::Client) -> Result<reqwest::Client, reqwest::Error> {
+/// An endpoint that is a literal address `destinations` refuses (saved
+/// before the policy changed; literal addresses never reach the resolver)
+/// gets a client whose every send fails, saying why.
+pub fn client_for(
+    spec: &ExportConfig,
+    shared: &reqwest::Client,
+    destinations: &Arc<DestinationPolicy>,
+) -> Result<reqwest::Client, reqwest::Error> {
     let custom_tls = !matches!(spec.tls, Tls::System);
     let cert = matches!(spec.authorization, Authorization::ClientCertificate { .. });
-    if !custom_tls && !cert {
+    let forbidden = reqwest::Url::parse(&spec.endpoint).ok().and_then(|url| destinations.check_url(&url).err());
+    if !custom_tls && !cert && forbidden.is_none() {
         return Ok(shared.clone());
     }
-    let mut b = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
+    let mut b = destination::guard(reqwest::Client::builder(), destinations)
         .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")));
+    if let Some(forbidden) = forbidden {
+        b = destination::refuse(b, forbidden);
+    }
     match &spec.tls {
         Tls::System => {}
         Tls::CustomCa { ca_pem } => {
@@ -84,7 +96,7 @@ pub fn client_for(spec: &ExportConfig, shared: &reqwest::Client) -> Result<reqwe
         }
         Tls::TrustAll => b = b.danger_accept_invalid_certs(true),
     }
-    if let Authorization::ClientCertificate { certificate_pem, private_key_pem } = &spec.authorization {
+    if let Authorization::ClientCertificate { certificate_pem, private_key_pem, .. } = &spec.authorization {
         let pem = format!("{certificate_pem}\n{private_key_pem}");
         b = b.identity(reqwest::Identity::from_pem(pem.as_bytes())?);
     }
@@ -124,11 +136,36 @@ const WAITING_PER_SLOT: usize = 4;
 /// How long a delivery handed back because its endpoint was busy waits.
 const BUSY_RETRY: Duration = Duration::from_secs(1);
 
+/// A configuration's failed attempts in a row, and its circuit breaker:
+/// after [`BREAKER_AFTER`] of them the endpoint is taken to be down, and
+/// only one delivery at a time probes it, each pause twice as long as the
+/// last (up to [`MAX_PAUSE_MS`]). The others wait in the store without an
+/// attempt, so a down receiver costs neither it nor sluice a request per
+/// delivery, and no delivery spends its attempts while it is down.
 #[derive(Debug, Clone, Copy)]
 struct Streak {
     failures: u32,
     /// When the first failure of the streak was, Unix ms.
     since: i64,
+    /// No attempt before this, Unix ms (breaker open).
+    paused_until: i64,
+    pause_ms: i64,
+    /// When the probe in flight was sent (breaker half open); one lost
+    /// longer than [`PROBE_LOST_MS`] no longer holds the others back.
+    probe_sent: Option<i64>,
+}
+
+/// Failed attempts in a row after which the breaker opens.
+const BREAKER_AFTER: u32 = 20;
+const FIRST_PAUSE_MS: i64 = 1_000;
+const MAX_PAUSE_MS: i64 = 30_000;
+const PROBE_LOST_MS: i64 = 60_000;
+
+/// Whether a delivery may be attempted now.
+enum Admission {
+    Send { probe: bool },
+    /// Wait in the store until then (Unix ms).
+    Defer(i64),
 }
 
 /// Longest `Retry-After` honoured.
@@ -220,6 +257,10 @@ impl Deliverer {
             // query skips deliveries of disabled configurations.
             return self.store.release_delivery(&job.tenant, &job.delivery, store::now_ms()).await;
         }
+        let probe = match self.admit(&config.id) {
+            Admission::Send { probe } => probe,
+            Admission::Defer(until) => return self.store.release_delivery(&job.tenant, &job.delivery, until).await,
+        };
         let spec = &config.spec;
         let gate = self.gate(&config);
         let endpoint_slot = match gate.in_flight.clone().try_acquire_owned() {
@@ -251,42 +292,10 @@ impl Deliverer {
             tokio::time::sleep_until(start.into()).await;
         }
         let Ok(_sending) = self.permits.clone().acquire_owned().await else { return Err(StoreError::Closed) };
-        let request = build(spec, &job);
-        let started_at = store::now_ms();
-        let clock = Instant::now();
-        let sent = config
-            .client
-            .post(request.url.clone())
-            .headers(request.headers.clone())
-            .body(request.body.clone())
-            .timeout(spec.deadline())
-            .send()
-            .await;
-        let (status, response_headers, response_body, error, retry_after) = match sent {
-            Ok(response) => {
-                let status = response.status();
-                let headers = headers_json(response.headers(), false);
-                let retry_after = retry_after(response.headers(), std::time::SystemTime::now());
-                let body = read_capped(response, spec.deadline().saturating_sub(clock.elapsed())).await;
-                (Some(status), Some(headers), body, None, retry_after)
-            }
-            Err(e) => (None, None, None, Some(describe(&e)), None),
-        };
-        let duration_ms = clock.elapsed().as_millis() as i64;
+        let sent = send_once(&config, &job).await;
         drop(endpoint_slot);
+        let Sent { request, started_at, duration_ms, status, response_headers, response_body, retry_after, succeeded, error } = sent;
         let gone = status == Some(reqwest::StatusCode::GONE);
-        let succeeded = match (status, spec.response_mode) {
-            (Some(s), ResponseMode::Loose) => s.is_success(),
-            (Some(s), ResponseMode::Normal) => s == reqwest::StatusCode::OK && response_body.as_deref().map(str::trim) == Some("[ACK]"),
-            (None, _) => false,
-        };
-        let error = error.or_else(|| {
-            (!succeeded).then(|| match (status, spec.response_mode) {
-                (Some(s), ResponseMode::Normal) if s.is_success() => format!("answered {s} without the body [ACK]"),
-                (Some(s), _) => format!("answered {s}"),
-                (None, _) => "no answer".into(),
-            })
-        });
         let (outcome, next_attempt_at) = if succeeded {
             (AttemptOutcome::Succeeded, None)
         } else if job.attempt < spec.retry.max_attempts && !gone {
@@ -318,7 +327,7 @@ impl Deliverer {
         let disable = if gone {
             Some("the endpoint answered 410 Gone".to_owned())
         } else {
-            self.count_outcome(&config, succeeded)
+            self.count_outcome(&config, succeeded, probe)
         };
         if let Some(reason) = disable {
             self.disable(&config, &reason).await?;
@@ -326,17 +335,50 @@ impl Deliverer {
         Ok(())
     }
 
-    /// Keeps the configuration's failure streak; says why to disable it
-    /// when the streak passes its `auto_disable` threshold.
-    fn count_outcome(&self, config: &ActiveConfig, succeeded: bool) -> Option<String> {
+    /// Whether the configuration's breaker lets a delivery through now.
+    fn admit(&self, config: &ConfigId) -> Admission {
+        let mut streaks = lock(&self.streaks);
+        let Some(streak) = streaks.get_mut(config).filter(|s| s.failures >= BREAKER_AFTER) else {
+            return Admission::Send { probe: false };
+        };
+        let now = store::now_ms();
+        let probe_out = streak.probe_sent.is_some_and(|sent| now - sent < PROBE_LOST_MS);
+        if now < streak.paused_until || probe_out {
+            // Spread over a quarter pause, so the held ones do not all come due at once.
+            let jitter = (random_fraction() * streak.pause_ms as f64 / 4.0) as i64;
+            return Admission::Defer(streak.paused_until.max(now + streak.pause_ms / 2) + jitter);
+        }
+        streak.probe_sent = Some(now);
+        Admission::Send { probe: true }
+    }
+
+    /// Keeps the configuration's failure streak and breaker; says why to
+    /// disable it when the streak passes its `auto_disable` threshold.
+    fn count_outcome(&self, config: &ActiveConfig, succeeded: bool, probe: bool) -> Option<String> {
         let mut streaks = lock(&self.streaks);
         if succeeded {
             streaks.remove(&config.id);
             return None;
         }
         let now = store::now_ms();
-        let streak = streaks.entry(config.id.clone()).or_insert(Streak { failures: 0, since: now });
+        let streak = streaks.entry(config.id.clone()).or_insert(Streak {
+            failures: 0,
+            since: now,
+            paused_until: 0,
+            pause_ms: FIRST_PAUSE_MS,
+            probe_sent: None,
+        });
         streak.failures += 1;
+        if probe {
+            streak.probe_sent = None;
+            streak.pause_ms = (streak.pause_ms * 2).min(MAX_PAUSE_MS);
+        }
+        if streak.failures >= BREAKER_AFTER && (probe || streak.paused_until == 0) {
+            streak.paused_until = now + streak.pause_ms;
+            if !probe {
+                tracing::warn!(configuration = %config.id, failures = streak.failures, "endpoint failing: holding its deliveries, probing it alone");
+            }
+        }
         let rule = config.spec.auto_disable;
         let failing_for = now - streak.since;
         if rule.after_failures == 0 || streak.failures < rule.after_failures || failing_for < rule.failing_for_ms as i64 {
@@ -370,6 +412,67 @@ fn retry_after(headers: &reqwest::header::HeaderMap, now: std::time::SystemTime)
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One request and its answer, classified by the configuration's response mode.
+pub struct Sent {
+    pub request: Request,
+    /// Unix ms.
+    pub started_at: i64,
+    pub duration_ms: i64,
+    pub status: Option<reqwest::StatusCode>,
+    /// JSON object.
+    pub response_headers: Option<String>,
+    pub response_body: Option<String>,
+    pub retry_after: Option<Duration>,
+    pub succeeded: bool,
+    /// Why it failed, for the attempt log.
+    pub error: Option<String>,
+}
+
+/// Builds, signs and sends one request for `job`, within the deadline.
+pub async fn send_once(config: &ActiveConfig, job: &DeliveryJob) -> Sent {
+    let spec = &config.spec;
+    let request = build(spec, job);
+    let started_at = store::now_ms();
+    let clock = Instant::now();
+    let sent = config
+        .client
+        .post(request.url.clone())
+        .headers(request.headers.clone())
+        .body(request.body.clone())
+        .timeout(spec.deadline())
+        .send()
+        .await;
+    let (status, response_headers, response_body, error, retry_after) = match sent {
+        Ok(response) => {
+            let status = response.status();
+            let headers = headers_json(response.headers(), false);
+            let retry_after = retry_after(response.headers(), std::time::SystemTime::now());
+            let body = read_capped(response, spec.deadline().saturating_sub(clock.elapsed())).await;
+            (Some(status), Some(headers), body, None, retry_after)
+        }
+        Err(e) => (None, None, None, Some(describe(&e)), None),
+    };
+    let duration_ms = clock.elapsed().as_millis() as i64;
+    let succeeded = match (status, spec.response_mode) {
+        (Some(s), ResponseMode::Loose) => s.is_success(),
+        (Some(s), ResponseMode::Normal) => s == reqwest::StatusCode::OK && response_body.as_deref().map(str::trim) == Some("[ACK]"),
+        (None, _) => false,
+    };
+    let error = error.or_else(|| {
+        (!succeeded).then(|| match (status, spec.response_mode) {
+            (Some(s), ResponseMode::Normal) if s.is_success() => format!("answered {s} without the body [ACK]"),
+            (Some(s), _) => format!("answered {s}"),
+            (None, _) => "no answer".into(),
+        })
+    });
+    Sent { request, started_at, duration_ms, status, response_headers, response_body, retry_after, succeeded, error }
+}
+
+/// Request headers as logged: credentials redacted.
+pub fn logged_headers(request: &Request) -> String {
+    headers_json(&request.headers, true)
 }
 
 /// The attempt recorded when the configuration was deleted meanwhile.
@@ -466,6 +569,15 @@ pub fn build(spec: &ExportConfig, job: &DeliveryJob) -> Request {
     }
     put("content-type", "application/json");
     put("idempotency-key", job.event.id.as_str());
+    // Who caused the event, for receivers that audit it.
+    if let Some(source) = &job.event.source {
+        if let Some(user) = &source.user {
+            put("sluice-source-user", user);
+        }
+        if let Some(application) = &source.application {
+            put("sluice-source-application", application);
+        }
+    }
     match &spec.authorization {
         Authorization::Bearer { token } => put("authorization", &format!("Bearer {token}")),
         Authorization::Token { token } => put("authorization", token),

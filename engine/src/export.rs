@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 use crate::event::{EventType, OrgUnit};
 use crate::ids::ScriptId;
 
+mod certificate;
+
+pub use certificate::CertificateError;
+
 /// A deadline above this is cut to it, whatever is configured.
 pub const MAX_DEADLINE: Duration = Duration::from_millis(5_000);
 pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(5_000);
@@ -128,8 +132,40 @@ pub enum Authorization {
     Bearer { token: String },
     /// `Authorization: {token}`, no scheme.
     Token { token: String },
-    /// Mutual TLS with a PEM certificate chain and private key.
-    ClientCertificate { certificate_pem: String, private_key_pem: String },
+    /// Mutual TLS with a PEM certificate chain and private key (a PKCS#12
+    /// upload is converted to these on save).
+    ClientCertificate {
+        certificate_pem: String,
+        private_key_pem: String,
+        /// When the chain stops being valid (its earliest `notAfter`), read
+        /// on save. Absent from configurations saved before it was recorded:
+        /// [`Authorization::certificate_expires_at`] reads the certificate.
+        #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+        certificate_expires_at: Option<time::OffsetDateTime>,
+    },
+}
+
+/// A client certificate closer than this to its expiry is flagged in the
+/// API (`certificate_expiring`) and warned about when loaded.
+pub const CERTIFICATE_EXPIRY_WARNING: time::Duration = time::Duration::days(30);
+
+impl Authorization {
+    /// When the client certificate stops being valid; `None` without one.
+    pub fn certificate_expires_at(&self) -> Option<time::OffsetDateTime> {
+        match self {
+            Self::ClientCertificate { certificate_expires_at: Some(at), .. } => Some(*at),
+            Self::ClientCertificate { certificate_pem, .. } => certificate::expires_at(certificate_pem).ok(),
+            _ => None,
+        }
+    }
+
+    /// Whether a client certificate expires within
+    /// [`CERTIFICATE_EXPIRY_WARNING`] of `now` (or has expired), with its
+    /// expiry; `None` without a client certificate.
+    pub fn certificate_expiring(&self, now: time::OffsetDateTime) -> Option<(bool, time::OffsetDateTime)> {
+        self.certificate_expires_at()
+            .map(|at| (at - now < CERTIFICATE_EXPIRY_WARNING, at))
+    }
 }
 
 /// Which certificates the receiver's TLS certificate is checked against.
@@ -446,13 +482,39 @@ pub struct OuFilterInput {
 
 /// Like [`Authorization`], but a token may be left out on update to keep the
 /// stored one (answers never show it, so a read-modify-write cannot echo it).
-#[derive(Debug, Deserialize)]
+/// A client certificate comes as a PEM pair or as a PKCS#12 file in base64
+/// with its password; on update, nothing keeps the stored pair and a
+/// certificate alone (renewed for the same key) keeps the stored key.
+#[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AuthorizationInput {
     None,
     Bearer { token: Option<String> },
     Token { token: Option<String> },
-    ClientCertificate { certificate_pem: Option<String>, private_key_pem: Option<String> },
+    ClientCertificate {
+        certificate_pem: Option<String>,
+        private_key_pem: Option<String>,
+        pkcs12_base64: Option<String>,
+        password: Option<String>,
+    },
+}
+
+impl fmt::Debug for AuthorizationInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let set = |s: &Option<String>| if s.is_some() { "***" } else { "None" };
+        match self {
+            Self::None => f.write_str("None"),
+            Self::Bearer { token } => f.debug_struct("Bearer").field("token", &set(token)).finish(),
+            Self::Token { token } => f.debug_struct("Token").field("token", &set(token)).finish(),
+            Self::ClientCertificate { certificate_pem, private_key_pem, pkcs12_base64, password } => f
+                .debug_struct("ClientCertificate")
+                .field("certificate_pem", certificate_pem)
+                .field("private_key_pem", &set(private_key_pem))
+                .field("pkcs12_base64", &set(pkcs12_base64))
+                .field("password", &set(password))
+                .finish(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -652,25 +714,48 @@ fn validate_authorization(
             };
             Authorization::Token { token: token(new, kept)? }
         }
-        Some(AuthorizationInput::ClientCertificate { certificate_pem, private_key_pem }) => {
+        Some(AuthorizationInput::ClientCertificate { certificate_pem, private_key_pem, pkcs12_base64, password }) => {
             let kept = match previous {
-                Some(Authorization::ClientCertificate { certificate_pem, private_key_pem }) => {
+                Some(Authorization::ClientCertificate { certificate_pem, private_key_pem, .. }) => {
                     Some((certificate_pem.clone(), private_key_pem.clone()))
                 }
                 _ => None,
             };
-            let (cert, key) = match (certificate_pem, private_key_pem, kept) {
-                (Some(c), Some(k), _) => (c, k),
-                (None, None, Some(kept)) => kept,
-                _ => return Err(missing("certificate_pem and private_key_pem")),
+            let refused = |field: &str, e: CertificateError| err(e.code(), format!("authorization.{field}"), e.to_string());
+            let (pair, field) = match (certificate_pem, private_key_pem, pkcs12_base64, password, kept) {
+                (None, None, Some(p12), password, _) => {
+                    let pair = certificate::from_pkcs12_base64(&p12, password.as_deref().unwrap_or_default())
+                        .map_err(|e| refused("pkcs12_base64", e))?;
+                    (pair, "pkcs12_base64")
+                }
+                (_, _, Some(_), _, _) => {
+                    return Err(err(
+                        "invalid_authorization",
+                        "authorization",
+                        "give either `certificate_pem` and `private_key_pem` or `pkcs12_base64`, not both",
+                    ));
+                }
+                (_, _, None, Some(_), _) => {
+                    return Err(err("invalid_authorization", "authorization.password", "only with `pkcs12_base64`"));
+                }
+                (Some(certificate_pem), Some(private_key_pem), None, None, _) => {
+                    (certificate::PemPair { certificate_pem, private_key_pem }, "certificate_pem")
+                }
+                // A renewed certificate for the stored key.
+                (Some(certificate_pem), None, None, None, Some((_, private_key_pem))) => {
+                    (certificate::PemPair { certificate_pem, private_key_pem }, "certificate_pem")
+                }
+                (None, None, None, None, Some((certificate_pem, private_key_pem))) => {
+                    (certificate::PemPair { certificate_pem, private_key_pem }, "certificate_pem")
+                }
+                _ => return Err(missing("certificate_pem and private_key_pem, or pkcs12_base64")),
             };
-            let mut pem = cert.clone().into_bytes();
-            pem.push(b'\n');
-            pem.extend_from_slice(key.as_bytes());
-            reqwest::Identity::from_pem(&pem).map_err(|e| {
-                err("invalid_client_certificate", "authorization", format!("not a usable PEM certificate and key: {e}"))
-            })?;
-            Authorization::ClientCertificate { certificate_pem: cert, private_key_pem: key }
+            let expires_at = certificate::check(&pair, time::OffsetDateTime::now_utc()).map_err(|e| refused(field, e))?;
+            Authorization::ClientCertificate {
+                certificate_pem: pair.certificate_pem,
+                private_key_pem: pair.private_key_pem,
+                certificate_expires_at: Some(expires_at),
+            }
         }
     })
 }
@@ -714,6 +799,10 @@ impl ExportConfig {
                     if auth.remove(secret).is_some() {
                         auth.insert(format!("{secret}_set"), true.into());
                     }
+                }
+                if let Some((expiring, at)) = self.authorization.certificate_expiring(time::OffsetDateTime::now_utc()) {
+                    auth.insert("certificate_expires_at".into(), certificate::rfc3339(at).into());
+                    auth.insert("certificate_expiring".into(), expiring.into());
                 }
             }
             if let Some(signing) = obj.get_mut("signing").and_then(|s| s.as_object_mut()) {
@@ -807,6 +896,94 @@ mod tests {
         let updated = serde_json::from_value::<ConfigInput>(v).unwrap().validate(Some(&first)).unwrap();
         assert_eq!(updated.authorization, Authorization::Bearer { token: "s3cret".into() });
         assert_eq!(updated.signing.secret, first.signing.secret);
+    }
+
+    fn with_auth(auth: serde_json::Value) -> ConfigInput {
+        let mut v = minimal();
+        v["authorization"] = auth;
+        serde_json::from_value::<ConfigInput>(v).expect("shape")
+    }
+
+    #[test]
+    fn client_certificates_come_as_pem_or_pkcs12_and_answers_hide_the_key() {
+        use base64::Engine as _;
+        let (pair, cert_der, key_der) = certificate::fixtures::leaf(time::Duration::days(200));
+        let pem = with_auth(json!({"type": "client_certificate",
+            "certificate_pem": pair.certificate_pem, "private_key_pem": pair.private_key_pem}))
+        .validate(None)
+        .expect("PEM pair");
+        let p12 = base64::engine::general_purpose::STANDARD.encode(certificate::fixtures::pkcs12(&cert_der, &key_der, "pw-Secret-9"));
+        let from_p12 = with_auth(json!({"type": "client_certificate", "pkcs12_base64": p12, "password": "pw-Secret-9"}))
+            .validate(None)
+            .expect("PKCS#12");
+        assert_eq!(from_p12.authorization.certificate_expires_at(), pem.authorization.certificate_expires_at());
+        for config in [&pem, &from_p12] {
+            let view = config.view();
+            let auth = &view["authorization"];
+            assert_eq!(auth["private_key_pem_set"], true, "{auth}");
+            assert_eq!(auth["certificate_expiring"], false, "{auth}");
+            let at = auth["certificate_expires_at"].as_str().expect("expiry shown");
+            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).expect("RFC 3339");
+            let text = view.to_string();
+            assert!(!text.contains("PRIVATE KEY") && !text.contains("pw-Secret-9"), "{text}");
+        }
+
+        // Update: nothing keeps the stored pair; a renewed certificate alone keeps the key.
+        let kept = with_auth(json!({"type": "client_certificate"})).validate(Some(&from_p12)).expect("kept");
+        assert_eq!(kept.authorization, from_p12.authorization);
+        let renewed = with_auth(json!({"type": "client_certificate", "certificate_pem": pair.certificate_pem}))
+            .validate(Some(&pem))
+            .expect("renewed");
+        assert_eq!(renewed.authorization, pem.authorization);
+    }
+
+    #[test]
+    fn bad_client_certificates_are_refused_without_echoing_secrets() {
+        use base64::Engine as _;
+        let (pair, cert_der, key_der) = certificate::fixtures::leaf(time::Duration::days(200));
+        let p12 = base64::engine::general_purpose::STANDARD.encode(certificate::fixtures::pkcs12(&cert_der, &key_der, "right-pw"));
+        let refused = |auth: serde_json::Value| with_auth(auth).validate(None).unwrap_err();
+
+        let e = refused(json!({"type": "client_certificate", "pkcs12_base64": p12, "password": "wrong-pw-123"}));
+        assert_eq!(e.code, "invalid_client_certificate");
+        assert!(!e.to_string().contains("wrong-pw-123"), "{e}");
+        let e = refused(json!({"type": "client_certificate", "pkcs12_base64": "bm90IGEgcDEy", "password": "x"}));
+        assert_eq!(e.code, "invalid_client_certificate");
+        let e = refused(json!({"type": "client_certificate", "pkcs12_base64": p12, "certificate_pem": pair.certificate_pem}));
+        assert_eq!(e.code, "invalid_authorization");
+        let e = refused(json!({"type": "client_certificate", "certificate_pem": pair.certificate_pem}));
+        assert_eq!(e.code, "invalid_authorization", "no stored key to keep");
+
+        let (other, _, _) = certificate::fixtures::leaf(time::Duration::days(200));
+        let e = refused(json!({"type": "client_certificate",
+            "certificate_pem": pair.certificate_pem, "private_key_pem": other.private_key_pem}));
+        assert_eq!(e.code, "invalid_client_certificate");
+        let key_body = other.private_key_pem.lines().nth(1).expect("a key line");
+        assert!(!e.to_string().contains(key_body), "{e}");
+
+        let (expired, cert_der, key_der) = certificate::fixtures::leaf(time::Duration::seconds(-60));
+        let e = refused(json!({"type": "client_certificate",
+            "certificate_pem": expired.certificate_pem, "private_key_pem": expired.private_key_pem}));
+        assert_eq!(e.code, "certificate_expired", "{e}");
+        let p12 = base64::engine::general_purpose::STANDARD.encode(certificate::fixtures::pkcs12(&cert_der, &key_der, "pw"));
+        let e = refused(json!({"type": "client_certificate", "pkcs12_base64": p12, "password": "pw"}));
+        assert_eq!(e.code, "certificate_expired", "{e}");
+    }
+
+    #[test]
+    fn a_certificate_close_to_expiry_is_flagged_even_when_stored_without_its_expiry() {
+        let (pair, _, _) = certificate::fixtures::leaf(time::Duration::days(10));
+        let config = with_auth(json!({"type": "client_certificate",
+            "certificate_pem": pair.certificate_pem, "private_key_pem": pair.private_key_pem}))
+        .validate(None)
+        .expect("valid, if soon to expire");
+        assert_eq!(config.view()["authorization"]["certificate_expiring"], true);
+        // Saved before the expiry was recorded: read from the certificate.
+        let mut stored = serde_json::to_value(&config).expect("json");
+        stored["authorization"].as_object_mut().expect("object").remove("certificate_expires_at");
+        let old: ExportConfig = serde_json::from_value(stored).expect("reads");
+        assert_eq!(old.authorization.certificate_expires_at(), config.authorization.certificate_expires_at());
+        assert_eq!(old.view()["authorization"]["certificate_expiring"], true);
     }
 
     #[test]

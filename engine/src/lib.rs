@@ -6,6 +6,8 @@
 //! - [`api`]: the HTTP API, the only module that speaks HTTP to callers;
 //! - [`app`]: the operations the API performs, and the pipeline's wiring;
 //! - [`route`] and [`deliver`]: matching and scripts, then sending;
+//! - [`replay`] and [`retention`]: sending again, and purging what is old;
+//! - [`destination`]: which addresses deliveries may connect to;
 //! - [`sandbox`]: validating, compiling and running export scripts;
 //! - [`export`], [`event`], [`auth`], [`sign`], [`ids`]: the domain types and rules;
 //! - [`store`]: every SQL statement.
@@ -16,9 +18,12 @@ pub mod auth;
 mod catch;
 pub mod cli;
 pub mod deliver;
+pub mod destination;
 pub mod event;
 pub mod export;
 pub mod ids;
+pub mod replay;
+pub mod retention;
 pub mod route;
 pub mod sandbox;
 pub mod server;

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 use crate::deliver::DeliveryJob;
+use crate::destination::DestinationPolicy;
 use crate::event::Event;
 use crate::export::ExportConfig;
 use crate::ids::{ConfigId, DeliveryId, TenantId};
@@ -44,16 +45,19 @@ pub struct ConfigCache {
     store: Store,
     sandbox: Arc<Sandbox>,
     shared_client: reqwest::Client,
+    /// Where deliveries may connect; every configuration's client obeys it.
+    destinations: Arc<DestinationPolicy>,
     by_tenant: Mutex<HashMap<TenantId, Arc<Vec<Arc<ActiveConfig>>>>>,
     by_id: Mutex<HashMap<ConfigId, Arc<ActiveConfig>>>,
 }
 
 impl ConfigCache {
-    pub fn new(store: Store, sandbox: Arc<Sandbox>, shared_client: reqwest::Client) -> Self {
+    pub fn new(store: Store, sandbox: Arc<Sandbox>, shared_client: reqwest::Client, destinations: Arc<DestinationPolicy>) -> Self {
         Self {
             store,
             sandbox,
             shared_client,
+            destinations,
             by_tenant: Mutex::default(),
             by_id: Mutex::default(),
         }
@@ -104,8 +108,11 @@ impl ConfigCache {
             }),
         };
         let params = Arc::new(spec.script.as_ref().map(|s| s.params.clone()).unwrap_or_default());
-        let client = crate::deliver::client_for(&spec, &self.shared_client)
+        let client = crate::deliver::client_for(&spec, &self.shared_client, &self.destinations)
             .map_err(|e| StoreError::Corrupt(format!("configuration {}: {e}", record.id)))?;
+        if let Some((true, expires_at)) = spec.authorization.certificate_expiring(time::OffsetDateTime::now_utc()) {
+            tracing::warn!(configuration = %record.id, %expires_at, "the client certificate expires within 30 days (or has expired): upload a new one");
+        }
         let active = Arc::new(ActiveConfig {
             id: record.id.clone(),
             tenant: record.tenant_id,
@@ -236,56 +243,62 @@ pub fn decide_all(sandbox: &Sandbox, configs: &[Arc<ActiveConfig>], event: &Even
     configs
         .iter()
         .filter(|c| c.spec.selects(&event.event_type, &event.organization_unit))
-        .map(|config| {
-            let mut d = NewDelivery {
-                id: DeliveryId::generate(),
-                config_id: config.id.clone(),
-                config_version: config.version,
-                status: DeliveryStatus::Pending,
-                reason: None,
-                error_kind: None,
-                script_logs: None,
-                body: None,
-                headers: None,
-                next_attempt_at: Some(now),
-                lease_until: Some(now + LEASE_MS),
-            };
-            match &config.script {
-                None => {}
-                Some(Err(why)) => {
-                    d.status = DeliveryStatus::ScriptError;
-                    d.error_kind = Some("unavailable".into());
-                    d.reason = Some(why.clone());
-                }
-                Some(Ok(script)) => {
-                    let outcome = sandbox.run(script, &config.params, event);
-                    if !outcome.logs.is_empty() {
-                        d.script_logs = serde_json::to_string(&outcome.logs).ok();
-                    }
-                    match outcome.result {
-                        OutcomeResult::Decision(Decision::Skip { reason }) => {
-                            d.status = DeliveryStatus::Filtered;
-                            d.reason = Some(reason);
-                        }
-                        OutcomeResult::Decision(Decision::Deliver { body, headers }) => {
-                            d.body = body.map(|b| b.get().to_owned());
-                            if !headers.is_empty() {
-                                d.headers = serde_json::to_string(&headers).ok();
-                            }
-                        }
-                        OutcomeResult::Error(e) => {
-                            d.status = DeliveryStatus::ScriptError;
-                            d.error_kind = Some(e.kind().to_owned());
-                            d.reason = Some(e.to_string());
-                        }
-                    }
-                }
-            }
-            if d.status != DeliveryStatus::Pending {
-                d.next_attempt_at = None;
-                d.lease_until = None;
-            }
-            (config.clone(), d)
-        })
+        .map(|config| (config.clone(), decide(sandbox, config, event, now)))
         .collect()
+}
+
+/// One configuration's decision on an event, whether it selects the event
+/// or not: its script runs (when it has one) and the delivery row records
+/// the outcome. A pending row is due at `now` and leased to the sender the
+/// router hands it to.
+pub fn decide(sandbox: &Sandbox, config: &ActiveConfig, event: &Event, now: i64) -> NewDelivery {
+    let mut d = NewDelivery {
+        id: DeliveryId::generate(),
+        config_id: config.id.clone(),
+        config_version: config.version,
+        status: DeliveryStatus::Pending,
+        reason: None,
+        error_kind: None,
+        script_logs: None,
+        body: None,
+        headers: None,
+        next_attempt_at: Some(now),
+        lease_until: Some(now + LEASE_MS),
+    };
+    match &config.script {
+        None => {}
+        Some(Err(why)) => {
+            d.status = DeliveryStatus::ScriptError;
+            d.error_kind = Some("unavailable".into());
+            d.reason = Some(why.clone());
+        }
+        Some(Ok(script)) => {
+            let outcome = sandbox.run(script, &config.params, event);
+            if !outcome.logs.is_empty() {
+                d.script_logs = serde_json::to_string(&outcome.logs).ok();
+            }
+            match outcome.result {
+                OutcomeResult::Decision(Decision::Skip { reason }) => {
+                    d.status = DeliveryStatus::Filtered;
+                    d.reason = Some(reason);
+                }
+                OutcomeResult::Decision(Decision::Deliver { body, headers }) => {
+                    d.body = body.map(|b| b.get().to_owned());
+                    if !headers.is_empty() {
+                        d.headers = serde_json::to_string(&headers).ok();
+                    }
+                }
+                OutcomeResult::Error(e) => {
+                    d.status = DeliveryStatus::ScriptError;
+                    d.error_kind = Some(e.kind().to_owned());
+                    d.reason = Some(e.to_string());
+                }
+            }
+        }
+    }
+    if d.status != DeliveryStatus::Pending {
+        d.next_attempt_at = None;
+        d.lease_until = None;
+    }
+    d
 }

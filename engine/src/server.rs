@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use crate::app::{App, AppLimits};
 use crate::auth::{KeySecret, Scope};
+use crate::destination::DestinationPolicy;
 use crate::ids::{KeyId, TenantId};
+use crate::retention::Retention;
 use crate::sandbox::{Limits, Sandbox, SandboxConfig};
 use crate::settings::Settings;
 use crate::store::{NewKey, Store};
@@ -60,8 +62,17 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         max_body_bytes: settings.max_body_bytes,
         max_batch: settings.max_batch,
         delivery_concurrency: settings.delivery_concurrency,
+        destinations: Arc::new(DestinationPolicy::new(settings.allow_destinations.clone())),
+        retention: Retention {
+            events: settings.retention_events.0,
+            payloads: settings.retention_payloads.0,
+            interval: settings.purge_interval.0,
+        },
         ..AppLimits::default()
     };
+    if !limits.destinations.allowed().is_empty() {
+        tracing::info!(allowed = %limits.destinations, "endpoints may reach these reserved address ranges");
+    }
     let app = App::start(store.clone(), Arc::new(sandbox), limits).await.map_err(|e| e.to_string())?;
 
     let listener = tokio::net::TcpListener::bind(settings.listen)

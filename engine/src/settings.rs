@@ -6,8 +6,11 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::destination::IpRange;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -36,6 +39,20 @@ pub struct Settings {
     pub log: String,
     /// Log lines as JSON objects instead of text.
     pub log_json: bool,
+
+    /// Reserved address ranges (loopback, private, link-local, …) that
+    /// endpoints may reach anyway, e.g. `["10.1.0.0/16"]`; none by default
+    /// (see `destination`).
+    pub allow_destinations: Vec<IpRange>,
+
+    /// How long events are kept, with their deliveries and attempts
+    /// (attempt headers included).
+    pub retention_events: Span,
+    /// How long attempt payloads (request and response bodies) are kept.
+    pub retention_payloads: Span,
+    /// How often the retention purge runs (the first run is shortly after
+    /// start).
+    pub purge_interval: Span,
 }
 
 impl Default for Settings {
@@ -53,6 +70,12 @@ impl Default for Settings {
             script_concurrency: 256,
             log: "info".into(),
             log_json: false,
+
+            allow_destinations: Vec::new(),
+
+            retention_events: Span::days(60),
+            retention_payloads: Span::days(15),
+            purge_interval: Span(Duration::from_secs(3600)),
         }
     }
 }
@@ -109,10 +132,65 @@ impl Settings {
         env!("SLUICE_SCRIPT_CONCURRENCY", self.script_concurrency);
         env!("SLUICE_LOG", self.log);
         env!("SLUICE_LOG_JSON", self.log_json);
+
+        // A comma-separated list; empty allows no reserved range.
+        if let Some(raw) = var("SLUICE_ALLOW_DESTINATIONS") {
+            self.allow_destinations = IpRange::parse_list(&raw)
+                .map_err(|e| SettingsError::Env { name: "SLUICE_ALLOW_DESTINATIONS".into(), reason: e.to_string() })?;
+        }
+
+        env!("SLUICE_RETENTION_EVENTS", self.retention_events);
+        env!("SLUICE_RETENTION_PAYLOADS", self.retention_payloads);
+        env!("SLUICE_PURGE_INTERVAL", self.purge_interval);
+
         if let Some(key) = var("SLUICE_ADMIN_KEY").filter(|k| !k.is_empty()) {
             self.admin_key = Some(key);
         }
         Ok(())
+    }
+}
+
+/// A length of time as people write it: a whole number and a unit, `s`,
+/// `m`, `h` or `d`, as `90s`, `36h` or `60d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Span(pub Duration);
+
+/// Why a text is not a [`Span`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a duration: write a whole number and a unit (s, m, h or d), as `15d`")]
+pub struct SpanError(String);
+
+impl Span {
+    pub const fn days(n: u64) -> Self {
+        Self(Duration::from_secs(n * 24 * 3600))
+    }
+}
+
+impl std::str::FromStr for Span {
+    type Err = SpanError;
+
+    fn from_str(raw: &str) -> Result<Self, SpanError> {
+        let bad = || SpanError(raw.chars().take(40).collect());
+        let text = raw.trim();
+        let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number.parse().map_err(|_| bad())?;
+        let unit = match unit.trim() {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 24 * 3600,
+            _ => return Err(bad()),
+        };
+        number.checked_mul(unit).map(|secs| Self(Duration::from_secs(secs))).ok_or_else(bad)
+    }
+}
+
+impl TryFrom<String> for Span {
+    type Error = SpanError;
+    fn try_from(raw: String) -> Result<Self, SpanError> {
+        raw.parse()
     }
 }
 
@@ -129,5 +207,38 @@ mod tests {
         let err = s.apply_env(|n| (n == "SLUICE_LISTEN").then(|| "nope".into())).unwrap_err();
         assert!(err.to_string().contains("SLUICE_LISTEN"));
         assert!(toml::from_str::<Settings>("listn = 1").is_err());
+    }
+
+    #[test]
+    fn allowed_destinations_come_from_the_file_or_the_environment() {
+        assert!(Settings::default().allow_destinations.is_empty());
+        let mut s: Settings = toml::from_str("allow_destinations = [\"127.0.0.0/8\", \"fd00::/8\"]").unwrap();
+        assert_eq!(s.allow_destinations.len(), 2);
+        let err = toml::from_str::<Settings>("allow_destinations = [\"10.1.2.3/8\"]").unwrap_err();
+        assert!(err.to_string().contains("did you mean 10.0.0.0/8"), "{err}");
+        s.apply_env(|n| (n == "SLUICE_ALLOW_DESTINATIONS").then(|| "".into())).unwrap();
+        assert!(s.allow_destinations.is_empty());
+        s.apply_env(|n| (n == "SLUICE_ALLOW_DESTINATIONS").then(|| "127.0.0.0/8, ::1/128".into())).unwrap();
+        assert_eq!(s.allow_destinations, IpRange::parse_list("127.0.0.0/8,::1").unwrap());
+        let err = s.apply_env(|n| (n == "SLUICE_ALLOW_DESTINATIONS").then(|| "127.0.0.0/33".into())).unwrap_err();
+        assert!(err.to_string().contains("SLUICE_ALLOW_DESTINATIONS"), "{err}");
+    }
+
+    #[test]
+    fn retention_windows_are_written_with_units() {
+        let s = Settings::default();
+        assert_eq!(s.retention_events, Span::days(60));
+        assert_eq!(s.retention_payloads, Span::days(15));
+        let mut s: Settings = toml::from_str("retention_payloads = \"36h\"\npurge_interval = \"90s\"").unwrap();
+        assert_eq!(s.retention_payloads.0, Duration::from_secs(36 * 3600));
+        assert_eq!(s.purge_interval.0, Duration::from_secs(90));
+        s.apply_env(|n| (n == "SLUICE_RETENTION_EVENTS").then(|| "2s".into())).unwrap();
+        assert_eq!(s.retention_events.0, Duration::from_secs(2));
+        for bad in ["60", "d", "1.5d", "-1d", "3 weeks", "99999999999999999999d"] {
+            assert!(bad.parse::<Span>().is_err(), "{bad}");
+        }
+        let err = s.apply_env(|n| (n == "SLUICE_PURGE_INTERVAL").then(|| "hourly".into())).unwrap_err();
+        assert!(err.to_string().contains("SLUICE_PURGE_INTERVAL"), "{err}");
+        assert!(toml::from_str::<Settings>("retention_events = 60").is_err());
     }
 }

@@ -12,6 +12,9 @@ use tokio::process::{Child, Command};
 /// The operator's admin key every test engine starts with.
 pub const ADMIN_KEY: &str = "sk_e2e_operator_admin_key_0123456789abcdef";
 
+/// The reserved range test engines may deliver to: receivers' loopback.
+pub const LOOPBACK: &str = "127.0.0.0/8";
+
 /// The engine binary Cargo built beside the test executable (tests run from
 /// `target/<profile>/deps/`, binaries sit in `target/<profile>/`).
 pub fn binary() -> PathBuf {
@@ -39,7 +42,9 @@ impl Engine {
         Self::start_with(&[]).await
     }
 
-    /// Starts an engine with extra `SLUICE_*` settings.
+    /// Starts an engine with extra `SLUICE_*` settings, which override the
+    /// harness's own (`SLUICE_ALLOW_DESTINATIONS` is [`LOOPBACK`] unless
+    /// given: `("SLUICE_ALLOW_DESTINATIONS", "")` allows no reserved range).
     pub async fn start_with(env: &[(&str, &str)]) -> Engine {
         let dir = tempfile::tempdir().expect("temporary data directory");
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -63,6 +68,8 @@ impl Engine {
             .arg(self.dir.path().join("data"))
             .env("SLUICE_ADMIN_KEY", ADMIN_KEY)
             .env("SLUICE_LOG", "sluice=debug,info")
+            // Receivers listen on 127.0.0.1, which sluice refuses by default.
+            .env("SLUICE_ALLOW_DESTINATIONS", LOOPBACK)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(log)
@@ -108,6 +115,13 @@ impl Engine {
     pub async fn restart(&mut self) {
         self.kill().await;
         self.spawn().await;
+    }
+
+    /// Starts the engine again on the same data directory with these
+    /// extra settings instead of those it was started with.
+    pub async fn restart_with(&mut self, env: &[(&str, &str)]) {
+        self.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.restart().await;
     }
 
     /// A client holding the operator's admin key.

@@ -1,9 +1,10 @@
 //! Helpers shared by the end-to-end tests: the scripts built from source by
 //! `scripts/build.sh`, events in the JSON shape services post, the engine
-//! as a real process, and receivers as real HTTP servers.
+//! as a real process, and receivers as real HTTP (and HTTPS) servers.
 
 pub mod engine;
 pub mod receiver;
+pub mod tls;
 pub mod verify;
 
 use std::path::PathBuf;

@@ -232,3 +232,105 @@ fn ms(v: &Value) -> i64 {
     let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).expect("RFC 3339");
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_send_answers_with_the_attempt_and_stores_nothing() {
+    let engine = Engine::start().await;
+    let api = engine.admin();
+    let rx = Receiver::start().await;
+    let script = api.upload_script("paid-orders").await;
+    let config = api
+        .post(
+            "/v1/configurations",
+            &json!({
+                "name": "try-me",
+                "endpoint": rx.url,
+                "event_types": ["order.*"],
+                "authorization": {"type": "bearer", "token": "tok_live_hidden"},
+            }),
+        )
+        .await
+        .expect(201);
+    let path = format!("/v1/configurations/{}/test", config["id"].as_str().expect("id"));
+    let scripted = api
+        .post(
+            "/v1/configurations",
+            &json!({
+                "name": "try-my-script",
+                "endpoint": rx.url,
+                "event_types": ["order.paid"],
+                "script": {"id": script, "params": {"min_amount": "0"}},
+            }),
+        )
+        .await
+        .expect(201);
+    let scripted = format!("/v1/configurations/{}/test", scripted["id"].as_str().expect("id"));
+
+    // Disabled (the default) still sends: a made-up event the configuration selects.
+    let report = api.post(&path, &json!({})).await.expect(200);
+    assert_eq!(report["event"]["type"], "order.test", "{report}");
+    assert_eq!(report["decision"]["status"], "deliver", "{report}");
+    assert_eq!(report["attempt"]["succeeded"], true, "{report}");
+    assert_eq!(report["attempt"]["response_status"], 200);
+    assert_eq!(report["attempt"]["request_headers"]["authorization"], "***", "{report}");
+    assert!(!report.to_string().contains("tok_live_hidden"));
+    let got = rx.wait_for(1).await;
+    assert_eq!(got[0].header("authorization"), Some("Bearer tok_live_hidden"));
+
+    // A given event the script skips: the decision, and no request.
+    let mut small = event_body("try-2", "order.paid", "emea", json!({"amount": -1}));
+    small["source"] = json!({"application": "shop", "user": "clerk/7"});
+    let report = api.post(&scripted, &json!({"event": small})).await.expect(200);
+    assert_eq!(report["decision"]["status"], "filtered", "{report}");
+    assert_eq!(report["attempt"], Value::Null);
+
+    // A given event that goes: the source user travels in a header.
+    let mut paid = event_body("try-3", "order.paid", "emea", json!({"amount": 5}));
+    paid["source"] = json!({"application": "shop", "user": "clerk/7"});
+    let report = api.post(&scripted, &json!({"event": paid})).await.expect(200);
+    assert_eq!(report["attempt"]["succeeded"], true, "{report}");
+    let got = rx.wait_for(2).await;
+    assert_eq!(got[1].header("sluice-source-user"), Some("clerk/7"));
+    assert_eq!(got[1].header("idempotency-key"), Some("try-3"));
+
+    // A failing endpoint: the reason, in the answer.
+    rx.set(Behaviour { status: 500, delay: Duration::ZERO });
+    let report = api.post(&path, &json!({})).await.expect(200);
+    assert_eq!(report["attempt"]["succeeded"], false);
+    assert_eq!(report["attempt"]["error"], "answered 500 Internal Server Error", "{report}");
+
+    // Bad input is refused; nothing was stored.
+    api.post(&path, &json!({"event": {"type": "order.paid"}})).await.expect_error(422, "invalid_event");
+    assert_eq!(api.get("/v1/events").await.expect(200)["items"], json!([]));
+    assert_eq!(api.get("/v1/attempts").await.expect(200)["items"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_endpoint_is_probed_alone_and_its_deliveries_wait() {
+    let engine = Engine::start().await;
+    let api = engine.admin();
+    let rx = Receiver::with(Behaviour { status: 503, delay: Duration::ZERO }).await;
+    api.enabled_config(json!({
+        "name": "down",
+        "endpoint": rx.url,
+        "event_types": ["down.*"],
+        "retry": {"max_attempts": 50, "initial_backoff_ms": 50, "max_backoff_ms": 100},
+        "auto_disable": {"after_failures": 0},
+    }))
+    .await;
+    let events: Vec<Value> = (0..40).map(|i| event_body(&format!("down-{i}"), "down.thing", "emea", json!({}))).collect();
+    api.ingest(&events).await;
+    // Without the breaker, 40 deliveries retried every 50–100 ms would make
+    // hundreds of attempts in these 3 s. With it: 20 failures (plus those
+    // already in flight), then probes one at a time with growing pauses.
+    let attempts = rx.settle(Duration::from_secs(3)).await.len();
+    assert!((20..=60).contains(&attempts), "{attempts} attempts reached the down endpoint");
+    let pending = api.get("/v1/deliveries?status=pending").await.expect(200);
+    assert_eq!(pending["items"].as_array().map(Vec::len), Some(40), "every delivery waits, none spent its attempts");
+
+    // Back up: the next probe succeeds and every held delivery goes.
+    rx.set(Behaviour { status: 200, delay: Duration::ZERO });
+    for i in 0..40 {
+        delivery_when(&api, &format!("down-{i}"), |d| d["status"] == "succeeded").await;
+    }
+}

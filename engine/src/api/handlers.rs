@@ -19,6 +19,7 @@ use crate::auth::{KeySecret, Scope};
 use crate::event::{EventId, EventInput};
 use crate::export::{ConfigInput, DEFAULT_ROTATION_GRACE, ExportConfig, MAX_ROTATION_GRACE, SigningSecret};
 use crate::ids::{AttemptId, ConfigId, DeliveryId, IdError, KeyId, ScriptId, TenantId};
+use crate::replay::RecoverRequest;
 use crate::sandbox::Params;
 use crate::store::{
     AttemptFilter, ConfigRecord, DeliveryFilter, DeliveryStatus, EventFilter, EventRecord, EventStatus, Ingested, NewKey,
@@ -281,6 +282,61 @@ pub async fn disable_config(State(app): AppState, auth: Auth, Path(raw): Path<St
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+struct TestSendInput {
+    /// The event to send, as posted to `/v1/events`; left out, one the
+    /// configuration selects is made up.
+    event: Option<Box<serde_json::value::RawValue>>,
+}
+
+/// Sends one event to the configuration now and answers with what happened;
+/// nothing is stored.
+pub async fn test_config(
+    State(app): AppState,
+    auth: Auth,
+    Path(raw): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let p = auth.require(Scope::ConfigurationsWrite)?;
+    let config_id = id(&raw, ConfigId::parse)?;
+    let body = body_bytes(body).await?;
+    let input: TestSendInput = if body.iter().all(u8::is_ascii_whitespace) { TestSendInput::default() } else { parse_json(&body)? };
+    let event = match input.event {
+        None => None,
+        Some(raw) => Some(
+            EventInput::from_json(raw.get())
+                .and_then(|e| e.validate(|| EventId::parse("evt_test").expect("a valid literal id")))
+                .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_event", e.to_string()))?,
+        ),
+    };
+    let report = app.test_send(&p.tenant, &config_id, event).await?;
+    let event: Value = serde_json::from_slice(&crate::deliver::default_body(&report.event)).unwrap_or_default();
+    let decision = match &report.decision {
+        None => json!({"status": "not_selected", "reason": "the configuration's event types or organization units do not select this event"}),
+        Some(d) => json!({
+            "status": if d.status == DeliveryStatus::Pending { "deliver" } else { d.status.as_str() },
+            "reason": d.reason,
+            "error_kind": d.error_kind,
+            "script_logs": d.script_logs.as_deref().and_then(|l| serde_json::from_str::<Value>(l).ok()),
+        }),
+    };
+    let attempt = report.sent.as_ref().map(|sent| {
+        json!({
+            "succeeded": sent.succeeded,
+            "method": "POST",
+            "uri": sent.request.logged_uri,
+            "request_headers": serde_json::from_str::<Value>(&crate::deliver::logged_headers(&sent.request)).unwrap_or_default(),
+            "request_body": String::from_utf8_lossy(&sent.request.body),
+            "response_status": sent.status.map(|s| s.as_u16()),
+            "response_body": sent.response_body,
+            "duration_ms": sent.duration_ms,
+            "error": sent.error,
+        })
+    });
+    Ok(Json(json!({"event": event, "decision": decision, "attempt": attempt})))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct RotateInput {
     /// Left out: a new one is generated.
     secret: Option<String>,
@@ -428,6 +484,69 @@ pub async fn get_event(State(app): AppState, auth: Auth, Path(raw): Path<String>
     let mut v = event_json(&event);
     v["deliveries"] = json!(deliveries);
     Ok(Json(v))
+}
+
+// Replay and recovery.
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReplayInput {
+    /// Replay to this configuration only (and let its script decide again
+    /// when its newest delivery was filtered or errored).
+    configuration_id: Option<String>,
+}
+
+/// Sends an event again, with its id; the body is optional.
+pub async fn replay_event(
+    State(app): AppState,
+    auth: Auth,
+    Path(raw): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let p = auth.require(Scope::ConfigurationsWrite)?;
+    let body = body_bytes(body).await?;
+    let input: ReplayInput = if body.iter().all(u8::is_ascii_whitespace) { ReplayInput::default() } else { parse_json(&body)? };
+    let only = input.configuration_id.as_deref().map(|c| id(c, ConfigId::parse)).transpose()?;
+    let replayed = app.replay_event(&p.tenant, &raw, only.as_ref()).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!(replayed))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecoverInput {
+    since: String,
+    /// Default: now.
+    until: Option<String>,
+    #[serde(default)]
+    include_disabled_period: bool,
+}
+
+/// Re-queues a configuration's failed deliveries of a window of events
+/// (and, on request, routes the events it missed while disabled).
+pub async fn recover_config(
+    State(app): AppState,
+    auth: Auth,
+    Path(raw): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let p = auth.require(Scope::ConfigurationsWrite)?;
+    let config_id = id(&raw, ConfigId::parse)?;
+    let input: RecoverInput = parse_json(&body_bytes(body).await?)?;
+    let time = |raw: &str, name: &str| {
+        time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339)
+            .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+            .map_err(|_| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_window", format!("`{name}` must be an RFC 3339 time")))
+    };
+    let request = RecoverRequest {
+        since: time(&input.since, "since")?,
+        until: match &input.until {
+            Some(until) => time(until, "until")?,
+            None => crate::store::now_ms(),
+        },
+        include_disabled_period: input.include_disabled_period,
+    };
+    let recovered = app.recover(&p.tenant, &config_id, request).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!(recovered))).into_response())
 }
 
 // Deliveries and attempts.

@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 
 use crate::app::{App, AppError};
 use crate::auth::{Principal, Scope};
+use crate::replay::ReplayError;
 use crate::sandbox::LoadError;
 use crate::store::StoreError;
 
@@ -44,11 +45,14 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/configurations/{id}", get(get_config).put(update_config).delete(delete_config))
         .route("/v1/configurations/{id}/enable", post(enable_config))
         .route("/v1/configurations/{id}/disable", post(disable_config))
+        .route("/v1/configurations/{id}/recover", post(recover_config))
         .route("/v1/configurations/{id}/rotate-secret", post(rotate_secret))
+        .route("/v1/configurations/{id}/test", post(test_config))
         .route("/v1/event-types", get(list_event_types))
         .route("/v1/event-types/{name}", axum::routing::put(put_event_type))
         .route("/v1/events", post(ingest).get(list_events))
         .route("/v1/events/{id}", get(get_event))
+        .route("/v1/events/{id}/replay", post(replay_event))
         .route("/v1/deliveries", get(list_deliveries))
         .route("/v1/deliveries/{id}", get(get_delivery))
         .route("/v1/attempts", get(list_attempts))
@@ -130,7 +134,22 @@ impl From<AppError> for ApiError {
             AppError::Store(e) => e.into(),
             AppError::Config(e) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, e.code, e.to_string()),
             AppError::Script(e) => e.into(),
+            AppError::Replay(e) => e.into(),
         }
+    }
+}
+
+impl From<ReplayError> for ApiError {
+    fn from(e: ReplayError) -> Self {
+        if let ReplayError::Store(e) = e {
+            return e.into();
+        }
+        let status = match &e {
+            ReplayError::UnknownEvent | ReplayError::UnknownConfiguration => StatusCode::NOT_FOUND,
+            ReplayError::NotRouted | ReplayError::ConfigurationDisabled(_) | ReplayError::StillPending(_) => StatusCode::CONFLICT,
+            ReplayError::NotMatched(_) | ReplayError::EmptyWindow | ReplayError::Store(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        Self::new(status, e.code(), e.to_string())
     }
 }
 

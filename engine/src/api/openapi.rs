@@ -20,13 +20,16 @@ pub const OPERATIONS: &[(&str, &str, &str, &str, u16)] = &[
     ("put", "/v1/configurations/{id}", "Replace a configuration (If-Match: version)", "configurations:write", 200),
     ("delete", "/v1/configurations/{id}", "Delete a configuration (If-Match optional)", "configurations:write", 204),
     ("post", "/v1/configurations/{id}/enable", "Enable a configuration", "configurations:write", 200),
+    ("post", "/v1/configurations/{id}/test", "Send one event (given or made up) through the configuration's script to its endpoint now; answers with the decision and the attempt, stores nothing", "configurations:write", 200),
     ("post", "/v1/configurations/{id}/rotate-secret", "Rotate the signing secret; the old one signs too for a grace period", "configurations:write", 200),
     ("post", "/v1/configurations/{id}/disable", "Disable a configuration", "configurations:write", 200),
+    ("post", "/v1/configurations/{id}/recover", "Re-queue failed deliveries of a time window (and events missed while disabled)", "configurations:write", 202),
     ("get", "/v1/event-types", "The event types catalog", "configurations:read", 200),
     ("put", "/v1/event-types/{name}", "Describe an event type", "configurations:write", 200),
     ("post", "/v1/events", "Ingest one event or a batch (array)", "events:write", 202),
     ("get", "/v1/events", "List events (type, organization_unit, status, since, until)", "logs:read", 200),
     ("get", "/v1/events/{id}", "Get an event with its deliveries", "logs:read", 200),
+    ("post", "/v1/events/{id}/replay", "Send an event again, keeping its id", "configurations:write", 202),
     ("get", "/v1/deliveries", "List deliveries (configuration_id, event_id, status, since, until)", "logs:read", 200),
     ("get", "/v1/deliveries/{id}", "Get a delivery", "logs:read", 200),
     ("get", "/v1/attempts", "List attempts (configuration_id, delivery_id, since, until)", "logs:read", 200),
@@ -38,6 +41,86 @@ pub const OPERATIONS: &[(&str, &str, &str, &str, u16)] = &[
     ("get", "/v1/tenants", "List tenants (operator admins)", "admin", 200),
     ("post", "/v1/tenants/{id}/keys", "Create a key in a tenant (operator admins)", "admin", 201),
 ];
+
+/// What a summary cannot say: semantics, request bodies and answers of the
+/// operations that need them.
+fn details(method: &str, path: &str) -> Option<Value> {
+    let error_codes = |codes: &str| format!("\n\nError codes: {codes}.");
+    match (method, path) {
+        ("post", "/v1/events/{id}/replay") => Some(json!({
+            "description": format!("{}{}",
+                "Creates a new delivery (status `pending`, no attempts, due at once) of the event to each \
+                 configuration whose newest delivery of it `succeeded` or `failed`, reusing the body and headers \
+                 its script decided then: the script does not run again. The receiver gets the same event id \
+                 (`webhook-id`, `idempotency-key`) and can dedupe. Each new delivery names the one it replays in \
+                 `replay_of`. Configurations whose newest delivery is `pending`, `filtered` or `script_error`, \
+                 or that are now disabled or deleted, are listed in `skipped` with the reason.\n\n\
+                 With `configuration_id`, only that configuration: the event must have a delivery to it \
+                 (`not_matched` otherwise), it must be enabled, and its newest delivery must not be pending. When \
+                 that delivery was `filtered` or `script_error`, the configuration's current script decides again \
+                 (it may have been fixed); the new delivery is then sent, filtered or errored accordingly.",
+                error_codes("`not_found` (404: no such event or configuration in the tenant), `not_matched` (422), \
+                             `event_not_routed`, `configuration_disabled`, `delivery_pending` (409)")),
+            "requestBody": {"required": false, "content": {"application/json": {"schema": {
+                "type": "object", "additionalProperties": false,
+                "properties": {"configuration_id": {"type": "string"}},
+            }}}},
+            "responses": {"202": {"description": "queued", "content": {"application/json": {"schema": {
+                "type": "object",
+                "required": ["event_id", "deliveries", "skipped"],
+                "properties": {
+                    "event_id": {"type": "string"},
+                    "deliveries": {"type": "array", "items": {"type": "object", "properties": {
+                        "id": {"type": "string"}, "configuration_id": {"type": "string"},
+                        "status": {"enum": ["pending", "filtered", "script_error"]}, "replay_of": {"type": "string"},
+                    }}},
+                    "skipped": {"type": "array", "items": {"type": "object", "properties": {
+                        "configuration_id": {"type": "string"},
+                        "reason": {"enum": ["pending", "filtered", "script_error", "configuration_disabled", "configuration_deleted", "superseded"]},
+                    }}},
+                },
+            }}}}},
+        })),
+        ("post", "/v1/configurations/{id}/recover") => Some(json!({
+            "description": format!("{}{}",
+                "Works on the events the tenant received from `since` (inclusive) to `until` (exclusive, default \
+                 now). Each event whose newest delivery to this configuration `failed` is replayed as by \
+                 `POST /v1/events/{id}/replay` (recorded decision, same event id, `replay_of`). With \
+                 `include_disabled_period`, events that have no delivery to it at all (they arrived while it was \
+                 disabled) and that it selects now (event types, organization units) are routed to it: its script \
+                 decides as on ingest, and filtered or errored decisions are recorded like any other. Events \
+                 from before the configuration was created are left alone.\n\n\
+                 The configuration must be enabled. One call adds at most `max_deliveries` (10,000) deliveries; \
+                 `truncated` says more remained: call again with the same window, what was re-queued no longer \
+                 qualifies.",
+                error_codes("`not_found` (404), `configuration_disabled` (409), `invalid_window` (422: not RFC 3339, \
+                             or `since` not before `until`)")),
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                "type": "object", "additionalProperties": false, "required": ["since"],
+                "properties": {
+                    "since": {"type": "string", "format": "date-time"},
+                    "until": {"type": "string", "format": "date-time"},
+                    "include_disabled_period": {"type": "boolean", "default": false},
+                },
+            }}}},
+            "responses": {"202": {"description": "queued", "content": {"application/json": {"schema": {
+                "type": "object",
+                "required": ["configuration_id", "since", "until", "failed_requeued", "truncated", "max_deliveries"],
+                "properties": {
+                    "configuration_id": {"type": "string"},
+                    "since": {"type": "string", "format": "date-time"},
+                    "until": {"type": "string", "format": "date-time"},
+                    "failed_requeued": {"type": "integer"},
+                    "disabled_period": {"type": "object", "description": "with include_disabled_period: the new deliveries by decision",
+                        "properties": {"pending": {"type": "integer"}, "filtered": {"type": "integer"}, "script_error": {"type": "integer"}}},
+                    "truncated": {"type": "boolean"},
+                    "max_deliveries": {"type": "integer"},
+                },
+            }}}}},
+        })),
+        _ => None,
+    }
+}
 
 pub fn document() -> Value {
     let mut paths = serde_json::Map::new();
@@ -55,6 +138,18 @@ pub fn document() -> Value {
                 "default": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
             },
         });
+        if let Some(Value::Object(more)) = details(method, path) {
+            for (k, v) in more {
+                match (k.as_str(), v) {
+                    ("responses", Value::Object(responses)) => {
+                        for (status, response) in responses {
+                            op["responses"][status] = response;
+                        }
+                    }
+                    (_, v) => op[k] = v,
+                }
+            }
+        }
         if scope.is_empty() {
             op["security"] = json!([]);
         } else {

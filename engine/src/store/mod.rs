@@ -230,7 +230,8 @@ pub enum EventStatus {
     Pending,
     /// Every delivery ended well (delivered or filtered), or none matched.
     Done,
-    /// A delivery failed or its script errored.
+    /// A delivery failed or its script errored, and no later delivery to
+    /// that configuration (a replay) superseded it.
     Failed,
 }
 
@@ -299,6 +300,9 @@ pub struct DeliveryRecord {
     pub configuration_id: ConfigId,
     pub configuration_version: i64,
     pub status: DeliveryStatus,
+    /// The delivery this one replays (whose decision it reuses).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<DeliveryId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -405,6 +409,43 @@ pub struct DueDelivery {
     pub delivery: DeliveryRecord,
     pub tenant_id: TenantId,
     pub event: Event,
+}
+
+/// A delivery added to an event after its routing: a replay of an earlier
+/// delivery, or a configuration's late decision (recovery).
+#[derive(Debug, Clone)]
+pub struct AddedDelivery {
+    pub event_seq: i64,
+    pub delivery: NewDelivery,
+    /// The delivery this one replays. The row is added only while that one
+    /// is still the event's newest delivery to the configuration (`None`:
+    /// only while the event has none to it), so that two replays or
+    /// recoveries racing each other add it once.
+    pub replay_of: Option<DeliveryId>,
+}
+
+/// A position in a scan of a tenant's events in arrival order: the scan
+/// continues after the event received at `received_at` with `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventCursor {
+    pub received_at: i64,
+    pub seq: i64,
+}
+
+impl EventCursor {
+    /// Before every event received at `received_at` or later.
+    pub fn from(received_at: i64) -> Self {
+        Self { received_at, seq: 0 }
+    }
+}
+
+/// What one chunk of the event purge removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgedEvents {
+    pub events: u64,
+    pub deliveries: u64,
+    pub attempts: u64,
+    pub payloads: u64,
 }
 
 /// The store. Cheap to clone.
@@ -595,5 +636,54 @@ impl Store {
     }
     pub async fn list_attempts(&self, tenant: &TenantId, filter: &AttemptFilter, page: &PageRequest) -> Result<Page<AttemptRecord>> {
         dispatch!(self.list_attempts(tenant, filter, page))
+    }
+
+    // Replay and recovery.
+
+    /// Adds deliveries to routed events of `tenant`, each pending ones due
+    /// at its `next_attempt_at` (the retry poller sends them). For each,
+    /// whether it was added: see [`AddedDelivery::replay_of`].
+    pub async fn add_deliveries(&self, tenant: &TenantId, rows: Vec<AddedDelivery>) -> Result<Vec<bool>> {
+        dispatch!(self.add_deliveries(tenant, rows))
+    }
+    /// The newest deliveries to `config` of events received after `after`
+    /// and before `until`, where that newest one failed; in arrival order,
+    /// at most `limit`, each with its event's position.
+    pub async fn failed_deliveries(
+        &self,
+        tenant: &TenantId,
+        config: &ConfigId,
+        after: EventCursor,
+        until: i64,
+        limit: i64,
+    ) -> Result<Vec<(EventCursor, DeliveryRecord)>> {
+        dispatch!(self.failed_deliveries(tenant, config, after, until, limit))
+    }
+    /// Routed events received after `after` and before `until` that have no
+    /// delivery to `config`, in arrival order, at most `limit`.
+    pub async fn events_without_delivery(
+        &self,
+        tenant: &TenantId,
+        config: &ConfigId,
+        after: EventCursor,
+        until: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRecord>> {
+        dispatch!(self.events_without_delivery(tenant, config, after, until, limit))
+    }
+
+    // Retention: system jobs, across tenants. Cutoffs are arguments so that
+    // the clock stays the caller's.
+
+    /// Deletes at most `limit` attempt payloads (request and response
+    /// bodies) made before `before`, oldest first; returns how many.
+    pub async fn purge_payloads(&self, before: i64, limit: i64) -> Result<u64> {
+        dispatch!(self.purge_payloads(before, limit))
+    }
+    /// Deletes at most `limit` events received before `before`, oldest
+    /// first, with their deliveries, attempts and payloads. An event still
+    /// pending (not routed, or with a pending delivery) is kept.
+    pub async fn purge_events(&self, before: i64, limit: i64) -> Result<PurgedEvents> {
+        dispatch!(self.purge_events(before, limit))
     }
 }

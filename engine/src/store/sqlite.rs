@@ -265,6 +265,10 @@ fn config_row(row: &impl Columns) -> Result<ConfigRecord> {
     })
 }
 
+/// Holds of a delivery `d` that no later delivery of its event to its
+/// configuration (a replay) superseded.
+const NEWEST: &str = "NOT EXISTS (SELECT 1 FROM deliveries n WHERE n.event_seq = d.event_seq AND n.config_id = d.config_id AND n.id > d.id)";
+
 const EVENT_COLUMNS: &str =
     "e.seq, e.tenant_id, e.id AS event_id, e.type, e.organization_unit, e.occurred_at_ns, e.received_at, e.source, e.related, e.payload, e.routed";
 
@@ -294,7 +298,7 @@ fn event_row(row: &impl Columns) -> Result<EventRecord> {
     })
 }
 
-const DELIVERY_COLUMNS: &str = "d.id, d.event_seq, d.config_id, d.config_version, d.status, d.reason, d.error_kind, d.script_logs, d.body, d.headers, d.attempts, d.next_attempt_at, d.created_at, d.updated_at, (SELECT id FROM events WHERE seq = d.event_seq) AS delivery_event_id";
+const DELIVERY_COLUMNS: &str = "d.id, d.event_seq, d.config_id, d.config_version, d.status, d.replay_of, d.reason, d.error_kind, d.script_logs, d.body, d.headers, d.attempts, d.next_attempt_at, d.created_at, d.updated_at, (SELECT id FROM events WHERE seq = d.event_seq) AS delivery_event_id";
 
 fn delivery_row(row: &impl Columns) -> Result<DeliveryRecord> {
     let status = row.text("status")?;
@@ -305,6 +309,7 @@ fn delivery_row(row: &impl Columns) -> Result<DeliveryRecord> {
         configuration_id: parse_id(row.text("config_id")?, ConfigId::parse)?,
         configuration_version: row.int("config_version")?,
         status: DeliveryStatus::parse(&status).ok_or_else(|| corrupt(format!("delivery status {status}")))?,
+        replay_of: row.opt_text("replay_of")?.map(|id| parse_id(id, DeliveryId::parse)).transpose()?,
         reason: row.opt_text("reason")?,
         error_kind: row.opt_text("error_kind")?,
         script_logs: match row.opt_text("script_logs")? {
@@ -826,8 +831,8 @@ impl SqliteStore {
                AND (?7 IS NULL OR e.received_at < ?7)
                AND (?8 IS NULL
                     OR (?8 = 'pending' AND (e.routed = 0 OR EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status = 'pending')))
-                    OR (?8 = 'failed' AND EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status IN ('failed', 'script_error')))
-                    OR (?8 = 'done' AND e.routed = 1 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status IN ('pending', 'failed', 'script_error'))))
+                    OR (?8 = 'failed' AND EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status IN ('failed', 'script_error') AND {NEWEST}))
+                    OR (?8 = 'done' AND e.routed = 1 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status IN ('pending', 'failed', 'script_error') AND {NEWEST})))
              ORDER BY e.seq DESC LIMIT ?9"
         ))
         .bind(tenant.as_str())
@@ -947,7 +952,7 @@ impl SqliteStore {
     }
 
     pub async fn claim_due(&self, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<DueDelivery>> {
-        self.write(move |c| {
+        let claimed: Vec<String> = self.write(move |c| {
             let claimed: Vec<String> = c
                 .prepare_cached(
                     "UPDATE deliveries SET lease_until = ?1
@@ -960,26 +965,29 @@ impl SqliteStore {
                 )?
                 .query_map(rusqlite::params![now + lease_ms, now, limit], |row| row.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
-            let mut select = c.prepare_cached(&format!(
-                "SELECT {DELIVERY_COLUMNS}, {EVENT_COLUMNS} FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id = ?"
-            ))?;
-            let mut out = Vec::with_capacity(claimed.len());
-            for id in claimed {
-                let due = select
-                    .query_row([&id], |row| {
-                        Ok(delivery_row(row).and_then(|delivery| {
-                            let event = event_row(row)?;
-                            Ok(DueDelivery { delivery, tenant_id: event.tenant_id, event: event.event })
-                        }))
-                    })
-                    .optional()?;
-                if let Some(due) = due {
-                    out.push(due?);
-                }
-            }
-            Ok(out)
+            Ok(claimed)
         })
-        .await
+        .await?;
+        if claimed.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Read on the reader pool: the writer thread is the pipeline's
+        // narrowest part, and the claim is what must be serialized, not this.
+        let ids = serde_json::to_string(&claimed).map_err(corrupt)?;
+        let rows = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS}, {EVENT_COLUMNS} FROM deliveries d JOIN events e ON e.seq = d.event_seq
+             WHERE d.id IN (SELECT value FROM json_each(?)) ORDER BY d.next_attempt_at"
+        ))
+        .bind(ids)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let delivery = delivery_row(row)?;
+                let event = event_row(row)?;
+                Ok(DueDelivery { delivery, tenant_id: event.tenant_id, event: event.event })
+            })
+            .collect()
     }
 
     pub async fn release_delivery(&self, tenant: &TenantId, id: &DeliveryId, next_attempt_at: i64) -> Result<()> {
@@ -1084,6 +1092,150 @@ impl SqliteStore {
         let items = rows.iter().map(|r| attempt_row(r, false)).collect::<Result<Vec<_>>>()?;
         Ok(Page::from_items(items, page, |a| a.id.to_string()))
     }
+
+    // Replay and recovery.
+
+    pub async fn add_deliveries(&self, tenant: &TenantId, rows: Vec<AddedDelivery>) -> Result<Vec<bool>> {
+        let tenant = tenant.clone();
+        self.write(move |c| {
+            let now = now_ms();
+            // `IS` compares NULL too: no replay_of, no delivery to the configuration yet.
+            let mut insert = c.prepare_cached(
+                "INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
+                                         script_logs, body, headers, next_attempt_at, lease_until, replay_of, created_at, updated_at)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15
+                 WHERE EXISTS (SELECT 1 FROM events WHERE seq = ?3 AND tenant_id = ?2 AND routed = 1)
+                   AND (SELECT id FROM deliveries WHERE event_seq = ?3 AND config_id = ?4 ORDER BY id DESC LIMIT 1) IS ?14",
+            )?;
+            let mut added = Vec::with_capacity(rows.len());
+            for r in rows {
+                let d = r.delivery;
+                let inserted = insert.execute(rusqlite::params![
+                    d.id.as_str(),
+                    tenant.as_str(),
+                    r.event_seq,
+                    d.config_id.as_str(),
+                    d.config_version,
+                    d.status.as_str(),
+                    d.reason,
+                    d.error_kind,
+                    d.script_logs,
+                    d.body,
+                    d.headers,
+                    d.next_attempt_at,
+                    d.lease_until,
+                    r.replay_of.as_ref().map(|id| id.as_str()),
+                    now
+                ])?;
+                added.push(inserted == 1);
+            }
+            Ok(added)
+        })
+        .await
+    }
+
+    pub async fn failed_deliveries(
+        &self,
+        tenant: &TenantId,
+        config: &ConfigId,
+        after: EventCursor,
+        until: i64,
+        limit: i64,
+    ) -> Result<Vec<(EventCursor, DeliveryRecord)>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS}, e.received_at AS cursor_received_at
+             FROM events e JOIN deliveries d ON d.event_seq = e.seq
+             WHERE e.tenant_id = ?1 AND (e.received_at, e.seq) > (?3, ?4) AND e.received_at < ?5
+               AND d.tenant_id = ?1 AND d.config_id = ?2 AND d.status = 'failed' AND {NEWEST}
+             ORDER BY e.received_at, e.seq LIMIT ?6"
+        ))
+        .bind(tenant.as_str())
+        .bind(config.as_str())
+        .bind(after.received_at)
+        .bind(after.seq)
+        .bind(until)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let delivery = delivery_row(row)?;
+                let cursor = EventCursor { received_at: row.int("cursor_received_at")?, seq: delivery.event_seq };
+                Ok((cursor, delivery))
+            })
+            .collect()
+    }
+
+    pub async fn events_without_delivery(
+        &self,
+        tenant: &TenantId,
+        config: &ConfigId,
+        after: EventCursor,
+        until: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events e
+             WHERE e.tenant_id = ?1 AND (e.received_at, e.seq) > (?3, ?4) AND e.received_at < ?5 AND e.routed = 1
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.config_id = ?2)
+             ORDER BY e.received_at, e.seq LIMIT ?6"
+        ))
+        .bind(tenant.as_str())
+        .bind(config.as_str())
+        .bind(after.received_at)
+        .bind(after.seq)
+        .bind(until)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(event_row).collect()
+    }
+
+    // Retention.
+
+    pub async fn purge_payloads(&self, before: i64, limit: i64) -> Result<u64> {
+        self.write(move |c| {
+            let deleted = c
+                .prepare_cached(
+                    "DELETE FROM attempt_payloads WHERE attempt_id IN
+                        (SELECT attempt_id FROM attempt_payloads WHERE created_at < ?1 ORDER BY created_at LIMIT ?2)",
+                )?
+                .execute(rusqlite::params![before, limit])?;
+            Ok(deleted as u64)
+        })
+        .await
+    }
+
+    pub async fn purge_events(&self, before: i64, limit: i64) -> Result<PurgedEvents> {
+        self.write(move |c| {
+            let seqs: Vec<i64> = c
+                .prepare_cached(
+                    "SELECT e.seq FROM events e
+                     WHERE e.received_at < ?1 AND e.routed = 1
+                       AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status = 'pending')
+                     ORDER BY e.received_at LIMIT ?2",
+                )?
+                .query_map(rusqlite::params![before, limit], |row| row.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            // Children first: the foreign keys are enforced.
+            let mut payloads = c.prepare_cached(
+                "DELETE FROM attempt_payloads WHERE attempt_id IN
+                    (SELECT a.id FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE d.event_seq = ?)",
+            )?;
+            let mut attempts = c.prepare_cached("DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = ?)")?;
+            let mut deliveries = c.prepare_cached("DELETE FROM deliveries WHERE event_seq = ?")?;
+            let mut events = c.prepare_cached("DELETE FROM events WHERE seq = ?")?;
+            let mut purged = PurgedEvents::default();
+            for seq in seqs {
+                purged.payloads += payloads.execute([seq])? as u64;
+                purged.attempts += attempts.execute([seq])? as u64;
+                purged.deliveries += deliveries.execute([seq])? as u64;
+                purged.events += events.execute([seq])? as u64;
+            }
+            Ok(purged)
+        })
+        .await
+    }
 }
 
 /// A script a configuration names must be the tenant's own.
@@ -1104,5 +1256,246 @@ fn stale_or_missing(c: &rusqlite::Connection, tenant: &TenantId, id: &ConfigId) 
         Ok(Some(current)) => StoreError::StaleVersion { current },
         Ok(None) => StoreError::NotFound,
         Err(e) => e.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventInput;
+    use crate::retention::{self, Retention};
+
+    const DAY: i64 = 24 * 3600 * 1000;
+
+    /// A store in a directory of its own, removed afterwards.
+    struct Scratch {
+        dir: std::path::PathBuf,
+        store: Store,
+    }
+
+    impl Scratch {
+        async fn new() -> Self {
+            let dir = std::env::temp_dir().join(format!("sluice-store-test-{}", uuid::Uuid::now_v7().simple()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let store = Store::open_sqlite(&dir.join("sluice.db")).await.unwrap();
+            Self { dir, store }
+        }
+
+        /// Raw SQL in the writer, for what the API never does (backdating).
+        async fn exec(&self, sql: &'static str, params: Vec<rusqlite::types::Value>) {
+            let Backend::Sqlite(db) = &self.store.backend;
+            db.write(move |c| Ok(c.execute(sql, rusqlite::params_from_iter(params))?)).await.unwrap();
+        }
+
+        async fn tenant(&self, name: &str) -> TenantId {
+            self.store.create_tenant(name, None).await.unwrap().id
+        }
+
+        async fn count(&self, table: &str) -> i64 {
+            let Backend::Sqlite(db) = &self.store.backend;
+            sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(&db.read).await.unwrap()
+        }
+
+        async fn ingest(&self, tenant: &TenantId, id: &str) -> i64 {
+            let json = format!(r#"{{"id": "{id}", "type": "order.paid", "organization_unit": "emea", "occurred_at": "2026-11-22T11:30:00Z", "payload": {{}}}}"#);
+            let event = EventInput::from_json(&json).unwrap().validate(|| unreachable!("the id is given")).unwrap();
+            match self.store.ingest(tenant, None, vec![event]).await.unwrap()[..] {
+                [Ingested::Stored { seq }] => seq,
+                ref other => panic!("{other:?}"),
+            }
+        }
+
+        async fn received_at(&self, tenant: &TenantId, id: &'static str, at: i64) {
+            use rusqlite::types::Value;
+            self.exec(
+                "UPDATE events SET received_at = ?1 WHERE tenant_id = ?2 AND id = ?3",
+                vec![Value::Integer(at), Value::Text(tenant.to_string()), Value::Text(id.into())],
+            )
+            .await;
+        }
+
+        async fn route(&self, tenant: &TenantId, seq: i64, config: &ConfigId, status: DeliveryStatus) -> DeliveryId {
+            let d = delivery(config, status);
+            let id = d.id.clone();
+            let recorded = self.store.record_routing(vec![Routed { tenant: tenant.clone(), event_seq: seq, deliveries: vec![d] }]).await.unwrap();
+            assert_eq!(recorded, vec![true]);
+            id
+        }
+
+        async fn attempt(&self, tenant: &TenantId, delivery: &DeliveryId, number: i64, started_at: i64, outcome: AttemptOutcome) -> AttemptId {
+            let id = AttemptId::generate();
+            self.store
+                .record_attempt(NewAttempt {
+                    id: id.clone(),
+                    tenant_id: tenant.clone(),
+                    delivery_id: delivery.clone(),
+                    number,
+                    started_at,
+                    duration_ms: 3,
+                    method: "POST".into(),
+                    uri: "http://receiver.test/".into(),
+                    response_status: Some(if outcome == AttemptOutcome::Succeeded { 200 } else { 503 }),
+                    outcome,
+                    error: None,
+                    request_headers: r#"{"webhook-id":"x"}"#.into(),
+                    response_headers: Some("{}".into()),
+                    request_body: Some("{\"request\":1}".into()),
+                    response_body: Some("[ACK]".into()),
+                    next_attempt_at: (outcome == AttemptOutcome::Retry).then_some(started_at + 1000),
+                })
+                .await
+                .unwrap();
+            id
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn delivery(config: &ConfigId, status: DeliveryStatus) -> NewDelivery {
+        NewDelivery {
+            id: DeliveryId::generate(),
+            config_id: config.clone(),
+            config_version: 1,
+            status,
+            reason: None,
+            error_kind: None,
+            script_logs: None,
+            body: Some("{\"decided\":true}".into()),
+            headers: None,
+            next_attempt_at: (status == DeliveryStatus::Pending).then(now_ms),
+            lease_until: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_purge_removes_exactly_what_is_past_each_window() {
+        let s = Scratch::new().await;
+        let store = &s.store;
+        let (tenant, config) = (s.tenant("t").await, ConfigId::generate());
+        let now = now_ms();
+
+        // Old and delivered: goes, with its delivery, attempt and payload.
+        let seq = s.ingest(&tenant, "old-done").await;
+        let d_done = s.route(&tenant, seq, &config, DeliveryStatus::Pending).await;
+        let a_done = s.attempt(&tenant, &d_done, 1, now - 70 * DAY, AttemptOutcome::Succeeded).await;
+        s.received_at(&tenant, "old-done", now - 70 * DAY).await;
+        // Old and filtered (no attempt): goes.
+        let seq = s.ingest(&tenant, "old-filtered").await;
+        let d_filtered = s.route(&tenant, seq, &config, DeliveryStatus::Filtered).await;
+        s.received_at(&tenant, "old-filtered", now - 61 * DAY).await;
+        // Old but a delivery still pending (retrying): kept, only its old payload goes.
+        let seq = s.ingest(&tenant, "old-pending").await;
+        let d_pending = s.route(&tenant, seq, &config, DeliveryStatus::Pending).await;
+        let a_pending = s.attempt(&tenant, &d_pending, 1, now - 61 * DAY, AttemptOutcome::Retry).await;
+        s.received_at(&tenant, "old-pending", now - 61 * DAY).await;
+        // Old but never routed: kept.
+        s.ingest(&tenant, "old-unrouted").await;
+        s.received_at(&tenant, "old-unrouted", now - 90 * DAY).await;
+        // Within the event window: kept; its payload older than 15 days goes, the newer one stays.
+        let seq = s.ingest(&tenant, "recent").await;
+        let d_recent = s.route(&tenant, seq, &config, DeliveryStatus::Pending).await;
+        let a_recent_old = s.attempt(&tenant, &d_recent, 1, now - 20 * DAY, AttemptOutcome::Retry).await;
+        let a_recent_new = s.attempt(&tenant, &d_recent, 2, now - DAY, AttemptOutcome::Succeeded).await;
+        s.received_at(&tenant, "recent", now - 20 * DAY).await;
+        // Just inside both windows, to the millisecond.
+        let seq = s.ingest(&tenant, "edge").await;
+        let d_edge = s.route(&tenant, seq, &config, DeliveryStatus::Pending).await;
+        let a_edge = s.attempt(&tenant, &d_edge, 1, now - 15 * DAY, AttemptOutcome::Succeeded).await;
+        s.received_at(&tenant, "edge", now - 60 * DAY).await;
+
+        // Chunks are bounded: one row, then one event, oldest first.
+        assert_eq!(store.purge_payloads(now - 15 * DAY, 1).await.unwrap(), 1);
+        assert!(store.get_attempt(&tenant, &a_done).await.unwrap().request_body.is_none(), "the oldest payload went first");
+        let first = store.purge_events(now - 60 * DAY, 1).await.unwrap();
+        assert_eq!(first, PurgedEvents { events: 1, deliveries: 1, attempts: 1, payloads: 0 });
+        assert!(matches!(store.get_event(&tenant, "old-done").await, Err(StoreError::NotFound)));
+
+        let retention = Retention { events: Duration::from_secs(60 * 24 * 3600), payloads: Duration::from_secs(15 * 24 * 3600), ..Retention::default() };
+        let rest = retention::purge_once(store, &retention, now).await.unwrap();
+        assert_eq!(rest.payloads, 2, "old-pending's and recent's first payloads");
+        assert_eq!(rest.events, PurgedEvents { events: 1, deliveries: 1, attempts: 0, payloads: 0 }, "old-filtered");
+
+        for gone in ["old-done", "old-filtered"] {
+            assert!(matches!(store.get_event(&tenant, gone).await, Err(StoreError::NotFound)), "{gone}");
+        }
+        for kept in ["old-pending", "old-unrouted", "recent", "edge"] {
+            store.get_event(&tenant, kept).await.unwrap_or_else(|e| panic!("{kept}: {e}"));
+        }
+        for gone in [&d_done, &d_filtered] {
+            assert!(matches!(store.get_delivery(&tenant, gone).await, Err(StoreError::NotFound)));
+        }
+        for kept in [&d_pending, &d_recent, &d_edge] {
+            store.get_delivery(&tenant, kept).await.unwrap();
+        }
+        assert!(matches!(store.get_attempt(&tenant, &a_done).await, Err(StoreError::NotFound)));
+        for (attempt, body_kept) in [(&a_pending, false), (&a_recent_old, false), (&a_recent_new, true), (&a_edge, true)] {
+            let a = store.get_attempt(&tenant, attempt).await.unwrap();
+            assert_eq!(a.request_body.is_some(), body_kept, "{attempt}");
+            assert_eq!(a.response_body.is_some(), body_kept, "{attempt}");
+            assert_eq!(a.request_headers["webhook-id"], "x", "headers stay with the attempt");
+        }
+        assert_eq!(
+            (s.count("events").await, s.count("deliveries").await, s.count("attempts").await, s.count("attempt_payloads").await),
+            (4, 3, 4, 2)
+        );
+
+        // Nothing more at the same moment; a hundred days later, all but the pending and the unrouted.
+        assert_eq!(retention::purge_once(store, &retention, now).await.unwrap(), retention::Purged::default());
+        let later = retention::purge_once(store, &retention, now + 100 * DAY).await.unwrap();
+        assert_eq!(later.events.events, 2, "recent and edge");
+        assert_eq!(later.payloads, 2);
+        assert_eq!(
+            (s.count("events").await, s.count("deliveries").await, s.count("attempts").await, s.count("attempt_payloads").await),
+            (2, 1, 1, 0)
+        );
+    }
+
+    #[tokio::test]
+    async fn added_deliveries_are_recorded_once_and_only_in_their_tenant() {
+        let s = Scratch::new().await;
+        let store = &s.store;
+        let (tenant, other) = (s.tenant("t").await, s.tenant("other").await);
+        let (config, late_config) = (ConfigId::generate(), ConfigId::generate());
+        let seq = s.ingest(&tenant, "e1").await;
+        let failed = s.route(&tenant, seq, &config, DeliveryStatus::Failed).await;
+        let unrouted = s.ingest(&tenant, "e2").await;
+        let add = |config: &ConfigId, seq: i64, replay_of: Option<&DeliveryId>| AddedDelivery {
+            event_seq: seq,
+            delivery: delivery(config, DeliveryStatus::Pending),
+            replay_of: replay_of.cloned(),
+        };
+        let all = EventCursor::from(0);
+
+        assert_eq!(store.failed_deliveries(&tenant, &config, all, i64::MAX, 10).await.unwrap().len(), 1);
+        let replay = add(&config, seq, Some(&failed));
+        let replay_id = replay.delivery.id.clone();
+        // Two replays of the same delivery racing: the first one counts.
+        assert_eq!(store.add_deliveries(&tenant, vec![replay, add(&config, seq, Some(&failed))]).await.unwrap(), vec![true, false]);
+        let recorded = store.get_delivery(&tenant, &replay_id).await.unwrap();
+        assert_eq!(recorded.replay_of.as_ref(), Some(&failed));
+        assert_eq!((recorded.status, recorded.attempts, recorded.body.as_deref()), (DeliveryStatus::Pending, 0, Some("{\"decided\":true}")));
+        assert!(store.failed_deliveries(&tenant, &config, all, i64::MAX, 10).await.unwrap().is_empty(), "superseded by the replay");
+        // Another tenant cannot add to this tenant's event; nobody adds to an unrouted one.
+        assert_eq!(store.add_deliveries(&other, vec![add(&config, seq, Some(&replay_id))]).await.unwrap(), vec![false]);
+        assert_eq!(store.add_deliveries(&tenant, vec![add(&late_config, unrouted, None)]).await.unwrap(), vec![false]);
+
+        // The replay fails too: it is now the one to recover.
+        s.attempt(&tenant, &replay_id, 1, now_ms(), AttemptOutcome::Failed).await;
+        let found = store.failed_deliveries(&tenant, &config, all, i64::MAX, 10).await.unwrap();
+        assert_eq!(found.iter().map(|(_, d)| d.id.clone()).collect::<Vec<_>>(), vec![replay_id]);
+        assert!(store.failed_deliveries(&other, &config, all, i64::MAX, 10).await.unwrap().is_empty());
+        assert!(store.failed_deliveries(&tenant, &config, found[0].0, i64::MAX, 10).await.unwrap().is_empty(), "the cursor moves past it");
+
+        // A late decision for a configuration the event has no delivery to: once.
+        let missed = store.events_without_delivery(&tenant, &late_config, all, i64::MAX, 10).await.unwrap();
+        assert_eq!(missed.iter().map(|e| e.event.id.as_str()).collect::<Vec<_>>(), vec!["e1"], "routed events only");
+        assert_eq!(store.add_deliveries(&tenant, vec![add(&late_config, seq, None)]).await.unwrap(), vec![true]);
+        assert_eq!(store.add_deliveries(&tenant, vec![add(&late_config, seq, None)]).await.unwrap(), vec![false]);
+        assert!(store.events_without_delivery(&tenant, &late_config, all, i64::MAX, 10).await.unwrap().is_empty());
+        assert!(store.events_without_delivery(&other, &ConfigId::generate(), all, i64::MAX, 10).await.unwrap().is_empty());
     }
 }
