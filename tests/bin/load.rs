@@ -20,6 +20,14 @@
 //! 3. half: events are offered on a fixed schedule at half the max delivery
 //!    rate (open loop; latency counts from when each request was due).
 //!
+//! With `--failures`, instead of these phases, two runs on fresh engines
+//! with the same load spread evenly over 10 configurations, each with its
+//! own path at the sink: a clean run, where every path answers `200 [ACK]`,
+//! and a failing run, where one configuration's path answers `500`. The
+//! events bound for the other nine (the healthy receivers) are measured in
+//! both; the failing run's healthy delivery rate should be at least 80 % of
+//! the clean run's.
+//!
 //! Latency is receipt at the sink minus the moment the ingest request was
 //! issued: both are read on one clock, the issue time travelling in the
 //! event id. The run fails (exit status 1) when an accepted event never
@@ -49,13 +57,19 @@ use std::time::{Duration, Instant};
 use engine::{ADMIN_KEY, Engine};
 use generator::{Pace, Plan, Target};
 use options::{Command, Options, USAGE};
-use report::{Delivered, EngineRun, RawRun, Summary};
+use report::{Delivered, EngineRun, FailingReceiver, RawRun, SpreadRun, Summary};
 use sink::{Arrivals, Sink};
 
 /// How long accepted events may take to reach the sink after posting ends.
 /// Generous on purpose: events the engine left for its recovery scan (which
 /// runs every 30 s) still count as delivered, if late, rather than lost.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// `--failures`: configurations (and organization units, and sink paths)
+/// the events are spread over.
+const UNITS: usize = 10;
+/// `--failures`: the configuration whose receiver answers 500 in the failing run.
+const FAILING_UNIT: usize = 0;
 
 /// The run's one clock: sink arrivals and event issue times are offsets
 /// from the same instant.
@@ -129,6 +143,10 @@ async fn run_phases(summary: &mut Summary) -> Result<(), String> {
         .pool_max_idle_per_host(options.concurrency)
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    if options.failures {
+        let script = script.ok_or("--failures needs the script")?;
+        return failure_runs(summary, clock, &http, &sink, script).await;
+    }
 
     note(&format!("raw: {} posters → sink for {:.1} s", options.concurrency, options.raw_duration.as_secs_f64()));
     let cpu = cpu::Meter::start(None);
@@ -139,6 +157,7 @@ async fn run_phases(summary: &mut Summary) -> Result<(), String> {
         batch: 1,
         duration: options.raw_duration,
         pace: Pace::Max,
+        units: None,
     };
     let posted = generator::run(&http, clock, plan).await?;
     let raw = RawRun { cpu: cpu.usage(posted.window()), posted };
@@ -176,6 +195,7 @@ async fn measure_engine(
         batch: options.batch,
         duration: options.duration,
         pace,
+        units: None,
     };
 
     note(&format!(
@@ -218,6 +238,105 @@ async fn engine_phase(clock: Clock, http: &reqwest::Client, sink: &Sink, engine:
     Ok(EngineRun { cpu: cpu.usage(wall), posted, delivered })
 }
 
+/// `--failures`: the clean run, then the failing one, each on a fresh engine
+/// and data directory with [`UNITS`] configurations.
+async fn failure_runs(summary: &mut Summary, clock: Clock, http: &reqwest::Client, sink: &Sink, script: Vec<u8>) -> Result<(), String> {
+    summary.units = UNITS;
+    for failing in [false, true] {
+        let label = if failing { "failing" } else { "clean" };
+        note(&format!("{label}: starting a fresh engine"));
+        let engine = Engine::start().await?;
+        let measured = spread_run(&summary.options, clock, http, sink, &engine, script.clone(), label, failing).await;
+        summary
+            .engine_log
+            .extend(engine.log_digest().into_iter().map(|(count, message)| (count, format!("[{label}] {message}"))));
+        engine.stop().await;
+        sink.fail_paths([]);
+        let run = measured?;
+        let sound = check_spread(label, &run, &mut summary.problems);
+        if failing {
+            summary.failing = Some(run);
+        } else {
+            summary.clean = Some(run);
+        }
+        if !sound {
+            // Nothing sound to compare with.
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// One run of `--failures`: routes [`UNITS`] configurations, makes the
+/// receiver of [`FAILING_UNIT`] answer 500 if `failing`, posts as fast as
+/// the engine answers, and waits for the events that should arrive.
+#[allow(clippy::too_many_arguments)]
+async fn spread_run(
+    options: &Options,
+    clock: Clock,
+    http: &reqwest::Client,
+    sink: &Sink,
+    engine: &Engine,
+    script: Vec<u8>,
+    label: &'static str,
+    failing: bool,
+) -> Result<SpreadRun, String> {
+    engine.route_spread(http, &sink.url, script, UNITS).await?;
+    if failing {
+        sink.fail_paths([engine::spread_path(FAILING_UNIT)]);
+    }
+    // Nothing left over from an earlier run.
+    sink.drain();
+    let plan = Plan {
+        label,
+        target: Target::Engine { url: format!("{}/v1/events", engine.url), key: ADMIN_KEY.to_owned() },
+        concurrency: options.concurrency,
+        batch: options.batch,
+        duration: options.duration,
+        pace: Pace::Max,
+        units: Some(UNITS),
+    };
+    let answering = if failing { format!("load-t{FAILING_UNIT} answers 500") } else { "all answer 200".to_owned() };
+    note(&format!(
+        "{label}: {} posters → engine, {UNITS} configurations ({answering}), {} event(s) per request, for {:.1} s",
+        options.concurrency,
+        options.batch,
+        options.duration.as_secs_f64()
+    ));
+    let cpu = cpu::Meter::start(engine.pid());
+    let began = clock.now();
+    let posted = generator::run(http, clock, plan).await?;
+    note(&format!(
+        "{label}: {} events accepted at {} ev/s; waiting for the sink",
+        report::thousands(posted.accepted.len() as f64),
+        report::thousands(report::per_second(posted.accepted.len(), posted.window()))
+    ));
+    // The events bound for the receivers that answer 200 in both runs.
+    let healthy: Vec<String> = posted
+        .accepted
+        .iter()
+        .filter(|id| generator::unit_of(id) != Some(FAILING_UNIT))
+        .cloned()
+        .collect();
+    let expected = if failing { &healthy } else { &posted.accepted };
+    let arrivals = await_deliveries(sink, expected).await;
+    let wall = clock.now().saturating_sub(began);
+    let delivered = Delivered::of_ids(&healthy, &arrivals);
+    let missing = if failing { delivered.missing.clone() } else { Delivered::of_ids(&posted.accepted, &arrivals).missing };
+    let failing = failing.then(|| {
+        // The healthy delivery rate's window.
+        let end = if delivered.last_arrival > posted.started { delivered.last_arrival } else { posted.finished };
+        FailingReceiver {
+            name: format!("load-t{FAILING_UNIT}"),
+            bound: posted.accepted.len() - healthy.len(),
+            attempts: arrivals.failed_attempts.iter().filter(|&&at| (posted.started..=end).contains(&at)).count(),
+            window: end.saturating_sub(posted.started),
+            events_attempted: arrivals.failed_events.len(),
+        }
+    });
+    Ok(SpreadRun { run: EngineRun { cpu: cpu.usage(wall), posted, delivered }, missing, failing })
+}
+
 /// Waits until every id in `accepted` reached the sink, or
 /// [`DELIVERY_TIMEOUT`] passed; returns (and clears) what the sink holds.
 async fn await_deliveries(sink: &Sink, accepted: &[String]) -> Arrivals {
@@ -242,25 +361,56 @@ async fn await_deliveries(sink: &Sink, accepted: &[String]) -> Arrivals {
 
 /// Records what went wrong in a phase; `true` when nothing did.
 fn check(phase: &str, run: &EngineRun, problems: &mut Vec<String>) -> bool {
+    let accepted = run.posted.accepted.len();
+    check_posted(phase, &run.posted, (&run.delivered.missing, accepted, "accepted events"), run.delivered.repeats, problems)
+}
+
+/// [`check`] for a `--failures` run: there, the events bound for the
+/// failing receiver are expected never to arrive, and it must have been hit.
+fn check_spread(phase: &str, run: &SpreadRun, problems: &mut Vec<String>) -> bool {
+    let posted = &run.run.posted;
+    let expected = match &run.failing {
+        Some(failing) => (posted.accepted.len() - failing.bound, "accepted events bound for the healthy receivers"),
+        None => (posted.accepted.len(), "accepted events"),
+    };
+    let missing = (run.missing.as_slice(), expected.0, expected.1);
+    let mut sound = check_posted(phase, posted, missing, run.run.delivered.repeats, problems);
+    if let Some(failing) = &run.failing
+        && failing.bound > 0
+        && failing.events_attempted == 0
+    {
+        problems.push(format!("{phase}: the receiver of {} never got a request; nothing failed", failing.name));
+        sound = false;
+    }
+    sound
+}
+
+/// Records failed requests, duplicates and missing events: `(ids, out of
+/// how many, which)`; `true` when there were none.
+fn check_posted(
+    phase: &str,
+    posted: &generator::Posted,
+    (missing, expected, which): (&[String], usize, &str),
+    repeats: u64,
+    problems: &mut Vec<String>,
+) -> bool {
     let before = problems.len();
-    if run.posted.failures.count > 0 {
-        problems.push(failed_requests(phase, &run.posted));
+    if posted.failures.count > 0 {
+        problems.push(failed_requests(phase, posted));
     }
-    if run.posted.duplicates > 0 {
-        problems.push(format!("{phase}: the engine answered `duplicate` for {} fresh event ids", run.posted.duplicates));
+    if posted.duplicates > 0 {
+        problems.push(format!("{phase}: the engine answered `duplicate` for {} fresh event ids", posted.duplicates));
     }
-    let missing = &run.delivered.missing;
     if !missing.is_empty() {
         problems.push(format!(
-            "{phase}: {} of {} accepted events never reached the sink within {} s after posting ended; e.g. {}",
+            "{phase}: {} of {expected} {which} never reached the sink within {} s after posting ended; e.g. {}",
             missing.len(),
-            run.posted.accepted.len(),
             DELIVERY_TIMEOUT.as_secs(),
             missing.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
         ));
     }
-    if run.delivered.repeats > 0 {
-        note(&format!("{phase}: the sink received {} repeated deliveries (allowed: at least once)", run.delivered.repeats));
+    if repeats > 0 {
+        note(&format!("{phase}: the sink received {repeats} repeated deliveries (allowed: at least once)"));
     }
     problems.len() == before
 }

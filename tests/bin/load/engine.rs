@@ -1,6 +1,8 @@
 //! The engine under load: this same executable run as `sluice-load serve`
 //! in a child process with a fresh data directory, and the API calls that
-//! route `order.*` events through the `paid-orders` script to the sink.
+//! route `order.*` events through the `paid-orders` script to the sink
+//! (or, for the failure runs, one configuration per organization unit, each
+//! to its own path of the sink).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -10,6 +12,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+use crate::generator;
 
 /// The operator's admin key the engine is started with.
 pub const ADMIN_KEY: &str = "sk_load_operator_admin_key_0123456789abcdef";
@@ -51,6 +55,8 @@ impl Engine {
             .current_dir(dir.path())
             .env("SLUICE_ADMIN_KEY", ADMIN_KEY)
             .env("SLUICE_LOG", "warn")
+            // The sink listens on 127.0.0.1, which sluice refuses by default.
+            .env("SLUICE_ALLOW_DESTINATIONS", "127.0.0.0/8")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -126,16 +132,45 @@ impl Engine {
     /// Uploads `script` and creates and enables a configuration sending
     /// every `order.*` event through it to `<sink>/hook`.
     pub async fn route_to(&self, http: &reqwest::Client, sink: &str, script: Vec<u8>) -> Result<(), String> {
-        let uploaded = self
-            .call(http, "/v1/scripts?name=paid-orders", "application/wasm", script, 201)
-            .await?;
-        let script_id = id_of(&uploaded, "script")?;
+        let script_id = self.upload(http, script).await?;
         let config = json!({
             "name": "load",
             "endpoint": format!("{sink}/hook"),
             "event_types": ["order.*"],
             "script": {"id": script_id, "params": {"min_amount": "0"}},
         });
+        self.configure(http, config).await
+    }
+
+    /// Uploads `script` and creates and enables `units` configurations:
+    /// configuration `n` takes the `order.paid` events of organization unit
+    /// `load/t{n}` through the script to `<sink>` + [`spread_path`]`(n)`.
+    /// Every other setting is the default, the retry policy too.
+    pub async fn route_spread(&self, http: &reqwest::Client, sink: &str, script: Vec<u8>, units: usize) -> Result<(), String> {
+        let script_id = self.upload(http, script).await?;
+        for unit in 0..units {
+            let config = json!({
+                "name": format!("load-t{unit}"),
+                "endpoint": format!("{sink}{}", spread_path(unit)),
+                "event_types": ["order.paid"],
+                "organization_units": {"include": [generator::unit_name(unit)]},
+                "script": {"id": script_id, "params": {"min_amount": "0"}},
+            });
+            self.configure(http, config).await?;
+        }
+        Ok(())
+    }
+
+    /// Uploads the `paid-orders` script; its id.
+    async fn upload(&self, http: &reqwest::Client, script: Vec<u8>) -> Result<String, String> {
+        let uploaded = self
+            .call(http, "/v1/scripts?name=paid-orders", "application/wasm", script, 201)
+            .await?;
+        id_of(&uploaded, "script")
+    }
+
+    /// Creates the configuration `config` and enables it.
+    async fn configure(&self, http: &reqwest::Client, config: Value) -> Result<(), String> {
         let created = self
             .call(http, "/v1/configurations", "application/json", config.to_string().into_bytes(), 201)
             .await?;
@@ -162,6 +197,11 @@ impl Engine {
         }
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
     }
+}
+
+/// The sink path configuration `unit` of [`Engine::route_spread`] delivers to.
+pub fn spread_path(unit: usize) -> String {
+    format!("/hook/t{unit}")
 }
 
 fn id_of(answer: &Value, what: &str) -> Result<String, String> {

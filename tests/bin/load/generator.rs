@@ -6,7 +6,11 @@
 //! the run's [`Clock`] — for paced posting, the moment it was *due*, so that
 //! a generator falling behind shows up as latency instead of hiding it.
 //! The sink reads the id from `webhook-id` and latency needs no lookup.
+//!
+//! Events all go to one organization unit, or, for the failure runs, are
+//! spread evenly over `load/t0`, `load/t1`, …; the id then says which.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +24,9 @@ pub const EVENT_BYTES: usize = 500;
 
 /// Longest any single request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The organization unit of events that are not spread.
+const DEFAULT_UNIT: &str = "emea/nl/store-12";
 
 /// Distinct failure messages kept for the report.
 const FAILURE_SAMPLES: usize = 5;
@@ -53,6 +60,9 @@ pub struct Plan {
     pub batch: usize,
     pub duration: Duration,
     pub pace: Pace,
+    /// `Some(n)`: spread the events evenly over the organization units
+    /// [`unit_name`]`(0)` to `(n - 1)`. `None`: all to one unit.
+    pub units: Option<usize>,
 }
 
 /// Failed requests: how many, and a few distinct reasons.
@@ -103,6 +113,18 @@ impl Posted {
     }
 }
 
+/// Organization unit number `unit` of spread events: `load/t{unit}`.
+pub fn unit_name(unit: usize) -> String {
+    format!("load/t{unit}")
+}
+
+/// The unit a spread event went to, from its id
+/// (`{label}-t{unit}-{poster}-{sequence}-{issued µs}`); `None` for events
+/// that were not spread.
+pub fn unit_of(id: &str) -> Option<usize> {
+    id.split('-').nth(1)?.strip_prefix('t')?.parse().ok()
+}
+
 /// When the request carrying event `id` was issued (or due).
 pub fn issued_at(id: &str) -> Option<Duration> {
     let (_, micros) = id.rsplit_once('-')?;
@@ -115,6 +137,9 @@ pub async fn run(http: &reqwest::Client, clock: Clock, plan: Plan) -> Result<Pos
         && !(rate.is_finite() && rate > 0.0)
     {
         return Err(format!("cannot pace at {rate} events/s"));
+    }
+    if plan.units == Some(0) {
+        return Err("cannot spread events over 0 organization units".to_owned());
     }
     let started = clock.now();
     let phase = Arc::new(Phase { http: http.clone(), clock, started, events: Events::new(), plan });
@@ -177,24 +202,36 @@ impl Phase {
             if issued >= end {
                 break;
             }
-            let ids: Vec<String> = (0..batch)
-                .map(|n| format!("{}-{index}-{}-{}", plan.label, round * batch + n, issued.as_micros()))
+            let events: Vec<(String, Unit)> = (0..batch)
+                .map(|n| {
+                    let sequence = round * batch + n;
+                    let micros = issued.as_micros();
+                    match plan.units {
+                        None => (format!("{}-{index}-{sequence}-{micros}", plan.label), Cow::Borrowed(DEFAULT_UNIT)),
+                        // Poster `index` starts at unit `index`, so the units
+                        // are evenly covered at every moment, not just overall.
+                        Some(units) => {
+                            let unit = (index + sequence) % units;
+                            (format!("{}-t{unit}-{index}-{sequence}-{micros}", plan.label), Cow::Owned(unit_name(unit)))
+                        }
+                    }
+                })
                 .collect();
             match &plan.target {
-                Target::Raw { url } => self.post_raw(url, &ids[0], &mut tally).await,
-                Target::Engine { url, key } => self.post_events(url, key, &ids, &mut tally).await,
+                Target::Raw { url } => self.post_raw(url, &events[0], &mut tally).await,
+                Target::Engine { url, key } => self.post_events(url, key, &events, &mut tally).await,
             }
             tally.finished = self.clock.now();
         }
         tally
     }
 
-    async fn post_raw(&self, url: &str, id: &str, tally: &mut Tally) {
+    async fn post_raw(&self, url: &str, (id, unit): &(String, Unit), tally: &mut Tally) {
         let sent = self
             .http
             .post(url)
             .header("content-type", "application/json")
-            .body(self.events.one(id))
+            .body(self.events.one(id, unit))
             .timeout(REQUEST_TIMEOUT)
             .send()
             .await;
@@ -208,8 +245,11 @@ impl Phase {
         }
     }
 
-    async fn post_events(&self, url: &str, key: &str, ids: &[String], tally: &mut Tally) {
-        let body = if ids.len() == 1 { self.events.one(&ids[0]) } else { self.events.array(ids) };
+    async fn post_events(&self, url: &str, key: &str, events: &[(String, Unit)], tally: &mut Tally) {
+        let body = match events {
+            [(id, unit)] => self.events.one(id, unit),
+            _ => self.events.array(events),
+        };
         let sent = self
             .http
             .post(url)
@@ -257,9 +297,13 @@ fn describe(e: &reqwest::Error) -> String {
     text
 }
 
-/// Writes events of exactly [`EVENT_BYTES`] bytes (for ids under ~150 bytes).
+/// An event's organization unit: the default one, or a spread one.
+type Unit = Cow<'static, str>;
+
+/// Writes events of exactly [`EVENT_BYTES`] bytes (for ids and units
+/// under ~150 bytes together).
 struct Events {
-    /// The length of an event with an empty id and no padding.
+    /// The length of an event with an empty id and unit and no padding.
     skeleton: usize,
     /// `EVENT_BYTES` bytes of filler to take the padding from.
     filler: String,
@@ -267,19 +311,19 @@ struct Events {
 
 impl Events {
     fn new() -> Self {
-        Self { skeleton: event("", "").len(), filler: "x".repeat(EVENT_BYTES) }
+        Self { skeleton: event("", "", "").len(), filler: "x".repeat(EVENT_BYTES) }
     }
 
-    fn one(&self, id: &str) -> String {
-        let padding = EVENT_BYTES.saturating_sub(self.skeleton + id.len());
-        event(id, &self.filler[..padding])
+    fn one(&self, id: &str, unit: &str) -> String {
+        let padding = EVENT_BYTES.saturating_sub(self.skeleton + id.len() + unit.len());
+        event(id, unit, &self.filler[..padding])
     }
 
-    fn array(&self, ids: &[String]) -> String {
-        let mut body = String::with_capacity(ids.len() * (EVENT_BYTES + 1) + 1);
-        for (n, id) in ids.iter().enumerate() {
+    fn array(&self, events: &[(String, Unit)]) -> String {
+        let mut body = String::with_capacity(events.len() * (EVENT_BYTES + 1) + 1);
+        for (n, (id, unit)) in events.iter().enumerate() {
             body.push(if n == 0 { '[' } else { ',' });
-            body.push_str(&self.one(id));
+            body.push_str(&self.one(id, unit));
         }
         body.push(']');
         body
@@ -287,11 +331,11 @@ impl Events {
 }
 
 /// An `order.paid` event whose amount the `paid-orders` script delivers.
-fn event(id: &str, padding: &str) -> String {
+fn event(id: &str, unit: &str, padding: &str) -> String {
     let mut json = String::with_capacity(EVENT_BYTES);
     write!(
         json,
-        r#"{{"id":"{id}","type":"order.paid","organization_unit":"emea/nl/store-12","occurred_at":"2026-11-22T10:00:00Z","source":{{"application":"load"}},"payload":{{"order_id":"ord-1042","amount":129.95,"currency":"EUR","customer":{{"id":"customer/1000","tier":"gold"}},"lines":[{{"sku":"sku-1","quantity":2,"price":49.99}},{{"sku":"sku-2","quantity":1,"price":29.97}}],"note":"{padding}"}}}}"#
+        r#"{{"id":"{id}","type":"order.paid","organization_unit":"{unit}","occurred_at":"2026-11-22T10:00:00Z","source":{{"application":"load"}},"payload":{{"order_id":"ord-1042","amount":129.95,"currency":"EUR","customer":{{"id":"customer/1000","tier":"gold"}},"lines":[{{"sku":"sku-1","quantity":2,"price":49.99}},{{"sku":"sku-2","quantity":1,"price":29.97}}],"note":"{padding}"}}}}"#
     )
     .expect("writing to a String cannot fail");
     json

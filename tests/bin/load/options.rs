@@ -5,15 +5,19 @@ use std::time::Duration;
 
 pub const USAGE: &str = "\
 usage: sluice-load [--duration SECS] [--raw-duration SECS] [--concurrency N]
-                   [--batch N] [--raw-only] [--skip-half]
+                   [--batch N] [--raw-only] [--skip-half] [--failures]
 
-  --duration SECS      length of each engine phase (max rate, half rate); default 10
+  --duration SECS      length of each engine phase (max rate, half rate, or
+                       the clean and failing runs of --failures); default 10
   --raw-duration SECS  length of the raw baseline phase; default 5
   --concurrency N      concurrent posters; default 64
   --batch N            events per ingest request (the raw baseline always
                        posts one); default 1
   --raw-only           measure the raw baseline only, without the engine
   --skip-half          skip the half-rate latency phase
+  --failures           instead of the usual phases, compare two engine runs
+                       over 10 configurations: a clean one, and one where
+                       one receiver in ten answers 500 (see tests/LOAD.md)
 
 `sluice-load serve ...` runs the engine itself (the tool starts itself so).
 ";
@@ -27,6 +31,8 @@ pub struct Options {
     pub batch: usize,
     pub raw_only: bool,
     pub skip_half: bool,
+    /// The failure comparison (clean run, failing run) instead of raw, max and half.
+    pub failures: bool,
 }
 
 impl Default for Options {
@@ -38,6 +44,7 @@ impl Default for Options {
             batch: 1,
             raw_only: false,
             skip_half: false,
+            failures: false,
         }
     }
 }
@@ -60,9 +67,13 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             "--batch" => options.batch = count(&flag, args.next())?,
             "--raw-only" => options.raw_only = true,
             "--skip-half" => options.skip_half = true,
+            "--failures" => options.failures = true,
             "-h" | "--help" => return Ok(Command::Help),
             other => return Err(format!("unknown argument {other:?}")),
         }
+    }
+    if options.failures && (options.raw_only || options.skip_half) {
+        return Err("--failures runs neither the raw nor the half-rate phase; leave out --raw-only and --skip-half".to_owned());
     }
     Ok(Command::Run(options))
 }

@@ -10,6 +10,9 @@ use crate::sink::Arrivals;
 /// The issue's targets.
 const TARGET_SHARE_OF_RAW: f64 = 40.0;
 const TARGET_P99_AT_HALF: Duration = Duration::from_millis(50);
+/// With one receiver in ten failing, the healthy receivers' delivery rate
+/// as a share of the clean run's.
+const TARGET_HEALTHY_SHARE: f64 = 80.0;
 
 /// CPU taken by other processes from which the figures are flagged as disturbed.
 const DISTURBING_CORES: f64 = 0.2;
@@ -53,10 +56,15 @@ pub struct Delivered {
 
 impl Delivered {
     pub fn of(posted: &Posted, arrivals: &Arrivals) -> Delivered {
-        let mut latencies = Vec::with_capacity(posted.accepted.len());
+        Delivered::of_ids(&posted.accepted, arrivals)
+    }
+
+    /// How the events `ids` (accepted ones) reached the sink.
+    pub fn of_ids(ids: &[String], arrivals: &Arrivals) -> Delivered {
+        let mut latencies = Vec::with_capacity(ids.len());
         let mut missing = Vec::new();
         let mut last_arrival = Duration::ZERO;
-        for id in &posted.accepted {
+        for id in ids {
             match arrivals.first.get(id) {
                 Some(&arrived) => {
                     last_arrival = last_arrival.max(arrived);
@@ -112,6 +120,43 @@ impl EngineRun {
     }
 }
 
+/// One run of the failure comparison: events spread evenly over
+/// configurations, each delivering to its own path of the sink.
+#[derive(Debug)]
+pub struct SpreadRun {
+    /// Every accepted event, and how the events bound for the healthy
+    /// receivers (those answering 200 in both runs) reached the sink:
+    /// its delivery rate and latency are the healthy receivers'.
+    pub run: EngineRun,
+    /// Accepted events that should have reached the sink and did not: all
+    /// in the clean run, those bound for the healthy receivers in the
+    /// failing one.
+    pub missing: Vec<String>,
+    /// The receiver answering 500, in the failing run.
+    pub failing: Option<FailingReceiver>,
+}
+
+/// What hit the receiver answering 500.
+#[derive(Debug)]
+pub struct FailingReceiver {
+    /// Its configuration's name.
+    pub name: String,
+    /// Accepted events bound for it.
+    pub bound: usize,
+    /// Requests it answered from the first ingest request to the last
+    /// healthy arrival: the window of the healthy delivery rate.
+    pub attempts: usize,
+    pub window: Duration,
+    /// Distinct events among all the requests it answered.
+    pub events_attempted: usize,
+}
+
+impl FailingReceiver {
+    pub fn rate(&self) -> f64 {
+        per_second(self.attempts, self.window)
+    }
+}
+
 pub fn per_second(count: usize, window: Duration) -> f64 {
     if window.is_zero() { 0.0 } else { count as f64 / window.as_secs_f64() }
 }
@@ -124,6 +169,11 @@ pub struct Summary {
     pub max: Option<EngineRun>,
     /// The offered rate and the phase run at it.
     pub half: Option<(f64, EngineRun)>,
+    /// `--failures`: every receiver answering 200, then one in ten answering 500.
+    pub clean: Option<SpreadRun>,
+    pub failing: Option<SpreadRun>,
+    /// `--failures`: how many configurations the events are spread over.
+    pub units: usize,
     /// Warnings and errors the engine logged: each distinct message with
     /// its count, in order of first occurrence.
     pub engine_log: Vec<(usize, String)>,
@@ -133,10 +183,30 @@ pub struct Summary {
 
 impl Summary {
     pub fn new(options: Options) -> Summary {
-        Summary { options, raw: None, max: None, half: None, engine_log: Vec::new(), problems: Vec::new() }
+        Summary {
+            options,
+            raw: None,
+            max: None,
+            half: None,
+            clean: None,
+            failing: None,
+            units: 0,
+            engine_log: Vec::new(),
+            problems: Vec::new(),
+        }
     }
 
     pub fn print(&self) {
+        if self.options.failures {
+            self.print_failures();
+        } else {
+            self.print_phases();
+        }
+        self.print_notes();
+    }
+
+    /// The raw, max and half phases, with their targets.
+    fn print_phases(&self) {
         let o = &self.options;
         println!();
         let engine = if o.raw_only {
@@ -180,6 +250,67 @@ impl Summary {
         if let Some(p99) = self.half.as_ref().and_then(|(_, half)| half.delivered.latency).map(|l| l.p99) {
             println!("{:<24}: {}", format!("target p99 < {} ms @ half", TARGET_P99_AT_HALF.as_millis()), verdict(p99 < TARGET_P99_AT_HALF));
         }
+    }
+
+    /// The clean and failing runs side by side, with their target.
+    fn print_failures(&self) {
+        let o = &self.options;
+        println!();
+        println!(
+            "sluice-load: failure runs; {} posters, {EVENT_BYTES}-byte events, {} event(s) per ingest request, \
+             {} configurations, runs {} each",
+            o.concurrency,
+            o.batch,
+            self.units,
+            secs(o.duration)
+        );
+        let healthy_receivers = self.units.saturating_sub(1);
+        for (name, run) in [("clean", &self.clean), ("failing", &self.failing)] {
+            let Some(SpreadRun { run, failing, .. }) = run else { continue };
+            println!(
+                "{:<24}: {} ev/s  ({} events accepted in {})",
+                format!("{name} ingest"),
+                thousands(run.ingest_rate()),
+                thousands(run.posted.accepted.len() as f64),
+                secs(run.posted.window())
+            );
+            println!(
+                "{:<24}: {} ev/s  ({} events to the {healthy_receivers} healthy receivers)",
+                format!("{name} healthy delivery"),
+                thousands(run.delivery_rate()),
+                thousands(run.delivered.received as f64)
+            );
+            println!("{:<24}: {}", format!("{name} healthy latency"), latency(run.delivered.latency));
+            if let Some(f) = failing {
+                println!(
+                    "{:<24}: {} attempts/s  ({} answered 500 in {}; {} of the {} events bound for {} attempted)",
+                    "failing receiver",
+                    thousands(f.rate()),
+                    thousands(f.attempts as f64),
+                    secs(f.window),
+                    thousands(f.events_attempted as f64),
+                    thousands(f.bound as f64),
+                    f.name
+                );
+            }
+        }
+        let ratio = self.clean.as_ref().zip(self.failing.as_ref()).and_then(|(clean, failing)| {
+            let clean = clean.run.delivery_rate();
+            (clean > 0.0).then(|| 100.0 * failing.run.delivery_rate() / clean)
+        });
+        if let Some(ratio) = ratio {
+            println!("{:<24}: {ratio:.1} %  (failing run's healthy delivery rate / clean run's)", "healthy rate ratio");
+        }
+        if let Some(line) = self.cpu_line() {
+            println!("{:<24}: {line}", "CPU, cores busy");
+        }
+        if let Some(ratio) = ratio {
+            println!("{:<24}: {}", format!("target ratio ≥ {TARGET_HEALTHY_SHARE:.0} %"), verdict(ratio >= TARGET_HEALTHY_SHARE));
+        }
+    }
+
+    /// The disturbance note, what the engine logged and the problems.
+    fn print_notes(&self) {
         if let Some(cores) = self.disturbance() {
             println!("\nnote: other processes kept {cores:.2} cores busy during a phase; the figures are disturbed");
         }
@@ -201,12 +332,8 @@ impl Summary {
     /// Average cores used in each phase by the engine, this tool and the
     /// rest of the machine.
     fn cpu_line(&self) -> Option<String> {
-        let phases = [
-            ("raw", self.raw.as_ref().map(|run| run.cpu)),
-            ("max", self.max.as_ref().map(|run| run.cpu)),
-            ("half", self.half.as_ref().map(|(_, run)| run.cpu)),
-        ];
-        let parts: Vec<String> = phases
+        let parts: Vec<String> = self
+            .phase_cpu()
             .into_iter()
             .filter_map(|(name, usage)| {
                 let usage = usage?;
@@ -223,11 +350,22 @@ impl Summary {
     /// The most CPU other processes took in any phase, when enough to
     /// disturb the figures.
     fn disturbance(&self) -> Option<f64> {
-        [self.raw.as_ref().map(|run| run.cpu), self.max.as_ref().map(|run| run.cpu), self.half.as_ref().map(|(_, run)| run.cpu)]
+        self.phase_cpu()
             .into_iter()
-            .filter_map(|usage| usage?.other)
+            .filter_map(|(_, usage)| usage?.other)
             .reduce(f64::max)
             .filter(|cores| *cores >= DISTURBING_CORES)
+    }
+
+    /// Each phase's CPU usage; `None` for the phases that did not run.
+    fn phase_cpu(&self) -> [(&'static str, Option<Usage>); 5] {
+        [
+            ("raw", self.raw.as_ref().map(|run| run.cpu)),
+            ("max", self.max.as_ref().map(|run| run.cpu)),
+            ("half", self.half.as_ref().map(|(_, run)| run.cpu)),
+            ("clean", self.clean.as_ref().map(|run| run.run.cpu)),
+            ("failing", self.failing.as_ref().map(|run| run.run.cpu)),
+        ]
     }
 }
 

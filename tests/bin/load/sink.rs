@@ -1,14 +1,15 @@
-//! The sink: an HTTP server standing in for a webhook receiver. It answers
+//! The sink: an HTTP server standing in for webhook receivers. It answers
 //! every request `200 [ACK]` (what sluice's normal response mode expects)
 //! and, for requests carrying a `webhook-id` header (sluice's deliveries),
-//! records when the first copy of each event arrived.
+//! records when the first copy of each event arrived. Paths can be made to
+//! fail: those answer `500` instead, and the sink records each attempt.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 
 use crate::Clock;
 
@@ -19,11 +20,18 @@ pub struct Arrivals {
     pub first: HashMap<String, Duration>,
     /// Copies of an event after the first (sluice delivers at least once).
     pub repeats: u64,
+    /// Requests to a failing path, answered 500: when each came, on the
+    /// run's [`Clock`].
+    pub failed_attempts: Vec<Duration>,
+    /// The distinct event ids among [`Arrivals::failed_attempts`].
+    pub failed_events: HashSet<String>,
 }
 
 struct Shared {
     clock: Clock,
     arrivals: Mutex<Arrivals>,
+    /// Paths answered `500`.
+    failing: RwLock<HashSet<String>>,
 }
 
 impl Shared {
@@ -42,13 +50,26 @@ pub struct Sink {
 
 impl Sink {
     pub async fn start(clock: Clock) -> Result<Sink, String> {
-        let shared = Arc::new(Shared { clock, arrivals: Mutex::default() });
+        let shared = Arc::new(Shared { clock, arrivals: Mutex::default(), failing: RwLock::default() });
         let state = shared.clone();
-        let app = axum::Router::new().fallback(move |headers: HeaderMap, _body: Bytes| {
+        let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, _body: Bytes| {
             // The body is read in full before the arrival is stamped.
             let state = state.clone();
             async move {
-                if let Some(id) = headers.get("webhook-id").and_then(|v| v.to_str().ok()) {
+                let id = headers.get("webhook-id").and_then(|v| v.to_str().ok());
+                let failing = state.failing.read().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(uri.path());
+                if failing {
+                    let at = state.clock.now();
+                    let mut arrivals = state.arrivals();
+                    arrivals.failed_attempts.push(at);
+                    if let Some(id) = id
+                        && !arrivals.failed_events.contains(id)
+                    {
+                        arrivals.failed_events.insert(id.to_owned());
+                    }
+                    return (StatusCode::INTERNAL_SERVER_ERROR, "failing on purpose");
+                }
+                if let Some(id) = id {
                     let at = state.clock.now();
                     let mut arrivals = state.arrivals();
                     if arrivals.first.contains_key(id) {
@@ -70,6 +91,12 @@ impl Sink {
             }
         });
         Ok(Sink { url: format!("http://{address}"), shared, server })
+    }
+
+    /// Makes requests to exactly these paths (e.g. `/hook/t0`) answer
+    /// `500`; every other path answers `200 [ACK]`.
+    pub fn fail_paths(&self, paths: impl IntoIterator<Item = String>) {
+        *self.shared.failing.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = paths.into_iter().collect();
     }
 
     /// How many distinct events arrived since the last [`Sink::drain`].
