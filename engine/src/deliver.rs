@@ -115,6 +115,8 @@ pub struct Deliverer {
     /// Deliveries taken from the queue and not finished (sending or waiting
     /// for their endpoint's turn).
     admitted: Arc<Semaphore>,
+    /// Deliveries one endpoint may hold waiting for its turn.
+    max_waiting: usize,
     gates: Mutex<HashMap<ConfigId, Arc<Gate>>>,
     /// Failed attempts in a row, per configuration, for auto-disable.
     streaks: Mutex<HashMap<ConfigId, Streak>>,
@@ -130,9 +132,12 @@ struct Gate {
     next_start: Mutex<Instant>,
 }
 
-/// Deliveries that may wait for their endpoint, per in-flight slot, before
-/// the rest are handed back to the store.
-const WAITING_PER_SLOT: usize = 4;
+/// Deliveries taken from the queue per request in flight (all endpoints).
+const ADMITTED_PER_SLOT: usize = 8;
+/// The share of those one endpoint may hold while they wait for its turn;
+/// the rest go back to the store. A busy endpoint's bursts wait here, close
+/// to their turn; only a hanging one's backlog is handed back.
+const WAITING_SHARE: usize = 4;
 /// How long a delivery handed back because its endpoint was busy waits.
 const BUSY_RETRY: Duration = Duration::from_secs(1);
 
@@ -178,7 +183,8 @@ impl Deliverer {
             store,
             configs,
             permits: Arc::new(Semaphore::new(concurrency)),
-            admitted: Arc::new(Semaphore::new(concurrency * 8)),
+            admitted: Arc::new(Semaphore::new(concurrency * ADMITTED_PER_SLOT)),
+            max_waiting: concurrency * ADMITTED_PER_SLOT / WAITING_SHARE,
             gates: Mutex::default(),
             streaks: Mutex::default(),
         })
@@ -267,7 +273,7 @@ impl Deliverer {
             Ok(slot) => slot,
             Err(_) => {
                 let waiting = gate.waiting.fetch_add(1, Ordering::Relaxed);
-                let slot = if waiting < spec.max_in_flight as usize * WAITING_PER_SLOT {
+                let slot = if waiting < self.max_waiting {
                     gate.in_flight.clone().acquire_owned().await.ok()
                 } else {
                     None

@@ -359,7 +359,7 @@ pub struct RateLimit {
 }
 
 /// Requests in flight to one endpoint when the configuration does not say.
-pub const DEFAULT_MAX_IN_FLIGHT: u32 = 16;
+pub const DEFAULT_MAX_IN_FLIGHT: u32 = 64;
 const MAX_MAX_IN_FLIGHT: u32 = 256;
 
 /// When a configuration whose endpoint keeps failing is disabled: after
