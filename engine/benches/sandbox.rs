@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sluice::event::{Event, EventId, EventInput};
+use sluice::event::{Event, EventInput};
 use sluice::sandbox::{Params, Sandbox, SandboxConfig, Script};
 
 fn script(sandbox: &Sandbox, name: &str) -> Arc<Script> {
