@@ -265,7 +265,7 @@ impl App {
     }
 
     pub async fn create_config(&self, tenant: &TenantId, input: ConfigInput) -> Result<(ConfigRecord, ExportConfig), AppError> {
-        let spec = input.validate(None)?;
+        let spec = validate(input, None).await?;
         self.limits.destinations.validate_endpoint(&spec.endpoint)?;
         let record = self.store.insert_config(tenant, &ConfigId::generate(), &write_of(&spec)).await?;
         self.configs.invalidate(tenant, Some(&record.id));
@@ -284,7 +284,7 @@ impl App {
             return Err(StoreError::StaleVersion { current: current.version }.into());
         }
         let previous = parse_spec(&current)?;
-        let spec = input.validate(Some(&previous))?;
+        let spec = validate(input, Some(previous)).await?;
         self.limits.destinations.validate_endpoint(&spec.endpoint)?;
         let record = self.store.update_config(tenant, id, expected, &write_of(&spec)).await?;
         self.configs.invalidate(tenant, Some(id));
@@ -395,6 +395,15 @@ fn synthetic_event(spec: &ExportConfig) -> Event {
 
 fn fallback_type() -> crate::event::EventType {
     crate::event::EventType::parse("sluice.test").expect("a valid literal type")
+}
+
+/// Validates a configuration on a blocking thread: unlocking a PKCS#12
+/// client certificate and checking it can take a good part of a second.
+async fn validate(input: ConfigInput, previous: Option<ExportConfig>) -> Result<ExportConfig, AppError> {
+    tokio::task::spawn_blocking(move || input.validate(previous.as_ref()))
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("validating a configuration: {e}")))?
+        .map_err(AppError::from)
 }
 
 pub fn parse_spec(record: &ConfigRecord) -> Result<ExportConfig, StoreError> {

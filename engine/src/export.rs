@@ -592,12 +592,11 @@ impl ConfigInput {
                 }
             }
         };
-        if let Some(script) = &self.script {
-            if script.params.len() > MAX_CUSTOM
-                || script.params.iter().any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 4096)
-            {
-                return Err(err("invalid_script_params", "script.params", format!("at most {MAX_CUSTOM} parameters, names 1 to 128 bytes, values up to 4096 bytes")));
-            }
+        if let Some(script) = &self.script
+            && (script.params.len() > MAX_CUSTOM
+                || script.params.iter().any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 4096))
+        {
+            return Err(err("invalid_script_params", "script.params", format!("at most {MAX_CUSTOM} parameters, names 1 to 128 bytes, values up to 4096 bytes")));
         }
         let authorization = validate_authorization(self.authorization, previous.map(|p| &p.authorization))?;
         let tls = self.tls.unwrap_or_default();
@@ -632,10 +631,10 @@ impl ConfigInput {
         };
         let retry = self.retry.unwrap_or_default();
         retry.validate()?;
-        if let Some(limit) = &self.rate_limit {
-            if limit.per_second == 0 || limit.per_second > 100_000 {
-                return Err(err("invalid_rate_limit", "rate_limit.per_second", "must be 1 to 100000"));
-            }
+        if let Some(limit) = &self.rate_limit
+            && (limit.per_second == 0 || limit.per_second > 100_000)
+        {
+            return Err(err("invalid_rate_limit", "rate_limit.per_second", "must be 1 to 100000"));
         }
         let max_in_flight = self.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT);
         if !(1..=MAX_MAX_IN_FLIGHT).contains(&max_in_flight) {

@@ -132,6 +132,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// An event's decisions: a delivery row per configuration that took it.
+type Decided = Vec<(Arc<ActiveConfig>, NewDelivery)>;
+
 /// An accepted event waiting to be routed.
 pub struct RouteJob {
     pub tenant: TenantId,
@@ -199,7 +202,7 @@ impl Router {
 
     /// Records a batch's decisions in one write, then hands its deliveries
     /// to the senders.
-    async fn record(&self, routed: Vec<(RouteJob, Vec<(Arc<ActiveConfig>, NewDelivery)>)>) -> Result<(), StoreError> {
+    async fn record(&self, routed: Vec<(RouteJob, Decided)>) -> Result<(), StoreError> {
         let rows = routed
             .iter()
             .map(|(job, decided)| Routed {
@@ -238,7 +241,7 @@ impl Router {
 }
 
 /// The delivery rows for one event: one per matching configuration.
-pub fn decide_all(sandbox: &Sandbox, configs: &[Arc<ActiveConfig>], event: &Event) -> Vec<(Arc<ActiveConfig>, NewDelivery)> {
+pub fn decide_all(sandbox: &Sandbox, configs: &[Arc<ActiveConfig>], event: &Event) -> Decided {
     let now = store::now_ms();
     configs
         .iter()
