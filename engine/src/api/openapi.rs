@@ -118,8 +118,98 @@ fn details(method: &str, path: &str) -> Option<Value> {
                 },
             }}}}},
         })),
+        ("post", "/v1/configurations") | ("put", "/v1/configurations/{id}") => Some(json!({
+            "description": "Every field is validated on save. Secrets (tokens, private keys, PKCS#12 passwords, the \
+                signing secret) are never shown again; on `put`, a secret left out keeps the stored one. The signing \
+                secret is generated when not given and shown once in the `post` answer.",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ConfigurationInput"}}}},
+        })),
+        ("post", "/v1/configurations/{id}/rotate-secret") => Some(json!({
+            "description": "Makes `secret` (or a generated one) the signing secret and shows it once in the answer \
+                (`signing.secret`). The replaced secret keeps signing, as a second `v1,` signature, until \
+                `signing.previous_secret_expires_at`. If-Match optional.",
+            "requestBody": {"required": false, "content": {"application/json": {"schema": {
+                "type": "object", "additionalProperties": false,
+                "properties": {
+                    "secret": {"type": "string", "pattern": "^whsec_", "description": "base64 of 24 to 64 bytes after the prefix"},
+                    "grace_period_ms": {"type": "integer", "minimum": 0, "maximum": 604_800_000, "default": 86_400_000},
+                },
+            }}}},
+        })),
+        ("post", "/v1/configurations/{id}/test") => Some(json!({
+            "description": "Sends one event to the configuration now, enabled or not, through its script: the given \
+                one, or one made up that it selects (its first event type, `order.*` giving `order.test`; its first \
+                included organization unit). Stores nothing. `decision.status` is `deliver`, `filtered`, \
+                `script_error` or `not_selected`; `attempt` is null unless a request was sent.",
+            "requestBody": {"required": false, "content": {"application/json": {"schema": {
+                "type": "object", "additionalProperties": false,
+                "properties": {"event": {"type": "object", "description": "an event as posted to /v1/events"}},
+            }}}},
+        })),
         _ => None,
     }
+}
+
+/// The configuration as an admin writes it (`post` and `put`).
+fn configuration_input() -> Value {
+    let secret = |description: &str| json!({"type": "string", "writeOnly": true, "description": description});
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["name", "endpoint", "event_types"],
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "description": "unique in the tenant"},
+            "description": {"type": "string"},
+            "endpoint": {"type": "string", "format": "uri", "description": "http(s); private, loopback and link-local addresses are refused unless the instance allows them"},
+            "event_types": {"type": "array", "minItems": 1, "items": {"type": "string"}, "description": "exact (`order.paid`), prefix (`order.*`) or all (`*`)"},
+            "organization_units": {"type": "object", "additionalProperties": false, "properties": {
+                "include": {"type": "array", "items": {"type": "string"}, "description": "subtrees taken (none: all)"},
+                "exclude": {"type": "array", "items": {"type": "string"}, "description": "subtrees left out; wins over include"},
+            }},
+            "script": {"type": "object", "additionalProperties": false, "required": ["id"], "properties": {
+                "id": {"type": "string"},
+                "params": {"type": "object", "additionalProperties": {"type": "string"}},
+            }},
+            "authorization": {"oneOf": [
+                {"type": "object", "required": ["type"], "properties": {"type": {"const": "none"}}},
+                {"type": "object", "required": ["type"], "properties": {"type": {"const": "bearer"}, "token": secret("sent as `Authorization: Bearer {token}`")}},
+                {"type": "object", "required": ["type"], "properties": {"type": {"const": "token"}, "token": secret("sent as `Authorization: {token}`")}},
+                {"type": "object", "required": ["type"], "properties": {
+                    "type": {"const": "client_certificate"},
+                    "certificate_pem": {"type": "string", "description": "the chain, leaf first"},
+                    "private_key_pem": secret("the certificate's key"),
+                    "pkcs12_base64": secret("instead of the PEM pair: a PKCS#12 file, converted on save"),
+                    "password": secret("the PKCS#12 file's password; not kept"),
+                }, "description": "mutual TLS; checked on save (parses, key matches, not expired); answers show certificate_expires_at and certificate_expiring (< 30 days)"},
+            ]},
+            "tls": {"oneOf": [
+                {"type": "object", "required": ["trust"], "properties": {"trust": {"const": "system"}}},
+                {"type": "object", "required": ["trust", "ca_pem"], "properties": {"trust": {"const": "custom_ca"}, "ca_pem": {"type": "string"}}},
+                {"type": "object", "required": ["trust"], "properties": {"trust": {"const": "trust_all"}}, "description": "testing only; answers flag it with trust_all_tls"},
+            ]},
+            "signing": {"type": "object", "additionalProperties": false, "properties": {
+                "profiles": {"type": "array", "items": {"enum": ["standard_webhooks", "x_signature"]}, "default": ["standard_webhooks"]},
+                "secret": secret("`whsec_` and base64 of 24 to 64 bytes; generated when left out"),
+            }},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "query": {"type": "object", "additionalProperties": {"type": "string"}, "description": "added to the endpoint's query; credential-like names are redacted in logs"},
+            "response_mode": {"enum": ["loose", "normal"], "default": "loose", "description": "loose: any 2xx; normal: 200 with the body [ACK]"},
+            "deadline": {"oneOf": [{"type": "integer", "description": "ms"}, {"type": "string", "description": "ISO 8601, e.g. PT2S"}], "description": "capped at 5000 ms"},
+            "retry": {"type": "object", "additionalProperties": false, "properties": {
+                "max_attempts": {"type": "integer", "minimum": 1, "maximum": 50, "default": 8},
+                "initial_backoff_ms": {"type": "integer", "minimum": 1, "default": 1000},
+                "max_backoff_ms": {"type": "integer", "maximum": 86_400_000, "default": 3_600_000},
+            }},
+            "rate_limit": {"type": "object", "additionalProperties": false, "required": ["per_second"], "properties": {
+                "per_second": {"type": "integer", "minimum": 1, "maximum": 100_000},
+            }},
+            "max_in_flight": {"type": "integer", "minimum": 1, "maximum": 256, "default": 64},
+            "auto_disable": {"type": "object", "additionalProperties": false, "required": ["after_failures"], "properties": {
+                "after_failures": {"type": "integer", "minimum": 0, "default": 50, "description": "0: never"},
+                "failing_for_ms": {"type": "integer", "minimum": 0, "maximum": 2_592_000_000_u64, "default": 86_400_000},
+            }},
+        },
+    })
 }
 
 pub fn document() -> Value {
@@ -170,6 +260,7 @@ pub fn document() -> Value {
                     "required": ["code", "message"],
                     "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
                 },
+                "ConfigurationInput": configuration_input(),
             },
         },
     })
