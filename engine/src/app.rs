@@ -21,7 +21,7 @@ use crate::ids::{ConfigId, KeyId, ScriptId, TenantId};
 use crate::replay::ReplayError;
 use crate::retention::{self, Retention};
 use crate::route::{ConfigCache, RouteJob, Router};
-use crate::sandbox::{LoadError, Sandbox};
+use crate::sandbox::{LoadError, Sandbox, Script};
 use crate::store::{self, ConfigRecord, ConfigWrite, Ingested, KeyRecord, ScriptRecord, Store, StoreError};
 
 /// Limits the engine enforces on callers.
@@ -131,7 +131,7 @@ impl App {
             .operator_tenant()
             .await?
             .ok_or_else(|| StoreError::Corrupt("no operator tenant: bootstrap first".into()))?;
-        // Single node: nothing can be in flight before we start.
+        // Nothing of this node's is in flight before it starts.
         let released = store.release_leases().await?;
         if released > 0 {
             tracing::info!(released, "deliveries left in flight by the previous run are due again");
@@ -163,7 +163,26 @@ impl App {
             quotas: Recent::new(RECENT_TTL),
         });
         tokio::spawn(app.clone().route_unrouted());
+        if let Some(changes) = app.store.watch().await? {
+            tokio::spawn(app.clone().follow_changes(changes));
+        }
         Ok(app)
+    }
+
+    /// Drops what this node cached of what other nodes change.
+    async fn follow_changes(self: Arc<Self>, mut changes: mpsc::Receiver<store::Change>) {
+        while let Some(change) = changes.recv().await {
+            match change {
+                store::Change::Config { tenant, id } => self.configs.invalidate(&tenant, Some(&id)),
+                store::Change::Key { id } => self.keys.forget(|_, p| p.key != id),
+                store::Change::Tenant { id } => self.quotas.forget(|t, _| *t != id),
+                store::Change::Lost => {
+                    self.configs.invalidate_all();
+                    self.keys.forget(|_, _| false);
+                    self.quotas.forget(|_, _| false);
+                }
+            }
+        }
     }
 
     /// Routes events that were accepted but not routed: at start-up (the
@@ -260,8 +279,15 @@ impl App {
             wit_version: script.wit_version().to_owned(),
             created_at: store::now_ms(),
         };
-        self.store.insert_script(tenant, &record, bytes).await?;
+        self.store.insert_script(tenant, &record, bytes, script.compiled().as_deref()).await?;
         Ok(record)
+    }
+
+    /// A tenant's script, ready to run: from the cache, from the code the
+    /// uploading node compiled, or compiled here from its bytes.
+    pub async fn script(&self, tenant: &TenantId, id: &ScriptId) -> Result<Result<Arc<Script>, LoadError>, StoreError> {
+        let code = self.store.script_code(tenant, id).await?;
+        Ok(crate::route::load_code(&self.sandbox, &code))
     }
 
     pub async fn create_config(&self, tenant: &TenantId, input: ConfigInput) -> Result<(ConfigRecord, ExportConfig), AppError> {
@@ -418,3 +444,4 @@ fn write_of(spec: &ExportConfig) -> ConfigWrite {
         spec: serde_json::to_string(spec).expect("configuration serializes"),
     }
 }
+

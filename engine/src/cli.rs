@@ -25,7 +25,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Runs the engine: API, routing and delivery, on an embedded SQLite file.
+    /// Runs the engine: API, routing and delivery, on an embedded SQLite file
+    /// or, with --database-url, as one node of several on PostgreSQL.
     Serve {
         /// Address to listen on (default 127.0.0.1:8080).
         #[arg(long)]
@@ -33,6 +34,13 @@ enum Command {
         /// Directory for the database and compiled scripts (default ./sluice-data).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// PostgreSQL database shared by the nodes, e.g. postgres://sluice@db/sluice
+        /// (or SLUICE_DATABASE_URL); the database must exist, sluice migrates it.
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+        /// This node's name among those sharing the database (default hostname:port).
+        #[arg(long, value_name = "ID")]
+        node_id: Option<String>,
         /// Settings file (default ./sluice.toml when present).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -121,7 +129,7 @@ pub fn main() -> ExitCode {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Serve { listen, data_dir, config } => serve(listen, data_dir, config),
+        Command::Serve { listen, data_dir, database_url, node_id, config } => serve(listen, data_dir, database_url, node_id, config),
         Command::Catch { listen, secrets, mode, status, json } => catch(CatchOptions {
             listen,
             secrets,
@@ -150,13 +158,25 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-fn serve(listen: Option<std::net::SocketAddr>, data_dir: Option<PathBuf>, config: Option<PathBuf>) -> Result<ExitCode, String> {
+fn serve(
+    listen: Option<std::net::SocketAddr>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    node_id: Option<String>,
+    config: Option<PathBuf>,
+) -> Result<ExitCode, String> {
     let mut settings = crate::settings::Settings::load(config.as_deref()).map_err(|e| e.to_string())?;
     if let Some(listen) = listen {
         settings.listen = listen;
     }
     if let Some(dir) = data_dir {
         settings.data_dir = dir;
+    }
+    if database_url.is_some() {
+        settings.database_url = database_url;
+    }
+    if node_id.is_some() {
+        settings.node_id = node_id;
     }
     let filter = tracing_subscriber::EnvFilter::try_new(&settings.log).map_err(|e| format!("log filter {:?}: {e}", settings.log))?;
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)

@@ -19,7 +19,7 @@ use crate::ids::{AttemptId, ConfigId, DeliveryId, TenantId};
 use crate::route::{ActiveConfig, ConfigCache, LEASE_MS};
 use crate::sandbox::Header;
 use crate::sign;
-use crate::store::{self, AttemptOutcome, DueDelivery, NewAttempt, Store, StoreError};
+use crate::store::{self, AttemptOutcome, DueDelivery, FailureStreak, NewAttempt, Store, StoreError};
 
 /// Most response-body bytes kept in the payload log.
 const MAX_LOGGED_RESPONSE: usize = 64 << 10;
@@ -118,8 +118,8 @@ pub struct Deliverer {
     /// Deliveries one endpoint may hold waiting for its turn.
     max_waiting: usize,
     gates: Mutex<HashMap<ConfigId, Arc<Gate>>>,
-    /// Failed attempts in a row, per configuration, for auto-disable.
-    streaks: Mutex<HashMap<ConfigId, Streak>>,
+    /// Open circuit breakers, per configuration.
+    breakers: Mutex<HashMap<ConfigId, Breaker>>,
 }
 
 /// One configuration's share of the sender.
@@ -128,8 +128,6 @@ struct Gate {
     in_flight: Arc<Semaphore>,
     /// Deliveries waiting for an in-flight slot.
     waiting: AtomicUsize,
-    /// When the next request may start, under the rate limit.
-    next_start: Mutex<Instant>,
 }
 
 /// Deliveries taken from the queue per request in flight (all endpoints).
@@ -141,18 +139,17 @@ const WAITING_SHARE: usize = 4;
 /// How long a delivery handed back because its endpoint was busy waits.
 const BUSY_RETRY: Duration = Duration::from_secs(1);
 
-/// A configuration's failed attempts in a row, and its circuit breaker:
-/// after [`BREAKER_AFTER`] of them the endpoint is taken to be down, and
-/// only one delivery at a time probes it, each pause twice as long as the
-/// last (up to [`MAX_PAUSE_MS`]). The others wait in the store without an
-/// attempt, so a down receiver costs neither it nor sluice a request per
-/// delivery, and no delivery spends its attempts while it is down.
+/// A configuration's circuit breaker: after [`BREAKER_AFTER`] failed
+/// attempts in a row (counted by the store, across nodes) the endpoint is
+/// taken to be down, and only one delivery at a time probes it from this
+/// node, each pause twice as long as the last (up to [`MAX_PAUSE_MS`]). The
+/// others wait in the store without an attempt, so a down receiver costs
+/// neither it nor sluice a request per delivery, and no delivery spends its
+/// attempts while it is down. The pauses are this node's own: each node
+/// probes for itself.
 #[derive(Debug, Clone, Copy)]
-struct Streak {
-    failures: u32,
-    /// When the first failure of the streak was, Unix ms.
-    since: i64,
-    /// No attempt before this, Unix ms (breaker open).
+struct Breaker {
+    /// No attempt before this, Unix ms.
     paused_until: i64,
     pause_ms: i64,
     /// When the probe in flight was sent (breaker half open); one lost
@@ -161,7 +158,7 @@ struct Streak {
 }
 
 /// Failed attempts in a row after which the breaker opens.
-const BREAKER_AFTER: u32 = 20;
+const BREAKER_AFTER: i64 = 20;
 const FIRST_PAUSE_MS: i64 = 1_000;
 const MAX_PAUSE_MS: i64 = 30_000;
 const PROBE_LOST_MS: i64 = 60_000;
@@ -186,7 +183,7 @@ impl Deliverer {
             admitted: Arc::new(Semaphore::new(concurrency * ADMITTED_PER_SLOT)),
             max_waiting: concurrency * ADMITTED_PER_SLOT / WAITING_SHARE,
             gates: Mutex::default(),
-            streaks: Mutex::default(),
+            breakers: Mutex::default(),
         })
     }
 
@@ -215,7 +212,6 @@ impl Deliverer {
             version: config.version,
             in_flight: Arc::new(Semaphore::new(config.spec.max_in_flight as usize)),
             waiting: AtomicUsize::new(0),
-            next_start: Mutex::new(Instant::now()),
         });
         gates.insert(config.id.clone(), gate.clone());
         gate
@@ -254,7 +250,7 @@ impl Deliverer {
         let config = match self.configs.get(&job.tenant, &job.config).await {
             Ok(c) => c,
             Err(StoreError::NotFound) => {
-                return self.store.record_attempt(gone(&job)).await;
+                return self.store.record_attempt(gone(&job)).await.map(drop);
             }
             Err(e) => return Err(e),
         };
@@ -289,13 +285,9 @@ impl Deliverer {
             }
         };
         if let Some(limit) = spec.rate_limit {
-            let start = {
-                let mut next = lock(&gate.next_start);
-                let start = (*next).max(Instant::now());
-                *next = start + Duration::from_secs(1) / limit.per_second.max(1);
-                start
-            };
-            tokio::time::sleep_until(start.into()).await;
+            // The store keeps the slots: the limit holds for all nodes together.
+            let wait = self.store.reserve_send_slot(&config.id, Duration::from_secs(1) / limit.per_second.max(1)).await?;
+            tokio::time::sleep(wait).await;
         }
         let Ok(_sending) = self.permits.clone().acquire_owned().await else { return Err(StoreError::Closed) };
         let sent = send_once(&config, &job).await;
@@ -315,6 +307,7 @@ impl Deliverer {
             id: AttemptId::generate(),
             tenant_id: job.tenant.clone(),
             delivery_id: job.delivery.clone(),
+            config_id: job.config.clone(),
             number: i64::from(job.attempt),
             started_at,
             duration_ms,
@@ -329,11 +322,11 @@ impl Deliverer {
             response_body,
             next_attempt_at,
         };
-        self.store.record_attempt(attempt).await?;
+        let streak = self.store.record_attempt(attempt).await?;
         let disable = if gone {
             Some("the endpoint answered 410 Gone".to_owned())
         } else {
-            self.count_outcome(&config, succeeded, probe)
+            self.count_outcome(&config, streak, probe)
         };
         if let Some(reason) = disable {
             self.disable(&config, &reason).await?;
@@ -343,8 +336,8 @@ impl Deliverer {
 
     /// Whether the configuration's breaker lets a delivery through now.
     fn admit(&self, config: &ConfigId) -> Admission {
-        let mut streaks = lock(&self.streaks);
-        let Some(streak) = streaks.get_mut(config).filter(|s| s.failures >= BREAKER_AFTER) else {
+        let mut breakers = lock(&self.breakers);
+        let Some(streak) = breakers.get_mut(config) else {
             return Admission::Send { probe: false };
         };
         let now = store::now_ms();
@@ -358,41 +351,36 @@ impl Deliverer {
         Admission::Send { probe: true }
     }
 
-    /// Keeps the configuration's failure streak and breaker; says why to
-    /// disable it when the streak passes its `auto_disable` threshold.
-    fn count_outcome(&self, config: &ActiveConfig, succeeded: bool, probe: bool) -> Option<String> {
-        let mut streaks = lock(&self.streaks);
-        if succeeded {
-            streaks.remove(&config.id);
+    /// Keeps the configuration's breaker after an attempt that left its
+    /// failure streak at `streak`; says why to disable the configuration
+    /// when the streak passes its `auto_disable` threshold.
+    fn count_outcome(&self, config: &ActiveConfig, streak: FailureStreak, probe: bool) -> Option<String> {
+        let mut breakers = lock(&self.breakers);
+        if streak.failures == 0 {
+            breakers.remove(&config.id);
             return None;
         }
         let now = store::now_ms();
-        let streak = streaks.entry(config.id.clone()).or_insert(Streak {
-            failures: 0,
-            since: now,
-            paused_until: 0,
-            pause_ms: FIRST_PAUSE_MS,
-            probe_sent: None,
-        });
-        streak.failures += 1;
-        if probe {
-            streak.probe_sent = None;
-            streak.pause_ms = (streak.pause_ms * 2).min(MAX_PAUSE_MS);
-        }
-        if streak.failures >= BREAKER_AFTER && (probe || streak.paused_until == 0) {
-            streak.paused_until = now + streak.pause_ms;
-            if !probe {
+        if streak.failures >= BREAKER_AFTER {
+            let breaker = breakers.entry(config.id.clone()).or_insert_with(|| {
                 tracing::warn!(configuration = %config.id, failures = streak.failures, "endpoint failing: holding its deliveries, probing it alone");
+                Breaker { paused_until: 0, pause_ms: FIRST_PAUSE_MS, probe_sent: None }
+            });
+            if probe {
+                breaker.probe_sent = None;
+                breaker.pause_ms = (breaker.pause_ms * 2).min(MAX_PAUSE_MS);
+            }
+            if probe || breaker.paused_until == 0 {
+                breaker.paused_until = now + breaker.pause_ms;
             }
         }
         let rule = config.spec.auto_disable;
         let failing_for = now - streak.since;
-        if rule.after_failures == 0 || streak.failures < rule.after_failures || failing_for < rule.failing_for_ms as i64 {
+        if rule.after_failures == 0 || streak.failures < i64::from(rule.after_failures) || failing_for < rule.failing_for_ms as i64 {
             return None;
         }
-        let reason = format!("{} failed attempts in a row over {} s, no success", streak.failures, failing_for / 1000);
-        streaks.remove(&config.id);
-        Some(reason)
+        breakers.remove(&config.id);
+        Some(format!("{} failed attempts in a row over {} s, no success", streak.failures, failing_for / 1000))
     }
 
     async fn disable(&self, config: &ActiveConfig, reason: &str) -> Result<(), StoreError> {
@@ -487,6 +475,7 @@ fn gone(job: &DeliveryJob) -> NewAttempt {
         id: AttemptId::generate(),
         tenant_id: job.tenant.clone(),
         delivery_id: job.delivery.clone(),
+        config_id: job.config.clone(),
         number: i64::from(job.attempt),
         started_at: store::now_ms(),
         duration_ms: 0,

@@ -71,6 +71,12 @@ impl ConfigCache {
         }
     }
 
+    /// Forgets everything cached.
+    pub fn invalidate_all(&self) {
+        lock(&self.by_tenant).clear();
+        lock(&self.by_id).clear();
+    }
+
     /// The tenant's enabled configurations.
     pub async fn enabled(&self, tenant: &TenantId) -> Result<Arc<Vec<Arc<ActiveConfig>>>, StoreError> {
         if let Some(hit) = lock(&self.by_tenant).get(tenant) {
@@ -102,8 +108,8 @@ impl ConfigCache {
             .map_err(|e| StoreError::Corrupt(format!("configuration {}: {e}", record.id)))?;
         let script = match &spec.script {
             None => None,
-            Some(s) => Some(match self.store.script_bytes(&record.tenant_id, &s.id).await {
-                Ok(bytes) => self.sandbox.load(&bytes).map_err(|e| e.to_string()),
+            Some(s) => Some(match self.store.script_code(&record.tenant_id, &s.id).await {
+                Ok(code) => load_code(&self.sandbox, &code).map_err(|e| e.to_string()),
                 Err(e) => Err(format!("script {} unavailable: {e}", s.id)),
             }),
         };
@@ -304,4 +310,15 @@ pub fn decide(sandbox: &Sandbox, config: &ActiveConfig, event: &Event, now: i64)
         d.lease_until = None;
     }
     d
+}
+
+/// Loads a script's code: the stored machine code when this build can use
+/// it, else compiles the uploaded bytes.
+pub fn load_code(sandbox: &Sandbox, code: &store::ScriptCode) -> Result<Arc<crate::sandbox::Script>, crate::sandbox::LoadError> {
+    if let Some(compiled) = &code.compiled {
+        if let Some(script) = sandbox.load_precompiled(crate::sandbox::Sha256::of(&code.bytes), compiled) {
+            return Ok(script);
+        }
+    }
+    sandbox.load(&code.bytes)
 }

@@ -14,13 +14,30 @@ use crate::ids::{KeyId, TenantId};
 use crate::retention::Retention;
 use crate::sandbox::{Limits, Sandbox, SandboxConfig};
 use crate::settings::Settings;
-use crate::store::{NewKey, Store};
+use crate::store::{NewKey, NodeId, Store};
 
 pub async fn serve(settings: Settings) -> Result<(), String> {
     std::fs::create_dir_all(&settings.data_dir)
         .map_err(|e| format!("cannot create the data directory {}: {e}", settings.data_dir.display()))?;
-    let db = settings.data_dir.join("sluice.db");
-    let store = Store::open_sqlite(&db).await.map_err(|e| format!("cannot open {}: {e}", db.display()))?;
+    // Bound first: the port is part of the default node id.
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let store = match &settings.database_url {
+        Some(url) => {
+            let node = match &settings.node_id {
+                Some(id) => NodeId::parse(id)?,
+                None => NodeId::parse(&format!("{}:{}", hostname(), addr.port()))?,
+            };
+            tracing::info!(%node, "joining the nodes on PostgreSQL");
+            Store::open_postgres(url, node).await.map_err(|e| format!("cannot open the PostgreSQL database: {e}"))?
+        }
+        None => {
+            let db = settings.data_dir.join("sluice.db");
+            Store::open_sqlite(&db).await.map_err(|e| format!("cannot open {}: {e}", db.display()))?
+        }
+    };
 
     if store.tenant_count().await.map_err(|e| e.to_string())? == 0 {
         let (secret, generated) = match &settings.admin_key {
@@ -38,12 +55,14 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
             hash: secret.hash(),
             scopes: vec![Scope::Admin],
         };
-        let tenant = store.bootstrap(admin, "operator").await.map_err(|e| e.to_string())?;
-        if generated {
-            // Printed, not logged: shown this once, stored only as a hash.
-            println!("first admin API key (shown once, keep it): {}", secret.expose());
+        // `None`: another node starting at the same moment made it.
+        if let Some(tenant) = store.bootstrap(admin, "operator").await.map_err(|e| e.to_string())? {
+            if generated {
+                // Printed, not logged: shown this once, stored only as a hash.
+                println!("first admin API key (shown once, keep it): {}", secret.expose());
+            }
+            println!("operator tenant: {tenant}");
         }
-        println!("operator tenant: {tenant}");
     }
 
     let sandbox = Sandbox::new(SandboxConfig {
@@ -75,12 +94,8 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     }
     let app = App::start(store.clone(), Arc::new(sandbox), limits).await.map_err(|e| e.to_string())?;
 
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
     println!("listening on http://{addr}");
-    tracing::info!(%addr, data_dir = %settings.data_dir.display(), "sluice serving");
+    tracing::info!(%addr, store = store.describe(), data_dir = %settings.data_dir.display(), "sluice serving");
 
     axum::serve(listener, crate::api::router(app))
         .with_graceful_shutdown(shutdown_signal())
@@ -88,6 +103,16 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     store.close().await;
     Ok(())
+}
+
+/// The machine's name, for the default node id.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "sluice".into())
 }
 
 /// Resolves on Ctrl-C or SIGTERM (`sluice catch` stops on it too).

@@ -19,6 +19,13 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Holds the SQLite file and the compiled-script cache.
     pub data_dir: PathBuf,
+    /// A PostgreSQL database (`postgres://user@host/db`) instead of the
+    /// SQLite file: several nodes share it. Never logged (it may hold a
+    /// password).
+    pub database_url: Option<String>,
+    /// This node's name among those sharing the database; by default
+    /// `<hostname>:<port>`, the same across restarts.
+    pub node_id: Option<String>,
     /// The first admin key, used only when the store is new.
     pub admin_key: Option<String>,
     /// Largest request body, in bytes (413 beyond).
@@ -60,6 +67,8 @@ impl Default for Settings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("sluice-data"),
+            database_url: None,
+            node_id: None,
             admin_key: None,
             max_body_bytes: 1 << 20,
             max_batch: 500,
@@ -123,6 +132,12 @@ impl Settings {
         }
         env!("SLUICE_LISTEN", self.listen);
         env!("SLUICE_DATA_DIR", self.data_dir);
+        if let Some(url) = var("SLUICE_DATABASE_URL").filter(|u| !u.is_empty()) {
+            self.database_url = Some(url);
+        }
+        if let Some(id) = var("SLUICE_NODE_ID").filter(|n| !n.is_empty()) {
+            self.node_id = Some(id);
+        }
         env!("SLUICE_MAX_BODY_BYTES", self.max_body_bytes);
         env!("SLUICE_MAX_BATCH", self.max_batch);
         env!("SLUICE_DELIVERY_CONCURRENCY", self.delivery_concurrency);

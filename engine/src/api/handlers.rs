@@ -184,8 +184,7 @@ pub async fn test_script(
     let event = EventInput::from_json(req.event.get())
         .and_then(|e| e.validate(|| EventId::parse("evt_test").expect("a valid literal id")))
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_event", e.to_string()))?;
-    let bytes = app.store.script_bytes(&p.tenant, &script_id).await.map_err(|_| ApiError::not_found("script"))?;
-    let script = app.sandbox.load(&bytes)?;
+    let script = app.script(&p.tenant, &script_id).await.map_err(|_| ApiError::not_found("script"))??;
     let sandbox = app.sandbox.clone();
     let params = Arc::new(req.params);
     let outcome = tokio::task::spawn_blocking(move || sandbox.run(&script, &params, &event))

@@ -235,6 +235,12 @@ impl Script {
         &self.sha256
     }
 
+    /// The machine code, for other nodes of the same build to load with
+    /// [`Sandbox::load_precompiled`] instead of compiling.
+    pub fn compiled(&self) -> Option<Vec<u8>> {
+        self.pre.instance_pre().component().serialize().ok()
+    }
+
     /// How long the script's next call would wait for its fair share, after
     /// calls that exhausted their budget.
     pub fn penalty_remaining(&self) -> Duration {

@@ -6,11 +6,15 @@
 //! schema enforces, no HTTP. Every query that reads or changes tenant data
 //! takes the tenant, so that no caller can forget it.
 //!
-//! SQLite is the embedded default. Writes (ingest, routing results,
-//! attempts, admin changes) go through one writer thread that commits them
-//! in groups: one fsync for many requests. A PostgreSQL backend is a second implementation
-//! of the same methods.
+//! SQLite is the embedded default, for one node. Writes (ingest, routing
+//! results, attempts, admin changes) go through one writer thread that
+//! commits them in groups: one fsync for many requests. PostgreSQL is the
+//! second backend, for several nodes sharing one database: the same methods,
+//! with leases owned by a [`NodeId`], and [`Change`]s announced to the other
+//! nodes. Nothing above this module knows which backend runs.
 
+mod postgres;
+mod rows;
 mod sqlite;
 
 use std::path::Path;
@@ -21,6 +25,7 @@ use crate::auth::{KeyHash, Scope};
 use crate::event::Event;
 use crate::ids::{AttemptId, ConfigId, DeliveryId, KeyId, ScriptId, TenantId};
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// What can go wrong in the store. Conflicts are the caller's concern; the
@@ -43,6 +48,9 @@ pub enum StoreError {
     InUse(i64),
     #[error("monthly quota of {quota} events reached ({used} used)")]
     QuotaExceeded { quota: i64, used: i64 },
+    /// The node cannot start: its settings do not fit the store.
+    #[error("{0}")]
+    Setup(String),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database: {0}")]
@@ -356,6 +364,8 @@ pub struct NewAttempt {
     pub id: AttemptId,
     pub tenant_id: TenantId,
     pub delivery_id: DeliveryId,
+    /// The delivery's configuration, whose failure streak this counts in.
+    pub config_id: ConfigId,
     pub number: i64,
     pub started_at: i64,
     pub duration_ms: i64,
@@ -448,6 +458,62 @@ pub struct PurgedEvents {
     pub payloads: u64,
 }
 
+/// Names an engine process among the nodes sharing one database: delivery
+/// leases carry it, so that a restarted node takes its own back at once
+/// while the others' wait for their expiry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NodeId(String);
+
+impl NodeId {
+    /// 1 to 128 visible ASCII characters.
+    pub fn parse(raw: &str) -> std::result::Result<Self, String> {
+        if !raw.is_empty() && raw.len() <= 128 && raw.bytes().all(|b| b.is_ascii_graphic()) {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(format!("node id `{}`: use 1 to 128 visible ASCII characters", raw.escape_debug()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A change made through another node, which this node's caches must drop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Config { tenant: TenantId, id: ConfigId },
+    /// An API key was revoked or deleted.
+    Key { id: KeyId },
+    /// A tenant's settings (its quota) changed.
+    Tenant { id: TenantId },
+    /// Changes may have been missed (the connection dropped): drop all.
+    Lost,
+}
+
+/// A configuration's failed attempts in a row, across nodes, after an
+/// attempt was recorded: `failures` is 0 after a success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FailureStreak {
+    pub failures: i64,
+    /// When the first failure of the streak was recorded, Unix ms.
+    pub since: i64,
+}
+
+/// A script's code: as uploaded, and compiled by the uploading node.
+#[derive(Debug, Clone)]
+pub struct ScriptCode {
+    pub sha256: String,
+    pub bytes: Vec<u8>,
+    pub compiled: Option<Vec<u8>>,
+}
+
 /// The store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -457,6 +523,7 @@ pub struct Store {
 #[derive(Clone)]
 enum Backend {
     Sqlite(SqliteStore),
+    Postgres(PostgresStore),
 }
 
 /// Forwards a method to the backend.
@@ -464,6 +531,7 @@ macro_rules! dispatch {
     ($self:ident . $method:ident ( $($arg:expr),* )) => {
         match &$self.backend {
             Backend::Sqlite(db) => db.$method($($arg),*).await,
+            Backend::Postgres(db) => db.$method($($arg),*).await,
         }
     };
 }
@@ -476,6 +544,28 @@ impl Store {
         })
     }
 
+    /// Connects to the PostgreSQL database at `url` (which must exist),
+    /// migrates it, and serves as `node` among the nodes sharing it.
+    pub async fn open_postgres(url: &str, node: NodeId) -> Result<Self> {
+        Ok(Self {
+            backend: Backend::Postgres(PostgresStore::open(url, node).await?),
+        })
+    }
+
+    /// Which backend runs, for the start-up log line.
+    pub fn describe(&self) -> &'static str {
+        match &self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgresql",
+        }
+    }
+
+    /// Changes other nodes make, as they commit; `None` when no other node
+    /// can write (SQLite).
+    pub async fn watch(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Change>>> {
+        dispatch!(self.watch())
+    }
+
     /// Flushes pending writes and closes connections.
     pub async fn close(&self) {
         dispatch!(self.close())
@@ -486,8 +576,9 @@ impl Store {
     pub async fn tenant_count(&self) -> Result<i64> {
         dispatch!(self.tenant_count())
     }
-    /// The operator's tenant, created with its first admin key on first start.
-    pub async fn bootstrap(&self, admin: NewKey, tenant_name: &str) -> Result<TenantId> {
+    /// The operator's tenant, created with its first admin key on first
+    /// start; `None` when another node made it first.
+    pub async fn bootstrap(&self, admin: NewKey, tenant_name: &str) -> Result<Option<TenantId>> {
         dispatch!(self.bootstrap(admin, tenant_name))
     }
     pub async fn operator_tenant(&self) -> Result<Option<TenantId>> {
@@ -518,14 +609,15 @@ impl Store {
 
     // Scripts.
 
-    pub async fn insert_script(&self, tenant: &TenantId, script: &ScriptRecord, bytes: &[u8]) -> Result<()> {
-        dispatch!(self.insert_script(tenant, script, bytes))
+    /// Stores an uploaded script with the code this node compiled for it.
+    pub async fn insert_script(&self, tenant: &TenantId, script: &ScriptRecord, bytes: &[u8], compiled: Option<&[u8]>) -> Result<()> {
+        dispatch!(self.insert_script(tenant, script, bytes, compiled))
     }
     pub async fn get_script(&self, tenant: &TenantId, id: &ScriptId) -> Result<ScriptRecord> {
         dispatch!(self.get_script(tenant, id))
     }
-    pub async fn script_bytes(&self, tenant: &TenantId, id: &ScriptId) -> Result<Vec<u8>> {
-        dispatch!(self.script_bytes(tenant, id))
+    pub async fn script_code(&self, tenant: &TenantId, id: &ScriptId) -> Result<ScriptCode> {
+        dispatch!(self.script_code(tenant, id))
     }
     pub async fn list_scripts(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ScriptRecord>> {
         dispatch!(self.list_scripts(tenant, page))
@@ -615,7 +707,8 @@ impl Store {
         dispatch!(self.deliveries_of_event(tenant, event_seq))
     }
     /// Claims pending deliveries due at `now` that no sender holds and whose
-    /// configuration is enabled, oldest due first, for `lease_ms`.
+    /// configuration is enabled, oldest due first, for `lease_ms`, for this
+    /// node. Nodes claiming at once get different deliveries.
     pub async fn claim_due(&self, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<DueDelivery>> {
         dispatch!(self.claim_due(now, lease_ms, limit))
     }
@@ -624,12 +717,21 @@ impl Store {
     pub async fn release_delivery(&self, tenant: &TenantId, id: &DeliveryId, next_attempt_at: i64) -> Result<()> {
         dispatch!(self.release_delivery(tenant, id, next_attempt_at))
     }
-    /// Drops every lease: on start-up of the only node, nothing is in flight.
+    /// Drops the leases this node held before it (re)started: nothing of
+    /// its own is in flight yet. Other nodes' leases run to their expiry.
     pub async fn release_leases(&self) -> Result<u64> {
         dispatch!(self.release_leases())
     }
-    pub async fn record_attempt(&self, attempt: NewAttempt) -> Result<()> {
+    /// Logs an attempt, updates its delivery, and counts the
+    /// configuration's failure streak (reset by a success).
+    pub async fn record_attempt(&self, attempt: NewAttempt) -> Result<FailureStreak> {
         dispatch!(self.record_attempt(attempt))
+    }
+    /// Takes the next start slot of a configuration's rate limit, one
+    /// request per `interval` for all nodes together: how long to wait
+    /// before sending.
+    pub async fn reserve_send_slot(&self, config: &ConfigId, interval: std::time::Duration) -> Result<std::time::Duration> {
+        dispatch!(self.reserve_send_slot(config, interval))
     }
     pub async fn get_attempt(&self, tenant: &TenantId, id: &AttemptId) -> Result<AttemptRecord> {
         dispatch!(self.get_attempt(tenant, id))

@@ -8,18 +8,19 @@
 //! the statements of a whole group run back to back, with one wake-up and
 //! one fsync per group.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rusqlite::OptionalExtension;
-use serde_json::value::RawValue;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Connection, Row, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
+use super::rows::*;
 use super::*;
-use crate::event::{EventId, EventType, OrgUnit, Source};
 
 /// A unit of work for the writer: runs inside the group's transaction and
 /// hands back how to answer its caller once the group commits.
@@ -37,6 +38,9 @@ const MAX_GROUP: usize = 1024;
 pub struct SqliteStore {
     read: SqlitePool,
     writer: mpsc::Sender<Job>,
+    /// Rate-limit slots: with one node they need no database, and writing
+    /// them would put a commit before every rate-limited request.
+    slots: Arc<Mutex<HashMap<ConfigId, Instant>>>,
 }
 
 impl SqliteStore {
@@ -63,7 +67,12 @@ impl SqliteStore {
             .name("sluice-sqlite-writer".into())
             .spawn(move || write_loop(writer_conn, jobs))
             .map_err(|e| StoreError::Commit(format!("cannot start the writer thread: {e}")))?;
-        Ok(Self { read, writer })
+        Ok(Self { read, writer, slots: Arc::default() })
+    }
+
+    /// One node: every change is made through it.
+    pub async fn watch(&self) -> Result<Option<mpsc::Receiver<Change>>> {
+        Ok(None)
     }
 
     pub async fn close(&self) {
@@ -159,15 +168,6 @@ fn write_loop(conn: rusqlite::Connection, mut jobs: mpsc::Receiver<Job>) {
     }
 }
 
-/// Column access common to the two drivers (sqlx rows for reads, rusqlite
-/// rows in the writer), so that each record has one mapping.
-trait Columns {
-    fn text(&self, col: &str) -> Result<String>;
-    fn opt_text(&self, col: &str) -> Result<Option<String>>;
-    fn int(&self, col: &str) -> Result<i64>;
-    fn opt_int(&self, col: &str) -> Result<Option<i64>>;
-}
-
 impl Columns for SqliteRow {
     fn text(&self, col: &str) -> Result<String> {
         Ok(self.try_get(col)?)
@@ -180,6 +180,9 @@ impl Columns for SqliteRow {
     }
     fn opt_int(&self, col: &str) -> Result<Option<i64>> {
         Ok(self.try_get(col)?)
+    }
+    fn flag(&self, col: &str) -> Result<bool> {
+        Ok(self.try_get::<i64, _>(col)? != 0)
     }
 }
 
@@ -196,14 +199,9 @@ impl Columns for rusqlite::Row<'_> {
     fn opt_int(&self, col: &str) -> Result<Option<i64>> {
         Ok(self.get(col)?)
     }
-}
-
-fn not_found_if_none<T>(row: Option<T>) -> Result<T> {
-    row.ok_or(StoreError::NotFound)
-}
-
-fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(what.to_string())
+    fn flag(&self, col: &str) -> Result<bool> {
+        Ok(self.get::<_, i64>(col)? != 0)
+    }
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
@@ -217,146 +215,6 @@ fn conflict_on(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     move |e| if is_unique_violation(&e) { StoreError::Conflict(what) } else { e.into() }
 }
 
-fn parse_id<T>(raw: String, parse: fn(&str) -> std::result::Result<T, crate::ids::IdError>) -> Result<T> {
-    parse(&raw).map_err(corrupt)
-}
-
-fn tenant_row(row: &impl Columns) -> Result<TenantRecord> {
-    Ok(TenantRecord {
-        id: parse_id(row.text("id")?, TenantId::parse)?,
-        name: row.text("name")?,
-        monthly_quota: row.opt_int("monthly_quota")?,
-        created_at: row.int("created_at")?,
-    })
-}
-
-fn key_row(row: &impl Columns) -> Result<KeyRecord> {
-    Ok(KeyRecord {
-        id: parse_id(row.text("id")?, KeyId::parse)?,
-        tenant_id: parse_id(row.text("tenant_id")?, TenantId::parse)?,
-        name: row.text("name")?,
-        prefix: row.text("prefix")?,
-        scopes: row.text("scopes")?.split_whitespace().filter_map(Scope::parse).collect(),
-        created_at: row.int("created_at")?,
-        revoked_at: row.opt_int("revoked_at")?,
-    })
-}
-
-fn script_row(row: &impl Columns) -> Result<ScriptRecord> {
-    Ok(ScriptRecord {
-        id: parse_id(row.text("id")?, ScriptId::parse)?,
-        name: row.text("name")?,
-        sha256: row.text("sha256")?,
-        size: row.int("size")?,
-        wit_version: row.text("wit_version")?,
-        created_at: row.int("created_at")?,
-    })
-}
-
-fn config_row(row: &impl Columns) -> Result<ConfigRecord> {
-    Ok(ConfigRecord {
-        id: parse_id(row.text("id")?, ConfigId::parse)?,
-        tenant_id: parse_id(row.text("tenant_id")?, TenantId::parse)?,
-        name: row.text("name")?,
-        version: row.int("version")?,
-        enabled: row.int("enabled")? != 0,
-        spec: row.text("spec")?,
-        disabled_reason: row.opt_text("disabled_reason")?,
-        created_at: row.int("created_at")?,
-        updated_at: row.int("updated_at")?,
-    })
-}
-
-/// Holds of a delivery `d` that no later delivery of its event to its
-/// configuration (a replay) superseded.
-const NEWEST: &str = "NOT EXISTS (SELECT 1 FROM deliveries n WHERE n.event_seq = d.event_seq AND n.config_id = d.config_id AND n.id > d.id)";
-
-const EVENT_COLUMNS: &str =
-    "e.seq, e.tenant_id, e.id AS event_id, e.type, e.organization_unit, e.occurred_at_ns, e.received_at, e.source, e.related, e.payload, e.routed";
-
-fn event_row(row: &impl Columns) -> Result<EventRecord> {
-    let related: Vec<String> = match row.opt_text("related")? {
-        Some(json) => serde_json::from_str(&json).map_err(corrupt)?,
-        None => Vec::new(),
-    };
-    let event = Event {
-        id: EventId::parse(&row.text("event_id")?).map_err(corrupt)?,
-        event_type: EventType::parse(&row.text("type")?).map_err(corrupt)?,
-        organization_unit: OrgUnit::parse(&row.text("organization_unit")?).map_err(corrupt)?,
-        occurred_at: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(row.int("occurred_at_ns")?)).map_err(corrupt)?,
-        source: match row.opt_text("source")? {
-            Some(json) => Some(serde_json::from_str::<Source>(&json).map_err(corrupt)?),
-            None => None,
-        },
-        related: related.iter().map(|r| EventId::parse(r)).collect::<std::result::Result<_, _>>().map_err(corrupt)?,
-        payload: RawValue::from_string(row.text("payload")?).map_err(corrupt)?,
-    };
-    Ok(EventRecord {
-        seq: row.int("seq")?,
-        tenant_id: parse_id(row.text("tenant_id")?, TenantId::parse)?,
-        event,
-        received_at: row.int("received_at")?,
-        routed: row.int("routed")? != 0,
-    })
-}
-
-const DELIVERY_COLUMNS: &str = "d.id, d.event_seq, d.config_id, d.config_version, d.status, d.replay_of, d.reason, d.error_kind, d.script_logs, d.body, d.headers, d.attempts, d.next_attempt_at, d.created_at, d.updated_at, (SELECT id FROM events WHERE seq = d.event_seq) AS delivery_event_id";
-
-fn delivery_row(row: &impl Columns) -> Result<DeliveryRecord> {
-    let status = row.text("status")?;
-    Ok(DeliveryRecord {
-        id: parse_id(row.text("id")?, DeliveryId::parse)?,
-        event_id: row.text("delivery_event_id")?,
-        event_seq: row.int("event_seq")?,
-        configuration_id: parse_id(row.text("config_id")?, ConfigId::parse)?,
-        configuration_version: row.int("config_version")?,
-        status: DeliveryStatus::parse(&status).ok_or_else(|| corrupt(format!("delivery status {status}")))?,
-        replay_of: row.opt_text("replay_of")?.map(|id| parse_id(id, DeliveryId::parse)).transpose()?,
-        reason: row.opt_text("reason")?,
-        error_kind: row.opt_text("error_kind")?,
-        script_logs: match row.opt_text("script_logs")? {
-            Some(json) => serde_json::from_str(&json).map_err(corrupt)?,
-            None => serde_json::Value::Array(Vec::new()),
-        },
-        body: row.opt_text("body")?,
-        headers: row.opt_text("headers")?,
-        attempts: row.int("attempts")?,
-        next_attempt_at: row.opt_int("next_attempt_at")?,
-        created_at: row.int("created_at")?,
-        updated_at: row.int("updated_at")?,
-    })
-}
-
-fn attempt_row(row: &impl Columns, with_bodies: bool) -> Result<AttemptRecord> {
-    let json = |col: &str| -> Result<serde_json::Value> {
-        match row.opt_text(col)? {
-            Some(raw) => serde_json::from_str(&raw).map_err(corrupt),
-            None => Ok(serde_json::Value::Object(Default::default())),
-        }
-    };
-    Ok(AttemptRecord {
-        id: parse_id(row.text("id")?, AttemptId::parse)?,
-        delivery_id: parse_id(row.text("delivery_id")?, DeliveryId::parse)?,
-        number: row.int("number")?,
-        started_at: row.int("started_at")?,
-        duration_ms: row.int("duration_ms")?,
-        method: row.text("method")?,
-        uri: row.text("uri")?,
-        response_status: row.opt_int("response_status")?,
-        outcome: row.text("outcome")?,
-        error: row.opt_text("error")?,
-        request_headers: json("request_headers")?,
-        response_headers: json("response_headers")?,
-        request_body: if with_bodies { row.opt_text("request_body")? } else { None },
-        response_body: if with_bodies { row.opt_text("response_body")? } else { None },
-    })
-}
-
-/// The UTC month of a Unix-millisecond time, `YYYY-MM`.
-fn month_of(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(ms / 1000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!("{:04}-{:02}", t.year(), u8::from(t.month()))
-}
 
 impl SqliteStore {
     // Tenants and keys.
@@ -365,7 +223,7 @@ impl SqliteStore {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM tenants").fetch_one(&self.read).await?)
     }
 
-    pub async fn bootstrap(&self, admin: NewKey, tenant_name: &str) -> Result<TenantId> {
+    pub async fn bootstrap(&self, admin: NewKey, tenant_name: &str) -> Result<Option<TenantId>> {
         let name = tenant_name.to_owned();
         self.write(move |c| {
             let now = now_ms();
@@ -386,7 +244,7 @@ impl SqliteStore {
                     now
                 ],
             )?;
-            Ok(admin.tenant_id)
+            Ok(Some(admin.tenant_id))
         })
         .await
     }
@@ -503,12 +361,12 @@ impl SqliteStore {
 
     // Scripts.
 
-    pub async fn insert_script(&self, tenant: &TenantId, script: &ScriptRecord, bytes: &[u8]) -> Result<()> {
-        let (tenant, script, bytes) = (tenant.clone(), script.clone(), bytes.to_vec());
+    pub async fn insert_script(&self, tenant: &TenantId, script: &ScriptRecord, bytes: &[u8], compiled: Option<&[u8]>) -> Result<()> {
+        let (tenant, script, bytes, compiled) = (tenant.clone(), script.clone(), bytes.to_vec(), compiled.map(<[u8]>::to_vec));
         self.write(move |c| {
             c.execute(
-                "INSERT INTO scripts (id, tenant_id, name, sha256, size, wit_version, bytes, created_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO scripts (id, tenant_id, name, sha256, size, wit_version, bytes, compiled, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rusqlite::params![
                     script.id.as_str(),
                     tenant.as_str(),
@@ -517,6 +375,7 @@ impl SqliteStore {
                     script.size,
                     script.wit_version,
                     bytes,
+                    compiled,
                     script.created_at
                 ],
             )?;
@@ -534,13 +393,14 @@ impl SqliteStore {
         script_row(&not_found_if_none(row)?)
     }
 
-    pub async fn script_bytes(&self, tenant: &TenantId, id: &ScriptId) -> Result<Vec<u8>> {
-        let bytes = sqlx::query_scalar("SELECT bytes FROM scripts WHERE tenant_id = ? AND id = ?")
+    pub async fn script_code(&self, tenant: &TenantId, id: &ScriptId) -> Result<ScriptCode> {
+        let row = sqlx::query("SELECT sha256, bytes, compiled FROM scripts WHERE tenant_id = ? AND id = ?")
             .bind(tenant.as_str())
             .bind(id.as_str())
             .fetch_optional(&self.read)
             .await?;
-        not_found_if_none(bytes)
+        let row = not_found_if_none(row)?;
+        Ok(ScriptCode { sha256: row.try_get("sha256")?, bytes: row.try_get("bytes")?, compiled: row.try_get("compiled")? })
     }
 
     pub async fn list_scripts(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ScriptRecord>> {
@@ -666,6 +526,10 @@ impl SqliteStore {
                     |row| Ok(config_row(row)),
                 )
                 .optional()?;
+            if enabled && row.is_some() {
+                // Enabled again: its failures so far no longer count.
+                c.execute("DELETE FROM failure_streaks WHERE config_id = ?", [id.as_str()])?;
+            }
             match row {
                 Some(record) => record,
                 None => Err(stale_or_missing(c, &tenant, &id)),
@@ -1005,6 +869,15 @@ impl SqliteStore {
         .await
     }
 
+    pub async fn reserve_send_slot(&self, config: &ConfigId, interval: Duration) -> Result<Duration> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let next = slots.entry(config.clone()).or_insert(now);
+        let start = (*next).max(now);
+        *next = start + interval;
+        Ok(start - now)
+    }
+
     pub async fn release_leases(&self) -> Result<u64> {
         self.write(|c| {
             let released = c.execute("UPDATE deliveries SET lease_until = NULL WHERE status = 'pending' AND lease_until IS NOT NULL", [])?;
@@ -1013,7 +886,7 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn record_attempt(&self, a: NewAttempt) -> Result<()> {
+    pub async fn record_attempt(&self, a: NewAttempt) -> Result<FailureStreak> {
         self.write(move |c| {
             c.prepare_cached(
                 "INSERT INTO attempts (id, tenant_id, delivery_id, number, started_at, duration_ms, method, uri,
@@ -1054,7 +927,17 @@ impl SqliteStore {
                 a.delivery_id.as_str(),
                 a.tenant_id.as_str()
             ])?;
-            Ok(())
+            if a.outcome == AttemptOutcome::Succeeded {
+                c.prepare_cached("DELETE FROM failure_streaks WHERE config_id = ?")?.execute([a.config_id.as_str()])?;
+                return Ok(FailureStreak::default());
+            }
+            let (failures, since) = c
+                .prepare_cached(
+                    "INSERT INTO failure_streaks (config_id, failures, since) VALUES (?, 1, ?)
+                     ON CONFLICT (config_id) DO UPDATE SET failures = failures + 1 RETURNING failures, since",
+                )?
+                .query_row(rusqlite::params![a.config_id.as_str(), now_ms()], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            Ok(FailureStreak { failures, since })
         })
         .await
     }
@@ -1285,7 +1168,7 @@ mod tests {
 
         /// Raw SQL in the writer, for what the API never does (backdating).
         async fn exec(&self, sql: &'static str, params: Vec<rusqlite::types::Value>) {
-            let Backend::Sqlite(db) = &self.store.backend;
+            let Backend::Sqlite(db) = &self.store.backend else { unreachable!("a SQLite scratch store") };
             db.write(move |c| Ok(c.execute(sql, rusqlite::params_from_iter(params))?)).await.unwrap();
         }
 
@@ -1294,7 +1177,7 @@ mod tests {
         }
 
         async fn count(&self, table: &str) -> i64 {
-            let Backend::Sqlite(db) = &self.store.backend;
+            let Backend::Sqlite(db) = &self.store.backend else { unreachable!("a SQLite scratch store") };
             sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(&db.read).await.unwrap()
         }
 
@@ -1331,6 +1214,7 @@ mod tests {
                     id: id.clone(),
                     tenant_id: tenant.clone(),
                     delivery_id: delivery.clone(),
+                    config_id: ConfigId::generate(),
                     number,
                     started_at,
                     duration_ms: 3,

@@ -1,0 +1,1160 @@
+//! The PostgreSQL backend: one database shared by several engine nodes.
+//!
+//! Every method is one transaction, most of them one statement: PostgreSQL
+//! serializes what must be serialized with row locks, so nodes need no other
+//! coordination. Delivery leases carry the [`NodeId`] of the node that took
+//! them; claims skip rows another node is claiming (`FOR UPDATE SKIP
+//! LOCKED`). Writers that could race on one event (routing, replays, the
+//! purge) lock the event's row first, always in `seq` order.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+use tokio::sync::mpsc;
+
+use super::rows::*;
+use super::*;
+
+/// Connections per node. The database does the work; more connections
+/// than its cores mostly queue inside it.
+const POOL_SIZE: u32 = 16;
+/// The channel the schema's triggers announce changes on.
+const CHANGES: &str = "sluice_changes";
+/// Takes the bootstrap's advisory lock: nodes starting together on an empty
+/// database make one operator tenant.
+const BOOTSTRAP_LOCK: i64 = 0x736c_7569_6365; // "sluice"
+/// Ingests of tenants without a quota spread their usage count over this
+/// many rows, so that they do not queue on one row lock.
+const USAGE_SHARDS: i64 = 16;
+
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    node: NodeId,
+}
+
+impl Columns for PgRow {
+    fn text(&self, col: &str) -> Result<String> {
+        Ok(self.try_get(col)?)
+    }
+    fn opt_text(&self, col: &str) -> Result<Option<String>> {
+        Ok(self.try_get(col)?)
+    }
+    fn int(&self, col: &str) -> Result<i64> {
+        Ok(self.try_get(col)?)
+    }
+    fn opt_int(&self, col: &str) -> Result<Option<i64>> {
+        Ok(self.try_get(col)?)
+    }
+    fn flag(&self, col: &str) -> Result<bool> {
+        Ok(self.try_get(col)?)
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|d| d.is_unique_violation())
+}
+
+/// Maps a unique-constraint failure to [`StoreError::Conflict`] on `what`.
+fn conflict_on(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |e| if is_unique_violation(&e) { StoreError::Conflict(what) } else { e.into() }
+}
+
+/// Reads a change notification: `<kind> <tenant> <id>`.
+fn parse_change(payload: &str) -> Option<Change> {
+    let mut parts = payload.split(' ');
+    let (kind, tenant, id) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(match kind {
+        "config" => Change::Config { tenant: TenantId::parse(tenant).ok()?, id: ConfigId::parse(id).ok()? },
+        "key" => Change::Key { id: KeyId::parse(id).ok()? },
+        "tenant" => Change::Tenant { id: TenantId::parse(id).ok()? },
+        _ => return None,
+    })
+}
+
+impl PostgresStore {
+    pub async fn open(url: &str, node: NodeId) -> Result<Self> {
+        let options = PgConnectOptions::from_str(url)?.application_name("sluice");
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await?;
+        // sqlx takes an advisory lock: nodes starting together migrate once.
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Self { pool, node })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub async fn watch(&self) -> Result<Option<mpsc::Receiver<Change>>> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANGES).await?;
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(async move {
+            loop {
+                let change = match listener.try_recv().await {
+                    Ok(Some(n)) => match parse_change(n.payload()) {
+                        Some(change) => change,
+                        None => continue,
+                    },
+                    // The connection dropped; the next call reconnects.
+                    Ok(None) => Change::Lost,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "listening for other nodes' changes failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        Change::Lost
+                    }
+                };
+                if tx.send(change).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Some(rx))
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+
+    // Tenants and keys.
+
+    pub async fn tenant_count(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM tenants").fetch_one(&self.pool).await?)
+    }
+
+    pub async fn bootstrap(&self, admin: NewKey, tenant_name: &str) -> Result<Option<TenantId>> {
+        let mut tx = self.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(BOOTSTRAP_LOCK).execute(&mut *tx).await?;
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants WHERE operator)").fetch_one(&mut *tx).await?;
+        if exists {
+            return Ok(None);
+        }
+        let now = now_ms();
+        sqlx::query("INSERT INTO tenants (id, name, operator, created_at) VALUES ($1, $2, true, $3)")
+            .bind(admin.tenant_id.as_str())
+            .bind(tenant_name)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        insert_key(&mut tx, &admin.id, &admin.tenant_id, &admin.name, &admin.prefix, &admin.hash.0, &admin.scopes, now).await?;
+        tx.commit().await?;
+        Ok(Some(admin.tenant_id))
+    }
+
+    pub async fn operator_tenant(&self) -> Result<Option<TenantId>> {
+        let id: Option<String> = sqlx::query_scalar("SELECT id FROM tenants WHERE operator ORDER BY id LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        id.map(|id| parse_id(id, TenantId::parse)).transpose()
+    }
+
+    pub async fn create_tenant(&self, name: &str, monthly_quota: Option<i64>) -> Result<TenantRecord> {
+        let record = TenantRecord { id: TenantId::generate(), name: name.to_owned(), monthly_quota, created_at: now_ms() };
+        sqlx::query("INSERT INTO tenants (id, name, monthly_quota, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(record.id.as_str())
+            .bind(&record.name)
+            .bind(record.monthly_quota)
+            .bind(record.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(conflict_on("tenant name"))?;
+        Ok(record)
+    }
+
+    pub async fn get_tenant(&self, id: &TenantId) -> Result<TenantRecord> {
+        let row = sqlx::query("SELECT * FROM tenants WHERE id = $1").bind(id.as_str()).fetch_optional(&self.pool).await?;
+        tenant_row(&not_found_if_none(row)?)
+    }
+
+    pub async fn list_tenants(&self, page: &PageRequest) -> Result<Page<TenantRecord>> {
+        let rows = sqlx::query("SELECT * FROM tenants WHERE ($1::text IS NULL OR id < $1) ORDER BY id DESC LIMIT $2")
+            .bind(&page.cursor)
+            .bind(page.limit())
+            .fetch_all(&self.pool)
+            .await?;
+        let items = rows.iter().map(tenant_row).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_items(items, page, |t| t.id.to_string()))
+    }
+
+    pub async fn create_key(&self, key: NewKey) -> Result<KeyRecord> {
+        let mut tx = self.begin().await?;
+        let now = now_ms();
+        let tenant_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)")
+            .bind(key.tenant_id.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        if !tenant_exists {
+            return Err(StoreError::NotFound);
+        }
+        insert_key(&mut tx, &key.id, &key.tenant_id, &key.name, &key.prefix, &key.hash.0, &key.scopes, now).await?;
+        tx.commit().await?;
+        Ok(KeyRecord {
+            id: key.id,
+            tenant_id: key.tenant_id,
+            name: key.name,
+            prefix: key.prefix,
+            scopes: key.scopes,
+            created_at: now,
+            revoked_at: None,
+        })
+    }
+
+    pub async fn list_keys(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<KeyRecord>> {
+        let rows = sqlx::query("SELECT * FROM api_keys WHERE tenant_id = $1 AND ($2::text IS NULL OR id < $2) ORDER BY id DESC LIMIT $3")
+            .bind(tenant.as_str())
+            .bind(&page.cursor)
+            .bind(page.limit())
+            .fetch_all(&self.pool)
+            .await?;
+        let items = rows.iter().map(key_row).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_items(items, page, |k| k.id.to_string()))
+    }
+
+    pub async fn revoke_key(&self, tenant: &TenantId, id: &KeyId) -> Result<KeyRecord> {
+        let row = sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE tenant_id = $2 AND id = $3 RETURNING *")
+            .bind(now_ms())
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        key_row(&not_found_if_none(row)?)
+    }
+
+    pub async fn find_key(&self, hash: &KeyHash) -> Result<Option<KeyRecord>> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE hash = $1 AND revoked_at IS NULL")
+            .bind(&hash.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(key_row).transpose()
+    }
+
+    // Scripts.
+
+    pub async fn insert_script(&self, tenant: &TenantId, script: &ScriptRecord, bytes: &[u8], compiled: Option<&[u8]>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO scripts (id, tenant_id, name, sha256, size, wit_version, bytes, compiled, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(script.id.as_str())
+        .bind(tenant.as_str())
+        .bind(&script.name)
+        .bind(&script.sha256)
+        .bind(script.size)
+        .bind(&script.wit_version)
+        .bind(bytes)
+        .bind(compiled)
+        .bind(script.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get_script(&self, tenant: &TenantId, id: &ScriptId) -> Result<ScriptRecord> {
+        let row = sqlx::query("SELECT id, name, sha256, size, wit_version, created_at FROM scripts WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        script_row(&not_found_if_none(row)?)
+    }
+
+    pub async fn script_code(&self, tenant: &TenantId, id: &ScriptId) -> Result<ScriptCode> {
+        let row = sqlx::query("SELECT sha256, bytes, compiled FROM scripts WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        let row = not_found_if_none(row)?;
+        Ok(ScriptCode { sha256: row.try_get("sha256")?, bytes: row.try_get("bytes")?, compiled: row.try_get("compiled")? })
+    }
+
+    pub async fn list_scripts(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ScriptRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, name, sha256, size, wit_version, created_at FROM scripts
+             WHERE tenant_id = $1 AND ($2::text IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+        )
+        .bind(tenant.as_str())
+        .bind(&page.cursor)
+        .bind(page.limit())
+        .fetch_all(&self.pool)
+        .await?;
+        let items = rows.iter().map(script_row).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_items(items, page, |s| s.id.to_string()))
+    }
+
+    pub async fn delete_script(&self, tenant: &TenantId, id: &ScriptId) -> Result<()> {
+        let mut tx = self.begin().await?;
+        // The row lock holds off configurations that would start using it.
+        let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM scripts WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        not_found_if_none(found)?;
+        let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM configurations WHERE tenant_id = $1 AND script_id = $2")
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        if users > 0 {
+            return Err(StoreError::InUse(users));
+        }
+        sqlx::query("DELETE FROM scripts WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // Configurations.
+
+    pub async fn insert_config(&self, tenant: &TenantId, id: &ConfigId, write: &ConfigWrite) -> Result<ConfigRecord> {
+        let mut tx = self.begin().await?;
+        check_script_owner(&mut tx, tenant, write.script_id.as_ref()).await?;
+        let now = now_ms();
+        let row = sqlx::query(
+            "INSERT INTO configurations (id, tenant_id, name, version, enabled, script_id, spec, created_at, updated_at)
+             VALUES ($1, $2, $3, 1, false, $4, $5, $6, $6) RETURNING *",
+        )
+        .bind(id.as_str())
+        .bind(tenant.as_str())
+        .bind(&write.name)
+        .bind(write.script_id.as_ref().map(|s| s.as_str()))
+        .bind(&write.spec)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(conflict_on("configuration name"))?;
+        let record = config_row(&row)?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    pub async fn get_config(&self, tenant: &TenantId, id: &ConfigId) -> Result<ConfigRecord> {
+        let row = sqlx::query("SELECT * FROM configurations WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        config_row(&not_found_if_none(row)?)
+    }
+
+    pub async fn list_configs(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ConfigRecord>> {
+        let rows = sqlx::query("SELECT * FROM configurations WHERE tenant_id = $1 AND ($2::text IS NULL OR id < $2) ORDER BY id DESC LIMIT $3")
+            .bind(tenant.as_str())
+            .bind(&page.cursor)
+            .bind(page.limit())
+            .fetch_all(&self.pool)
+            .await?;
+        let items = rows.iter().map(config_row).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_items(items, page, |c| c.id.to_string()))
+    }
+
+    pub async fn update_config(&self, tenant: &TenantId, id: &ConfigId, expected: i64, write: &ConfigWrite) -> Result<ConfigRecord> {
+        let mut tx = self.begin().await?;
+        check_script_owner(&mut tx, tenant, write.script_id.as_ref()).await?;
+        let row = sqlx::query(
+            "UPDATE configurations SET name = $1, script_id = $2, spec = $3, version = version + 1, updated_at = $4
+             WHERE tenant_id = $5 AND id = $6 AND version = $7 RETURNING *",
+        )
+        .bind(&write.name)
+        .bind(write.script_id.as_ref().map(|s| s.as_str()))
+        .bind(&write.spec)
+        .bind(now_ms())
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .bind(expected)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(conflict_on("configuration name"))?;
+        let Some(row) = row else { return Err(stale_or_missing(&mut tx, tenant, id).await) };
+        let record = config_row(&row)?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    pub async fn set_config_enabled(
+        &self,
+        tenant: &TenantId,
+        id: &ConfigId,
+        expected: Option<i64>,
+        enabled: bool,
+        reason: Option<&str>,
+    ) -> Result<ConfigRecord> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(
+            "UPDATE configurations SET enabled = $1, disabled_reason = $2, version = version + 1, updated_at = $3
+             WHERE tenant_id = $4 AND id = $5 AND ($6::bigint IS NULL OR version = $6) RETURNING *",
+        )
+        .bind(enabled)
+        .bind(if enabled { None } else { reason })
+        .bind(now_ms())
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .bind(expected)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Err(stale_or_missing(&mut tx, tenant, id).await) };
+        let record = config_row(&row)?;
+        if enabled {
+            // Enabled again: its failures so far no longer count.
+            sqlx::query("DELETE FROM failure_streaks WHERE config_id = $1").bind(id.as_str()).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    pub async fn delete_config(&self, tenant: &TenantId, id: &ConfigId, expected: Option<i64>) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let deleted = sqlx::query("DELETE FROM configurations WHERE tenant_id = $1 AND id = $2 AND ($3::bigint IS NULL OR version = $3)")
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .bind(expected)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(stale_or_missing(&mut tx, tenant, id).await);
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn enabled_configs(&self, tenant: &TenantId) -> Result<Vec<ConfigRecord>> {
+        let rows = sqlx::query("SELECT * FROM configurations WHERE tenant_id = $1 AND enabled ORDER BY id")
+            .bind(tenant.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(config_row).collect()
+    }
+
+    // Events.
+
+    pub async fn list_event_types(&self, tenant: &TenantId) -> Result<Vec<EventTypeRecord>> {
+        let rows = sqlx::query("SELECT name, description, first_seen FROM event_types WHERE tenant_id = $1 ORDER BY name")
+            .bind(tenant.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(event_type_row).collect()
+    }
+
+    pub async fn put_event_type(&self, tenant: &TenantId, name: &str, description: Option<&str>) -> Result<EventTypeRecord> {
+        let row = sqlx::query(
+            "INSERT INTO event_types (tenant_id, name, description, first_seen) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (tenant_id, name) DO UPDATE SET description = excluded.description
+             RETURNING name, description, first_seen",
+        )
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(description)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        event_type_row(&row)
+    }
+
+    pub async fn ingest(&self, tenant: &TenantId, quota: Option<i64>, events: Vec<Event>) -> Result<Vec<Ingested>> {
+        let now = now_ms();
+        let n = events.len();
+        let (mut ids, mut types, mut units, mut occurred, mut sources, mut related, mut payloads) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for e in &events {
+            ids.push(e.id.as_str());
+            types.push(e.event_type.as_str());
+            units.push(e.organization_unit.as_str());
+            occurred.push(e.occurred_at.unix_timestamp_nanos() as i64);
+            sources.push(e.source.as_ref().map(serde_json::to_string).transpose().map_err(corrupt)?);
+            related.push((!e.related.is_empty()).then(|| serde_json::to_string(&e.related)).transpose().map_err(corrupt)?);
+            payloads.push(e.payload.get());
+        }
+        let mut tx = self.begin().await?;
+        // One statement for the batch; a repeated id (stored before, or
+        // twice in this batch) inserts nothing.
+        let stored: Vec<(String, i64)> = sqlx::query_as(
+            "INSERT INTO events (tenant_id, id, type, organization_unit, occurred_at_ns, received_at, source, related, payload)
+             SELECT $1, i.id, i.type, i.ou, i.occurred, $2, i.source, i.related, i.payload
+             FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::text[])
+                  WITH ORDINALITY AS i(id, type, ou, occurred, source, related, payload, n)
+             ORDER BY i.n
+             ON CONFLICT (tenant_id, id) DO NOTHING RETURNING id, seq",
+        )
+        .bind(tenant.as_str())
+        .bind(now)
+        .bind(&ids)
+        .bind(&types)
+        .bind(&units)
+        .bind(&occurred)
+        .bind(&sources)
+        .bind(&related)
+        .bind(&payloads)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut seqs: std::collections::HashMap<String, i64> = stored.into_iter().collect();
+        let out: Vec<Ingested> = ids
+            .iter()
+            .map(|id| match seqs.remove(*id) {
+                Some(seq) => Ingested::Stored { seq },
+                None => Ingested::Duplicate,
+            })
+            .collect();
+        let count = out.iter().filter(|i| matches!(i, Ingested::Stored { .. })).count() as i64;
+        if count == 0 {
+            return Ok(out);
+        }
+        let first_seq = out.iter().find_map(|i| match i {
+            Ingested::Stored { seq } => Some(*seq),
+            Ingested::Duplicate => None,
+        });
+        // A quota is checked exactly: its tenant's ingests take turns on
+        // shard 0. Without one, the count only needs to add up.
+        let shard = if quota.is_some() { 0 } else { first_seq.unwrap_or(0).rem_euclid(USAGE_SHARDS) };
+        let month = month_of(now);
+        sqlx::query(
+            "INSERT INTO usage (tenant_id, month, shard, events) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (tenant_id, month, shard) DO UPDATE SET events = usage.events + excluded.events",
+        )
+        .bind(tenant.as_str())
+        .bind(&month)
+        .bind(shard)
+        .bind(count)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(quota) = quota {
+            let used: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(events), 0)::bigint FROM usage WHERE tenant_id = $1 AND month = $2")
+                .bind(tenant.as_str())
+                .bind(&month)
+                .fetch_one(&mut *tx)
+                .await?;
+            if used > quota {
+                // Dropping the transaction rolls the batch back.
+                return Err(StoreError::QuotaExceeded { quota, used: used - count });
+            }
+        }
+        let mut new_types: Vec<&str> = types.clone();
+        new_types.sort_unstable();
+        new_types.dedup();
+        sqlx::query(
+            "INSERT INTO event_types (tenant_id, name, first_seen)
+             SELECT $1, t, $3 FROM unnest($2::text[]) AS t ON CONFLICT DO NOTHING",
+        )
+        .bind(tenant.as_str())
+        .bind(&new_types)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub async fn get_event(&self, tenant: &TenantId, id: &str) -> Result<EventRecord> {
+        let row = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events e WHERE e.tenant_id = $1 AND e.id = $2"))
+            .bind(tenant.as_str())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        event_row(&not_found_if_none(row)?)
+    }
+
+    pub async fn list_events(&self, tenant: &TenantId, filter: &EventFilter, page: &PageRequest) -> Result<Page<EventRecord>> {
+        let cursor: Option<i64> = match &page.cursor {
+            Some(c) => Some(c.parse().map_err(|_| StoreError::NotFound)?),
+            None => None,
+        };
+        let status = filter.status.map(|s| match s {
+            EventStatus::Pending => "pending",
+            EventStatus::Done => "done",
+            EventStatus::Failed => "failed",
+        });
+        let ou_prefix = filter.organization_unit.as_ref().map(|ou| format!("{ou}/"));
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events e
+             WHERE e.tenant_id = $1
+               AND ($2::bigint IS NULL OR e.seq < $2)
+               AND ($3::text IS NULL OR e.type = $3)
+               AND ($4::text IS NULL OR $4 = '' OR e.organization_unit = $4 OR starts_with(e.organization_unit, $5))
+               AND ($6::bigint IS NULL OR e.received_at >= $6)
+               AND ($7::bigint IS NULL OR e.received_at < $7)
+               AND ($8::text IS NULL
+                    OR ($8 = 'pending' AND (NOT e.routed OR EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status = 'pending')))
+                    OR ($8 = 'failed' AND EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status IN ('failed', 'script_error') AND {NEWEST}))
+                    OR ($8 = 'done' AND e.routed AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status IN ('pending', 'failed', 'script_error') AND {NEWEST})))
+             ORDER BY e.seq DESC LIMIT $9"
+        ))
+        .bind(tenant.as_str())
+        .bind(cursor)
+        .bind(&filter.event_type)
+        .bind(&filter.organization_unit)
+        .bind(&ou_prefix)
+        .bind(filter.received_after)
+        .bind(filter.received_before)
+        .bind(status)
+        .bind(page.limit())
+        .fetch_all(&self.pool)
+        .await?;
+        let items = rows.iter().map(event_row).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_items(items, page, |e| e.seq.to_string()))
+    }
+
+    pub async fn unrouted_events(&self, after_seq: i64, received_before: i64, limit: i64) -> Result<Vec<EventRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events e WHERE NOT e.routed AND e.seq > $1 AND e.received_at < $2 ORDER BY e.seq LIMIT $3"
+        ))
+        .bind(after_seq)
+        .bind(received_before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_row).collect()
+    }
+
+    pub async fn record_routing(&self, routed: Vec<Routed>) -> Result<Vec<bool>> {
+        let now = now_ms();
+        let seqs: Vec<i64> = routed.iter().map(|r| r.event_seq).collect();
+        let tenants: Vec<&str> = routed.iter().map(|r| r.tenant.as_str()).collect();
+        let mut tx = self.begin().await?;
+        lock_events(&mut tx, &seqs).await?;
+        // Another node (its recovery scan) may have routed some first.
+        let marked: Vec<i64> = sqlx::query_scalar(
+            "UPDATE events e SET routed = true FROM unnest($1::bigint[], $2::text[]) AS r(seq, tenant_id)
+             WHERE e.seq = r.seq AND e.tenant_id = r.tenant_id AND NOT e.routed RETURNING e.seq",
+        )
+        .bind(&seqs)
+        .bind(&tenants)
+        .fetch_all(&mut *tx)
+        .await?;
+        let marked: std::collections::HashSet<i64> = marked.into_iter().collect();
+        let mut rows = DeliveryRows::default();
+        let recorded = routed
+            .iter()
+            .map(|r| {
+                let recorded = marked.contains(&r.event_seq);
+                if recorded {
+                    for d in &r.deliveries {
+                        rows.push(&r.tenant, r.event_seq, d, None);
+                    }
+                }
+                recorded
+            })
+            .collect();
+        rows.insert(&mut tx, &self.node, now).await?;
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
+    // Deliveries and attempts.
+
+    pub async fn get_delivery(&self, tenant: &TenantId, id: &DeliveryId) -> Result<DeliveryRecord> {
+        let row = sqlx::query(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.tenant_id = $1 AND d.id = $2"))
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        delivery_row(&not_found_if_none(row)?)
+    }
+
+    pub async fn list_deliveries(&self, tenant: &TenantId, filter: &DeliveryFilter, page: &PageRequest) -> Result<Page<DeliveryRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries d
+             WHERE d.tenant_id = $1
+               AND ($2::text IS NULL OR d.id < $2)
+               AND ($3::text IS NULL OR d.config_id = $3)
+               AND ($4::text IS NULL OR d.event_seq = (SELECT seq FROM events WHERE tenant_id = $1 AND id = $4))
+               AND ($5::text IS NULL OR d.status = $5)
+               AND ($6::bigint IS NULL OR d.created_at >= $6)
+               AND ($7::bigint IS NULL OR d.created_at < $7)
+             ORDER BY d.id DESC LIMIT $8"
+        ))
+        .bind(tenant.as_str())
+        .bind(&page.cursor)
+        .bind(filter.configuration_id.as_ref().map(|c| c.as_str()))
+        .bind(&filter.event_id)
+        .bind(filter.status.map(DeliveryStatus::as_str))
+        .bind(filter.created_after)
+        .bind(filter.created_before)
+        .bind(page.limit())
+        .fetch_all(&self.pool)
+        .await?;
+        let items = rows.iter().map(delivery_row).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_items(items, page, |d| d.id.to_string()))
+    }
+
+    pub async fn deliveries_of_event(&self, tenant: &TenantId, event_seq: i64) -> Result<Vec<DeliveryRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.tenant_id = $1 AND d.event_seq = $2 ORDER BY d.id"
+        ))
+        .bind(tenant.as_str())
+        .bind(event_seq)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(delivery_row).collect()
+    }
+
+    pub async fn claim_due(&self, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<DueDelivery>> {
+        let rows = sqlx::query(&format!(
+            "WITH d AS (
+                UPDATE deliveries SET lease_until = $1, lease_owner = $4
+                WHERE id IN (SELECT id FROM deliveries
+                             WHERE status = 'pending' AND next_attempt_at <= $2
+                               AND (lease_until IS NULL OR lease_until < $2)
+                               AND config_id IN (SELECT id FROM configurations WHERE enabled)
+                             ORDER BY next_attempt_at LIMIT $3
+                             FOR UPDATE SKIP LOCKED)
+                RETURNING *)
+             SELECT {DELIVERY_COLUMNS}, {EVENT_COLUMNS} FROM d JOIN events e ON e.seq = d.event_seq
+             ORDER BY d.next_attempt_at"
+        ))
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(limit)
+        .bind(self.node.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let delivery = delivery_row(row)?;
+                let event = event_row(row)?;
+                Ok(DueDelivery { delivery, tenant_id: event.tenant_id, event: event.event })
+            })
+            .collect()
+    }
+
+    pub async fn release_delivery(&self, tenant: &TenantId, id: &DeliveryId, next_attempt_at: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE deliveries SET lease_until = NULL, lease_owner = NULL, next_attempt_at = $1, updated_at = $2
+             WHERE tenant_id = $3 AND id = $4 AND status = 'pending'",
+        )
+        .bind(next_attempt_at)
+        .bind(now_ms())
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn release_leases(&self) -> Result<u64> {
+        let released = sqlx::query(
+            "UPDATE deliveries SET lease_until = NULL, lease_owner = NULL WHERE lease_owner = $1 AND status = 'pending'",
+        )
+        .bind(self.node.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(released.rows_affected())
+    }
+
+    pub async fn record_attempt(&self, a: NewAttempt) -> Result<FailureStreak> {
+        let status = match a.outcome {
+            AttemptOutcome::Succeeded => DeliveryStatus::Succeeded,
+            AttemptOutcome::Retry => DeliveryStatus::Pending,
+            AttemptOutcome::Failed => DeliveryStatus::Failed,
+        };
+        // One statement, one round trip: the attempt, its payload, its
+        // delivery, and the streak. The foreign keys are checked at its end.
+        let streak = if a.outcome == AttemptOutcome::Succeeded {
+            "DELETE FROM failure_streaks WHERE config_id = $19 RETURNING 0::bigint AS failures, 0::bigint AS since"
+        } else {
+            "INSERT INTO failure_streaks (config_id, failures, since) VALUES ($19, 1, $18)
+             ON CONFLICT (config_id) DO UPDATE SET failures = failure_streaks.failures + 1 RETURNING failures, since"
+        };
+        let row = sqlx::query(&format!(
+            "WITH attempt AS (
+                INSERT INTO attempts (id, tenant_id, delivery_id, number, started_at, duration_ms, method, uri,
+                                      response_status, outcome, error, request_headers, response_headers)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)),
+             payload AS (
+                INSERT INTO attempt_payloads (attempt_id, request_body, response_body, created_at) VALUES ($1, $14, $15, $5)),
+             delivery AS (
+                UPDATE deliveries SET status = $16, attempts = $4, next_attempt_at = $17, lease_until = NULL, lease_owner = NULL,
+                                      updated_at = $18
+                WHERE id = $3 AND tenant_id = $2)
+             {streak}"
+        ))
+        .bind(a.id.as_str())
+        .bind(a.tenant_id.as_str())
+        .bind(a.delivery_id.as_str())
+        .bind(a.number)
+        .bind(a.started_at)
+        .bind(a.duration_ms)
+        .bind(&a.method)
+        .bind(&a.uri)
+        .bind(a.response_status)
+        .bind(a.outcome.as_str())
+        .bind(&a.error)
+        .bind(&a.request_headers)
+        .bind(&a.response_headers)
+        .bind(&a.request_body)
+        .bind(&a.response_body)
+        .bind(status.as_str())
+        .bind(a.next_attempt_at)
+        .bind(now_ms())
+        .bind(a.config_id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(row) => FailureStreak { failures: row.try_get("failures")?, since: row.try_get("since")? },
+            None => FailureStreak::default(),
+        })
+    }
+
+    pub async fn reserve_send_slot(&self, config: &ConfigId, interval: Duration) -> Result<Duration> {
+        // The database's clock, so that nodes' clocks need not agree.
+        let interval_us = interval.as_micros().min(i64::MAX as u128) as i64;
+        let wait_us: i64 = sqlx::query_scalar(
+            "WITH now AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint AS us)
+             INSERT INTO send_slots (config_id, next_start) SELECT $1, us + $2 FROM now
+             ON CONFLICT (config_id) DO UPDATE SET next_start = GREATEST(send_slots.next_start, (SELECT us FROM now)) + $2
+             RETURNING next_start - $2 - (SELECT us FROM now)",
+        )
+        .bind(config.as_str())
+        .bind(interval_us)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Duration::from_micros(wait_us.max(0) as u64))
+    }
+
+    pub async fn get_attempt(&self, tenant: &TenantId, id: &AttemptId) -> Result<AttemptRecord> {
+        let row = sqlx::query(
+            "SELECT a.*, p.request_body, p.response_body FROM attempts a
+             LEFT JOIN attempt_payloads p ON p.attempt_id = a.id WHERE a.tenant_id = $1 AND a.id = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        attempt_row(&not_found_if_none(row)?, true)
+    }
+
+    pub async fn list_attempts(&self, tenant: &TenantId, filter: &AttemptFilter, page: &PageRequest) -> Result<Page<AttemptRecord>> {
+        let rows = sqlx::query(
+            "SELECT a.* FROM attempts a
+             WHERE a.tenant_id = $1
+               AND ($2::text IS NULL OR a.id < $2)
+               AND ($3::text IS NULL OR a.delivery_id = $3)
+               AND ($4::text IS NULL OR a.delivery_id IN (SELECT id FROM deliveries WHERE tenant_id = $1 AND config_id = $4))
+               AND ($5::bigint IS NULL OR a.started_at >= $5)
+               AND ($6::bigint IS NULL OR a.started_at < $6)
+             ORDER BY a.id DESC LIMIT $7",
+        )
+        .bind(tenant.as_str())
+        .bind(&page.cursor)
+        .bind(filter.delivery_id.as_ref().map(|d| d.as_str()))
+        .bind(filter.configuration_id.as_ref().map(|c| c.as_str()))
+        .bind(filter.started_after)
+        .bind(filter.started_before)
+        .bind(page.limit())
+        .fetch_all(&self.pool)
+        .await?;
+        let items = rows.iter().map(|r| attempt_row(r, false)).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_items(items, page, |a| a.id.to_string()))
+    }
+
+    // Replay and recovery.
+
+    pub async fn add_deliveries(&self, tenant: &TenantId, rows: Vec<AddedDelivery>) -> Result<Vec<bool>> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        // With its event locked, a row's condition cannot change under it:
+        // racing replays of one event take turns, and the second sees the first.
+        let seqs: Vec<i64> = rows.iter().map(|r| r.event_seq).collect();
+        lock_events(&mut tx, &seqs).await?;
+        let mut added = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let d = &r.delivery;
+            let inserted = sqlx::query(
+                "INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
+                                         script_logs, body, headers, next_attempt_at, lease_until, lease_owner, replay_of,
+                                         created_at, updated_at)
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, CASE WHEN $13::bigint IS NULL THEN NULL ELSE $16 END,
+                        $14, $15, $15
+                 WHERE EXISTS (SELECT 1 FROM events WHERE seq = $3 AND tenant_id = $2 AND routed)
+                   AND (SELECT id FROM deliveries WHERE event_seq = $3 AND config_id = $4 ORDER BY id DESC LIMIT 1)
+                       IS NOT DISTINCT FROM $14::text",
+            )
+            .bind(d.id.as_str())
+            .bind(tenant.as_str())
+            .bind(r.event_seq)
+            .bind(d.config_id.as_str())
+            .bind(d.config_version)
+            .bind(d.status.as_str())
+            .bind(&d.reason)
+            .bind(&d.error_kind)
+            .bind(&d.script_logs)
+            .bind(&d.body)
+            .bind(&d.headers)
+            .bind(d.next_attempt_at)
+            .bind(d.lease_until)
+            .bind(r.replay_of.as_ref().map(|id| id.as_str()))
+            .bind(now)
+            .bind(self.node.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            added.push(inserted == 1);
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    pub async fn failed_deliveries(
+        &self,
+        tenant: &TenantId,
+        config: &ConfigId,
+        after: EventCursor,
+        until: i64,
+        limit: i64,
+    ) -> Result<Vec<(EventCursor, DeliveryRecord)>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS}, e.received_at AS cursor_received_at
+             FROM events e JOIN deliveries d ON d.event_seq = e.seq
+             WHERE e.tenant_id = $1 AND (e.received_at, e.seq) > ($3, $4) AND e.received_at < $5
+               AND d.tenant_id = $1 AND d.config_id = $2 AND d.status = 'failed' AND {NEWEST}
+             ORDER BY e.received_at, e.seq LIMIT $6"
+        ))
+        .bind(tenant.as_str())
+        .bind(config.as_str())
+        .bind(after.received_at)
+        .bind(after.seq)
+        .bind(until)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let delivery = delivery_row(row)?;
+                let cursor = EventCursor { received_at: row.int("cursor_received_at")?, seq: delivery.event_seq };
+                Ok((cursor, delivery))
+            })
+            .collect()
+    }
+
+    pub async fn events_without_delivery(
+        &self,
+        tenant: &TenantId,
+        config: &ConfigId,
+        after: EventCursor,
+        until: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events e
+             WHERE e.tenant_id = $1 AND (e.received_at, e.seq) > ($3, $4) AND e.received_at < $5 AND e.routed
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.config_id = $2)
+             ORDER BY e.received_at, e.seq LIMIT $6"
+        ))
+        .bind(tenant.as_str())
+        .bind(config.as_str())
+        .bind(after.received_at)
+        .bind(after.seq)
+        .bind(until)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_row).collect()
+    }
+
+    // Retention.
+
+    pub async fn purge_payloads(&self, before: i64, limit: i64) -> Result<u64> {
+        let deleted = sqlx::query(
+            "DELETE FROM attempt_payloads WHERE attempt_id IN
+                (SELECT attempt_id FROM attempt_payloads WHERE created_at < $1 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(before)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        Ok(deleted.rows_affected())
+    }
+
+    pub async fn purge_events(&self, before: i64, limit: i64) -> Result<PurgedEvents> {
+        let mut tx = self.begin().await?;
+        // Locked: a replay adding a delivery waits, then finds no event.
+        // Skipped if locked: another node is purging or routing it.
+        let seqs: Vec<i64> = sqlx::query_scalar(
+            "SELECT e.seq FROM events e
+             WHERE e.received_at < $1 AND e.routed
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status = 'pending')
+             ORDER BY e.received_at LIMIT $2
+             FOR UPDATE SKIP LOCKED",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        if seqs.is_empty() {
+            return Ok(PurgedEvents::default());
+        }
+        let mut purged = PurgedEvents::default();
+        // Children first: the foreign keys are enforced.
+        for (sql, count) in [
+            (
+                "DELETE FROM attempt_payloads WHERE attempt_id IN
+                    (SELECT a.id FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE d.event_seq = ANY($1))",
+                &mut purged.payloads,
+            ),
+            ("DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = ANY($1))", &mut purged.attempts),
+            ("DELETE FROM deliveries WHERE event_seq = ANY($1)", &mut purged.deliveries),
+            ("DELETE FROM events WHERE seq = ANY($1)", &mut purged.events),
+        ] {
+            *count = sqlx::query(sql).bind(&seqs).execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(purged)
+    }
+}
+
+/// Locks events' rows in `seq` order, so that two writers locking
+/// overlapping sets cannot deadlock.
+async fn lock_events(tx: &mut Transaction<'static, Postgres>, seqs: &[i64]) -> Result<()> {
+    sqlx::query("SELECT 1 FROM events WHERE seq = ANY($1) ORDER BY seq FOR UPDATE")
+        .bind(seqs)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn insert_key(
+    tx: &mut Transaction<'static, Postgres>,
+    id: &KeyId,
+    tenant: &TenantId,
+    name: &str,
+    prefix: &str,
+    hash: &str,
+    scopes: &[crate::auth::Scope],
+    now: i64,
+) -> Result<()> {
+    let scopes: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+    sqlx::query("INSERT INTO api_keys (id, tenant_id, name, prefix, hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        .bind(id.as_str())
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(prefix)
+        .bind(hash)
+        .bind(scopes.join(" "))
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+fn event_type_row(row: &PgRow) -> Result<EventTypeRecord> {
+    Ok(EventTypeRecord { name: row.try_get("name")?, description: row.try_get("description")?, first_seen: row.try_get("first_seen")? })
+}
+
+/// New delivery rows as columns, inserted in one statement.
+#[derive(Default)]
+struct DeliveryRows {
+    id: Vec<String>,
+    tenant: Vec<String>,
+    event_seq: Vec<i64>,
+    config_id: Vec<String>,
+    config_version: Vec<i64>,
+    status: Vec<&'static str>,
+    reason: Vec<Option<String>>,
+    error_kind: Vec<Option<String>>,
+    script_logs: Vec<Option<String>>,
+    body: Vec<Option<String>>,
+    headers: Vec<Option<String>>,
+    next_attempt_at: Vec<Option<i64>>,
+    lease_until: Vec<Option<i64>>,
+    replay_of: Vec<Option<String>>,
+}
+
+impl DeliveryRows {
+    fn push(&mut self, tenant: &TenantId, event_seq: i64, d: &NewDelivery, replay_of: Option<&DeliveryId>) {
+        self.id.push(d.id.to_string());
+        self.tenant.push(tenant.to_string());
+        self.event_seq.push(event_seq);
+        self.config_id.push(d.config_id.to_string());
+        self.config_version.push(d.config_version);
+        self.status.push(d.status.as_str());
+        self.reason.push(d.reason.clone());
+        self.error_kind.push(d.error_kind.clone());
+        self.script_logs.push(d.script_logs.clone());
+        self.body.push(d.body.clone());
+        self.headers.push(d.headers.clone());
+        self.next_attempt_at.push(d.next_attempt_at);
+        self.lease_until.push(d.lease_until);
+        self.replay_of.push(replay_of.map(|r| r.to_string()));
+    }
+
+    /// Leased rows (handed straight to this node's sender) carry `node`.
+    async fn insert(self, tx: &mut Transaction<'static, Postgres>, node: &NodeId, now: i64) -> Result<()> {
+        if self.id.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
+                                     script_logs, body, headers, next_attempt_at, lease_until, lease_owner, replay_of,
+                                     created_at, updated_at)
+             SELECT r.id, r.tenant_id, r.event_seq, r.config_id, r.config_version, r.status, r.reason, r.error_kind,
+                    r.script_logs, r.body, r.headers, r.next_attempt_at, r.lease_until,
+                    CASE WHEN r.lease_until IS NULL THEN NULL ELSE $15 END, r.replay_of, $16, $16
+             FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[],
+                         $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[], $14::text[])
+                  AS r(id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
+                       script_logs, body, headers, next_attempt_at, lease_until, replay_of)",
+        )
+        .bind(&self.id)
+        .bind(&self.tenant)
+        .bind(&self.event_seq)
+        .bind(&self.config_id)
+        .bind(&self.config_version)
+        .bind(&self.status)
+        .bind(&self.reason)
+        .bind(&self.error_kind)
+        .bind(&self.script_logs)
+        .bind(&self.body)
+        .bind(&self.headers)
+        .bind(&self.next_attempt_at)
+        .bind(&self.lease_until)
+        .bind(&self.replay_of)
+        .bind(node.as_str())
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+/// A script a configuration names must be the tenant's own.
+async fn check_script_owner(tx: &mut Transaction<'static, Postgres>, tenant: &TenantId, script: Option<&ScriptId>) -> Result<()> {
+    let Some(script) = script else { return Ok(()) };
+    let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM scripts WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant.as_str())
+        .bind(script.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+    found.map(|_| ()).ok_or(StoreError::UnknownReference("script"))
+}
+
+/// After a conditional write matched nothing: was the row missing or stale?
+async fn stale_or_missing(tx: &mut Transaction<'static, Postgres>, tenant: &TenantId, id: &ConfigId) -> StoreError {
+    let current: std::result::Result<Option<i64>, _> = sqlx::query_scalar("SELECT version FROM configurations WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .fetch_optional(&mut **tx)
+        .await;
+    match current {
+        Ok(Some(current)) => StoreError::StaleVersion { current },
+        Ok(None) => StoreError::NotFound,
+        Err(e) => e.into(),
+    }
+}
