@@ -31,7 +31,7 @@ const USAGE_SHARDS: i64 = 16;
 
 #[derive(Clone)]
 pub struct PostgresStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
     node: NodeId,
 }
 

@@ -1,0 +1,476 @@
+//! The store's behaviour, run against both backends: a SQLite file in a
+//! scratch directory, and a fresh database on the PostgreSQL server at
+//! `SLUICE_TEST_POSTGRES` (default: the local one). Neither skips itself:
+//! without a PostgreSQL server the PostgreSQL tests fail, saying so.
+
+use std::time::Duration;
+
+use super::*;
+use crate::event::EventInput;
+use crate::retention::{self, Retention};
+
+const DAY: i64 = 24 * 3600 * 1000;
+
+/// Runs an async test body once per backend, as two tests.
+macro_rules! both_backends {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$body(super::Scratch::sqlite().await).await;
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$body(super::Scratch::postgres().await).await;
+            }
+        }
+    };
+}
+
+fn postgres_server() -> String {
+    std::env::var("SLUICE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A store of its own, removed afterwards.
+struct Scratch {
+    store: Store,
+    place: Place,
+}
+
+enum Place {
+    Dir(std::path::PathBuf),
+    /// The server URL and the database's name.
+    Database(String, String),
+}
+
+impl Scratch {
+    async fn sqlite() -> Self {
+        let dir = std::env::temp_dir().join(format!("sluice-store-test-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open_sqlite(&dir.join("sluice.db")).await.unwrap();
+        Self { store, place: Place::Dir(dir) }
+    }
+
+    async fn postgres() -> Self {
+        let server = postgres_server();
+        let name = format!("sluice_store_test_{}", uuid::Uuid::now_v7().simple());
+        let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&server)
+            .await
+            .unwrap_or_else(|e| panic!("the PostgreSQL tests need a server at {server} (set SLUICE_TEST_POSTGRES): {e}"));
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+        let place = Place::Database(server, name);
+        let store = Store::open_postgres(&Self::url_of(&place), NodeId::parse("node-a").unwrap()).await.unwrap();
+        Self { store, place }
+    }
+
+    fn url_of(place: &Place) -> String {
+        match place {
+            Place::Database(server, name) => {
+                let mut url = reqwest::Url::parse(server).unwrap();
+                url.set_path(name);
+                url.to_string()
+            }
+            Place::Dir(_) => unreachable!("a SQLite scratch store has no URL"),
+        }
+    }
+
+    /// Another node on the same PostgreSQL database.
+    async fn node(&self, id: &str) -> Store {
+        Store::open_postgres(&Self::url_of(&self.place), NodeId::parse(id).unwrap()).await.unwrap()
+    }
+
+    async fn tenant(&self, name: &str) -> TenantId {
+        self.store.create_tenant(name, None).await.unwrap().id
+    }
+
+    async fn count(&self, table: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        match &self.store.backend {
+            Backend::Sqlite(db) => sqlx::query_scalar(&sql).fetch_one(&db.read).await.unwrap(),
+            Backend::Postgres(db) => sqlx::query_scalar(&sql).fetch_one(&db.pool).await.unwrap(),
+        }
+    }
+
+    async fn ingest(&self, tenant: &TenantId, id: &str) -> i64 {
+        let json = format!(r#"{{"id": "{id}", "type": "order.paid", "organization_unit": "emea", "occurred_at": "2026-11-22T11:30:00Z", "payload": {{}}}}"#);
+        let event = EventInput::from_json(&json).unwrap().validate(|| unreachable!("the id is given")).unwrap();
+        match self.store.ingest(tenant, None, vec![event]).await.unwrap()[..] {
+            [Ingested::Stored { seq }] => seq,
+            ref other => panic!("{other:?}"),
+        }
+    }
+
+    /// Backdates an event: the API never does.
+    async fn received_at(&self, tenant: &TenantId, id: &'static str, at: i64) {
+        match &self.store.backend {
+            Backend::Sqlite(db) => {
+                let tenant = tenant.to_string();
+                db.write(move |c| {
+                    Ok(c.execute("UPDATE events SET received_at = ?1 WHERE tenant_id = ?2 AND id = ?3", rusqlite::params![at, tenant, id])?)
+                })
+                .await
+                .unwrap();
+            }
+            Backend::Postgres(db) => {
+                sqlx::query("UPDATE events SET received_at = $1 WHERE tenant_id = $2 AND id = $3")
+                    .bind(at)
+                    .bind(tenant.as_str())
+                    .bind(id)
+                    .execute(&db.pool)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    async fn route(&self, tenant: &TenantId, seq: i64, config: &ConfigId, status: DeliveryStatus) -> DeliveryId {
+        let d = delivery(config, status);
+        let id = d.id.clone();
+        let recorded = self.store.record_routing(vec![Routed { tenant: tenant.clone(), event_seq: seq, deliveries: vec![d] }]).await.unwrap();
+        assert_eq!(recorded, vec![true]);
+        id
+    }
+
+    async fn attempt(&self, tenant: &TenantId, delivery: &DeliveryId, number: i64, started_at: i64, outcome: AttemptOutcome) -> AttemptId {
+        self.attempt_to(&self.store, tenant, delivery, &ConfigId::generate(), number, started_at, outcome).await.0
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt_to(
+        &self,
+        store: &Store,
+        tenant: &TenantId,
+        delivery: &DeliveryId,
+        config: &ConfigId,
+        number: i64,
+        started_at: i64,
+        outcome: AttemptOutcome,
+    ) -> (AttemptId, FailureStreak) {
+        let id = AttemptId::generate();
+        let streak = store
+            .record_attempt(NewAttempt {
+                id: id.clone(),
+                tenant_id: tenant.clone(),
+                delivery_id: delivery.clone(),
+                config_id: config.clone(),
+                number,
+                started_at,
+                duration_ms: 3,
+                method: "POST".into(),
+                uri: "http://receiver.test/".into(),
+                response_status: Some(if outcome == AttemptOutcome::Succeeded { 200 } else { 503 }),
+                outcome,
+                error: None,
+                request_headers: r#"{"webhook-id":"x"}"#.into(),
+                response_headers: Some("{}".into()),
+                request_body: Some("{\"request\":1}".into()),
+                response_body: Some("[ACK]".into()),
+                next_attempt_at: (outcome == AttemptOutcome::Retry).then_some(started_at + 1000),
+            })
+            .await
+            .unwrap();
+        (id, streak)
+    }
+
+    /// An enabled configuration without a script.
+    async fn config(&self, tenant: &TenantId, name: &str) -> ConfigId {
+        let id = ConfigId::generate();
+        let write = ConfigWrite { name: name.into(), script_id: None, spec: "{}".into() };
+        self.store.insert_config(tenant, &id, &write).await.unwrap();
+        self.store.set_config_enabled(tenant, &id, None, true, None).await.unwrap();
+        id
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        match &self.place {
+            Place::Dir(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Place::Database(server, name) => {
+                // Best effort, on a thread of its own: Drop cannot await.
+                let (server, name) = (server.clone(), name.clone());
+                let _ = std::thread::spawn(move || {
+                    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+                    rt.block_on(async {
+                        if let Ok(mut c) = <sqlx::PgConnection as sqlx::Connection>::connect(&server).await {
+                            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut c).await;
+                        }
+                    });
+                })
+                .join();
+            }
+        }
+    }
+}
+
+fn delivery(config: &ConfigId, status: DeliveryStatus) -> NewDelivery {
+    NewDelivery {
+        id: DeliveryId::generate(),
+        config_id: config.clone(),
+        config_version: 1,
+        status,
+        reason: None,
+        error_kind: None,
+        script_logs: None,
+        body: Some("{\"decided\":true}".into()),
+        headers: None,
+        next_attempt_at: (status == DeliveryStatus::Pending).then(now_ms),
+        lease_until: None,
+    }
+}
+
+both_backends!(the_purge_removes_exactly_what_is_past_each_window, purge);
+async fn purge(s: Scratch) {
+    let store = &s.store;
+    let (tenant, config) = (s.tenant("t").await, ConfigId::generate());
+    let now = now_ms();
+
+    // Old and delivered: goes, with its delivery, attempt and payload.
+    let seq = s.ingest(&tenant, "old-done").await;
+    let d_done = s.route(&tenant, seq, &config, DeliveryStatus::Pending).await;
+    let a_done = s.attempt(&tenant, &d_done, 1, now - 70 * DAY, AttemptOutcome::Succeeded).await;
+    s.received_at(&tenant, "old-done", now - 70 * DAY).await;
+    // Old and filtered (no attempt): goes.
+    let seq = s.ingest(&tenant, "old-filtered").await;
+    let d_filtered = s.route(&tenant, seq, &config, DeliveryStatus::Filtered).await;
+    s.received_at(&tenant, "old-filtered", now - 61 * DAY).await;
+    // Old but a delivery still pending (retrying): kept, only its old payload goes.
+    let seq = s.ingest(&tenant, "old-pending").await;
+    let d_pending = s.route(&tenant, seq, &config, DeliveryStatus::Pending).await;
+    let a_pending = s.attempt(&tenant, &d_pending, 1, now - 61 * DAY, AttemptOutcome::Retry).await;
+    s.received_at(&tenant, "old-pending", now - 61 * DAY).await;
+    // Old but never routed: kept.
+    s.ingest(&tenant, "old-unrouted").await;
+    s.received_at(&tenant, "old-unrouted", now - 90 * DAY).await;
+    // Within the event window: kept; its payload older than 15 days goes, the newer one stays.
+    let seq = s.ingest(&tenant, "recent").await;
+    let d_recent = s.route(&tenant, seq, &config, DeliveryStatus::Pending).await;
+    let a_recent_old = s.attempt(&tenant, &d_recent, 1, now - 20 * DAY, AttemptOutcome::Retry).await;
+    let a_recent_new = s.attempt(&tenant, &d_recent, 2, now - DAY, AttemptOutcome::Succeeded).await;
+    s.received_at(&tenant, "recent", now - 20 * DAY).await;
+    // Just inside both windows, to the millisecond.
+    let seq = s.ingest(&tenant, "edge").await;
+    let d_edge = s.route(&tenant, seq, &config, DeliveryStatus::Pending).await;
+    let a_edge = s.attempt(&tenant, &d_edge, 1, now - 15 * DAY, AttemptOutcome::Succeeded).await;
+    s.received_at(&tenant, "edge", now - 60 * DAY).await;
+
+    // Chunks are bounded: one row, then one event, oldest first.
+    assert_eq!(store.purge_payloads(now - 15 * DAY, 1).await.unwrap(), 1);
+    assert!(store.get_attempt(&tenant, &a_done).await.unwrap().request_body.is_none(), "the oldest payload went first");
+    let first = store.purge_events(now - 60 * DAY, 1).await.unwrap();
+    assert_eq!(first, PurgedEvents { events: 1, deliveries: 1, attempts: 1, payloads: 0 });
+    assert!(matches!(store.get_event(&tenant, "old-done").await, Err(StoreError::NotFound)));
+
+    let retention = Retention { events: Duration::from_secs(60 * 24 * 3600), payloads: Duration::from_secs(15 * 24 * 3600), ..Retention::default() };
+    let rest = retention::purge_once(store, &retention, now).await.unwrap();
+    assert_eq!(rest.payloads, 2, "old-pending's and recent's first payloads");
+    assert_eq!(rest.events, PurgedEvents { events: 1, deliveries: 1, attempts: 0, payloads: 0 }, "old-filtered");
+
+    for gone in ["old-done", "old-filtered"] {
+        assert!(matches!(store.get_event(&tenant, gone).await, Err(StoreError::NotFound)), "{gone}");
+    }
+    for kept in ["old-pending", "old-unrouted", "recent", "edge"] {
+        store.get_event(&tenant, kept).await.unwrap_or_else(|e| panic!("{kept}: {e}"));
+    }
+    for gone in [&d_done, &d_filtered] {
+        assert!(matches!(store.get_delivery(&tenant, gone).await, Err(StoreError::NotFound)));
+    }
+    for kept in [&d_pending, &d_recent, &d_edge] {
+        store.get_delivery(&tenant, kept).await.unwrap();
+    }
+    assert!(matches!(store.get_attempt(&tenant, &a_done).await, Err(StoreError::NotFound)));
+    for (attempt, body_kept) in [(&a_pending, false), (&a_recent_old, false), (&a_recent_new, true), (&a_edge, true)] {
+        let a = store.get_attempt(&tenant, attempt).await.unwrap();
+        assert_eq!(a.request_body.is_some(), body_kept, "{attempt}");
+        assert_eq!(a.response_body.is_some(), body_kept, "{attempt}");
+        assert_eq!(a.request_headers["webhook-id"], "x", "headers stay with the attempt");
+    }
+    assert_eq!(
+        (s.count("events").await, s.count("deliveries").await, s.count("attempts").await, s.count("attempt_payloads").await),
+        (4, 3, 4, 2)
+    );
+
+    // Nothing more at the same moment; a hundred days later, all but the pending and the unrouted.
+    assert_eq!(retention::purge_once(store, &retention, now).await.unwrap(), retention::Purged::default());
+    let later = retention::purge_once(store, &retention, now + 100 * DAY).await.unwrap();
+    assert_eq!(later.events.events, 2, "recent and edge");
+    assert_eq!(later.payloads, 2);
+    assert_eq!(
+        (s.count("events").await, s.count("deliveries").await, s.count("attempts").await, s.count("attempt_payloads").await),
+        (2, 1, 1, 0)
+    );
+}
+
+both_backends!(added_deliveries_are_recorded_once_and_only_in_their_tenant, added_deliveries);
+async fn added_deliveries(s: Scratch) {
+    let store = &s.store;
+    let (tenant, other) = (s.tenant("t").await, s.tenant("other").await);
+    let (config, late_config) = (ConfigId::generate(), ConfigId::generate());
+    let seq = s.ingest(&tenant, "e1").await;
+    let failed = s.route(&tenant, seq, &config, DeliveryStatus::Failed).await;
+    let unrouted = s.ingest(&tenant, "e2").await;
+    let add = |config: &ConfigId, seq: i64, replay_of: Option<&DeliveryId>| AddedDelivery {
+        event_seq: seq,
+        delivery: delivery(config, DeliveryStatus::Pending),
+        replay_of: replay_of.cloned(),
+    };
+    let all = EventCursor::from(0);
+
+    assert_eq!(store.failed_deliveries(&tenant, &config, all, i64::MAX, 10).await.unwrap().len(), 1);
+    let replay = add(&config, seq, Some(&failed));
+    let replay_id = replay.delivery.id.clone();
+    // Two replays of the same delivery racing: the first one counts.
+    assert_eq!(store.add_deliveries(&tenant, vec![replay, add(&config, seq, Some(&failed))]).await.unwrap(), vec![true, false]);
+    let recorded = store.get_delivery(&tenant, &replay_id).await.unwrap();
+    assert_eq!(recorded.replay_of.as_ref(), Some(&failed));
+    assert_eq!((recorded.status, recorded.attempts, recorded.body.as_deref()), (DeliveryStatus::Pending, 0, Some("{\"decided\":true}")));
+    assert!(store.failed_deliveries(&tenant, &config, all, i64::MAX, 10).await.unwrap().is_empty(), "superseded by the replay");
+    // Another tenant cannot add to this tenant's event; nobody adds to an unrouted one.
+    assert_eq!(store.add_deliveries(&other, vec![add(&config, seq, Some(&replay_id))]).await.unwrap(), vec![false]);
+    assert_eq!(store.add_deliveries(&tenant, vec![add(&late_config, unrouted, None)]).await.unwrap(), vec![false]);
+
+    // The replay fails too: it is now the one to recover.
+    s.attempt(&tenant, &replay_id, 1, now_ms(), AttemptOutcome::Failed).await;
+    let found = store.failed_deliveries(&tenant, &config, all, i64::MAX, 10).await.unwrap();
+    assert_eq!(found.iter().map(|(_, d)| d.id.clone()).collect::<Vec<_>>(), vec![replay_id]);
+    assert!(store.failed_deliveries(&other, &config, all, i64::MAX, 10).await.unwrap().is_empty());
+    assert!(store.failed_deliveries(&tenant, &config, found[0].0, i64::MAX, 10).await.unwrap().is_empty(), "the cursor moves past it");
+
+    // A late decision for a configuration the event has no delivery to: once.
+    let missed = store.events_without_delivery(&tenant, &late_config, all, i64::MAX, 10).await.unwrap();
+    assert_eq!(missed.iter().map(|e| e.event.id.as_str()).collect::<Vec<_>>(), vec!["e1"], "routed events only");
+    assert_eq!(store.add_deliveries(&tenant, vec![add(&late_config, seq, None)]).await.unwrap(), vec![true]);
+    assert_eq!(store.add_deliveries(&tenant, vec![add(&late_config, seq, None)]).await.unwrap(), vec![false]);
+    assert!(store.events_without_delivery(&tenant, &late_config, all, i64::MAX, 10).await.unwrap().is_empty());
+    assert!(store.events_without_delivery(&other, &ConfigId::generate(), all, i64::MAX, 10).await.unwrap().is_empty());
+}
+
+
+both_backends!(failure_streaks_count_until_a_success_or_enabling, failure_streaks);
+async fn failure_streaks(s: Scratch) {
+    let tenant = s.tenant("t").await;
+    let config = s.config(&tenant, "c").await;
+    let seq = s.ingest(&tenant, "e1").await;
+    let d = s.route(&tenant, seq, &config, DeliveryStatus::Pending).await;
+    let now = now_ms();
+    let mut counted = Vec::new();
+    for (n, outcome) in [AttemptOutcome::Retry, AttemptOutcome::Retry, AttemptOutcome::Failed].into_iter().enumerate() {
+        counted.push(s.attempt_to(&s.store, &tenant, &d, &config, n as i64 + 1, now, outcome).await.1.failures);
+    }
+    assert_eq!(counted, [1, 2, 3]);
+    let (_, streak) = s.attempt_to(&s.store, &tenant, &d, &config, 4, now, AttemptOutcome::Retry).await;
+    assert!(streak.since <= now_ms() && streak.since >= now - 60_000, "since the first failure: {streak:?}");
+    let (_, after_success) = s.attempt_to(&s.store, &tenant, &d, &config, 5, now, AttemptOutcome::Succeeded).await;
+    assert_eq!(after_success, FailureStreak::default());
+    assert_eq!(s.attempt_to(&s.store, &tenant, &d, &config, 6, now, AttemptOutcome::Retry).await.1.failures, 1);
+    // Disabled for failing, then enabled: a fresh start.
+    s.store.set_config_enabled(&tenant, &config, None, false, Some("failing")).await.unwrap();
+    s.store.set_config_enabled(&tenant, &config, None, true, None).await.unwrap();
+    assert_eq!(s.attempt_to(&s.store, &tenant, &d, &config, 7, now, AttemptOutcome::Retry).await.1.failures, 1);
+}
+
+both_backends!(send_slots_space_requests_by_the_interval, send_slots);
+async fn send_slots(s: Scratch) {
+    let (config, other) = (ConfigId::generate(), ConfigId::generate());
+    let interval = Duration::from_secs(10);
+    let first = s.store.reserve_send_slot(&config, interval).await.unwrap();
+    let second = s.store.reserve_send_slot(&config, interval).await.unwrap();
+    let third = s.store.reserve_send_slot(&config, interval).await.unwrap();
+    assert!(first < Duration::from_secs(1), "{first:?}");
+    // The calls take far less than a second, so each slot is one interval on.
+    assert!(second > Duration::from_secs(9) && second <= interval, "{second:?}");
+    assert!(third > Duration::from_secs(19) && third <= 2 * interval, "{third:?}");
+    assert!(s.store.reserve_send_slot(&other, interval).await.unwrap() < Duration::from_secs(1), "slots are per configuration");
+}
+
+/// Two nodes on one database: claims never overlap, a node's restart frees
+/// only its own leases, streaks and rate slots are shared, and a change made
+/// through one node reaches the other.
+#[tokio::test]
+async fn postgres_nodes_share_work_and_state() {
+    let s = Scratch::postgres().await;
+    let (a, b) = (s.store.clone(), s.node("node-b").await);
+    let mut b_changes = b.watch().await.unwrap().expect("PostgreSQL announces changes");
+    let tenant = s.tenant("t").await;
+    let config = s.config(&tenant, "c").await;
+    let mut all = std::collections::BTreeSet::new();
+    for i in 0..60 {
+        let seq = s.ingest(&tenant, &format!("e{i}")).await;
+        all.insert(s.route(&tenant, seq, &config, DeliveryStatus::Pending).await);
+    }
+
+    // Both nodes claim at once, in small bites, until nothing is left.
+    let claim_all = |store: Store| async move {
+        let mut mine = Vec::new();
+        loop {
+            let due = store.claim_due(now_ms(), 60_000, 7).await.unwrap();
+            if due.is_empty() {
+                return mine;
+            }
+            mine.extend(due.into_iter().map(|d| d.delivery.id));
+        }
+    };
+    let (by_a, by_b) = tokio::join!(claim_all(a.clone()), claim_all(b.clone()));
+    let mut claimed: Vec<_> = by_a.iter().chain(&by_b).cloned().collect();
+    claimed.sort();
+    let unique: std::collections::BTreeSet<_> = claimed.iter().cloned().collect();
+    assert_eq!(claimed.len(), unique.len(), "a delivery was claimed twice");
+    assert_eq!(unique, all, "every due delivery was claimed");
+
+    // Node A restarts: its leases are free again, node B's are not.
+    assert_eq!(a.release_leases().await.unwrap(), by_a.len() as u64);
+    let again: Vec<_> = b.claim_due(now_ms(), 60_000, 100).await.unwrap().into_iter().map(|d| d.delivery.id).collect();
+    assert_eq!(again.iter().cloned().collect::<std::collections::BTreeSet<_>>(), by_a.iter().cloned().collect());
+
+    // One streak for both nodes.
+    let d = by_b[0].clone();
+    let now = now_ms();
+    assert_eq!(s.attempt_to(&a, &tenant, &d, &config, 1, now, AttemptOutcome::Retry).await.1.failures, 1);
+    assert_eq!(s.attempt_to(&b, &tenant, &d, &config, 2, now, AttemptOutcome::Retry).await.1.failures, 2);
+    assert_eq!(s.attempt_to(&a, &tenant, &d, &config, 3, now, AttemptOutcome::Retry).await.1.failures, 3);
+
+    // One rate limit for both nodes.
+    let interval = Duration::from_secs(10);
+    let slot_config = ConfigId::generate();
+    assert!(a.reserve_send_slot(&slot_config, interval).await.unwrap() < Duration::from_secs(1));
+    assert!(b.reserve_send_slot(&slot_config, interval).await.unwrap() > Duration::from_secs(9));
+
+    // A configuration disabled through A: B hears of it.
+    a.set_config_enabled(&tenant, &config, None, false, Some("by hand")).await.unwrap();
+    let heard = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match b_changes.recv().await {
+                Some(Change::Config { tenant: t, id }) if id == config => return t,
+                Some(_) => continue,
+                None => panic!("the change stream ended"),
+            }
+        }
+    })
+    .await
+    .expect("node B hears of the change within seconds");
+    assert_eq!(heard, tenant);
+    b.close().await;
+}
+
+/// Nodes starting together on an empty database make one operator tenant.
+#[tokio::test]
+async fn postgres_bootstrap_happens_once() {
+    let s = Scratch::postgres().await;
+    let b = s.node("node-b").await;
+    let key = |n: u8| NewKey {
+        id: KeyId::generate(),
+        tenant_id: TenantId::generate(),
+        name: "first admin key".into(),
+        prefix: "sk_x".into(),
+        hash: KeyHash(format!("hash-{n}")),
+        scopes: vec![crate::auth::Scope::Admin],
+    };
+    let (first, second) = tokio::join!(s.store.bootstrap(key(1), "operator"), b.bootstrap(key(2), "operator"));
+    let made: Vec<_> = [first.unwrap(), second.unwrap()].into_iter().flatten().collect();
+    assert_eq!(made.len(), 1, "exactly one node bootstraps");
+    assert_eq!(s.store.operator_tenant().await.unwrap(), Some(made[0].clone()));
+    assert_eq!(s.count("tenants").await, 1);
+    b.close().await;
+}
