@@ -28,6 +28,12 @@
 //! both; the failing run's healthy delivery rate should be at least 80 % of
 //! the clean run's.
 //!
+//! With `--database-url` (or `--postgres`), the engine runs on PostgreSQL:
+//! each run gets a fresh database on that server, dropped afterwards, and
+//! `--nodes N` starts N engine nodes on it, the posters spreading their
+//! requests over all of them. Several counts (`--nodes 1,3`, or `--compare`)
+//! make one run each after the one raw phase, and a table.
+//!
 //! Latency is receipt at the sink minus the moment the ingest request was
 //! issued: both are read on one clock, the issue time travelling in the
 //! event id. The run fails (exit status 1) when an accepted event never
@@ -38,8 +44,12 @@
 #[global_allocator]
 static ALLOCATOR: sluice::Allocator = sluice::Allocator;
 
+#[path = "load/cluster.rs"]
+mod cluster;
 #[path = "load/cpu.rs"]
 mod cpu;
+#[path = "load/database.rs"]
+mod database;
 #[path = "load/engine.rs"]
 mod engine;
 #[path = "load/generator.rs"]
@@ -54,10 +64,11 @@ mod sink;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use engine::{ADMIN_KEY, Engine};
+use cluster::Cluster;
+use engine::ADMIN_KEY;
 use generator::{Pace, Plan, Target};
 use options::{Command, Options, USAGE};
-use report::{Delivered, EngineRun, FailingReceiver, RawRun, SpreadRun, Summary};
+use report::{Delivered, EngineRun, FailingReceiver, NodesRun, RawRun, SpreadRun, Summary};
 use sink::{Arrivals, Sink};
 
 /// How long accepted events may take to reach the sink after posting ends.
@@ -149,7 +160,7 @@ async fn run_phases(summary: &mut Summary) -> Result<(), String> {
     }
 
     note(&format!("raw: {} posters → sink for {:.1} s", options.concurrency, options.raw_duration.as_secs_f64()));
-    let cpu = cpu::Meter::start(None);
+    let cpu = cpu::Meter::start(&[], false);
     let plan = Plan {
         label: "raw",
         target: Target::Raw { url: format!("{}/raw", sink.url) },
@@ -168,26 +179,63 @@ async fn run_phases(summary: &mut Summary) -> Result<(), String> {
     summary.raw = Some(raw);
     let Some(script) = script else { return Ok(()) };
 
-    note("starting the engine");
-    let engine = Engine::start().await?;
-    let measured = measure_engine(summary, clock, &http, &sink, &engine, script).await;
-    summary.engine_log = engine.log_digest();
-    engine.stop().await;
-    measured
+    for &nodes in &options.nodes {
+        note(&start_text(&options, nodes, ""));
+        let cluster = match Cluster::start(nodes, options.database.as_ref()).await {
+            Ok(cluster) => cluster,
+            // Comparing, the other counts may still run.
+            Err(e) if options.compares_nodes() => {
+                summary.problems.push(format!("{}: {e}", report::nodes_text(nodes)));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let mut run = NodesRun { nodes, ..NodesRun::default() };
+        let measured = measure_engine(summary, clock, &http, &sink, &cluster, script.clone(), &mut run).await;
+        let log = cluster.log_digest();
+        cluster.stop().await;
+        summary.runs.push(run);
+        if options.compares_nodes() {
+            let label = report::nodes_text(nodes);
+            summary.engine_log.extend(log.into_iter().map(|(count, message)| (count, format!("[{label}] {message}"))));
+        } else {
+            summary.engine_log = log;
+        }
+        if let Err(e) = measured {
+            // Comparing, the other counts may still run.
+            summary.problems.push(if options.compares_nodes() { format!("{}: {e}", report::nodes_text(nodes)) } else { e });
+        }
+    }
+    Ok(())
 }
 
-/// Sets up the route, then runs the max-rate phase and the half-rate one.
+/// The progress line for starting the engine(s) of a run; `label` (with
+/// a trailing space) names the run, if anything.
+fn start_text(options: &Options, nodes: usize, label: &str) -> String {
+    match &options.database {
+        None if label.is_empty() => "starting the engine".to_owned(),
+        None => format!("{label}starting a fresh engine"),
+        Some(server) => format!(
+            "{label}starting {nodes} engine node(s) on a fresh database on PostgreSQL at {}",
+            server.label()
+        ),
+    }
+}
+
+/// Sets up the route, then runs the max-rate phase and the half-rate one
+/// into `run`.
 async fn measure_engine(
     summary: &mut Summary,
     clock: Clock,
     http: &reqwest::Client,
     sink: &Sink,
-    engine: &Engine,
+    cluster: &Cluster,
     script: Vec<u8>,
+    run: &mut NodesRun,
 ) -> Result<(), String> {
     let options = summary.options.clone();
-    engine.route_to(http, &sink.url, script).await?;
-    let target = Target::Engine { url: format!("{}/v1/events", engine.url), key: ADMIN_KEY.to_owned() };
+    cluster.route_to(http, sink, script).await?;
+    let target = Target::Engine { urls: cluster.ingest_urls(), key: ADMIN_KEY.to_owned() };
     let plan = |label, pace| Plan {
         label,
         target: target.clone(),
@@ -198,33 +246,39 @@ async fn measure_engine(
         units: None,
     };
 
+    let engines = if cluster.len() > 1 { format!("{} engine nodes", cluster.len()) } else { "engine".to_owned() };
     note(&format!(
-        "max: {} posters → engine, {} event(s) per request, for {:.1} s",
+        "max: {} posters → {engines}, {} event(s) per request, for {:.1} s",
         options.concurrency,
         options.batch,
         options.duration.as_secs_f64()
     ));
-    let max = engine_phase(clock, http, sink, engine, plan("max", Pace::Max)).await?;
+    let max = engine_phase(clock, http, sink, cluster, plan("max", Pace::Max)).await?;
     let delivery_rate = max.delivery_rate();
-    let sound = check("max rate", &max, &mut summary.problems);
-    summary.max = Some(max);
+    let sound = check(&phase_name("max rate", &options, cluster), &max, &mut summary.problems);
+    run.max = Some(max);
     if options.skip_half || !sound || delivery_rate <= 0.0 {
         return Ok(());
     }
 
     let half_rate = delivery_rate / 2.0;
     note(&format!("half: {} ev/s offered on a schedule for {:.1} s", report::thousands(half_rate), options.duration.as_secs_f64()));
-    let half = engine_phase(clock, http, sink, engine, plan("half", Pace::EventsPerSecond(half_rate))).await?;
-    check("half rate", &half, &mut summary.problems);
-    summary.half = Some((half_rate, half));
+    let half = engine_phase(clock, http, sink, cluster, plan("half", Pace::EventsPerSecond(half_rate))).await?;
+    check(&phase_name("half rate", &options, cluster), &half, &mut summary.problems);
+    run.half = Some((half_rate, half));
     Ok(())
+}
+
+/// A phase's name in problems: comparing node counts, with the count.
+fn phase_name(phase: &str, options: &Options, cluster: &Cluster) -> String {
+    if options.compares_nodes() { format!("{phase} ({})", report::nodes_text(cluster.len())) } else { phase.to_owned() }
 }
 
 /// Posts to the engine as `plan` says, waits for the accepted events at the
 /// sink, and measures the engine's and this tool's CPU meanwhile.
-async fn engine_phase(clock: Clock, http: &reqwest::Client, sink: &Sink, engine: &Engine, plan: Plan) -> Result<EngineRun, String> {
+async fn engine_phase(clock: Clock, http: &reqwest::Client, sink: &Sink, cluster: &Cluster, plan: Plan) -> Result<EngineRun, String> {
     let label = plan.label;
-    let cpu = cpu::Meter::start(engine.pid());
+    let cpu = cpu::Meter::start(&cluster.pids(), cluster.on_postgres());
     let began = clock.now();
     let posted = generator::run(http, clock, plan).await?;
     note(&format!(
@@ -239,18 +293,20 @@ async fn engine_phase(clock: Clock, http: &reqwest::Client, sink: &Sink, engine:
 }
 
 /// `--failures`: the clean run, then the failing one, each on a fresh engine
-/// and data directory with [`UNITS`] configurations.
+/// (or fresh nodes on a fresh database) and data directory with [`UNITS`]
+/// configurations.
 async fn failure_runs(summary: &mut Summary, clock: Clock, http: &reqwest::Client, sink: &Sink, script: Vec<u8>) -> Result<(), String> {
     summary.units = UNITS;
+    let nodes = summary.options.nodes.first().copied().unwrap_or(1);
     for failing in [false, true] {
         let label = if failing { "failing" } else { "clean" };
-        note(&format!("{label}: starting a fresh engine"));
-        let engine = Engine::start().await?;
-        let measured = spread_run(&summary.options, clock, http, sink, &engine, script.clone(), label, failing).await;
+        note(&start_text(&summary.options, nodes, &format!("{label}: ")));
+        let cluster = Cluster::start(nodes, summary.options.database.as_ref()).await?;
+        let measured = spread_run(&summary.options, clock, http, sink, &cluster, script.clone(), label, failing).await;
         summary
             .engine_log
-            .extend(engine.log_digest().into_iter().map(|(count, message)| (count, format!("[{label}] {message}"))));
-        engine.stop().await;
+            .extend(cluster.log_digest().into_iter().map(|(count, message)| (count, format!("[{label}] {message}"))));
+        cluster.stop().await;
         sink.fail_paths([]);
         let run = measured?;
         let sound = check_spread(label, &run, &mut summary.problems);
@@ -276,12 +332,12 @@ async fn spread_run(
     clock: Clock,
     http: &reqwest::Client,
     sink: &Sink,
-    engine: &Engine,
+    cluster: &Cluster,
     script: Vec<u8>,
     label: &'static str,
     failing: bool,
 ) -> Result<SpreadRun, String> {
-    engine.route_spread(http, &sink.url, script, UNITS).await?;
+    cluster.route_spread(http, sink, script, UNITS).await?;
     if failing {
         sink.fail_paths([engine::spread_path(FAILING_UNIT)]);
     }
@@ -289,7 +345,7 @@ async fn spread_run(
     sink.drain();
     let plan = Plan {
         label,
-        target: Target::Engine { url: format!("{}/v1/events", engine.url), key: ADMIN_KEY.to_owned() },
+        target: Target::Engine { urls: cluster.ingest_urls(), key: ADMIN_KEY.to_owned() },
         concurrency: options.concurrency,
         batch: options.batch,
         duration: options.duration,
@@ -297,13 +353,14 @@ async fn spread_run(
         units: Some(UNITS),
     };
     let answering = if failing { format!("load-t{FAILING_UNIT} answers 500") } else { "all answer 200".to_owned() };
+    let engines = if cluster.len() > 1 { format!("{} engine nodes", cluster.len()) } else { "engine".to_owned() };
     note(&format!(
-        "{label}: {} posters → engine, {UNITS} configurations ({answering}), {} event(s) per request, for {:.1} s",
+        "{label}: {} posters → {engines}, {UNITS} configurations ({answering}), {} event(s) per request, for {:.1} s",
         options.concurrency,
         options.batch,
         options.duration.as_secs_f64()
     ));
-    let cpu = cpu::Meter::start(engine.pid());
+    let cpu = cpu::Meter::start(&cluster.pids(), cluster.on_postgres());
     let began = clock.now();
     let posted = generator::run(http, clock, plan).await?;
     note(&format!(

@@ -1,11 +1,16 @@
 //! The engine under test: a real `sluice serve` process on a loopback port
 //! with its own data directory, and a small client for its API.
+//!
+//! Its store is the embedded SQLite file unless `SLUICE_TEST_BACKEND=postgres`:
+//! then every engine gets a fresh database of its own on the server at
+//! `SLUICE_TEST_POSTGRES` (default [`DEFAULT_POSTGRES`]), dropped with it.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use sqlx::postgres::PgConnection;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -14,6 +19,10 @@ pub const ADMIN_KEY: &str = "sk_e2e_operator_admin_key_0123456789abcdef";
 
 /// The reserved range test engines may deliver to: receivers' loopback.
 pub const LOOPBACK: &str = "127.0.0.0/8";
+
+/// The PostgreSQL server used when `SLUICE_TEST_POSTGRES` is unset: a local
+/// one with trust authentication, as `.ci/run` starts it.
+pub const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// The engine binary Cargo built beside the test executable (tests run from
 /// `target/<profile>/deps/`, binaries sit in `target/<profile>/`).
@@ -28,16 +37,25 @@ pub fn binary() -> PathBuf {
     path
 }
 
-/// A running `sluice serve`. Killed (SIGKILL) when dropped.
+/// A running `sluice serve`. Killed (SIGKILL) when dropped, and its
+/// database dropped after it when the engine created it.
 pub struct Engine {
     child: Option<Child>,
     dir: tempfile::TempDir,
     env: Vec<(String, String)>,
+    /// `SLUICE_DATABASE_URL` and `SLUICE_NODE_ID` on PostgreSQL: both kept
+    /// across restarts, the node id so that a restarted node takes back the
+    /// leases it held (another id would leave them until they expire).
+    postgres: Option<(String, String)>,
+    /// The database this engine created, held only to be dropped (after the
+    /// process is gone: see `Drop for Engine`).
+    _database: Option<PostgresDatabase>,
     pub url: String,
 }
 
 impl Engine {
-    /// Starts an engine on a fresh data directory.
+    /// Starts an engine on a fresh data directory (and a fresh database on
+    /// the PostgreSQL backend).
     pub async fn start() -> Engine {
         Self::start_with(&[]).await
     }
@@ -46,11 +64,39 @@ impl Engine {
     /// harness's own (`SLUICE_ALLOW_DESTINATIONS` is [`LOOPBACK`] unless
     /// given: `("SLUICE_ALLOW_DESTINATIONS", "")` allows no reserved range).
     pub async fn start_with(env: &[(&str, &str)]) -> Engine {
+        match Backend::from_env() {
+            Backend::Sqlite => Self::launch(None, None, env).await,
+            Backend::Postgres => {
+                let database = PostgresDatabase::create().await;
+                let url = database.url().to_owned();
+                Self::launch(Some(url), Some(database), env).await
+            }
+        }
+    }
+
+    /// Starts a node on an existing PostgreSQL database, whatever
+    /// `SLUICE_TEST_BACKEND` says: several of them form a cluster. The
+    /// database is not dropped with this engine; whoever created it (a
+    /// [`PostgresDatabase`]) drops it. Give each node its own
+    /// `("SLUICE_NODE_ID", …)` in `env`; without one it gets a unique id,
+    /// kept across restarts.
+    pub async fn start_on_database(url: &str, env: &[(&str, &str)]) -> Engine {
+        Self::launch(Some(url.to_owned()), None, env).await
+    }
+
+    async fn launch(database_url: Option<String>, database: Option<PostgresDatabase>, env: &[(&str, &str)]) -> Engine {
         let dir = tempfile::tempdir().expect("temporary data directory");
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut engine = Engine { child: None, dir, env, url: String::new() };
+        let postgres = database_url.map(|url| (url, format!("e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])));
+        let mut engine = Engine { child: None, dir, env, postgres, _database: database, url: String::new() };
         engine.spawn().await;
         engine
+    }
+
+    /// The PostgreSQL database this engine runs on (`None` on SQLite), for
+    /// starting more nodes on it with [`Engine::start_on_database`].
+    pub fn database_url(&self) -> Option<&str> {
+        self.postgres.as_ref().map(|(url, _)| url.as_str())
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -63,13 +109,21 @@ impl Engine {
             .append(true)
             .open(self.log_path())
             .expect("engine log file");
-        let mut child = Command::new(binary())
+        let mut command = Command::new(binary());
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(self.dir.path().join("data"))
             .env("SLUICE_ADMIN_KEY", ADMIN_KEY)
             .env("SLUICE_LOG", "sluice=debug,info")
             // Receivers listen on 127.0.0.1, which sluice refuses by default.
             .env("SLUICE_ALLOW_DESTINATIONS", LOOPBACK)
+            // The backend is the harness's choice, never the shell's.
+            .env_remove("SLUICE_DATABASE_URL")
+            .env_remove("SLUICE_NODE_ID");
+        if let Some((url, node_id)) = &self.postgres {
+            command.env("SLUICE_DATABASE_URL", url).env("SLUICE_NODE_ID", node_id);
+        }
+        let mut child = command
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(log)
@@ -111,7 +165,8 @@ impl Engine {
         }
     }
 
-    /// Starts the engine again on the same data directory (a new port).
+    /// Starts the engine again on the same data directory, database and
+    /// node id (a new port).
     pub async fn restart(&mut self) {
         self.kill().await;
         self.spawn().await;
@@ -136,6 +191,159 @@ impl Engine {
     /// A client that sends no `Authorization` header.
     pub fn anonymous(&self) -> Api {
         Api { http: reqwest::Client::new(), base: self.url.clone(), key: None }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // The process must be gone before its database is dropped, or it
+        // could reconnect in between; `kill_on_drop` alone does not wait.
+        if let Some(mut child) = self.child.take() {
+            let _ = child.start_kill();
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        // `_database`, if any, is dropped next, with the other fields.
+    }
+}
+
+/// The store engines run on, from `SLUICE_TEST_BACKEND`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Unset or `sqlite`: the embedded SQLite file in the data directory.
+    Sqlite,
+    /// `postgres`: a fresh database per engine on [`postgres_server`].
+    Postgres,
+}
+
+impl Backend {
+    /// Panics on a value it does not know, so that a typo never silently
+    /// runs the suite on the wrong backend.
+    pub fn from_env() -> Backend {
+        let value = std::env::var_os("SLUICE_TEST_BACKEND").unwrap_or_default();
+        match value.to_string_lossy().as_ref() {
+            "" | "sqlite" => Backend::Sqlite,
+            "postgres" => Backend::Postgres,
+            other => panic!("SLUICE_TEST_BACKEND is `sqlite` (the default) or `postgres`, not `{other}`"),
+        }
+    }
+}
+
+/// The PostgreSQL server test databases are created on: `SLUICE_TEST_POSTGRES`
+/// or [`DEFAULT_POSTGRES`]. The URL names a database to connect to for
+/// `CREATE DATABASE`, not the one the engines use.
+pub fn postgres_server() -> String {
+    std::env::var("SLUICE_TEST_POSTGRES").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| DEFAULT_POSTGRES.to_owned())
+}
+
+/// A new, empty database on [`postgres_server`]; returns its URL. Nothing
+/// drops it: prefer [`PostgresDatabase::create`], whose guard does.
+pub async fn fresh_postgres_database() -> String {
+    PostgresDatabase::create().await.keep()
+}
+
+/// A database of its own on the test server (`sluice_e2e_<uuid>`), dropped
+/// with this guard, best effort: close every engine on it first.
+pub struct PostgresDatabase {
+    url: String,
+    name: String,
+    server: String,
+    keep: bool,
+}
+
+impl PostgresDatabase {
+    /// Creates the database. Panics, never skips, when the server cannot be
+    /// reached: a test asked for PostgreSQL must not pass without it.
+    pub async fn create() -> PostgresDatabase {
+        let server = postgres_server();
+        let name = format!("sluice_e2e_{}", uuid::Uuid::new_v4().simple());
+        let mut url = url::Url::parse(&server)
+            .unwrap_or_else(|e| panic!("SLUICE_TEST_POSTGRES is not a URL ({e}): {}", redacted(&server)));
+        url.set_path(&format!("/{name}"));
+        let mut admin = connect(&server).await;
+        // The name is ours (letters, digits, `_`), so quoting is all it needs.
+        sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name} on {}: {e}", redacted(&server)));
+        let _ = sqlx::Connection::close(admin).await;
+        PostgresDatabase { url: url.into(), name, server, keep: false }
+    }
+
+    /// The URL engines connect with (`SLUICE_DATABASE_URL`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Gives the database up: it outlives the guard.
+    fn keep(mut self) -> String {
+        self.keep = true;
+        std::mem::take(&mut self.url)
+    }
+}
+
+impl Drop for PostgresDatabase {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        // Drop may run on a thread of the test's runtime, where starting
+        // another runtime panics: a thread of its own with a small runtime
+        // does the work, joined so that the last test of a binary does not
+        // exit before it. FORCE ends connections a killed engine left open.
+        let (server, name) = (self.server.clone(), self.name.clone());
+        let dropper = std::thread::spawn(move || -> Result<(), String> {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let work = async {
+                    let mut admin = <PgConnection as sqlx::Connection>::connect(&server).await?;
+                    let dropped = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut admin).await;
+                    let _ = sqlx::Connection::close(admin).await;
+                    dropped.map(drop)
+                };
+                match tokio::time::timeout(Duration::from_secs(20), work).await {
+                    Ok(result) => result.map_err(|e: sqlx::Error| e.to_string()),
+                    Err(_) => Err("timed out".to_owned()),
+                }
+            })
+        });
+        if let Ok(Err(e)) = dropper.join() {
+            eprintln!("could not drop the test database {}: {e}", self.name);
+        }
+    }
+}
+
+/// A connection to the test server, or a panic saying how to provide one.
+async fn connect(server: &str) -> PgConnection {
+    let connecting = <PgConnection as sqlx::Connection>::connect(server);
+    match tokio::time::timeout(Duration::from_secs(10), connecting).await {
+        Ok(Ok(connection)) => connection,
+        failed => {
+            let why = match failed {
+                Ok(Err(e)) => e.to_string(),
+                _ => "no answer in 10 s".to_owned(),
+            };
+            panic!(
+                "the PostgreSQL tests need a server: cannot connect to {} ({why}). Start one on \
+                 127.0.0.1:5432 (user postgres, trust authentication) or set SLUICE_TEST_POSTGRES \
+                 to the URL of one that allows CREATE DATABASE",
+                redacted(server)
+            )
+        }
+    }
+}
+
+/// A URL fit for a failure message: without its password.
+fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.into()
+        }
+        Ok(u) => u.into(),
+        Err(_) => "(not a URL)".to_owned(),
     }
 }
 

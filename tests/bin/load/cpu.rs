@@ -1,44 +1,60 @@
-//! Where the machine's CPU went during a phase: the engine, this tool, and
-//! everything else (which disturbs the figures). Read from `/proc` (Linux);
-//! elsewhere nothing is measured and the report leaves the CPU line out.
+//! Where the machine's CPU went during a phase: the engine, the database
+//! server (PostgreSQL runs only), this tool, and everything else (which
+//! disturbs the figures). Read from `/proc` (Linux); elsewhere nothing is
+//! measured and the report leaves the CPU line out.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// Clock ticks per second of `/proc` times: `USER_HZ`, fixed at 100 in
 /// Linux's user-space ABI.
 const USER_HZ: u64 = 100;
 
+/// The command name (`/proc/PID/comm`) of PostgreSQL's server processes:
+/// the postmaster and every backend it forks keep it.
+const DATABASE_COMM: &str = "postgres";
+
 /// Average cores kept busy over a phase.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Usage {
+    /// Every engine node together.
     pub engine: Option<f64>,
+    /// The local PostgreSQL server's processes; `None` for SQLite runs.
+    pub database: Option<f64>,
     pub tool: Option<f64>,
     /// Every other process on the machine.
     pub other: Option<f64>,
 }
 
-/// CPU time spent so far by the machine, this tool and the engine.
+/// CPU time spent so far by the machine, this tool, the engine nodes and
+/// (when asked) the database server.
 pub struct Meter {
-    engine_pid: Option<u32>,
+    engine_pids: Vec<u32>,
     machine: Option<Duration>,
     tool: Option<Duration>,
     engine: Option<Duration>,
+    /// Per process: a backend started during the phase counts in full,
+    /// one that ended during it is lost (a small error for the pooled
+    /// connections of the engines).
+    database: Option<HashMap<u32, Duration>>,
 }
 
 impl Meter {
-    /// Starts measuring; `engine_pid` is `None` while there is no engine.
-    pub fn start(engine_pid: Option<u32>) -> Meter {
+    /// Starts measuring; `engine_pids` is empty while there is no engine.
+    /// `database`: measure the processes named `postgres` too.
+    pub fn start(engine_pids: &[u32], database: bool) -> Meter {
         Meter {
-            engine_pid,
+            engine_pids: engine_pids.to_vec(),
             machine: machine_busy(),
             tool: process_time("/proc/self/stat"),
-            engine: engine_pid.and_then(|pid| process_time(&format!("/proc/{pid}/stat"))),
+            engine: engines_time(engine_pids),
+            database: database.then(database_times).flatten(),
         }
     }
 
     /// Average cores used since [`Meter::start`], over `wall` of real time.
     pub fn usage(&self, wall: Duration) -> Usage {
-        let now = Meter::start(self.engine_pid);
+        let now = Meter::start(&self.engine_pids, self.database.is_some());
         let cores = |before: Option<Duration>, after: Option<Duration>| {
             let spent = after?.checked_sub(before?)?;
             (!wall.is_zero()).then(|| spent.as_secs_f64() / wall.as_secs_f64())
@@ -46,9 +62,41 @@ impl Meter {
         let machine = cores(self.machine, now.machine);
         let tool = cores(self.tool, now.tool);
         let engine = cores(self.engine, now.engine);
-        let ours = tool.unwrap_or(0.0) + engine.unwrap_or(0.0);
-        Usage { engine, tool, other: machine.map(|m| (m - ours).max(0.0)) }
+        let database = self.database.as_ref().zip(now.database.as_ref()).and_then(|(before, after)| {
+            let spent = after
+                .iter()
+                .map(|(pid, time)| time.saturating_sub(before.get(pid).copied().unwrap_or_default()))
+                .sum();
+            cores(Some(Duration::ZERO), Some(spent))
+        });
+        let ours = tool.unwrap_or(0.0) + engine.unwrap_or(0.0) + database.unwrap_or(0.0);
+        Usage { engine, database, tool, other: machine.map(|m| (m - ours).max(0.0)) }
     }
+}
+
+/// The engine nodes' time together; `None` without any node to read.
+fn engines_time(pids: &[u32]) -> Option<Duration> {
+    pids.iter()
+        .map(|pid| process_time(&format!("/proc/{pid}/stat")))
+        .reduce(|a, b| Some(a? + b?))
+        .flatten()
+}
+
+/// Time spent so far by each process named [`DATABASE_COMM`].
+fn database_times() -> Option<HashMap<u32, Duration>> {
+    let mut times = HashMap::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() != DATABASE_COMM {
+            continue;
+        }
+        // Gone since the directory was listed: nothing to count.
+        if let Some(time) = process_time(&format!("/proc/{pid}/stat")) {
+            times.insert(pid, time);
+        }
+    }
+    Some(times)
 }
 
 /// User plus system time of the process whose `stat` file is at `path`.

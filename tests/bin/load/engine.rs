@@ -1,5 +1,6 @@
 //! The engine under load: this same executable run as `sluice-load serve`
-//! in a child process with a fresh data directory, and the API calls that
+//! in a child process with a fresh data directory (on SQLite, or as one
+//! node of several on a PostgreSQL database), and the API calls that
 //! route `order.*` events through the `paid-orders` script to the sink
 //! (or, for the failure runs, one configuration per organization unit, each
 //! to its own path of the sink).
@@ -32,6 +33,16 @@ pub fn read_script() -> Result<Vec<u8>, String> {
     std::fs::read(&path).map_err(|e| format!("{}: {e}; run ./scripts/build.sh first", path.display()))
 }
 
+/// What makes an engine a node on PostgreSQL rather than an engine on
+/// its own SQLite file.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// The run's own database.
+    pub database_url: String,
+    /// Distinct per node: the cluster tells its members apart by it.
+    pub id: String,
+}
+
 /// A running engine. Killed when dropped; its data directory goes with it.
 pub struct Engine {
     // Declared before `dir`: the process dies before its directory is removed.
@@ -42,15 +53,23 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Starts `<this executable> serve` on a free loopback port.
-    pub async fn start() -> Result<Engine, String> {
+    /// Starts `<this executable> serve` on a free loopback port: on its
+    /// own SQLite file, or as `node` on PostgreSQL.
+    pub async fn start(node: Option<&Node>) -> Result<Engine, String> {
         let dir = tempfile::tempdir().map_err(|e| format!("cannot make a temporary directory: {e}"))?;
         let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
         let log = std::fs::File::create(dir.path().join("engine.log"))
             .map_err(|e| format!("cannot create the engine's log file: {e}"))?;
-        let mut child = Command::new(exe)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path().join("data"))
+        let mut command = Command::new(exe);
+        command.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path().join("data"));
+        // Flags, not the variables: an engine that does not know them
+        // refuses to start instead of quietly running on SQLite. The
+        // variables from the caller's environment must not pick the store.
+        command.env_remove("SLUICE_DATABASE_URL").env_remove("SLUICE_NODE_ID");
+        if let Some(node) = node {
+            command.arg("--database-url").arg(&node.database_url).arg("--node-id").arg(&node.id);
+        }
+        let mut child = command
             // No stray ./sluice.toml from wherever the tool was started.
             .current_dir(dir.path())
             .env("SLUICE_ADMIN_KEY", ADMIN_KEY)

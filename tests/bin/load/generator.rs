@@ -36,8 +36,9 @@ const FAILURE_SAMPLES: usize = 5;
 pub enum Target {
     /// The sink: one event per request, success is any 2xx.
     Raw { url: String },
-    /// The engine's ingest endpoint: success is 202 with per-event results.
-    Engine { url: String, key: String },
+    /// The engines' ingest endpoints, one per node, taken in turn: success
+    /// is 202 with per-event results.
+    Engine { urls: Vec<String>, key: String },
 }
 
 /// How fast to post.
@@ -131,6 +132,13 @@ pub fn issued_at(id: &str) -> Option<Duration> {
     micros.parse().ok().map(Duration::from_micros)
 }
 
+/// One event, posted on its own to check that a node routes: id `id`, to
+/// organization unit `unit` (`None`: the unit of events that are not spread).
+pub fn probe_event(id: &str, unit: Option<usize>) -> String {
+    let unit = unit.map_or(Cow::Borrowed(DEFAULT_UNIT), |unit| Cow::Owned(unit_name(unit)));
+    Events::new().one(id, &unit)
+}
+
 /// Runs one phase: `plan.concurrency` posters until `plan.duration` has passed.
 pub async fn run(http: &reqwest::Client, clock: Clock, plan: Plan) -> Result<Posted, String> {
     if let Pace::EventsPerSecond(rate) = plan.pace
@@ -140,6 +148,11 @@ pub async fn run(http: &reqwest::Client, clock: Clock, plan: Plan) -> Result<Pos
     }
     if plan.units == Some(0) {
         return Err("cannot spread events over 0 organization units".to_owned());
+    }
+    if let Target::Engine { urls, .. } = &plan.target
+        && urls.is_empty()
+    {
+        return Err("no engine to post to".to_owned());
     }
     let started = clock.now();
     let phase = Arc::new(Phase { http: http.clone(), clock, started, events: Events::new(), plan });
@@ -219,7 +232,12 @@ impl Phase {
                 .collect();
             match &plan.target {
                 Target::Raw { url } => self.post_raw(url, &events[0], &mut tally).await,
-                Target::Engine { url, key } => self.post_events(url, key, &events, &mut tally).await,
+                // Round-robin over the nodes, each poster starting at its
+                // own, so every node gets an even share at every moment.
+                Target::Engine { urls, key } => {
+                    let url = &urls[(index + round) % urls.len()];
+                    self.post_events(url, key, &events, &mut tally).await
+                }
             }
             tally.finished = self.clock.now();
         }

@@ -3,9 +3,13 @@
 
 use std::time::Duration;
 
+use crate::database::{self, Server};
+
 pub const USAGE: &str = "\
 usage: sluice-load [--duration SECS] [--raw-duration SECS] [--concurrency N]
                    [--batch N] [--raw-only] [--skip-half] [--failures]
+                   [--database-url URL | --postgres] [--nodes N[,N...]]
+                   [--compare]
 
   --duration SECS      length of each engine phase (max rate, half rate, or
                        the clean and failing runs of --failures); default 10
@@ -18,6 +22,14 @@ usage: sluice-load [--duration SECS] [--raw-duration SECS] [--concurrency N]
   --failures           instead of the usual phases, compare two engine runs
                        over 10 configurations: a clean one, and one where
                        one receiver in ten answers 500 (see tests/LOAD.md)
+  --database-url URL   run the engine on PostgreSQL instead of SQLite: URL
+                       names a server (e.g. postgres://postgres@127.0.0.1:5432/postgres);
+                       each run gets a fresh database on it, dropped afterwards
+  --postgres           --database-url postgres://postgres@127.0.0.1:5432/postgres
+  --nodes N[,N...]     engine nodes on the one database (needs PostgreSQL);
+                       several counts: one run each, then a table; default 1
+  --compare            PostgreSQL with 1 node, then 3 nodes, and a table:
+                       --nodes 1,3 (and --postgres unless --database-url)
 
 `sluice-load serve ...` runs the engine itself (the tool starts itself so).
 ";
@@ -33,6 +45,18 @@ pub struct Options {
     pub skip_half: bool,
     /// The failure comparison (clean run, failing run) instead of raw, max and half.
     pub failures: bool,
+    /// The PostgreSQL server to run the engine on; `None`: SQLite.
+    pub database: Option<Server>,
+    /// Engine nodes per run, one run per count (more than one count only
+    /// for the usual phases).
+    pub nodes: Vec<usize>,
+}
+
+impl Options {
+    /// Several node counts: the runs are compared in a table.
+    pub fn compares_nodes(&self) -> bool {
+        self.nodes.len() > 1
+    }
 }
 
 impl Default for Options {
@@ -45,6 +69,8 @@ impl Default for Options {
             raw_only: false,
             skip_half: false,
             failures: false,
+            database: None,
+            nodes: vec![1],
         }
     }
 }
@@ -58,6 +84,8 @@ pub enum Command {
 /// Parses the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
     let mut options = Options::default();
+    // Settled after every flag is read: they depend on one another.
+    let (mut database_url, mut postgres, mut nodes, mut compare) = (None, false, None, false);
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -68,6 +96,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             "--raw-only" => options.raw_only = true,
             "--skip-half" => options.skip_half = true,
             "--failures" => options.failures = true,
+            "--database-url" => database_url = Some(text(&flag, args.next(), "a postgres:// URL")?),
+            "--postgres" => postgres = true,
+            "--nodes" => nodes = Some(counts(&flag, args.next())?),
+            "--compare" => compare = true,
             "-h" | "--help" => return Ok(Command::Help),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -75,7 +107,39 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
     if options.failures && (options.raw_only || options.skip_half) {
         return Err("--failures runs neither the raw nor the half-rate phase; leave out --raw-only and --skip-half".to_owned());
     }
+    let url = match (database_url, postgres) {
+        (Some(_), true) => return Err("--postgres names the default server; leave it out with --database-url".to_owned()),
+        (Some(url), false) => Some(url),
+        (None, true) => Some(database::DEFAULT_URL.to_owned()),
+        (None, false) => compare.then(|| database::DEFAULT_URL.to_owned()),
+    };
+    options.database = url.as_deref().map(Server::parse).transpose()?;
+    options.nodes = match (nodes, compare) {
+        (Some(_), true) => return Err("--compare runs 1 node, then 3; leave out --nodes".to_owned()),
+        (Some(nodes), false) => nodes,
+        (None, true) => vec![1, 3],
+        (None, false) => vec![1],
+    };
+    if options.database.is_none() && options.nodes != [1] {
+        return Err("--nodes needs --database-url or --postgres: engines on SQLite share nothing".to_owned());
+    }
+    if options.raw_only && options.database.is_some() {
+        return Err("--raw-only starts no engine; leave out --database-url, --postgres, --nodes and --compare".to_owned());
+    }
+    if options.failures && options.compares_nodes() {
+        return Err("--failures runs one node count; give --nodes a single number and leave out --compare".to_owned());
+    }
     Ok(Command::Run(options))
+}
+
+fn text(flag: &str, value: Option<String>, what: &str) -> Result<String, String> {
+    value.filter(|v| !v.is_empty()).ok_or_else(|| format!("{flag} needs {what}"))
+}
+
+/// `N` or `N,N,...`: positive counts, in the order given.
+fn counts(flag: &str, value: Option<String>) -> Result<Vec<usize>, String> {
+    let value = text(flag, value, "a number, or numbers separated by commas")?;
+    value.split(',').map(|n| count(flag, Some(n.trim().to_owned()))).collect()
 }
 
 fn seconds(flag: &str, value: Option<String>) -> Result<Duration, String> {

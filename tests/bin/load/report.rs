@@ -120,6 +120,27 @@ impl EngineRun {
     }
 }
 
+/// The max and half phases on one set of engine nodes.
+#[derive(Debug, Default)]
+pub struct NodesRun {
+    pub nodes: usize,
+    pub max: Option<EngineRun>,
+    /// The offered rate and the phase run at it.
+    pub half: Option<(f64, EngineRun)>,
+}
+
+impl NodesRun {
+    /// The end-to-end rate as a percentage of `raw_rate`.
+    fn share_of(&self, raw_rate: Option<f64>) -> Option<f64> {
+        let raw = raw_rate.filter(|r| *r > 0.0)?;
+        self.max.as_ref().map(|max| 100.0 * max.delivery_rate() / raw)
+    }
+
+    fn half_p99(&self) -> Option<Duration> {
+        self.half.as_ref().and_then(|(_, half)| half.delivered.latency).map(|l| l.p99)
+    }
+}
+
 /// One run of the failure comparison: events spread evenly over
 /// configurations, each delivering to its own path of the sink.
 #[derive(Debug)]
@@ -166,9 +187,9 @@ pub fn per_second(count: usize, window: Duration) -> f64 {
 pub struct Summary {
     pub options: Options,
     pub raw: Option<RawRun>,
-    pub max: Option<EngineRun>,
-    /// The offered rate and the phase run at it.
-    pub half: Option<(f64, EngineRun)>,
+    /// The max and half phases: one run, or, comparing node counts, one
+    /// per count.
+    pub runs: Vec<NodesRun>,
     /// `--failures`: every receiver answering 200, then one in ten answering 500.
     pub clean: Option<SpreadRun>,
     pub failing: Option<SpreadRun>,
@@ -186,8 +207,7 @@ impl Summary {
         Summary {
             options,
             raw: None,
-            max: None,
-            half: None,
+            runs: Vec::new(),
             clean: None,
             failing: None,
             units: 0,
@@ -199,6 +219,8 @@ impl Summary {
     pub fn print(&self) {
         if self.options.failures {
             self.print_failures();
+        } else if self.options.compares_nodes() {
+            self.print_table();
         } else {
             self.print_phases();
         }
@@ -214,17 +236,24 @@ impl Summary {
         } else {
             format!(", {} event(s) per ingest request, engine phases {} each", o.batch, secs(o.duration))
         };
-        println!("sluice-load: {} posters, {EVENT_BYTES}-byte events, raw {}{engine}", o.concurrency, secs(o.raw_duration));
+        println!(
+            "sluice-load: {}{} posters, {EVENT_BYTES}-byte events, raw {}{engine}",
+            self.store(),
+            o.concurrency,
+            secs(o.raw_duration)
+        );
         let raw_rate = self.raw.as_ref().map(RawRun::rate);
         if let Some(raw_rate) = raw_rate {
             println!("{:<24}: {} req/s", "raw POST to sink", thousands(raw_rate));
         }
-        // The end-to-end rate as a percentage of the raw one.
-        let share = self.max.as_ref().zip(raw_rate.filter(|r| *r > 0.0)).map(|(max, raw)| 100.0 * max.delivery_rate() / raw);
-        if let Some(max) = &self.max {
+        let run = self.runs.first();
+        let share = run.and_then(|run| run.share_of(raw_rate));
+        let nodes = o.nodes.first().copied().unwrap_or(1);
+        let ingest = if nodes > 1 { format!("ingest ({nodes} nodes)") } else { "ingest (engine)".to_owned() };
+        if let Some(max) = run.and_then(|run| run.max.as_ref()) {
             println!(
                 "{:<24}: {} ev/s  ({} events accepted in {})",
-                "ingest (engine)",
+                ingest,
                 thousands(max.ingest_rate()),
                 thousands(max.posted.accepted.len() as f64),
                 secs(max.posted.window())
@@ -233,7 +262,7 @@ impl Summary {
             println!("{:<24}: {} ev/s{share_text}", "end-to-end delivery", thousands(max.delivery_rate()));
             println!("{:<24}: {}", "latency at max", latency(max.delivered.latency));
         }
-        if let Some((target, half)) = &self.half {
+        if let Some((target, half)) = run.and_then(|run| run.half.as_ref()) {
             println!(
                 "{:<24}: achieved {} ev/s  {}",
                 format!("half rate ({} ev/s)", thousands(*target)),
@@ -241,15 +270,80 @@ impl Summary {
                 latency(half.delivered.latency)
             );
         }
-        if let Some(line) = self.cpu_line() {
+        if let Some(line) = cpu_line(&self.phase_cpu()) {
             println!("{:<24}: {line}", "CPU, cores busy");
         }
         if let Some(share) = share {
             println!("{:<24}: {}", format!("target e2e ≥ {TARGET_SHARE_OF_RAW:.0} % of raw"), verdict(share >= TARGET_SHARE_OF_RAW));
         }
-        if let Some(p99) = self.half.as_ref().and_then(|(_, half)| half.delivered.latency).map(|l| l.p99) {
+        if let Some(p99) = run.and_then(NodesRun::half_p99) {
             println!("{:<24}: {}", format!("target p99 < {} ms @ half", TARGET_P99_AT_HALF.as_millis()), verdict(p99 < TARGET_P99_AT_HALF));
         }
+    }
+
+    /// Comparing node counts: a row per count, then CPU and targets per count.
+    fn print_table(&self) {
+        let o = &self.options;
+        println!();
+        println!(
+            "sluice-load: {}{} posters, {EVENT_BYTES}-byte events, raw {}, {} event(s) per ingest request, engine phases {} each",
+            self.store(),
+            o.concurrency,
+            secs(o.raw_duration),
+            o.batch,
+            secs(o.duration)
+        );
+        let raw_rate = self.raw.as_ref().map(RawRun::rate);
+        let row = |cells: [String; 8]| {
+            let [nodes, raw, ingest, e2e, share, p50, p99, half] = cells;
+            println!("{nodes:>5}  {raw:>10}  {ingest:>11}  {e2e:>10}  {share:>8}  {p50:>9}  {p99:>9}  {half:>9}");
+        };
+        row(["nodes", "raw req/s", "ingest ev/s", "e2e ev/s", "e2e/raw", "p50 @max", "p99 @max", "p99 @half"].map(str::to_owned));
+        let none = || "–".to_owned();
+        for run in &self.runs {
+            let max = run.max.as_ref();
+            let latency = max.and_then(|max| max.delivered.latency);
+            row([
+                run.nodes.to_string(),
+                raw_rate.map_or_else(none, thousands),
+                max.map_or_else(none, |max| thousands(max.ingest_rate())),
+                max.map_or_else(none, |max| thousands(max.delivery_rate())),
+                run.share_of(raw_rate).map_or_else(none, |share| format!("{share:.1} %")),
+                latency.map_or_else(none, |l| ms(l.p50)),
+                latency.map_or_else(none, |l| ms(l.p99)),
+                run.half_p99().map_or_else(none, ms),
+            ]);
+        }
+        println!();
+        if let Some(line) = cpu_line(&[("raw".to_owned(), self.raw.as_ref().map(|run| run.cpu))]) {
+            println!("{:<24}: {line}", "CPU, cores busy");
+        }
+        for run in &self.runs {
+            if let Some(line) = cpu_line(&run_cpu(run, "")) {
+                println!("{:<24}: {line}", format!("CPU, cores busy, {}", nodes_text(run.nodes)));
+            }
+        }
+        let verdicts = |of: &dyn Fn(&NodesRun) -> Option<bool>| {
+            let parts: Vec<String> =
+                self.runs.iter().filter_map(|run| Some(format!("{} {}", nodes_text(run.nodes), verdict(of(run)?)))).collect();
+            (!parts.is_empty()).then(|| parts.join(", "))
+        };
+        if let Some(line) = verdicts(&|run| run.share_of(raw_rate).map(|share| share >= TARGET_SHARE_OF_RAW)) {
+            println!("{:<24}: {line}", format!("target e2e ≥ {TARGET_SHARE_OF_RAW:.0} % of raw"));
+        }
+        if let Some(line) = verdicts(&|run| run.half_p99().map(|p99| p99 < TARGET_P99_AT_HALF)) {
+            println!("{:<24}: {line}", format!("target p99 < {} ms @ half", TARGET_P99_AT_HALF.as_millis()));
+        }
+    }
+
+    /// `PostgreSQL at host:port, N nodes, ` before the header's figures;
+    /// nothing on SQLite, whose header stays as it always was.
+    fn store(&self) -> String {
+        let o = &self.options;
+        let Some(server) = &o.database else { return String::new() };
+        let counts: Vec<String> = o.nodes.iter().map(usize::to_string).collect();
+        let plural = if o.nodes == [1] { "node" } else { "nodes" };
+        format!("PostgreSQL at {}, {} {plural}, ", server.label(), counts.join(" then "))
     }
 
     /// The clean and failing runs side by side, with their target.
@@ -257,8 +351,9 @@ impl Summary {
         let o = &self.options;
         println!();
         println!(
-            "sluice-load: failure runs; {} posters, {EVENT_BYTES}-byte events, {} event(s) per ingest request, \
+            "sluice-load: failure runs; {}{} posters, {EVENT_BYTES}-byte events, {} event(s) per ingest request, \
              {} configurations, runs {} each",
+            self.store(),
             o.concurrency,
             o.batch,
             self.units,
@@ -301,7 +396,7 @@ impl Summary {
         if let Some(ratio) = ratio {
             println!("{:<24}: {ratio:.1} %  (failing run's healthy delivery rate / clean run's)", "healthy rate ratio");
         }
-        if let Some(line) = self.cpu_line() {
+        if let Some(line) = cpu_line(&self.phase_cpu()) {
             println!("{:<24}: {line}", "CPU, cores busy");
         }
         if let Some(ratio) = ratio {
@@ -329,24 +424,6 @@ impl Summary {
         }
     }
 
-    /// Average cores used in each phase by the engine, this tool and the
-    /// rest of the machine.
-    fn cpu_line(&self) -> Option<String> {
-        let parts: Vec<String> = self
-            .phase_cpu()
-            .into_iter()
-            .filter_map(|(name, usage)| {
-                let usage = usage?;
-                let shares: Vec<String> = [("engine", usage.engine), ("tool", usage.tool), ("other", usage.other)]
-                    .into_iter()
-                    .filter_map(|(who, cores)| Some(format!("{who} {:.2}", cores?)))
-                    .collect();
-                (!shares.is_empty()).then(|| format!("{name}: {}", shares.join(", ")))
-            })
-            .collect();
-        (!parts.is_empty()).then(|| parts.join("; "))
-    }
-
     /// The most CPU other processes took in any phase, when enough to
     /// disturb the figures.
     fn disturbance(&self) -> Option<f64> {
@@ -358,15 +435,48 @@ impl Summary {
     }
 
     /// Each phase's CPU usage; `None` for the phases that did not run.
-    fn phase_cpu(&self) -> [(&'static str, Option<Usage>); 5] {
-        [
-            ("raw", self.raw.as_ref().map(|run| run.cpu)),
-            ("max", self.max.as_ref().map(|run| run.cpu)),
-            ("half", self.half.as_ref().map(|(_, run)| run.cpu)),
-            ("clean", self.clean.as_ref().map(|run| run.run.cpu)),
-            ("failing", self.failing.as_ref().map(|run| run.run.cpu)),
-        ]
+    /// Comparing node counts, each engine phase's name says the count.
+    fn phase_cpu(&self) -> Vec<(String, Option<Usage>)> {
+        let mut phases = vec![("raw".to_owned(), self.raw.as_ref().map(|run| run.cpu))];
+        for run in &self.runs {
+            let suffix = if self.options.compares_nodes() { format!(", {}", nodes_text(run.nodes)) } else { String::new() };
+            phases.extend(run_cpu(run, &suffix));
+        }
+        phases.push(("clean".to_owned(), self.clean.as_ref().map(|run| run.run.cpu)));
+        phases.push(("failing".to_owned(), self.failing.as_ref().map(|run| run.run.cpu)));
+        phases
     }
+}
+
+/// The CPU usage of a run's max and half phases, named with `suffix`.
+fn run_cpu(run: &NodesRun, suffix: &str) -> [(String, Option<Usage>); 2] {
+    [
+        (format!("max{suffix}"), run.max.as_ref().map(|run| run.cpu)),
+        (format!("half{suffix}"), run.half.as_ref().map(|(_, run)| run.cpu)),
+    ]
+}
+
+/// Average cores used in each phase by the engine, the database server,
+/// this tool and the rest of the machine.
+fn cpu_line(phases: &[(String, Option<Usage>)]) -> Option<String> {
+    let parts: Vec<String> = phases
+        .iter()
+        .filter_map(|(name, usage)| {
+            let usage = usage.as_ref()?;
+            let shares: Vec<String> =
+                [("engine", usage.engine), ("db", usage.database), ("tool", usage.tool), ("other", usage.other)]
+                    .into_iter()
+                    .filter_map(|(who, cores)| Some(format!("{who} {:.2}", cores?)))
+                    .collect();
+            (!shares.is_empty()).then(|| format!("{name}: {}", shares.join(", ")))
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// `1 node`, `3 nodes`.
+pub fn nodes_text(nodes: usize) -> String {
+    if nodes == 1 { "1 node".to_owned() } else { format!("{nodes} nodes") }
 }
 
 fn verdict(met: bool) -> &'static str {

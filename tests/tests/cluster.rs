@@ -1,0 +1,281 @@
+//! A cluster: three `sluice serve` nodes on one PostgreSQL database, whatever
+//! `SLUICE_TEST_BACKEND` says (the test panics when no server is reachable).
+//! Every node ingests, routes and delivers. One is SIGKILLed under load and
+//! restarted with its node id; callers re-post what got no answer, with the
+//! same ids, to a live node. Every accepted event still reaches the
+//! receiver, a repeat carries the same id, and no delivery stays pending.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use sluice_tests::engine::{Api, Engine, PostgresDatabase, event_body};
+use sluice_tests::receiver::{Behaviour, Receiver};
+use tokio::time::Instant;
+
+const NODES: usize = 3;
+/// The node killed and restarted (node-2).
+const VICTIM: usize = 1;
+const BATCH: usize = 10;
+/// Batches released before the kill, while the victim is down, and after
+/// its restart: 450 events in all.
+const PHASES: [usize; 3] = [15, 30, 45];
+const POSTERS: usize = 4;
+
+/// What the posters share: the live nodes' clients and what they accepted.
+struct Load {
+    /// One per node; `None` while the node is down.
+    targets: Mutex<Vec<Option<Api>>>,
+    /// Batches the posters may take (the test releases them phase by phase).
+    released: AtomicUsize,
+    next: AtomicUsize,
+    done: AtomicUsize,
+    /// Each stored event and the node whose answer said so first.
+    accepted: Mutex<BTreeMap<String, usize>>,
+    /// Per node, the events it answered `accepted` for (not `duplicate`).
+    ingested_by: Mutex<[usize; NODES]>,
+    /// Events answered `duplicate`: re-posted after an answer was lost.
+    duplicates: AtomicUsize,
+    /// POSTs that failed or got no answer (and went to another node).
+    failed_posts: AtomicUsize,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_share_the_work_and_a_killed_node_loses_nothing() {
+    // Declared first, dropped last: after every node is gone.
+    let database = PostgresDatabase::create().await;
+    let node = |i: usize| format!("node-{}", i + 1);
+    // The first node migrates and bootstraps the operator tenant; the others
+    // join at once, together.
+    let ids: Vec<String> = (0..NODES).map(node).collect();
+    let env: Vec<[(&str, &str); 1]> = ids.iter().map(|id| [("SLUICE_NODE_ID", id.as_str())]).collect();
+    let mut nodes = vec![Engine::start_on_database(database.url(), &env[0]).await];
+    let (second, third) =
+        tokio::join!(Engine::start_on_database(database.url(), &env[1]), Engine::start_on_database(database.url(), &env[2]));
+    nodes.extend([second, third]);
+
+    // Slow enough that deliveries are in flight on the victim when it dies.
+    let rx = Receiver::with(Behaviour { status: 200, delay: Duration::from_millis(200) }).await;
+    let config = nodes[0]
+        .admin()
+        .enabled_config(json!({"name": "cluster", "endpoint": rx.url, "event_types": ["order.*"]}))
+        .await;
+    let config_id = config["id"].as_str().expect("configuration id").to_owned();
+
+    // A configuration saved on one node reaches the others' routing in a
+    // bounded time, not necessarily at once: each node routes a probe to it
+    // before the load starts (a probe routed too early is never delivered,
+    // so another follows).
+    for (i, engine) in nodes.iter().enumerate() {
+        let api = engine.admin();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        'probing: for k in 0.. {
+            let id = format!("probe-{i}-{k}");
+            api.ingest(&[event_body(&id, "order.probe", "emea", json!({}))]).await;
+            let wait = Instant::now() + Duration::from_secs(1);
+            while Instant::now() < wait {
+                if rx.received().iter().any(|r| r.header("webhook-id") == Some(id.as_str())) {
+                    break 'probing;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(Instant::now() < deadline, "{} never routed to {config_id}, created on {}\n{}", node(i), node(0), logs(&nodes));
+        }
+    }
+
+    let load = Arc::new(Load {
+        targets: Mutex::new(nodes.iter().map(|n| Some(n.admin())).collect()),
+        released: AtomicUsize::new(0),
+        next: AtomicUsize::new(0),
+        done: AtomicUsize::new(0),
+        accepted: Mutex::new(BTreeMap::new()),
+        ingested_by: Mutex::new([0; NODES]),
+        duplicates: AtomicUsize::new(0),
+        failed_posts: AtomicUsize::new(0),
+    });
+    let total = PHASES[PHASES.len() - 1];
+    let posters: Vec<_> = (0..POSTERS).map(|_| tokio::spawn(post(load.clone(), total))).collect();
+
+    // All three nodes take batches; the victim dies with some answered, some
+    // in flight and their deliveries under way.
+    load.released.store(PHASES[0], Ordering::SeqCst);
+    wait_done(&load, PHASES[0] / 2, &nodes).await;
+    // Killed before the posters are told, so that posts in flight or just
+    // sent fail and go to another node.
+    nodes[VICTIM].kill().await;
+    load.targets.lock().expect("lock")[VICTIM] = None;
+    let at_kill = (load.accepted.lock().expect("lock").len(), rx.received().len());
+
+    // The other two take everything meanwhile, re-posts included.
+    load.released.store(PHASES[1], Ordering::SeqCst);
+    wait_done(&load, PHASES[1], &nodes).await;
+
+    // Back with the same node id: it takes back its own leases at once
+    // (another node would wait for them to expire) and takes batches again.
+    nodes[VICTIM].restart().await;
+    load.targets.lock().expect("lock")[VICTIM] = Some(nodes[VICTIM].admin());
+    load.released.store(PHASES[2], Ordering::SeqCst);
+    for p in posters {
+        if let Err(e) = p.await.expect("poster") {
+            panic!("{e}\n{}", logs(&nodes));
+        }
+    }
+    let accepted = load.accepted.lock().expect("lock").clone();
+    let ingested_by = *load.ingested_by.lock().expect("lock");
+    assert_eq!(accepted.len(), total * BATCH, "every batch is stored in the end");
+    for (i, n) in ingested_by.iter().enumerate() {
+        assert!(*n > 0, "{} ingested nothing: {ingested_by:?}", node(i));
+    }
+
+    // Every accepted event arrives, whichever node took it in.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let got: BTreeSet<String> = rx.received().iter().filter_map(|r| r.header("webhook-id").map(str::to_owned)).collect();
+        let missing: Vec<_> = accepted.iter().filter(|(id, _)| !got.contains(*id)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let mut per_node = [0; NODES];
+            for (_, n) in &missing {
+                per_node[**n] += 1;
+            }
+            let some: Vec<_> = missing.iter().take(10).map(|(id, n)| format!("{id} (posted to {})", node(**n))).collect();
+            panic!("{} accepted events never arrived (by ingesting node: {per_node:?}), e.g. {some:?}\n{}", missing.len(), logs(&nodes));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A repeat is allowed (a node died between sending and recording), but
+    // always as the same event: one id in the header, the key and the body.
+    let received = rx.settle(Duration::from_millis(500)).await;
+    let mut per_id: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &received {
+        let id = r.header("webhook-id").expect("webhook-id").to_owned();
+        assert_eq!(r.json()["id"], id.as_str(), "the body and the header name the same event");
+        assert_eq!(r.header("idempotency-key"), Some(id.as_str()), "the idempotency key is the event id");
+        assert!(accepted.contains_key(&id) || id.starts_with("probe-"), "unknown event {id} delivered");
+        *per_id.entry(id).or_default() += 1;
+    }
+    let repeats = per_id.values().filter(|n| **n > 1).count();
+    eprintln!(
+        "accepted {} (per node {ingested_by:?}; {} failed posts, {} events answered duplicate), \
+         {} accepted and {} delivered at the kill, {} requests, {repeats} events repeated",
+        accepted.len(),
+        load.failed_posts.load(Ordering::SeqCst),
+        load.duplicates.load(Ordering::SeqCst),
+        at_kill.0,
+        at_kill.1,
+        received.len(),
+    );
+
+    // The store agrees, seen from every node: nothing pending, and each
+    // accepted event has one delivery, succeeded.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (i, engine) in nodes.iter().enumerate() {
+        let api = engine.admin();
+        loop {
+            let deliveries = api.get(&format!("/v1/deliveries?status=pending&configuration_id={config_id}")).await.expect(200);
+            let events = api.get("/v1/events?status=pending").await.expect(200);
+            let pending = |page: &serde_json::Value| page["items"].as_array().is_some_and(|items| !items.is_empty());
+            if !pending(&deliveries) && !pending(&events) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still pending on {}: deliveries {deliveries}, events {events}\n{}",
+                node(i),
+                logs(&nodes)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let mut by_event: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for d in nodes[0].admin().list_all(&format!("/v1/deliveries?configuration_id={config_id}")).await {
+        let event = d["event_id"].as_str().expect("event id").to_owned();
+        by_event.entry(event).or_default().push(d["status"].as_str().expect("status").to_owned());
+    }
+    for id in accepted.keys() {
+        assert_eq!(by_event.get(id).map(Vec::as_slice), Some(&["succeeded".to_owned()][..]), "deliveries of {id}");
+    }
+}
+
+/// Takes released batches until `total`, each posted first to node
+/// `batch % NODES`, then to the next live one until a node answers. A POST
+/// that failed or got no answer may have stored some events: the same
+/// batch, same ids, goes to another node, which answers `duplicate` for them.
+async fn post(load: Arc<Load>, total: usize) -> Result<(), String> {
+    loop {
+        let batch = load.next.fetch_add(1, Ordering::SeqCst);
+        if batch >= total {
+            return Ok(());
+        }
+        while load.released.load(Ordering::SeqCst) <= batch {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let events: Vec<_> = (0..BATCH)
+            .map(|i| event_body(&format!("b{batch}-{i}"), "order.paid", "emea", json!({"amount": i})))
+            .collect();
+        let body = json!(events);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut attempt = 0;
+        loop {
+            let target = (batch + attempt) % NODES;
+            attempt += 1;
+            let api = load.targets.lock().expect("lock")[target].clone();
+            let answer = match api {
+                Some(api) => api.try_post("/v1/events", &body).await,
+                None => None,
+            };
+            match answer {
+                Some(answer) if answer.status == 202 => {
+                    let mut accepted = load.accepted.lock().expect("lock");
+                    for e in answer.body["events"].as_array().ok_or_else(|| format!("batch {batch}: {}", answer.body))? {
+                        let id = e["id"].as_str().ok_or_else(|| format!("batch {batch}: {}", answer.body))?;
+                        match e["status"].as_str() {
+                            Some("accepted") => load.ingested_by.lock().expect("lock")[target] += 1,
+                            Some("duplicate") => {
+                                load.duplicates.fetch_add(1, Ordering::SeqCst);
+                            }
+                            _ => return Err(format!("batch {batch} on node-{}: {}", target + 1, answer.body)),
+                        }
+                        accepted.entry(id.to_owned()).or_insert(target);
+                    }
+                    break;
+                }
+                // Down, killed mid-answer, or not ready: another node.
+                _ if Instant::now() < deadline => {
+                    load.failed_posts.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => return Err(format!("batch {batch}: no node took it in 30 s; last answer {other:?}")),
+            }
+        }
+        load.done.fetch_add(1, Ordering::SeqCst);
+        // Spread over time a little, so that the kill finds posts in flight.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits (30 s at most) until `n` batches are stored.
+async fn wait_done(load: &Load, n: usize, nodes: &[Engine]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while load.done.load(Ordering::SeqCst) < n {
+        assert!(Instant::now() < deadline, "{} of {n} batches stored in 30 s\n{}", load.done.load(Ordering::SeqCst), logs(nodes));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// The end of every node's log, for failure messages.
+fn logs(nodes: &[Engine]) -> String {
+    let mut out = String::new();
+    for (i, engine) in nodes.iter().enumerate() {
+        let log = engine.log();
+        let lines: Vec<_> = log.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(150)..];
+        out.push_str(&format!("--- node-{} ({} log lines, the last {}) ---\n{}\n", i + 1, lines.len(), tail.len(), tail.join("\n")));
+    }
+    out
+}
