@@ -483,16 +483,28 @@ impl PostgresStore {
             related.push((!e.related.is_empty()).then(|| serde_json::to_string(&e.related)).transpose().map_err(corrupt)?);
             payloads.push(e.payload.get());
         }
-        let mut tx = self.begin().await?;
-        // One statement for the batch; a repeated id (stored before, or
-        // twice in this batch) inserts nothing.
-        let stored: Vec<(String, i64)> = sqlx::query_as(
-            "INSERT INTO events (tenant_id, id, type, organization_unit, occurred_at_ns, received_at, source, related, payload)
-             SELECT $1, i.id, i.type, i.ou, i.occurred, $2, i.source, i.related, i.payload
-             FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::text[])
-                  WITH ORDINALITY AS i(id, type, ou, occurred, source, related, payload, n)
-             ORDER BY i.n
-             ON CONFLICT (tenant_id, id) DO NOTHING RETURNING id, seq",
+        // One statement for the batch: the events (a repeated id, stored
+        // before or twice in this batch, inserts nothing), the month's usage
+        // and the catalog of types. A quota is checked exactly: its
+        // tenant's ingests take turns on usage shard 0, and the batch rolls
+        // back if it goes over. Without one, the count only needs to add up.
+        let month = month_of(now);
+        let query = sqlx::query_as::<_, (String, i64)>(
+            "WITH ins AS (
+                INSERT INTO events (tenant_id, id, type, organization_unit, occurred_at_ns, received_at, source, related, payload)
+                SELECT $1, i.id, i.type, i.ou, i.occurred, $2, i.source, i.related, i.payload
+                FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::text[])
+                     WITH ORDINALITY AS i(id, type, ou, occurred, source, related, payload, n)
+                ORDER BY i.n
+                ON CONFLICT (tenant_id, id) DO NOTHING RETURNING id, seq, type),
+             used AS (
+                INSERT INTO usage (tenant_id, month, shard, events)
+                SELECT $1, $10, CASE WHEN $11 THEN 0 ELSE min(seq) % $12 END, count(*) FROM ins HAVING count(*) > 0
+                ON CONFLICT (tenant_id, month, shard) DO UPDATE SET events = usage.events + excluded.events),
+             types AS (
+                INSERT INTO event_types (tenant_id, name, first_seen) SELECT DISTINCT $1, type, $2 FROM ins
+                ON CONFLICT DO NOTHING)
+             SELECT id, seq FROM ins",
         )
         .bind(tenant.as_str())
         .bind(now)
@@ -503,63 +515,36 @@ impl PostgresStore {
         .bind(&sources)
         .bind(&related)
         .bind(&payloads)
-        .fetch_all(&mut *tx)
-        .await?;
+        .bind(&month)
+        .bind(quota.is_some())
+        .bind(USAGE_SHARDS);
+        let stored = match quota {
+            None => query.fetch_all(&self.pool).await?,
+            Some(quota) => {
+                let mut tx = self.begin().await?;
+                let stored = query.fetch_all(&mut *tx).await?;
+                let used: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(events), 0)::bigint FROM usage WHERE tenant_id = $1 AND month = $2")
+                    .bind(tenant.as_str())
+                    .bind(&month)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let count = stored.len() as i64;
+                if used > quota && count > 0 {
+                    // Dropping the transaction rolls the batch back.
+                    return Err(StoreError::QuotaExceeded { quota, used: used - count });
+                }
+                tx.commit().await?;
+                stored
+            }
+        };
         let mut seqs: std::collections::HashMap<String, i64> = stored.into_iter().collect();
-        let out: Vec<Ingested> = ids
+        Ok(ids
             .iter()
             .map(|id| match seqs.remove(*id) {
                 Some(seq) => Ingested::Stored { seq },
                 None => Ingested::Duplicate,
             })
-            .collect();
-        let count = out.iter().filter(|i| matches!(i, Ingested::Stored { .. })).count() as i64;
-        if count == 0 {
-            return Ok(out);
-        }
-        let first_seq = out.iter().find_map(|i| match i {
-            Ingested::Stored { seq } => Some(*seq),
-            Ingested::Duplicate => None,
-        });
-        // A quota is checked exactly: its tenant's ingests take turns on
-        // shard 0. Without one, the count only needs to add up.
-        let shard = if quota.is_some() { 0 } else { first_seq.unwrap_or(0).rem_euclid(USAGE_SHARDS) };
-        let month = month_of(now);
-        sqlx::query(
-            "INSERT INTO usage (tenant_id, month, shard, events) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (tenant_id, month, shard) DO UPDATE SET events = usage.events + excluded.events",
-        )
-        .bind(tenant.as_str())
-        .bind(&month)
-        .bind(shard)
-        .bind(count)
-        .execute(&mut *tx)
-        .await?;
-        if let Some(quota) = quota {
-            let used: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(events), 0)::bigint FROM usage WHERE tenant_id = $1 AND month = $2")
-                .bind(tenant.as_str())
-                .bind(&month)
-                .fetch_one(&mut *tx)
-                .await?;
-            if used > quota {
-                // Dropping the transaction rolls the batch back.
-                return Err(StoreError::QuotaExceeded { quota, used: used - count });
-            }
-        }
-        let mut new_types: Vec<&str> = types.clone();
-        new_types.sort_unstable();
-        new_types.dedup();
-        sqlx::query(
-            "INSERT INTO event_types (tenant_id, name, first_seen)
-             SELECT $1, t, $3 FROM unnest($2::text[]) AS t ON CONFLICT DO NOTHING",
-        )
-        .bind(tenant.as_str())
-        .bind(&new_types)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(out)
+            .collect())
     }
 
     pub async fn get_event(&self, tenant: &TenantId, id: &str) -> Result<EventRecord> {
@@ -624,37 +609,62 @@ impl PostgresStore {
     }
 
     pub async fn record_routing(&self, routed: Vec<Routed>) -> Result<Vec<bool>> {
-        let now = now_ms();
         let seqs: Vec<i64> = routed.iter().map(|r| r.event_seq).collect();
         let tenants: Vec<&str> = routed.iter().map(|r| r.tenant.as_str()).collect();
-        let mut tx = self.begin().await?;
-        lock_events(&mut tx, &seqs).await?;
-        // Another node (its recovery scan) may have routed some first.
+        let mut rows = DeliveryRows::default();
+        for r in &routed {
+            for d in &r.deliveries {
+                rows.push(&r.tenant, r.event_seq, d);
+            }
+        }
+        // One statement: mark the events routed, locked in `seq` order (no
+        // deadlock with another node routing some of them), skipping those
+        // another node (its recovery scan) routed first, and insert the
+        // deliveries of the marked ones only.
         let marked: Vec<i64> = sqlx::query_scalar(
-            "UPDATE events e SET routed = true FROM unnest($1::bigint[], $2::text[]) AS r(seq, tenant_id)
-             WHERE e.seq = r.seq AND e.tenant_id = r.tenant_id AND NOT e.routed RETURNING e.seq",
+            "WITH marked AS (
+                UPDATE events SET routed = true
+                WHERE seq IN (SELECT e.seq FROM events e JOIN unnest($16::bigint[], $17::text[]) AS r(seq, tenant_id)
+                                ON e.seq = r.seq AND e.tenant_id = r.tenant_id
+                              WHERE NOT e.routed ORDER BY e.seq FOR UPDATE OF e)
+                  AND NOT routed
+                RETURNING seq),
+             added AS (
+                INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
+                                        script_logs, body, headers, next_attempt_at, lease_until, lease_owner,
+                                        created_at, updated_at)
+                SELECT d.id, d.tenant_id, d.event_seq, d.config_id, d.config_version, d.status, d.reason, d.error_kind,
+                       d.script_logs, d.body, d.headers, d.next_attempt_at, d.lease_until,
+                       CASE WHEN d.lease_until IS NULL THEN NULL ELSE $14 END, $15, $15
+                FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[],
+                            $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[])
+                     AS d(id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
+                          script_logs, body, headers, next_attempt_at, lease_until)
+                WHERE d.event_seq IN (SELECT seq FROM marked))
+             SELECT seq FROM marked",
         )
+        .bind(&rows.id)
+        .bind(&rows.tenant)
+        .bind(&rows.event_seq)
+        .bind(&rows.config_id)
+        .bind(&rows.config_version)
+        .bind(&rows.status)
+        .bind(&rows.reason)
+        .bind(&rows.error_kind)
+        .bind(&rows.script_logs)
+        .bind(&rows.body)
+        .bind(&rows.headers)
+        .bind(&rows.next_attempt_at)
+        .bind(&rows.lease_until)
+        // Leased rows (handed straight to this node's sender) carry its id.
+        .bind(self.node.as_str())
+        .bind(now_ms())
         .bind(&seqs)
         .bind(&tenants)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await?;
         let marked: std::collections::HashSet<i64> = marked.into_iter().collect();
-        let mut rows = DeliveryRows::default();
-        let recorded = routed
-            .iter()
-            .map(|r| {
-                let recorded = marked.contains(&r.event_seq);
-                if recorded {
-                    for d in &r.deliveries {
-                        rows.push(&r.tenant, r.event_seq, d, None);
-                    }
-                }
-                recorded
-            })
-            .collect();
-        rows.insert(&mut tx, &self.node, now).await?;
-        tx.commit().await?;
-        Ok(recorded)
+        Ok(routed.iter().map(|r| marked.contains(&r.event_seq)).collect())
     }
 
     // Deliveries and attempts.
@@ -1058,7 +1068,7 @@ fn event_type_row(row: &PgRow) -> Result<EventTypeRecord> {
     Ok(EventTypeRecord { name: row.try_get("name")?, description: row.try_get("description")?, first_seen: row.try_get("first_seen")? })
 }
 
-/// New delivery rows as columns, inserted in one statement.
+/// New delivery rows as columns, for `unnest`.
 #[derive(Default)]
 struct DeliveryRows {
     id: Vec<String>,
@@ -1074,11 +1084,10 @@ struct DeliveryRows {
     headers: Vec<Option<String>>,
     next_attempt_at: Vec<Option<i64>>,
     lease_until: Vec<Option<i64>>,
-    replay_of: Vec<Option<String>>,
 }
 
 impl DeliveryRows {
-    fn push(&mut self, tenant: &TenantId, event_seq: i64, d: &NewDelivery, replay_of: Option<&DeliveryId>) {
+    fn push(&mut self, tenant: &TenantId, event_seq: i64, d: &NewDelivery) {
         self.id.push(d.id.to_string());
         self.tenant.push(tenant.to_string());
         self.event_seq.push(event_seq);
@@ -1092,45 +1101,6 @@ impl DeliveryRows {
         self.headers.push(d.headers.clone());
         self.next_attempt_at.push(d.next_attempt_at);
         self.lease_until.push(d.lease_until);
-        self.replay_of.push(replay_of.map(|r| r.to_string()));
-    }
-
-    /// Leased rows (handed straight to this node's sender) carry `node`.
-    async fn insert(self, tx: &mut Transaction<'static, Postgres>, node: &NodeId, now: i64) -> Result<()> {
-        if self.id.is_empty() {
-            return Ok(());
-        }
-        sqlx::query(
-            "INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
-                                     script_logs, body, headers, next_attempt_at, lease_until, lease_owner, replay_of,
-                                     created_at, updated_at)
-             SELECT r.id, r.tenant_id, r.event_seq, r.config_id, r.config_version, r.status, r.reason, r.error_kind,
-                    r.script_logs, r.body, r.headers, r.next_attempt_at, r.lease_until,
-                    CASE WHEN r.lease_until IS NULL THEN NULL ELSE $15 END, r.replay_of, $16, $16
-             FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[],
-                         $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[], $14::text[])
-                  AS r(id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
-                       script_logs, body, headers, next_attempt_at, lease_until, replay_of)",
-        )
-        .bind(&self.id)
-        .bind(&self.tenant)
-        .bind(&self.event_seq)
-        .bind(&self.config_id)
-        .bind(&self.config_version)
-        .bind(&self.status)
-        .bind(&self.reason)
-        .bind(&self.error_kind)
-        .bind(&self.script_logs)
-        .bind(&self.body)
-        .bind(&self.headers)
-        .bind(&self.next_attempt_at)
-        .bind(&self.lease_until)
-        .bind(&self.replay_of)
-        .bind(node.as_str())
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
     }
 }
 
