@@ -138,6 +138,9 @@ const ADMITTED_PER_SLOT: usize = 8;
 const WAITING_SHARE: usize = 4;
 /// How long a delivery handed back because its endpoint was busy waits.
 const BUSY_RETRY: Duration = Duration::from_secs(1);
+/// Longest wait for a rate-limit slot while holding the delivery's lease
+/// (far shorter than [`LEASE_MS`]).
+const MAX_SLOT_WAIT: Duration = Duration::from_secs(60);
 
 /// A configuration's circuit breaker: after [`BREAKER_AFTER`] failed
 /// attempts in a row (counted by the store, across nodes) the endpoint is
@@ -287,6 +290,12 @@ impl Deliverer {
         if let Some(limit) = spec.rate_limit {
             // The store keeps the slots: the limit holds for all nodes together.
             let wait = self.store.reserve_send_slot(&config.id, Duration::from_secs(1) / limit.per_second.max(1)).await?;
+            if wait > MAX_SLOT_WAIT {
+                // A long backlog waits in the store, not under a lease that
+                // could run out (and let another sender take it) meanwhile.
+                let at = store::now_ms() + wait.as_millis() as i64;
+                return self.store.release_delivery(&job.tenant, &job.delivery, at).await;
+            }
             tokio::time::sleep(wait).await;
         }
         let Ok(_sending) = self.permits.clone().acquire_owned().await else { return Err(StoreError::Closed) };

@@ -315,10 +315,8 @@ pub fn decide(sandbox: &Sandbox, config: &ActiveConfig, event: &Event, now: i64)
 /// Loads a script's code: the stored machine code when this build can use
 /// it, else compiles the uploaded bytes.
 pub fn load_code(sandbox: &Sandbox, code: &store::ScriptCode) -> Result<Arc<crate::sandbox::Script>, crate::sandbox::LoadError> {
-    if let Some(compiled) = &code.compiled {
-        if let Some(script) = sandbox.load_precompiled(crate::sandbox::Sha256::of(&code.bytes), compiled) {
-            return Ok(script);
-        }
+    if let Some(script) = code.compiled.as_ref().and_then(|c| sandbox.load_precompiled(crate::sandbox::Sha256::of(&code.bytes), c)) {
+        return Ok(script);
     }
     sandbox.load(&code.bytes)
 }

@@ -279,3 +279,40 @@ fn logs(nodes: &[Engine]) -> String {
     }
     out
 }
+
+/// A configuration's rate limit holds for the cluster, not per node: two
+/// nodes sending the same configuration's deliveries at once still start
+/// at most 5 a second between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_holds_across_nodes() {
+    let database = PostgresDatabase::create().await;
+    let first = Engine::start_on_database(database.url(), &[("SLUICE_NODE_ID", "node-1")]).await;
+    let second = Engine::start_on_database(database.url(), &[("SLUICE_NODE_ID", "node-2")]).await;
+    let rx = Receiver::start().await;
+    first
+        .admin()
+        .enabled_config(json!({
+            "name": "limited",
+            "endpoint": rx.url,
+            "event_types": ["limited.*"],
+            "rate_limit": {"per_second": 5},
+        }))
+        .await;
+    let batch = |node: usize| -> Vec<serde_json::Value> {
+        (0..6).map(|i| event_body(&format!("limited-{node}-{i}"), "limited.thing", "emea", json!({}))).collect()
+    };
+    let (a, b) = (first.admin(), second.admin());
+    let (one, two) = (batch(1), batch(2));
+    tokio::join!(a.ingest(&one), b.ingest(&two));
+    let got = rx.wait_for(12).await;
+    // Any one-second window holds at most 6 starts at 5/s (both ends
+    // included); the window here is 900 ms, so at most 5. Per-node limits
+    // would let both nodes start their first 5 at once.
+    let mut at: Vec<_> = got.iter().map(|r| r.at).collect();
+    at.sort();
+    for (i, start) in at.iter().enumerate() {
+        let within = at[i..].iter().take_while(|t| t.duration_since(*start) < Duration::from_millis(900)).count();
+        assert!(within <= 5, "{within} requests within 900 ms at 5/s for the cluster");
+    }
+    drop((first, second));
+}

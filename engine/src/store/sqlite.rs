@@ -648,11 +648,9 @@ impl SqliteStore {
                  ON CONFLICT (tenant_id, month) DO UPDATE SET events = events + excluded.events RETURNING events",
             )?
             .query_row(rusqlite::params![tenant.as_str(), month_of(now), stored], |row| row.get(0))?;
-            if let Some(quota) = quota {
-                if used > quota {
-                    // The savepoint rollback undoes the whole batch.
-                    return Err(StoreError::QuotaExceeded { quota, used: used - stored });
-                }
+            if let Some(quota) = quota.filter(|&quota| used > quota) {
+                // The savepoint rollback undoes the whole batch.
+                return Err(StoreError::QuotaExceeded { quota, used: used - stored });
             }
             let mut types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
             types.sort_unstable();
