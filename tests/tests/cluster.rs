@@ -316,3 +316,42 @@ async fn a_rate_limit_holds_across_nodes() {
     }
     drop((first, second));
 }
+
+/// A node that never saw a script's upload runs it with the machine code the
+/// uploading node stored: it compiles nothing (its compiled-script cache,
+/// written only by compiling, stays empty).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_never_saw_the_upload_runs_the_stored_compiled_script() {
+    let database = PostgresDatabase::create().await;
+    let first = Engine::start_on_database(database.url(), &[("SLUICE_NODE_ID", "node-1")]).await;
+    let second = Engine::start_on_database(database.url(), &[("SLUICE_NODE_ID", "node-2")]).await;
+    let rx = Receiver::start().await;
+    let api = first.admin();
+    let script = api.upload_script("paid-orders").await;
+    api.enabled_config(json!({
+        "name": "paid",
+        "endpoint": rx.url,
+        "event_types": ["order.*"],
+        "script": {"id": script, "params": {"min_amount": "100"}},
+    }))
+    .await;
+
+    let other = second.admin();
+    other
+        .ingest(&[
+            event_body("big", "order.paid", "emea", json!({"amount": 150})),
+            event_body("small", "order.paid", "emea", json!({"amount": 5})),
+        ])
+        .await;
+    let got = rx.wait_for(1).await;
+    assert_eq!(got[0].header("webhook-id"), Some("big"));
+    let small = other.wait_for("/v1/events/small", |e| e["deliveries"][0]["status"] == "filtered").await;
+    assert!(small["deliveries"][0]["reason"].as_str().is_some_and(|r| r.contains("below")), "the script decided: {small}");
+    assert_eq!(rx.received().len(), 1, "the filtered event was not sent");
+
+    let cache = second.data_dir().join("data").join("compiled");
+    let compiled: Vec<_> = std::fs::read_dir(&cache).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(compiled.is_empty(), "node 2 compiled the script itself: {compiled:?}");
+    let uploader_cache = first.data_dir().join("data").join("compiled");
+    assert!(std::fs::read_dir(&uploader_cache).is_ok_and(|d| d.count() == 1), "the uploading node compiled it (and cached it)");
+}
