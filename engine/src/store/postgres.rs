@@ -33,7 +33,15 @@ const USAGE_SHARDS: i64 = 16;
 pub struct PostgresStore {
     pub(super) pool: PgPool,
     node: NodeId,
+    /// Attempts wait here for the next group write.
+    attempts: mpsc::Sender<AttemptJob>,
 }
+
+/// An attempt to record, and who waits for its failure streak.
+type AttemptJob = (NewAttempt, tokio::sync::oneshot::Sender<Result<FailureStreak>>);
+
+/// Most attempts written in one transaction.
+const MAX_ATTEMPT_GROUP: usize = 256;
 
 impl Columns for PgRow {
     fn text(&self, col: &str) -> Result<String> {
@@ -85,7 +93,9 @@ impl PostgresStore {
             .await?;
         // sqlx takes an advisory lock: nodes starting together migrate once.
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self { pool, node })
+        let (attempts, queue) = mpsc::channel(4096);
+        tokio::spawn(write_attempts(pool.clone(), queue));
+        Ok(Self { pool, node, attempts })
     }
 
     pub async fn close(&self) {
@@ -768,58 +778,13 @@ impl PostgresStore {
         Ok(released.rows_affected())
     }
 
+    /// Queued for the next group write: attempts finish far more often
+    /// than one transaction each could commit, and their callers can wait
+    /// a moment.
     pub async fn record_attempt(&self, a: NewAttempt) -> Result<FailureStreak> {
-        let status = match a.outcome {
-            AttemptOutcome::Succeeded => DeliveryStatus::Succeeded,
-            AttemptOutcome::Retry => DeliveryStatus::Pending,
-            AttemptOutcome::Failed => DeliveryStatus::Failed,
-        };
-        // One statement, one round trip: the attempt, its payload, its
-        // delivery, and the streak. The foreign keys are checked at its end.
-        let streak = if a.outcome == AttemptOutcome::Succeeded {
-            "DELETE FROM failure_streaks WHERE config_id = $19 RETURNING 0::bigint AS failures, 0::bigint AS since"
-        } else {
-            "INSERT INTO failure_streaks (config_id, failures, since) VALUES ($19, 1, $18)
-             ON CONFLICT (config_id) DO UPDATE SET failures = failure_streaks.failures + 1 RETURNING failures, since"
-        };
-        let row = sqlx::query(&format!(
-            "WITH attempt AS (
-                INSERT INTO attempts (id, tenant_id, delivery_id, number, started_at, duration_ms, method, uri,
-                                      response_status, outcome, error, request_headers, response_headers)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)),
-             payload AS (
-                INSERT INTO attempt_payloads (attempt_id, request_body, response_body, created_at) VALUES ($1, $14, $15, $5)),
-             delivery AS (
-                UPDATE deliveries SET status = $16, attempts = $4, next_attempt_at = $17, lease_until = NULL, lease_owner = NULL,
-                                      updated_at = $18
-                WHERE id = $3 AND tenant_id = $2)
-             {streak}"
-        ))
-        .bind(a.id.as_str())
-        .bind(a.tenant_id.as_str())
-        .bind(a.delivery_id.as_str())
-        .bind(a.number)
-        .bind(a.started_at)
-        .bind(a.duration_ms)
-        .bind(&a.method)
-        .bind(&a.uri)
-        .bind(a.response_status)
-        .bind(a.outcome.as_str())
-        .bind(&a.error)
-        .bind(&a.request_headers)
-        .bind(&a.response_headers)
-        .bind(&a.request_body)
-        .bind(&a.response_body)
-        .bind(status.as_str())
-        .bind(a.next_attempt_at)
-        .bind(now_ms())
-        .bind(a.config_id.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(match row {
-            Some(row) => FailureStreak { failures: row.try_get("failures")?, since: row.try_get("since")? },
-            None => FailureStreak::default(),
-        })
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.attempts.send((a, reply)).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     pub async fn reserve_send_slot(&self, config: &ConfigId, interval: Duration) -> Result<Duration> {
@@ -1127,4 +1092,225 @@ async fn stale_or_missing(tx: &mut Transaction<'static, Postgres>, tenant: &Tena
         Ok(None) => StoreError::NotFound,
         Err(e) => e.into(),
     }
+}
+
+/// Records one attempt in one statement: the attempt, its payload, its
+/// delivery, and the streak. The foreign keys are checked at its end.
+async fn record_one(pool: &PgPool, a: NewAttempt) -> Result<FailureStreak> {
+    let status = match a.outcome {
+        AttemptOutcome::Succeeded => DeliveryStatus::Succeeded,
+        AttemptOutcome::Retry => DeliveryStatus::Pending,
+        AttemptOutcome::Failed => DeliveryStatus::Failed,
+    };
+    let streak = if a.outcome == AttemptOutcome::Succeeded {
+        "DELETE FROM failure_streaks WHERE config_id = $19 RETURNING 0::bigint AS failures, 0::bigint AS since"
+    } else {
+        "INSERT INTO failure_streaks (config_id, failures, since) VALUES ($19, 1, $18)
+         ON CONFLICT (config_id) DO UPDATE SET failures = failure_streaks.failures + 1 RETURNING failures, since"
+    };
+    let row = sqlx::query(&format!(
+        "WITH attempt AS (
+            INSERT INTO attempts (id, tenant_id, delivery_id, number, started_at, duration_ms, method, uri,
+                                  response_status, outcome, error, request_headers, response_headers)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)),
+         payload AS (
+            INSERT INTO attempt_payloads (attempt_id, request_body, response_body, created_at) VALUES ($1, $14, $15, $5)),
+         delivery AS (
+            UPDATE deliveries SET status = $16, attempts = $4, next_attempt_at = $17, lease_until = NULL, lease_owner = NULL,
+                                  updated_at = $18
+            WHERE id = $3 AND tenant_id = $2)
+         {streak}"
+    ))
+    .bind(a.id.as_str())
+    .bind(a.tenant_id.as_str())
+    .bind(a.delivery_id.as_str())
+    .bind(a.number)
+    .bind(a.started_at)
+    .bind(a.duration_ms)
+    .bind(&a.method)
+    .bind(&a.uri)
+    .bind(a.response_status)
+    .bind(a.outcome.as_str())
+    .bind(&a.error)
+    .bind(&a.request_headers)
+    .bind(&a.response_headers)
+    .bind(&a.request_body)
+    .bind(&a.response_body)
+    .bind(status.as_str())
+    .bind(a.next_attempt_at)
+    .bind(now_ms())
+    .bind(a.config_id.as_str())
+    .fetch_optional(pool)
+    .await?;
+    Ok(match row {
+        Some(row) => FailureStreak { failures: row.try_get("failures")?, since: row.try_get("since")? },
+        None => FailureStreak::default(),
+    })
+}
+
+/// Writes queued attempts in groups, one transaction each, until the store
+/// is dropped. A group that fails (a row that cannot be written, a deadlock
+/// with another node's group) is written again one attempt at a time, so
+/// that one bad row fails only its own caller.
+async fn write_attempts(pool: PgPool, mut queue: mpsc::Receiver<AttemptJob>) {
+    let mut jobs = Vec::with_capacity(MAX_ATTEMPT_GROUP);
+    while queue.recv_many(&mut jobs, MAX_ATTEMPT_GROUP).await > 0 {
+        let group = std::mem::take(&mut jobs);
+        if group.len() > 1 {
+            let attempts: Vec<&NewAttempt> = group.iter().map(|(a, _)| a).collect();
+            match record_group(&pool, &attempts).await {
+                Ok(streaks) => {
+                    for ((_, reply), streak) in group.into_iter().zip(streaks) {
+                        let _ = reply.send(Ok(streak));
+                    }
+                    continue;
+                }
+                Err(e) => tracing::debug!(error = %e, attempts = group.len(), "writing a group of attempts failed; writing them one by one"),
+            }
+        }
+        for (attempt, reply) in group {
+            let _ = reply.send(record_one(&pool, attempt).await);
+        }
+    }
+}
+
+/// Records a group of attempts in one transaction, and each one's failure
+/// streak: a configuration's successes and failures in the group count in
+/// their order.
+pub(super) async fn record_group(pool: &PgPool, attempts: &[&NewAttempt]) -> Result<Vec<FailureStreak>> {
+    let now = now_ms();
+    let col = |f: fn(&NewAttempt) -> Option<String>| attempts.iter().map(|a| f(a)).collect::<Vec<_>>();
+    let ids: Vec<&str> = attempts.iter().map(|a| a.id.as_str()).collect();
+    let tenants: Vec<&str> = attempts.iter().map(|a| a.tenant_id.as_str()).collect();
+    let deliveries: Vec<&str> = attempts.iter().map(|a| a.delivery_id.as_str()).collect();
+    let numbers: Vec<i64> = attempts.iter().map(|a| a.number).collect();
+    let started: Vec<i64> = attempts.iter().map(|a| a.started_at).collect();
+    let durations: Vec<i64> = attempts.iter().map(|a| a.duration_ms).collect();
+    let methods: Vec<&str> = attempts.iter().map(|a| a.method.as_str()).collect();
+    let uris: Vec<&str> = attempts.iter().map(|a| a.uri.as_str()).collect();
+    let statuses: Vec<Option<i64>> = attempts.iter().map(|a| a.response_status).collect();
+    let outcomes: Vec<&str> = attempts.iter().map(|a| a.outcome.as_str()).collect();
+    let request_headers: Vec<&str> = attempts.iter().map(|a| a.request_headers.as_str()).collect();
+    let next: Vec<Option<i64>> = attempts.iter().map(|a| a.next_attempt_at).collect();
+    let delivery_status: Vec<&str> = attempts
+        .iter()
+        .map(|a| match a.outcome {
+            AttemptOutcome::Succeeded => DeliveryStatus::Succeeded,
+            AttemptOutcome::Retry => DeliveryStatus::Pending,
+            AttemptOutcome::Failed => DeliveryStatus::Failed,
+        })
+        .map(DeliveryStatus::as_str)
+        .collect();
+
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "WITH a AS (
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::text[],
+                                 $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
+                                 $15::text[], $16::text[], $17::bigint[])
+                     AS a(id, tenant_id, delivery_id, number, started_at, duration_ms, method, uri, response_status, outcome,
+                          error, request_headers, response_headers, request_body, response_body, status, next_attempt_at)),
+         attempt AS (
+            INSERT INTO attempts (id, tenant_id, delivery_id, number, started_at, duration_ms, method, uri,
+                                  response_status, outcome, error, request_headers, response_headers)
+            SELECT id, tenant_id, delivery_id, number, started_at, duration_ms, method, uri,
+                   response_status, outcome, error, request_headers, response_headers FROM a),
+         payload AS (
+            INSERT INTO attempt_payloads (attempt_id, request_body, response_body, created_at)
+            SELECT id, request_body, response_body, started_at FROM a)
+         UPDATE deliveries d SET status = a.status, attempts = a.number, next_attempt_at = a.next_attempt_at,
+                                 lease_until = NULL, lease_owner = NULL, updated_at = $18
+         FROM a WHERE d.id = a.delivery_id AND d.tenant_id = a.tenant_id",
+    )
+    .bind(&ids)
+    .bind(&tenants)
+    .bind(&deliveries)
+    .bind(&numbers)
+    .bind(&started)
+    .bind(&durations)
+    .bind(&methods)
+    .bind(&uris)
+    .bind(&statuses)
+    .bind(&outcomes)
+    .bind(col(|a| a.error.clone()))
+    .bind(&request_headers)
+    .bind(col(|a| a.response_headers.clone()))
+    .bind(col(|a| a.request_body.clone()))
+    .bind(col(|a| a.response_body.clone()))
+    .bind(&delivery_status)
+    .bind(&next)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+
+    // Per configuration, in the group's order: how many of its attempts,
+    // the ordinal of its last success, the failures after that. Each
+    // attempt's ordinal among its configuration's.
+    #[derive(Default)]
+    struct Tally {
+        count: i64,
+        last_success: Option<i64>,
+        trailing: i64,
+    }
+    let mut tally: std::collections::BTreeMap<&str, Tally> = Default::default();
+    let mut ordinals = Vec::with_capacity(attempts.len());
+    for a in attempts {
+        let t = tally.entry(a.config_id.as_str()).or_default();
+        ordinals.push(t.count);
+        if a.outcome == AttemptOutcome::Succeeded {
+            t.last_success = Some(t.count);
+            t.trailing = 0;
+        } else {
+            t.trailing += 1;
+        }
+        t.count += 1;
+    }
+    let reset: Vec<&str> = tally.iter().filter(|(_, t)| t.last_success.is_some()).map(|(c, _)| *c).collect();
+    let (failing, added): (Vec<&str>, Vec<i64>) = tally.iter().filter(|(_, t)| t.trailing > 0).map(|(c, t)| (*c, t.trailing)).unzip();
+    if !reset.is_empty() {
+        sqlx::query("DELETE FROM failure_streaks WHERE config_id = ANY($1)").bind(&reset).execute(&mut *tx).await?;
+    }
+    let mut totals: std::collections::HashMap<String, FailureStreak> = Default::default();
+    if !failing.is_empty() {
+        // In configuration order, as every node's groups lock them.
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "INSERT INTO failure_streaks (config_id, failures, since)
+             SELECT c, f, $3 FROM unnest($1::text[], $2::bigint[]) AS u(c, f) ORDER BY c
+             ON CONFLICT (config_id) DO UPDATE SET failures = failure_streaks.failures + excluded.failures
+             RETURNING config_id, failures, since",
+        )
+        .bind(&failing)
+        .bind(&added)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        totals = rows.into_iter().map(|(c, failures, since)| (c, FailureStreak { failures, since })).collect();
+    }
+    tx.commit().await?;
+
+    // Each attempt's streak as it stood after it: a failure after its
+    // configuration's last success in the group counts up to the stored
+    // total; a success is 0; a failure before a success counts within its
+    // run (the success soon resets it anyway).
+    let mut run: std::collections::HashMap<&str, i64> = Default::default();
+    Ok(attempts
+        .iter()
+        .zip(ordinals)
+        .map(|(a, ordinal)| {
+            let config = a.config_id.as_str();
+            let k = run.entry(config).or_default();
+            if a.outcome == AttemptOutcome::Succeeded {
+                *k = 0;
+                return FailureStreak::default();
+            }
+            *k += 1;
+            let t = &tally[config];
+            match totals.get(config) {
+                Some(total) if t.last_success.is_none_or(|last| ordinal > last) => {
+                    FailureStreak { failures: total.failures - t.trailing + *k, since: total.since }
+                }
+                _ => FailureStreak { failures: *k, since: now },
+            }
+        })
+        .collect())
 }

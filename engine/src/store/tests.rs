@@ -474,3 +474,71 @@ async fn postgres_bootstrap_happens_once() {
     assert_eq!(s.count("tenants").await, 1);
     b.close().await;
 }
+
+/// PostgreSQL writes attempts in groups: a group's rows all land, and each
+/// attempt's streak counts in the group's order, on top of what is stored.
+#[tokio::test]
+async fn postgres_attempt_groups_count_streaks_in_order() {
+    let s = Scratch::postgres().await;
+    let Backend::Postgres(db) = &s.store.backend else { unreachable!("a PostgreSQL scratch store") };
+    let tenant = s.tenant("t").await;
+    let (c1, c2) = (s.config(&tenant, "one").await, s.config(&tenant, "two").await);
+    let mut deliveries = Vec::new();
+    for i in 0..7 {
+        let seq = s.ingest(&tenant, &format!("e{i}")).await;
+        deliveries.push(s.route(&tenant, seq, if i < 4 { &c1 } else { &c2 }, DeliveryStatus::Pending).await);
+    }
+    let now = now_ms();
+    // c2 fails twice before the group, one attempt at a time.
+    s.attempt_to(&s.store, &tenant, &deliveries[4], &c2, 1, now, AttemptOutcome::Retry).await;
+    s.attempt_to(&s.store, &tenant, &deliveries[4], &c2, 2, now, AttemptOutcome::Retry).await;
+
+    let attempt = |d: usize, config: &ConfigId, outcome| NewAttempt {
+        id: AttemptId::generate(),
+        tenant_id: tenant.clone(),
+        delivery_id: deliveries[d].clone(),
+        config_id: config.clone(),
+        number: 1,
+        started_at: now,
+        duration_ms: 1,
+        method: "POST".into(),
+        uri: "http://receiver.test/".into(),
+        response_status: Some(500),
+        outcome,
+        error: None,
+        request_headers: "{}".into(),
+        response_headers: None,
+        request_body: Some("{}".into()),
+        response_body: None,
+        next_attempt_at: (outcome == AttemptOutcome::Retry).then_some(now + 1000),
+    };
+    use AttemptOutcome::{Failed, Retry, Succeeded};
+    let group = [
+        attempt(0, &c1, Retry),
+        attempt(5, &c2, Retry),
+        attempt(1, &c1, Failed),
+        attempt(2, &c1, Succeeded),
+        attempt(3, &c1, Retry),
+        attempt(6, &c2, Failed),
+    ];
+    let streaks = postgres::record_group(&db.pool, &group.iter().collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(streaks.iter().map(|s| s.failures).collect::<Vec<_>>(), [1, 3, 2, 0, 1, 4]);
+
+    // Every row landed, and the deliveries moved on.
+    for a in &group {
+        let stored = s.store.get_attempt(&tenant, &a.id).await.unwrap();
+        assert_eq!(stored.request_body.as_deref(), Some("{}"));
+    }
+    let status = |d: usize| {
+        let store = s.store.clone();
+        let (tenant, id) = (tenant.clone(), deliveries[d].clone());
+        async move { store.get_delivery(&tenant, &id).await.unwrap().status }
+    };
+    assert_eq!(
+        [status(0).await, status(1).await, status(2).await, status(6).await],
+        [DeliveryStatus::Pending, DeliveryStatus::Failed, DeliveryStatus::Succeeded, DeliveryStatus::Failed]
+    );
+    // What is stored goes on from there.
+    assert_eq!(s.attempt_to(&s.store, &tenant, &deliveries[3], &c1, 2, now, Retry).await.1.failures, 2);
+    assert_eq!(s.attempt_to(&s.store, &tenant, &deliveries[6], &c2, 2, now, Retry).await.1.failures, 5);
+}
