@@ -33,9 +33,17 @@ const USAGE_SHARDS: i64 = 16;
 pub struct PostgresStore {
     pub(super) pool: PgPool,
     node: NodeId,
+    /// Ingests of tenants without a quota wait here for the next group write.
+    ingests: mpsc::Sender<IngestJob>,
     /// Attempts wait here for the next group write.
     attempts: mpsc::Sender<AttemptJob>,
 }
+
+/// An ingest request to store, and who waits for its answer.
+type IngestJob = (TenantId, Vec<Event>, tokio::sync::oneshot::Sender<Result<Vec<Ingested>>>);
+
+/// Most ingest requests stored in one statement.
+const MAX_INGEST_GROUP: usize = 64;
 
 /// An attempt to record, and who waits for its failure streak.
 type AttemptJob = (NewAttempt, tokio::sync::oneshot::Sender<Result<FailureStreak>>);
@@ -95,7 +103,9 @@ impl PostgresStore {
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         let (attempts, queue) = mpsc::channel(4096);
         tokio::spawn(write_attempts(pool.clone(), queue));
-        Ok(Self { pool, node, attempts })
+        let (ingests, queue) = mpsc::channel(1024);
+        tokio::spawn(write_ingests(pool.clone(), queue));
+        Ok(Self { pool, node, ingests, attempts })
     }
 
     pub async fn close(&self) {
@@ -472,89 +482,31 @@ impl PostgresStore {
         event_type_row(&row)
     }
 
+    /// Without a quota, queued for the next group write (one statement for
+    /// the requests that arrived meanwhile). With one, a transaction of its
+    /// own: the tenant's ingests take turns on usage shard 0, and the batch
+    /// rolls back if it goes over, so the quota holds exactly.
     pub async fn ingest(&self, tenant: &TenantId, quota: Option<i64>, events: Vec<Event>) -> Result<Vec<Ingested>> {
-        let now = now_ms();
-        let n = events.len();
-        let (mut ids, mut types, mut units, mut occurred, mut sources, mut related, mut payloads) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for e in &events {
-            ids.push(e.id.as_str());
-            types.push(e.event_type.as_str());
-            units.push(e.organization_unit.as_str());
-            occurred.push(e.occurred_at.unix_timestamp_nanos() as i64);
-            sources.push(e.source.as_ref().map(serde_json::to_string).transpose().map_err(corrupt)?);
-            related.push((!e.related.is_empty()).then(|| serde_json::to_string(&e.related)).transpose().map_err(corrupt)?);
-            payloads.push(e.payload.get());
-        }
-        // One statement for the batch: the events (a repeated id, stored
-        // before or twice in this batch, inserts nothing), the month's usage
-        // and the catalog of types. A quota is checked exactly: its
-        // tenant's ingests take turns on usage shard 0, and the batch rolls
-        // back if it goes over. Without one, the count only needs to add up.
-        let month = month_of(now);
-        let query = sqlx::query_as::<_, (String, i64)>(
-            "WITH ins AS (
-                INSERT INTO events (tenant_id, id, type, organization_unit, occurred_at_ns, received_at, source, related, payload)
-                SELECT $1, i.id, i.type, i.ou, i.occurred, $2, i.source, i.related, i.payload
-                FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::text[])
-                     WITH ORDINALITY AS i(id, type, ou, occurred, source, related, payload, n)
-                ORDER BY i.n
-                ON CONFLICT (tenant_id, id) DO NOTHING RETURNING id, seq, type),
-             used AS (
-                INSERT INTO usage (tenant_id, month, shard, events)
-                SELECT $1, $10, CASE WHEN $11 THEN 0 ELSE min(seq) % $12 END, count(*) FROM ins HAVING count(*) > 0
-                ON CONFLICT (tenant_id, month, shard) DO UPDATE SET events = usage.events + excluded.events),
-             types AS (
-                INSERT INTO event_types (tenant_id, name, first_seen) SELECT DISTINCT $1, type, $2 FROM ins
-                ON CONFLICT DO NOTHING)
-             SELECT id, seq FROM ins",
-        )
-        .bind(tenant.as_str())
-        .bind(now)
-        .bind(&ids)
-        .bind(&types)
-        .bind(&units)
-        .bind(&occurred)
-        .bind(&sources)
-        .bind(&related)
-        .bind(&payloads)
-        .bind(&month)
-        .bind(quota.is_some())
-        .bind(USAGE_SHARDS);
-        let stored = match quota {
-            None => query.fetch_all(&self.pool).await?,
-            Some(quota) => {
-                let mut tx = self.begin().await?;
-                let stored = query.fetch_all(&mut *tx).await?;
-                let used: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(events), 0)::bigint FROM usage WHERE tenant_id = $1 AND month = $2")
-                    .bind(tenant.as_str())
-                    .bind(&month)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                let count = stored.len() as i64;
-                if used > quota && count > 0 {
-                    // Dropping the transaction rolls the batch back.
-                    return Err(StoreError::QuotaExceeded { quota, used: used - count });
-                }
-                tx.commit().await?;
-                stored
-            }
+        let Some(quota) = quota else {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            self.ingests.send((tenant.clone(), events, reply)).await.map_err(|_| StoreError::Closed)?;
+            return answer.await.map_err(|_| StoreError::Closed)?;
         };
-        let mut seqs: std::collections::HashMap<String, i64> = stored.into_iter().collect();
-        Ok(ids
-            .iter()
-            .map(|id| match seqs.remove(*id) {
-                Some(seq) => Ingested::Stored { seq },
-                None => Ingested::Duplicate,
-            })
-            .collect())
+        let mut tx = self.begin().await?;
+        let now = now_ms();
+        let stored = insert_events(&mut *tx, &[(tenant, &events)], now, true).await?;
+        let used: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(events), 0)::bigint FROM usage WHERE tenant_id = $1 AND month = $2")
+            .bind(tenant.as_str())
+            .bind(month_of(now))
+            .fetch_one(&mut *tx)
+            .await?;
+        let count = stored.len() as i64;
+        if used > quota && count > 0 {
+            // Dropping the transaction rolls the batch back.
+            return Err(StoreError::QuotaExceeded { quota, used: used - count });
+        }
+        tx.commit().await?;
+        Ok(ingested(&[(tenant, &events)], stored).remove(0))
     }
 
     pub async fn get_event(&self, tenant: &TenantId, id: &str) -> Result<EventRecord> {
@@ -1313,4 +1265,127 @@ pub(super) async fn record_group(pool: &PgPool, attempts: &[&NewAttempt]) -> Res
             }
         })
         .collect())
+}
+
+/// Stores queued ingest requests in groups, one statement each, until the
+/// store is dropped. A group that fails is stored again one request at a
+/// time, so that one bad request fails only its own caller.
+async fn write_ingests(pool: PgPool, mut queue: mpsc::Receiver<IngestJob>) {
+    let mut jobs = Vec::with_capacity(MAX_INGEST_GROUP);
+    while queue.recv_many(&mut jobs, MAX_INGEST_GROUP).await > 0 {
+        let group = std::mem::take(&mut jobs);
+        let requests: Vec<(&TenantId, &[Event])> = group.iter().map(|(t, e, _)| (t, e.as_slice())).collect();
+        let result = insert_events(&pool, &requests, now_ms(), false).await;
+        match result {
+            Ok(stored) => {
+                let answers = ingested(&requests, stored);
+                for ((_, _, reply), answer) in group.into_iter().zip(answers) {
+                    let _ = reply.send(Ok(answer));
+                }
+            }
+            Err(e) if group.len() == 1 => {
+                if let Some((_, _, reply)) = group.into_iter().next() {
+                    let _ = reply.send(Err(e));
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, requests = group.len(), "storing a group of ingests failed; storing them one by one");
+                for (tenant, events, reply) in group {
+                    let requests = [(&tenant, events.as_slice())];
+                    let answer = insert_events(&pool, &requests, now_ms(), false).await.map(|stored| ingested(&requests, stored).remove(0));
+                    let _ = reply.send(answer);
+                }
+            }
+        }
+    }
+}
+
+/// Stores the events of several ingest requests in one statement: the
+/// events (a repeated id, stored before or earlier in the statement,
+/// inserts nothing), each tenant's usage for the month and its catalog of
+/// types. `quota_shard`: count usage on shard 0 (a tenant with a quota);
+/// otherwise on a shard picked by sequence number. Returns what was stored:
+/// (tenant, event id, seq).
+pub(super) async fn insert_events<'c>(
+    db: impl sqlx::Executor<'c, Database = Postgres>,
+    requests: &[(&TenantId, &[Event])],
+    now: i64,
+    quota_shard: bool,
+) -> Result<Vec<(String, String, i64)>> {
+    let n = requests.iter().map(|(_, events)| events.len()).sum();
+    let (mut tenants, mut ids, mut types, mut units, mut occurred, mut sources, mut related, mut payloads) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (tenant, events) in requests {
+        for e in *events {
+            tenants.push(tenant.as_str());
+            ids.push(e.id.as_str());
+            types.push(e.event_type.as_str());
+            units.push(e.organization_unit.as_str());
+            occurred.push(e.occurred_at.unix_timestamp_nanos() as i64);
+            sources.push(e.source.as_ref().map(serde_json::to_string).transpose().map_err(corrupt)?);
+            related.push((!e.related.is_empty()).then(|| serde_json::to_string(&e.related)).transpose().map_err(corrupt)?);
+            payloads.push(e.payload.get());
+        }
+    }
+    // Usage and types rows are taken in tenant order: two nodes' groups
+    // cannot deadlock on them.
+    Ok(sqlx::query_as(
+        "WITH ins AS (
+            INSERT INTO events (tenant_id, id, type, organization_unit, occurred_at_ns, received_at, source, related, payload)
+            SELECT i.tenant, i.id, i.type, i.ou, i.occurred, $1, i.source, i.related, i.payload
+            FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::text[])
+                 WITH ORDINALITY AS i(tenant, id, type, ou, occurred, source, related, payload, n)
+            ORDER BY i.n
+            ON CONFLICT (tenant_id, id) DO NOTHING RETURNING tenant_id, id, seq, type),
+         used AS (
+            INSERT INTO usage (tenant_id, month, shard, events)
+            SELECT tenant_id, $10, CASE WHEN $11 THEN 0 ELSE min(seq) % $12 END, count(*) FROM ins
+            GROUP BY tenant_id ORDER BY tenant_id
+            ON CONFLICT (tenant_id, month, shard) DO UPDATE SET events = usage.events + excluded.events),
+         types AS (
+            INSERT INTO event_types (tenant_id, name, first_seen)
+            SELECT DISTINCT tenant_id, type, $1::bigint FROM ins ORDER BY 1, 2
+            ON CONFLICT DO NOTHING)
+         SELECT tenant_id, id, seq FROM ins",
+    )
+    .bind(now)
+    .bind(&tenants)
+    .bind(&ids)
+    .bind(&types)
+    .bind(&units)
+    .bind(&occurred)
+    .bind(&sources)
+    .bind(&related)
+    .bind(&payloads)
+    .bind(month_of(now))
+    .bind(quota_shard)
+    .bind(USAGE_SHARDS)
+    .fetch_all(db)
+    .await?)
+}
+
+/// Each request's answer, event by event: the first occurrence of a stored
+/// (tenant, id) was stored; every other is a duplicate.
+pub(super) fn ingested(requests: &[(&TenantId, &[Event])], stored: Vec<(String, String, i64)>) -> Vec<Vec<Ingested>> {
+    let mut seqs: std::collections::HashMap<(String, String), i64> = stored.into_iter().map(|(t, id, seq)| ((t, id), seq)).collect();
+    requests
+        .iter()
+        .map(|(tenant, events)| {
+            events
+                .iter()
+                .map(|e| match seqs.remove(&(tenant.to_string(), e.id.as_str().to_owned())) {
+                    Some(seq) => Ingested::Stored { seq },
+                    None => Ingested::Duplicate,
+                })
+                .collect()
+        })
+        .collect()
 }

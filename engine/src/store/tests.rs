@@ -542,3 +542,31 @@ async fn postgres_attempt_groups_count_streaks_in_order() {
     assert_eq!(s.attempt_to(&s.store, &tenant, &deliveries[3], &c1, 2, now, Retry).await.1.failures, 2);
     assert_eq!(s.attempt_to(&s.store, &tenant, &deliveries[6], &c2, 2, now, Retry).await.1.failures, 5);
 }
+
+/// PostgreSQL stores concurrent ingest requests in one statement: a
+/// repeated (tenant, id) is stored once, for the first request that has it,
+/// and each tenant's usage counts its own.
+#[tokio::test]
+async fn postgres_ingest_groups_store_each_event_once() {
+    let s = Scratch::postgres().await;
+    let Backend::Postgres(db) = &s.store.backend else { unreachable!("a PostgreSQL scratch store") };
+    let (t1, t2) = (s.tenant("one").await, s.tenant("two").await);
+    let event = |id: &str| {
+        let json = format!(r#"{{"id": "{id}", "type": "order.paid", "organization_unit": "emea", "occurred_at": "2026-11-22T11:30:00Z", "payload": {{}}}}"#);
+        EventInput::from_json(&json).unwrap().validate(|| unreachable!("the id is given")).unwrap()
+    };
+    s.ingest(&t1, "before").await;
+    let (r1, r2, r3) = (vec![event("a"), event("b")], vec![event("a")], vec![event("a"), event("c"), event("before")]);
+    let requests: Vec<(&TenantId, &[Event])> = vec![(&t1, &r1), (&t2, &r2), (&t1, &r3)];
+    let stored = postgres::insert_events(&db.pool, &requests, now_ms(), false).await.unwrap();
+    let answers = postgres::ingested(&requests, stored);
+    let kinds: Vec<Vec<bool>> = answers.iter().map(|a| a.iter().map(|i| matches!(i, Ingested::Stored { .. })).collect()).collect();
+    assert_eq!(kinds, vec![vec![true, true], vec![true], vec![false, true, false]]);
+    for (tenant, id) in [(&t1, "a"), (&t1, "b"), (&t1, "c"), (&t2, "a")] {
+        s.store.get_event(tenant, id).await.unwrap_or_else(|e| panic!("{id}: {e}"));
+    }
+    let usage: Vec<(String, i64)> =
+        sqlx::query_as("SELECT tenant_id, SUM(events)::bigint FROM usage GROUP BY tenant_id ORDER BY SUM(events)").fetch_all(&db.pool).await.unwrap();
+    assert_eq!(usage, vec![(t2.to_string(), 1), (t1.to_string(), 4)]);
+    assert_eq!(s.store.list_event_types(&t2).await.unwrap().len(), 1, "each tenant's catalog");
+}
