@@ -52,7 +52,7 @@ fn paid_orders_delivers_at_or_over_the_minimum() {
             outcome.decision().expect("decision").is_deliver(),
             "{amount}: {outcome:?}"
         );
-        assert_eq!(body_is_default(&outcome), true);
+        assert!(body_is_default(&outcome));
     }
     let under = sandbox.run(
         &script,

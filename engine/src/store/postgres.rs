@@ -2,7 +2,10 @@
 //!
 //! Every method is one transaction, most of them one statement: PostgreSQL
 //! serializes what must be serialized with row locks, so nodes need no other
-//! coordination. Delivery leases carry the [`NodeId`] of the node that took
+//! coordination. The two writes every event makes, its ingest (for tenants
+//! without a quota) and its attempts, wait a moment in a queue and are
+//! written in groups: one commit for many callers, as the SQLite writer
+//! does. Delivery leases carry the [`NodeId`] of the node that took
 //! them; claims skip rows another node is claiming (`FOR UPDATE SKIP
 //! LOCKED`). Writers that could race on one event (routing, replays, the
 //! purge) lock the event's row first, always in `seq` order.
