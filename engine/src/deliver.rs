@@ -346,17 +346,17 @@ impl Deliverer {
     /// Whether the configuration's breaker lets a delivery through now.
     fn admit(&self, config: &ConfigId) -> Admission {
         let mut breakers = lock(&self.breakers);
-        let Some(streak) = breakers.get_mut(config) else {
+        let Some(breaker) = breakers.get_mut(config) else {
             return Admission::Send { probe: false };
         };
         let now = store::now_ms();
-        let probe_out = streak.probe_sent.is_some_and(|sent| now - sent < PROBE_LOST_MS);
-        if now < streak.paused_until || probe_out {
+        let probe_out = breaker.probe_sent.is_some_and(|sent| now - sent < PROBE_LOST_MS);
+        if now < breaker.paused_until || probe_out {
             // Spread over a quarter pause, so the held ones do not all come due at once.
-            let jitter = (random_fraction() * streak.pause_ms as f64 / 4.0) as i64;
-            return Admission::Defer(streak.paused_until.max(now + streak.pause_ms / 2) + jitter);
+            let jitter = (random_fraction() * breaker.pause_ms as f64 / 4.0) as i64;
+            return Admission::Defer(breaker.paused_until.max(now + breaker.pause_ms / 2) + jitter);
         }
-        streak.probe_sent = Some(now);
+        breaker.probe_sent = Some(now);
         Admission::Send { probe: true }
     }
 

@@ -115,7 +115,6 @@ CREATE INDEX deliveries_tenant ON deliveries (tenant_id, id);
 CREATE INDEX deliveries_event ON deliveries (event_seq, config_id, id);
 CREATE INDEX deliveries_config ON deliveries (config_id, id);
 CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';
-CREATE INDEX deliveries_leased ON deliveries (lease_owner) WHERE lease_owner IS NOT NULL;
 
 CREATE TABLE attempts (
     id               TEXT COLLATE "C" PRIMARY KEY,

@@ -723,6 +723,8 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// A start-up query: found through the pending deliveries' index, so
+    /// that taking and dropping a lease (every send) maintains no other.
     pub async fn release_leases(&self) -> Result<u64> {
         let released = sqlx::query(
             "UPDATE deliveries SET lease_until = NULL, lease_owner = NULL WHERE lease_owner = $1 AND status = 'pending'",
