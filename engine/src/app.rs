@@ -64,7 +64,7 @@ pub struct App {
     pub limits: AppLimits,
     /// The tenant whose admin keys manage tenants.
     pub operator: TenantId,
-    route: mpsc::Sender<RouteJob>,
+    router: Arc<Router>,
     /// Live keys by hash, and tenants' quotas: read on every request.
     keys: Recent<KeyHash, Principal>,
     quotas: Recent<TenantId, Option<i64>>,
@@ -143,13 +143,29 @@ impl App {
             limits.destinations.clone(),
         ));
         let (deliver_tx, deliver_rx) = mpsc::channel::<DeliveryJob>(8192);
-        let (route_tx, route_rx) = mpsc::channel::<RouteJob>(8192);
 
-        let deliverer = Deliverer::new(store.clone(), configs.clone(), limits.delivery_concurrency);
+        let deliverer = Deliverer::new(
+            store.clone(),
+            sandbox.clone(),
+            configs.clone(),
+            limits.delivery_concurrency,
+        );
+        tokio::spawn(
+            deliverer
+                .clone()
+                .poll_due(deliver_tx.clone(), limits.poll_interval),
+        );
         tokio::spawn(deliverer.run(deliver_rx));
-        tokio::spawn(Deliverer::poll_due(store.clone(), deliver_tx.clone(), limits.poll_interval));
-        let router = Router::new(store.clone(), sandbox.clone(), configs.clone(), deliver_tx);
-        tokio::spawn(router.run(route_rx));
+        // Routing workers wait on the store as often as on the CPU: twice
+        // as many as cores keeps both busy.
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+        let router = Router::start(
+            store.clone(),
+            sandbox.clone(),
+            configs.clone(),
+            deliver_tx,
+            workers,
+        );
         tokio::spawn(retention::run(store.clone(), limits.retention));
 
         let app = Arc::new(Self {
@@ -158,7 +174,7 @@ impl App {
             configs,
             limits,
             operator,
-            route: route_tx,
+            router,
             keys: Recent::new(RECENT_TTL),
             quotas: Recent::new(RECENT_TTL),
         });
@@ -187,33 +203,56 @@ impl App {
 
     /// Routes events that were accepted but not routed: at start-up (the
     /// process died in between), then every half minute for events the
-    /// live path dropped (a full routing queue).
+    /// live path left (a tenant's full routing queue, a failed write). A
+    /// pass that found a tenant's queue full comes back sooner.
     async fn route_unrouted(self: Arc<Self>) {
         let mut before = i64::MAX;
         loop {
-            self.route_unrouted_once(before).await;
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            before = store::now_ms() - 30_000;
+            let complete = self.route_unrouted_once(before).await;
+            tokio::time::sleep(Duration::from_secs(if complete { 30 } else { 1 })).await;
+            if complete {
+                before = store::now_ms() - 30_000;
+            }
         }
     }
 
-    async fn route_unrouted_once(&self, received_before: i64) {
+    /// One pass; `false` when a tenant's queue was full and some of its
+    /// events were left for the next one.
+    async fn route_unrouted_once(&self, received_before: i64) -> bool {
         let mut after = 0;
+        let mut full = std::collections::HashSet::new();
         loop {
-            match self.store.unrouted_events(after, received_before, 512).await {
-                Ok(events) if events.is_empty() => return,
+            match self
+                .store
+                .unrouted_events(after, received_before, 512)
+                .await
+            {
+                Ok(events) if events.is_empty() => return full.is_empty(),
                 Ok(events) => {
                     for e in events {
                         after = e.seq;
-                        let job = RouteJob { tenant: e.tenant_id, seq: e.seq, event: Arc::new(e.event) };
-                        if self.route.send(job).await.is_err() {
-                            return;
+                        if full.contains(&e.tenant_id) {
+                            continue;
+                        }
+                        let tenant = e.tenant_id.clone();
+                        let job = RouteJob {
+                            tenant: e.tenant_id,
+                            seq: e.seq,
+                            event: Arc::new(e.event),
+                        };
+                        if self
+                            .router
+                            .queue(job, Duration::from_millis(100))
+                            .await
+                            .is_err()
+                        {
+                            full.insert(tenant);
                         }
                     }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "scanning unrouted events failed");
-                    return;
+                    return true;
                 }
             }
         }
@@ -252,13 +291,18 @@ impl App {
         let kept: Vec<Arc<Event>> = events.iter().cloned().map(Arc::new).collect();
         let results = self.store.ingest(tenant, quota, events).await?;
         // The events are stored: from here nothing may fail the request. A
-        // full routing queue holds the answer back a little (backpressure on
-        // posters), and past that the recovery scan routes what is left.
+        // full routing queue of this tenant holds its answer back a little
+        // (backpressure on its own posters), and past that the recovery
+        // scan routes what is left.
         let mut left_for_scan = 0usize;
         for (event, result) in kept.into_iter().zip(&results) {
             if let Ingested::Stored { seq } = result {
-                let job = RouteJob { tenant: tenant.clone(), seq: *seq, event };
-                if left_for_scan > 0 || !matches!(tokio::time::timeout(ROUTE_QUEUE_WAIT, self.route.send(job)).await, Ok(Ok(()))) {
+                let job = RouteJob {
+                    tenant: tenant.clone(),
+                    seq: *seq,
+                    event,
+                };
+                if left_for_scan > 0 || self.router.queue(job, ROUTE_QUEUE_WAIT).await.is_err() {
                     left_for_scan += 1;
                 }
             }
@@ -293,7 +337,11 @@ impl App {
     pub async fn create_config(&self, tenant: &TenantId, input: ConfigInput) -> Result<(ConfigRecord, ExportConfig), AppError> {
         let spec = validate(input, None).await?;
         self.limits.destinations.validate_endpoint(&spec.endpoint)?;
-        let record = self.store.insert_config(tenant, &ConfigId::generate(), &write_of(&spec)).await?;
+        self.configs.check_client(&spec)?;
+        let record = self
+            .store
+            .insert_config(tenant, &ConfigId::generate(), &write_of(&spec))
+            .await?;
         self.configs.invalidate(tenant, Some(&record.id));
         Ok((record, spec))
     }
@@ -312,7 +360,11 @@ impl App {
         let previous = parse_spec(&current)?;
         let spec = validate(input, Some(previous)).await?;
         self.limits.destinations.validate_endpoint(&spec.endpoint)?;
-        let record = self.store.update_config(tenant, id, expected, &write_of(&spec)).await?;
+        self.configs.check_client(&spec)?;
+        let record = self
+            .store
+            .update_config(tenant, id, expected, &write_of(&spec))
+            .await?;
         self.configs.invalidate(tenant, Some(id));
         Ok((record, spec))
     }
@@ -327,12 +379,17 @@ impl App {
             return Ok(TestSend { event, decision: None, sent: None });
         }
         let (sandbox, routed, on) = (self.sandbox.clone(), event.clone(), config.clone());
-        let decided = tokio::task::spawn_blocking(move || crate::route::decide_all(&sandbox, &[on], &routed))
-            .await
-            .map_err(|e| StoreError::Corrupt(format!("test send: {e}")))?;
-        let Some((_, decision)) = decided.into_iter().next() else {
-            return Ok(TestSend { event, decision: None, sent: None });
-        };
+        let decision = tokio::task::spawn_blocking(move || {
+            crate::route::decide(
+                &sandbox,
+                &on,
+                &routed,
+                store::now_ms(),
+                crate::route::Pause::Ignore,
+            )
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("test send: {e}")))?;
         let sent = if decision.status == store::DeliveryStatus::Pending {
             let job = DeliveryJob {
                 tenant: tenant.clone(),
@@ -342,6 +399,7 @@ impl App {
                 body: decision.body.clone(),
                 headers: decision.headers.clone(),
                 attempt: 1,
+                undecided: false,
             };
             Some(deliver::send_once(&config, &job).await)
         } else {

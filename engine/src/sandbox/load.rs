@@ -11,7 +11,7 @@ use wasmtime::Store;
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
-use super::{CallState, FairShare, Sandbox, Script, bindings};
+use super::{CallState, Sandbox, Script, bindings};
 
 /// The WIT package scripts implement.
 pub const WIT_PACKAGE: &str = "sluice:event-export";
@@ -275,7 +275,6 @@ impl Sandbox {
             sha256,
             wit_version,
             pre,
-            penalty: FairShare::default(),
         })
     }
 

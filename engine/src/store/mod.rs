@@ -296,6 +296,9 @@ pub struct NewDelivery {
     pub body: Option<String>,
     /// JSON array of headers the script added.
     pub headers: Option<String>,
+    /// Pending without a decision yet: its script was paused, and decides
+    /// when the delivery comes due.
+    pub undecided: bool,
     pub next_attempt_at: Option<i64>,
     /// Set when the router hands the delivery straight to a sender.
     pub lease_until: Option<i64>,
@@ -322,6 +325,9 @@ pub struct DeliveryRecord {
     pub body: Option<String>,
     #[serde(skip)]
     pub headers: Option<String>,
+    /// Waiting for its paused script to decide (see [`NewDelivery::undecided`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub undecided: bool,
     pub attempts: i64,
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "rfc3339::serialize_option")]
     pub next_attempt_at: Option<i64>,
@@ -413,6 +419,14 @@ pub struct AttemptFilter {
     pub configuration_id: Option<ConfigId>,
     pub started_after: Option<i64>,
     pub started_before: Option<i64>,
+}
+
+/// Deliveries a claim leaves in the store this time: those of tenants and
+/// configurations whose queue in the sender is full.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimSkip {
+    pub tenants: Vec<TenantId>,
+    pub configs: Vec<ConfigId>,
 }
 
 /// A pending delivery whose attempt is due, with what sending it needs.
@@ -710,9 +724,22 @@ impl Store {
     }
     /// Claims pending deliveries due at `now` that no sender holds and whose
     /// configuration is enabled, oldest due first, for `lease_ms`, for this
-    /// node. Nodes claiming at once get different deliveries.
-    pub async fn claim_due(&self, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<DueDelivery>> {
-        dispatch!(self.claim_due(now, lease_ms, limit))
+    /// node, skipping those `skip` names. Nodes claiming at once get
+    /// different deliveries.
+    pub async fn claim_due(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+        skip: &ClaimSkip,
+    ) -> Result<Vec<DueDelivery>> {
+        dispatch!(self.claim_due(now, lease_ms, limit, skip))
+    }
+    /// Records the decision of a script that was paused when its delivery
+    /// was routed (see [`NewDelivery::undecided`]): `d.id` names the row.
+    /// `false` when it was decided already or is no longer pending.
+    pub async fn record_decision(&self, tenant: &TenantId, d: NewDelivery) -> Result<bool> {
+        dispatch!(self.record_decision(tenant, d))
     }
     /// Hands a claimed delivery back unattempted, due again at
     /// `next_attempt_at` (its configuration is disabled, or its endpoint busy).

@@ -111,7 +111,7 @@ pub(super) fn event_row(row: &impl Columns) -> Result<EventRecord> {
     })
 }
 
-pub(super) const DELIVERY_COLUMNS: &str = "d.id, d.event_seq, d.config_id, d.config_version, d.status, d.replay_of, d.reason, d.error_kind, d.script_logs, d.body, d.headers, d.attempts, d.next_attempt_at, d.created_at, d.updated_at, (SELECT id FROM events WHERE seq = d.event_seq) AS delivery_event_id";
+pub(super) const DELIVERY_COLUMNS: &str = "d.id, d.event_seq, d.config_id, d.config_version, d.status, d.replay_of, d.reason, d.error_kind, d.script_logs, d.body, d.headers, d.undecided, d.attempts, d.next_attempt_at, d.created_at, d.updated_at, (SELECT id FROM events WHERE seq = d.event_seq) AS delivery_event_id";
 
 pub(super) fn delivery_row(row: &impl Columns) -> Result<DeliveryRecord> {
     let status = row.text("status")?;
@@ -131,6 +131,7 @@ pub(super) fn delivery_row(row: &impl Columns) -> Result<DeliveryRecord> {
         },
         body: row.opt_text("body")?,
         headers: row.opt_text("headers")?,
+        undecided: row.flag("undecided")?,
         attempts: row.int("attempts")?,
         next_attempt_at: row.opt_int("next_attempt_at")?,
         created_at: row.int("created_at")?,

@@ -216,6 +216,7 @@ fn delivery(config: &ConfigId, status: DeliveryStatus) -> NewDelivery {
         script_logs: None,
         body: Some("{\"decided\":true}".into()),
         headers: None,
+        undecided: false,
         next_attempt_at: (status == DeliveryStatus::Pending).then(now_ms),
         lease_until: None,
     }
@@ -405,7 +406,10 @@ async fn postgres_nodes_share_work_and_state() {
     let claim_all = |store: Store| async move {
         let mut mine = Vec::new();
         loop {
-            let due = store.claim_due(now_ms(), 60_000, 7).await.unwrap();
+            let due = store
+                .claim_due(now_ms(), 60_000, 7, &Default::default())
+                .await
+                .unwrap();
             if due.is_empty() {
                 return mine;
             }
@@ -421,8 +425,20 @@ async fn postgres_nodes_share_work_and_state() {
 
     // Node A restarts: its leases are free again, node B's are not.
     assert_eq!(a.release_leases().await.unwrap(), by_a.len() as u64);
-    let again: Vec<_> = b.claim_due(now_ms(), 60_000, 100).await.unwrap().into_iter().map(|d| d.delivery.id).collect();
-    assert_eq!(again.iter().cloned().collect::<std::collections::BTreeSet<_>>(), by_a.iter().cloned().collect());
+    let again: Vec<_> = b
+        .claim_due(now_ms(), 60_000, 100, &Default::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.delivery.id)
+        .collect();
+    assert_eq!(
+        again
+            .iter()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>(),
+        by_a.iter().cloned().collect()
+    );
 
     // One streak for both nodes.
     let d = by_b[0].clone();
@@ -569,4 +585,177 @@ async fn postgres_ingest_groups_store_each_event_once() {
         sqlx::query_as("SELECT tenant_id, SUM(events)::bigint FROM usage GROUP BY tenant_id ORDER BY SUM(events)").fetch_all(&db.pool).await.unwrap();
     assert_eq!(usage, vec![(t2.to_string(), 1), (t1.to_string(), 4)]);
     assert_eq!(s.store.list_event_types(&t2).await.unwrap().len(), 1, "each tenant's catalog");
+}
+
+both_backends!(
+    deleting_a_configuration_ends_its_open_deliveries,
+    delete_ends_deliveries
+);
+async fn delete_ends_deliveries(s: Scratch) {
+    let tenant = s.tenant("t").await;
+    let (doomed, kept) = (
+        s.config(&tenant, "doomed").await,
+        s.config(&tenant, "kept").await,
+    );
+    let seq = s.ingest(&tenant, "e1").await;
+    let open = s
+        .route(&tenant, seq, &doomed, DeliveryStatus::Pending)
+        .await;
+    let seq2 = s.ingest(&tenant, "e2").await;
+    let other = s.route(&tenant, seq2, &kept, DeliveryStatus::Pending).await;
+    s.store.delete_config(&tenant, &doomed, None).await.unwrap();
+    let ended = s.store.get_delivery(&tenant, &open).await.unwrap();
+    assert_eq!(ended.status, DeliveryStatus::Failed);
+    assert_eq!(ended.error_kind.as_deref(), Some("configuration_deleted"));
+    assert_eq!(ended.next_attempt_at, None);
+    assert_eq!(
+        s.store.get_delivery(&tenant, &other).await.unwrap().status,
+        DeliveryStatus::Pending,
+        "another configuration's"
+    );
+
+    // The attempt that was in flight finishes late: logged, and the
+    // delivery keeps its newer state.
+    s.attempt_to(
+        &s.store,
+        &tenant,
+        &open,
+        &doomed,
+        1,
+        now_ms(),
+        AttemptOutcome::Retry,
+    )
+    .await;
+    let after = s.store.get_delivery(&tenant, &open).await.unwrap();
+    assert_eq!((after.status, after.attempts), (DeliveryStatus::Failed, 0));
+    let logged = s
+        .store
+        .list_attempts(
+            &tenant,
+            &AttemptFilter {
+                delivery_id: Some(open.clone()),
+                ..Default::default()
+            },
+            &PageRequest {
+                limit: 10,
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(logged.items.len(), 1);
+}
+
+both_backends!(an_older_attempt_never_overwrites_a_newer_one, late_attempts);
+async fn late_attempts(s: Scratch) {
+    let tenant = s.tenant("t").await;
+    let config = s.config(&tenant, "c").await;
+    let seq = s.ingest(&tenant, "e1").await;
+    let d = s
+        .route(&tenant, seq, &config, DeliveryStatus::Pending)
+        .await;
+    s.attempt_to(
+        &s.store,
+        &tenant,
+        &d,
+        &config,
+        2,
+        now_ms(),
+        AttemptOutcome::Succeeded,
+    )
+    .await;
+    // Attempt 1 of another sender (its lease had run out) answers last.
+    s.attempt_to(
+        &s.store,
+        &tenant,
+        &d,
+        &config,
+        1,
+        now_ms(),
+        AttemptOutcome::Retry,
+    )
+    .await;
+    let after = s.store.get_delivery(&tenant, &d).await.unwrap();
+    assert_eq!(
+        (after.status, after.attempts),
+        (DeliveryStatus::Succeeded, 2)
+    );
+}
+
+both_backends!(an_undecided_delivery_is_decided_once, undecided);
+async fn undecided(s: Scratch) {
+    let tenant = s.tenant("t").await;
+    let config = s.config(&tenant, "c").await;
+    let seq = s.ingest(&tenant, "e1").await;
+    let mut d = delivery(&config, DeliveryStatus::Pending);
+    d.undecided = true;
+    d.body = None;
+    let id = d.id.clone();
+    s.store
+        .record_routing(vec![Routed {
+            tenant: tenant.clone(),
+            event_seq: seq,
+            deliveries: vec![d.clone()],
+        }])
+        .await
+        .unwrap();
+    let stored = s.store.get_delivery(&tenant, &id).await.unwrap();
+    assert!(stored.undecided && stored.status == DeliveryStatus::Pending);
+    let claimed = s
+        .store
+        .claim_due(now_ms(), 60_000, 10, &Default::default())
+        .await
+        .unwrap();
+    assert!(
+        claimed[0].delivery.undecided,
+        "the sender sees it must decide first"
+    );
+
+    let mut decided = d.clone();
+    decided.undecided = false;
+    decided.status = DeliveryStatus::Filtered;
+    decided.reason = Some("not for us".into());
+    assert!(
+        s.store
+            .record_decision(&tenant, decided.clone())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.store.record_decision(&tenant, decided).await.unwrap(),
+        "once only"
+    );
+    let stored = s.store.get_delivery(&tenant, &id).await.unwrap();
+    assert_eq!(
+        (stored.status, stored.undecided, stored.reason.as_deref()),
+        (DeliveryStatus::Filtered, false, Some("not for us"))
+    );
+}
+
+both_backends!(a_claim_skips_full_tenants_and_configurations, claim_skips);
+async fn claim_skips(s: Scratch) {
+    let (a, b) = (s.tenant("a").await, s.tenant("b").await);
+    let (a1, a2, b1) = (
+        s.config(&a, "a1").await,
+        s.config(&a, "a2").await,
+        s.config(&b, "b1").await,
+    );
+    for (tenant, config, id) in [(&a, &a1, "x1"), (&a, &a2, "x2"), (&b, &b1, "x3")] {
+        let seq = s.ingest(tenant, id).await;
+        s.route(tenant, seq, config, DeliveryStatus::Pending).await;
+    }
+    let skip = ClaimSkip {
+        tenants: vec![b.clone()],
+        configs: vec![a1.clone()],
+    };
+    let claimed = s
+        .store
+        .claim_due(now_ms(), 60_000, 10, &skip)
+        .await
+        .unwrap();
+    let configs: Vec<_> = claimed
+        .iter()
+        .map(|d| d.delivery.configuration_id.clone())
+        .collect();
+    assert_eq!(configs, vec![a2]);
 }
