@@ -54,7 +54,8 @@ async fn every_accepted_event_survives_a_minute_of_kills() {
                 let answer = http
                     .post(format!("{base}/v1/events"))
                     .bearer_auth(key.key().expect("admin key"))
-                    .json(&batch)
+                    .header("content-type", "application/json")
+                    .body(serde_json::to_vec(&batch).expect("JSON"))
                     .send()
                     .await;
                 match answer {
