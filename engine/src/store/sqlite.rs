@@ -583,14 +583,13 @@ impl SqliteStore {
     pub async fn put_event_type(&self, tenant: &TenantId, name: &str, description: Option<&str>) -> Result<EventTypeRecord> {
         let (tenant, name, description) = (tenant.clone(), name.to_owned(), description.map(str::to_owned));
         self.write(move |c| {
-            let record = c.query_row(
+            c.query_row(
                 "INSERT INTO event_types (tenant_id, name, description, first_seen) VALUES (?, ?, ?, ?)
                  ON CONFLICT (tenant_id, name) DO UPDATE SET description = excluded.description
                  RETURNING name, description, first_seen",
                 rusqlite::params![tenant.as_str(), name, description, now_ms()],
                 |row| Ok(event_type_row(row)),
-            )?;
-            record
+            )?
         })
         .await
     }
