@@ -540,7 +540,8 @@ pub struct Sent {
     pub status: Option<reqwest::StatusCode>,
     /// JSON object.
     pub response_headers: Option<String>,
-    pub response_body: Option<String>,
+    /// As received, cut after [`MAX_LOGGED_RESPONSE`]; it need not be UTF-8.
+    pub response_body: Option<Vec<u8>>,
     pub retry_after: Option<Duration>,
     pub succeeded: bool,
     /// Why it failed, for the attempt log.
@@ -590,7 +591,7 @@ pub async fn send_once(config: &ActiveConfig, job: &DeliveryJob) -> Sent {
     let duration_ms = clock.elapsed().as_millis() as i64;
     let succeeded = match (status, spec.response_mode) {
         (Some(s), ResponseMode::Loose) => s.is_success(),
-        (Some(s), ResponseMode::Normal) => s == reqwest::StatusCode::OK && response_body.as_deref().map(str::trim) == Some("[ACK]"),
+        (Some(s), ResponseMode::Normal) => s == reqwest::StatusCode::OK && response_body.as_deref().map(<[u8]>::trim_ascii) == Some(b"[ACK]".as_slice()),
         (None, _) => false,
     };
     let error = error.or_else(|| {
@@ -755,7 +756,7 @@ fn headers_json(headers: &reqwest::header::HeaderMap, redact: bool) -> String {
 }
 
 /// Reads at most [`MAX_LOGGED_RESPONSE`] bytes of the answer within `budget`.
-async fn read_capped(mut response: reqwest::Response, budget: Duration) -> Option<String> {
+async fn read_capped(mut response: reqwest::Response, budget: Duration) -> Option<Vec<u8>> {
     let mut body = Vec::new();
     let read = async {
         while let Ok(Some(chunk)) = response.chunk().await {
@@ -767,7 +768,7 @@ async fn read_capped(mut response: reqwest::Response, budget: Duration) -> Optio
         }
     };
     let _ = tokio::time::timeout(budget.max(Duration::from_millis(100)), read).await;
-    Some(String::from_utf8_lossy(&body).into_owned())
+    Some(body)
 }
 
 fn describe(e: &reqwest::Error) -> String {

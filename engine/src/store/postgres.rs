@@ -312,6 +312,15 @@ impl PostgresStore {
         Ok(Page::from_items(items, page, |s| s.id.to_string()))
     }
 
+    pub async fn script_hash_used(&self, sha256: &str) -> Result<bool> {
+        Ok(
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM scripts WHERE sha256 = $1)")
+                .bind(sha256)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     pub async fn delete_script(&self, tenant: &TenantId, id: &ScriptId) -> Result<()> {
         let mut tx = self.begin().await?;
         // The row lock holds off configurations that would start using it.
@@ -1041,10 +1050,6 @@ async fn insert_key(
     Ok(())
 }
 
-fn event_type_row(row: &PgRow) -> Result<EventTypeRecord> {
-    Ok(EventTypeRecord { name: row.try_get("name")?, description: row.try_get("description")?, first_seen: row.try_get("first_seen")? })
-}
-
 /// New delivery rows as columns, for `unnest`.
 #[derive(Default)]
 struct DeliveryRows {
@@ -1145,11 +1150,11 @@ async fn record_one(pool: &PgPool, a: NewAttempt) -> Result<FailureStreak> {
     .bind(&a.uri)
     .bind(a.response_status)
     .bind(a.outcome.as_str())
-    .bind(&a.error)
+    .bind(a.error.as_deref().map(text::encode))
     .bind(&a.request_headers)
     .bind(&a.response_headers)
-    .bind(&a.request_body)
-    .bind(&a.response_body)
+    .bind(a.request_body.as_deref().map(text::encode))
+    .bind(a.response_body.as_deref().map(text::encode_bytes))
     .bind(status.as_str())
     .bind(a.next_attempt_at)
     .bind(now_ms())
@@ -1246,11 +1251,11 @@ pub(super) async fn record_group(pool: &PgPool, attempts: &[&NewAttempt]) -> Res
     .bind(&uris)
     .bind(&statuses)
     .bind(&outcomes)
-    .bind(col(|a| a.error.clone()))
+    .bind(col(|a| a.error.as_deref().map(|t| text::encode(t).into_owned())))
     .bind(&request_headers)
     .bind(col(|a| a.response_headers.clone()))
-    .bind(col(|a| a.request_body.clone()))
-    .bind(col(|a| a.response_body.clone()))
+    .bind(col(|a| a.request_body.as_deref().map(|t| text::encode(t).into_owned())))
+    .bind(col(|a| a.response_body.as_deref().map(|b| text::encode_bytes(b).into_owned())))
     .bind(&delivery_status)
     .bind(&next)
     .bind(now)

@@ -418,6 +418,15 @@ impl SqliteStore {
         Ok(Page::from_items(items, page, |s| s.id.to_string()))
     }
 
+    pub async fn script_hash_used(&self, sha256: &str) -> Result<bool> {
+        Ok(
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM scripts WHERE sha256 = ?)")
+                .bind(sha256)
+                .fetch_one(&self.read)
+                .await?,
+        )
+    }
+
     pub async fn delete_script(&self, tenant: &TenantId, id: &ScriptId) -> Result<()> {
         let (tenant, id) = (tenant.clone(), id.clone());
         self.write(move |c| {
@@ -574,34 +583,19 @@ impl SqliteStore {
             .bind(tenant.as_str())
             .fetch_all(&self.read)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(EventTypeRecord {
-                    name: r.try_get("name")?,
-                    description: r.try_get("description")?,
-                    first_seen: r.try_get("first_seen")?,
-                })
-            })
-            .collect()
+        rows.iter().map(event_type_row).collect()
     }
 
     pub async fn put_event_type(&self, tenant: &TenantId, name: &str, description: Option<&str>) -> Result<EventTypeRecord> {
         let (tenant, name, description) = (tenant.clone(), name.to_owned(), description.map(str::to_owned));
         self.write(move |c| {
-            let record = c.query_row(
+            c.query_row(
                 "INSERT INTO event_types (tenant_id, name, description, first_seen) VALUES (?, ?, ?, ?)
                  ON CONFLICT (tenant_id, name) DO UPDATE SET description = excluded.description
                  RETURNING name, description, first_seen",
                 rusqlite::params![tenant.as_str(), name, description, now_ms()],
-                |row| {
-                    Ok(EventTypeRecord {
-                        name: row.get("name")?,
-                        description: row.get("description")?,
-                        first_seen: row.get("first_seen")?,
-                    })
-                },
-            )?;
-            Ok(record)
+                |row| Ok(event_type_row(row)),
+            )?
         })
         .await
     }
@@ -952,12 +946,17 @@ impl SqliteStore {
                 a.uri,
                 a.response_status,
                 a.outcome.as_str(),
-                a.error,
+                a.error.as_deref().map(text::encode),
                 a.request_headers,
                 a.response_headers
             ])?;
             c.prepare_cached("INSERT INTO attempt_payloads (attempt_id, request_body, response_body, created_at) VALUES (?, ?, ?, ?)")?
-                .execute(rusqlite::params![a.id.as_str(), a.request_body, a.response_body, a.started_at])?;
+                .execute(rusqlite::params![
+                    a.id.as_str(),
+                    a.request_body.as_deref().map(text::encode),
+                    a.response_body.as_deref().map(text::encode_bytes),
+                    a.started_at
+                ])?;
             let status = match a.outcome {
                 AttemptOutcome::Succeeded => DeliveryStatus::Succeeded,
                 AttemptOutcome::Retry => DeliveryStatus::Pending,

@@ -386,6 +386,193 @@ async fn send_slots(s: Scratch) {
     assert!(s.store.reserve_send_slot(&other, interval).await.unwrap() < Duration::from_secs(1), "slots are per configuration");
 }
 
+both_backends!(free_text_is_stored_as_received, free_text);
+async fn free_text(s: Scratch) {
+    const ODD: &str = "a\0b\u{FFFF}0c\u{FFFF}";
+    let tenant = s
+        .store
+        .create_tenant(&format!("tenant {ODD}"), None)
+        .await
+        .unwrap();
+    assert_eq!(tenant.name, format!("tenant {ODD}"));
+    assert_eq!(
+        s.store.get_tenant(&tenant.id).await.unwrap().name,
+        tenant.name
+    );
+    let tenant = tenant.id;
+    let key = NewKey {
+        id: KeyId::generate(),
+        tenant_id: tenant.clone(),
+        name: ODD.into(),
+        prefix: "sk_test".into(),
+        hash: crate::auth::KeyHash("h".repeat(64)),
+        scopes: vec![],
+    };
+    assert_eq!(s.store.create_key(key).await.unwrap().name, ODD);
+    assert_eq!(
+        s.store
+            .list_keys(
+                &tenant,
+                &PageRequest {
+                    limit: 10,
+                    cursor: None
+                }
+            )
+            .await
+            .unwrap()
+            .items[0]
+            .name,
+        ODD
+    );
+    let script = ScriptRecord {
+        id: ScriptId::generate(),
+        name: ODD.into(),
+        sha256: "0".repeat(64),
+        size: 1,
+        wit_version: "0.1.0".into(),
+        created_at: now_ms(),
+    };
+    s.store
+        .insert_script(&tenant, &script, b"\0", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.store.get_script(&tenant, &script.id).await.unwrap().name,
+        ODD
+    );
+    let config = ConfigId::generate();
+    let write = ConfigWrite {
+        name: ODD.into(),
+        script_id: None,
+        spec: "{}".into(),
+    };
+    assert_eq!(
+        s.store
+            .insert_config(&tenant, &config, &write)
+            .await
+            .unwrap()
+            .name,
+        ODD
+    );
+    let disabled = s
+        .store
+        .set_config_enabled(&tenant, &config, None, false, Some(ODD))
+        .await
+        .unwrap();
+    assert_eq!(disabled.disabled_reason.as_deref(), Some(ODD));
+    let described = s
+        .store
+        .put_event_type(&tenant, "order.paid", Some(ODD))
+        .await
+        .unwrap();
+    assert_eq!(described.description.as_deref(), Some(ODD));
+    assert_eq!(
+        s.store.list_event_types(&tenant).await.unwrap()[0]
+            .description
+            .as_deref(),
+        Some(ODD)
+    );
+
+    let seq = s.ingest(&tenant, "evt_1").await;
+    let mut d = delivery(&config, DeliveryStatus::Filtered);
+    d.reason = Some(format!("skip {ODD}"));
+    d.error_kind = Some(ODD.into());
+    let delivery_id = d.id.clone();
+    assert_eq!(
+        s.store
+            .record_routing(vec![Routed {
+                tenant: tenant.clone(),
+                event_seq: seq,
+                deliveries: vec![d]
+            }])
+            .await
+            .unwrap(),
+        vec![true]
+    );
+    let stored = s.store.get_delivery(&tenant, &delivery_id).await.unwrap();
+    assert_eq!(
+        (stored.reason.as_deref(), stored.error_kind.as_deref()),
+        (Some(format!("skip {ODD}").as_str()), Some(ODD))
+    );
+
+    // Attempts, alone and in groups (PostgreSQL writes those apart).
+    for (n, body) in [&b"ok\0tail"[..], b"\xff\xfe\0 not utf-8", ODD.as_bytes()]
+        .into_iter()
+        .enumerate()
+    {
+        let id = AttemptId::generate();
+        s.store
+            .record_attempt(NewAttempt {
+                id: id.clone(),
+                tenant_id: tenant.clone(),
+                delivery_id: delivery_id.clone(),
+                config_id: config.clone(),
+                number: n as i64 + 1,
+                started_at: now_ms(),
+                duration_ms: 1,
+                method: "POST".into(),
+                uri: "http://receiver.test/".into(),
+                response_status: Some(200),
+                outcome: AttemptOutcome::Retry,
+                error: Some(format!("error {ODD}")),
+                request_headers: "{}".into(),
+                response_headers: Some("{}".into()),
+                request_body: Some(ODD.into()),
+                response_body: Some(body.to_vec()),
+                next_attempt_at: Some(now_ms()),
+            })
+            .await
+            .unwrap();
+        let a = s.store.get_attempt(&tenant, &id).await.unwrap();
+        assert_eq!(a.error, Some(format!("error {ODD}")));
+        assert_eq!(a.request_body.as_deref(), Some(ODD));
+        assert_eq!(
+            a.response_body.as_deref(),
+            Some(&*String::from_utf8_lossy(body))
+        );
+        let exact = a.response_body_base64.map(|b| {
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b).unwrap()
+        });
+        assert_eq!(
+            exact.as_deref(),
+            std::str::from_utf8(body).is_err().then_some(body),
+            "base64 only when not UTF-8"
+        );
+    }
+    if let Backend::Postgres(db) = &s.store.backend {
+        let attempts: Vec<NewAttempt> = (0..2)
+            .map(|n| NewAttempt {
+                id: AttemptId::generate(),
+                tenant_id: tenant.clone(),
+                delivery_id: delivery_id.clone(),
+                config_id: config.clone(),
+                number: 10 + n,
+                started_at: now_ms(),
+                duration_ms: 1,
+                method: "POST".into(),
+                uri: "http://receiver.test/".into(),
+                response_status: Some(200),
+                outcome: AttemptOutcome::Retry,
+                error: Some(ODD.into()),
+                request_headers: "{}".into(),
+                response_headers: None,
+                request_body: Some(ODD.into()),
+                response_body: Some(b"\0\xff".to_vec()),
+                next_attempt_at: None,
+            })
+            .collect();
+        postgres::record_group(&db.pool, &attempts.iter().collect::<Vec<_>>())
+            .await
+            .unwrap();
+        let a = s.store.get_attempt(&tenant, &attempts[1].id).await.unwrap();
+        assert_eq!(
+            (a.error.as_deref(), a.request_body.as_deref()),
+            (Some(ODD), Some(ODD))
+        );
+        assert_eq!(a.response_body_base64.as_deref(), Some("AP8="));
+    }
+}
+
 /// Two nodes on one database: claims never overlap, a node's restart frees
 /// only its own leases, streaks and rate slots are shared, and a change made
 /// through one node reaches the other.
