@@ -357,3 +357,24 @@ async fn a_client_sending_half_a_request_is_cut_off() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_script_leaves_no_compiled_code_behind() {
+    let engine = Engine::start().await;
+    let operator = engine.admin();
+    let (_, key_a) = operator.tenant_with_key("tenant a", ALL).await;
+    let (_, key_b) = operator.tenant_with_key("tenant b", ALL).await;
+    let (a, b) = (engine.api(&key_a), engine.api(&key_b));
+    // Both tenants upload the same bytes: one compiled copy, kept while
+    // either still has the script.
+    let script_a = a.upload_script("paid-orders").await;
+    let script_b = b.upload_script("paid-orders").await;
+    let compiled = engine.data_dir().join("data/compiled");
+    let cached = || std::fs::read_dir(&compiled).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(cached(), 1, "compiled once, cached on disk");
+    a.delete(&format!("/v1/scripts/{script_a}")).await.expect(204);
+    assert_eq!(cached(), 1, "B still runs it");
+    b.get(&format!("/v1/scripts/{script_b}")).await.expect(200);
+    b.delete(&format!("/v1/scripts/{script_b}")).await.expect(204);
+    assert_eq!(cached(), 0, "the last copy's code is dropped with it");
+}
