@@ -779,19 +779,14 @@ impl Store {
     /// configuration is enabled, oldest due first, for `lease_ms`, for this
     /// node, skipping those `skip` names. Nodes claiming at once get
     /// different deliveries.
-    pub async fn claim_due(
-        &self,
-        now: i64,
-        lease_ms: i64,
-        limit: i64,
-        skip: &ClaimSkip,
-    ) -> Result<Vec<DueDelivery>> {
+    pub async fn claim_due(&self, now: i64, lease_ms: i64, limit: i64, skip: &ClaimSkip) -> Result<Vec<DueDelivery>> {
         dispatch!(self.claim_due(now, lease_ms, limit, skip))
     }
     /// Records the decision of a script that was paused when its delivery
     /// was routed (see [`NewDelivery::undecided`]): `d.id` names the row.
     /// `false` when it was decided already or is no longer pending.
-    pub async fn record_decision(&self, tenant: &TenantId, d: NewDelivery) -> Result<bool> {
+    pub async fn record_decision(&self, tenant: &TenantId, mut d: NewDelivery) -> Result<bool> {
+        d.encode();
         dispatch!(self.record_decision(tenant, d))
     }
     /// Hands a claimed delivery back unattempted, due again at

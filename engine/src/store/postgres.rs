@@ -702,13 +702,7 @@ impl PostgresStore {
         rows.iter().map(delivery_row).collect()
     }
 
-    pub async fn claim_due(
-        &self,
-        now: i64,
-        lease_ms: i64,
-        limit: i64,
-        skip: &ClaimSkip,
-    ) -> Result<Vec<DueDelivery>> {
+    pub async fn claim_due(&self, now: i64, lease_ms: i64, limit: i64, skip: &ClaimSkip) -> Result<Vec<DueDelivery>> {
         let skip_tenants: Vec<&str> = skip.tenants.iter().map(|t| t.as_str()).collect();
         let skip_configs: Vec<&str> = skip.configs.iter().map(|c| c.as_str()).collect();
         let rows = sqlx::query(&format!(

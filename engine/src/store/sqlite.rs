@@ -562,7 +562,7 @@ impl SqliteStore {
                                        undecided = 0, next_attempt_at = NULL, lease_until = NULL, updated_at = ?1
                  WHERE tenant_id = ?2 AND config_id = ?3 AND status = 'pending'",
             )?
-                .execute(rusqlite::params![now_ms(), tenant.as_str(), id.as_str()])?;
+            .execute(rusqlite::params![now_ms(), tenant.as_str(), id.as_str()])?;
             Ok(())
         })
         .await
@@ -816,13 +816,7 @@ impl SqliteStore {
         rows.iter().map(delivery_row).collect()
     }
 
-    pub async fn claim_due(
-        &self,
-        now: i64,
-        lease_ms: i64,
-        limit: i64,
-        skip: &ClaimSkip,
-    ) -> Result<Vec<DueDelivery>> {
+    pub async fn claim_due(&self, now: i64, lease_ms: i64, limit: i64, skip: &ClaimSkip) -> Result<Vec<DueDelivery>> {
         let skip_tenants = serde_json::to_string(&skip.tenants).map_err(corrupt)?;
         let skip_configs = serde_json::to_string(&skip.configs).map_err(corrupt)?;
         let claimed: Vec<String> = self.write(move |c| {
