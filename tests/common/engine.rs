@@ -17,6 +17,11 @@ use tokio::process::{Child, Command};
 /// The operator's admin key every test engine starts with.
 pub const ADMIN_KEY: &str = "sk_e2e_operator_admin_key_0123456789abcdef";
 
+/// The key sealing secrets at rest of every test engine on PostgreSQL,
+/// where one must be given (the nodes of a cluster share it). On SQLite the
+/// engines generate their own, as a fresh installation does.
+pub const POSTGRES_SECRET_KEY: &str = "ZTJlLXRlc3RzLXBvc3RncmVzLXNlY3JldC1rZXkhISE=";
+
 /// The reserved range test engines may deliver to: receivers' loopback.
 pub const LOOPBACK: &str = "127.0.0.0/8";
 
@@ -119,9 +124,11 @@ impl Engine {
             .env("SLUICE_ALLOW_DESTINATIONS", LOOPBACK)
             // The backend is the harness's choice, never the shell's.
             .env_remove("SLUICE_DATABASE_URL")
-            .env_remove("SLUICE_NODE_ID");
+            .env_remove("SLUICE_NODE_ID")
+            .env_remove("SLUICE_SECRET_KEY")
+            .env_remove("SLUICE_OLD_SECRET_KEYS");
         if let Some((url, node_id)) = &self.postgres {
-            command.env("SLUICE_DATABASE_URL", url).env("SLUICE_NODE_ID", node_id);
+            command.env("SLUICE_DATABASE_URL", url).env("SLUICE_NODE_ID", node_id).env("SLUICE_SECRET_KEY", POSTGRES_SECRET_KEY);
         }
         let mut child = command
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
