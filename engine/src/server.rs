@@ -95,6 +95,18 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     if !limits.destinations.allowed().is_empty() {
         tracing::info!(allowed = %limits.destinations, "endpoints may reach these reserved address ranges");
     }
+    // After a rotation (or an upgrade from plaintext rows), every row moves
+    // to the current key now, so that the old key can be dropped.
+    match store.reseal_configs().await {
+        Ok(done) if done.unreadable > 0 => tracing::warn!(
+            resealed = done.resealed,
+            unreadable = done.unreadable,
+            "some configurations are sealed with a key not configured: add it to old_secret_keys"
+        ),
+        Ok(done) if done.resealed > 0 => tracing::info!(resealed = done.resealed, "configurations sealed under the current key"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "re-sealing configurations failed; each is re-sealed when next saved"),
+    }
     let app = App::start(store.clone(), Arc::new(sandbox), limits).await.map_err(|e| e.to_string())?;
 
     println!("listening on http://{addr}");

@@ -551,6 +551,15 @@ macro_rules! dispatch {
     };
 }
 
+/// What [`Store::reseal_configs`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resealed {
+    /// Rows now sealed under the current key.
+    pub resealed: usize,
+    /// Rows no held key opens (sealed under a key dropped too early).
+    pub unreadable: usize,
+}
+
 /// What a configuration's sealed spec is bound to: a spec copied into
 /// another row (another tenant's) does not open there.
 fn config_context(tenant: &TenantId, id: &ConfigId) -> Vec<u8> {
@@ -734,6 +743,42 @@ impl Store {
     pub async fn delete_config(&self, tenant: &TenantId, id: &ConfigId, expected: Option<i64>) -> Result<()> {
         dispatch!(self.delete_config(tenant, id, expected))
     }
+    /// Seals anew, under the current key, every configuration sealed under
+    /// an older key or stored before sealing existed, without changing its
+    /// version: what lets an old key be dropped after a rotation. A row
+    /// that does not open is left as it is, and counted.
+    pub async fn reseal_configs(&self) -> Result<Resealed> {
+        let current = self.keys.current_id();
+        let mut done = Resealed::default();
+        let mut after = String::new();
+        loop {
+            let page: Vec<ConfigRecord> = dispatch!(self.configs_after(&after, 256))?;
+            let Some(last) = page.last() else { return Ok(done) };
+            after = last.id.as_str().to_owned();
+            for stored in page {
+                if Keyring::sealed_with(&stored.spec) == Some(current) {
+                    continue;
+                }
+                let (tenant, id, old) = (stored.tenant_id.clone(), stored.id.clone(), stored.spec.clone());
+                let open = match self.opened(stored) {
+                    Ok(open) => open,
+                    Err(e) => {
+                        tracing::error!(configuration = %id, error = %e, "cannot re-seal a configuration");
+                        done.unreadable += 1;
+                        continue;
+                    }
+                };
+                let new = self.keys.seal(open.spec.as_bytes(), &config_context(&tenant, &id));
+                // Not replaced: saved meanwhile, so sealed with a current key anyway.
+                let (tenant, id, old) = (&tenant, &id, old.as_str());
+                let new = new.as_str();
+                if dispatch!(self.reseal_config(tenant, id, old, new))? {
+                    done.resealed += 1;
+                }
+            }
+        }
+    }
+
     pub async fn enabled_configs(&self, tenant: &TenantId) -> Result<Vec<ConfigRecord>> {
         let records: Vec<ConfigRecord> = dispatch!(self.enabled_configs(tenant))?;
         records.into_iter().map(|r| self.opened(r)).collect()

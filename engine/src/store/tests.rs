@@ -344,6 +344,22 @@ async fn sealed_configs(s: Scratch) {
     let resealed = s.raw("configurations", "spec", a.as_str()).await.text();
     assert_eq!(Keyring::sealed_with(&resealed), Some(Keyring::new(&new_key, &[]).current_id()));
     assert_eq!(stranger.get_config(&tenant, &a).await.unwrap().spec, spec, "the new key alone reads it now");
+
+    // A start-up pass moves every row to the current key without a version
+    // change: the plaintext one, and one sealed under the old key.
+    let c = ConfigId::generate();
+    s.store.insert_config(&tenant, &c, &ConfigWrite { name: "third".into(), ..write(spec) }).await.unwrap();
+    let version = s.store.get_config(&tenant, &c).await.unwrap().version;
+    assert_eq!(rotated.reseal_configs().await.unwrap(), Resealed { resealed: 2, unreadable: 0 });
+    assert_eq!(rotated.reseal_configs().await.unwrap(), Resealed::default(), "nothing left to do");
+    for id in [&a, &b, &c] {
+        let stored = s.raw("configurations", "spec", id.as_str()).await.text();
+        assert_eq!(Keyring::sealed_with(&stored), Some(rotated.keys.current_id()), "{id}");
+        stranger.get_config(&tenant, id).await.unwrap();
+    }
+    assert_eq!(stranger.get_config(&tenant, &c).await.unwrap().version, version);
+    // A row no held key opens is left as it is, and counted.
+    assert_eq!(s.store.reseal_configs().await.unwrap(), Resealed { resealed: 0, unreadable: 3 });
 }
 
 both_backends!(compiled_code_is_handed_out_only_with_its_tag, tagged_code);
