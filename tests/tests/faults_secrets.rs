@@ -298,7 +298,7 @@ impl Db {
 
     async fn specs(&mut self) -> Vec<String> {
         let sql = "SELECT spec FROM configurations";
-        let rows = match self {
+        match self {
             Db::Sqlite(c) => sqlx::query(sql)
                 .fetch_all(c)
                 .await
@@ -313,8 +313,7 @@ impl Db {
                 .iter()
                 .map(|r| r.get(0))
                 .collect(),
-        };
-        rows
+        }
     }
 
     async fn compiled(&mut self, script: &str) -> Vec<u8> {
