@@ -952,6 +952,7 @@ mod tests {
             body: None,
             headers: None,
             attempt: 1,
+            undecided: false,
         };
         let request = build(&spec, &job);
         assert_eq!(request.url.as_str(), "https://x.example/hook?token=abc&v=1&key=k-123&page=2");
