@@ -134,13 +134,30 @@ const QUEUED_PER_SLOT: usize = 8;
 const TENANT_SHARE: usize = 4;
 /// The part of the queued deliveries one configuration may hold.
 const CONFIG_SHARE: usize = 8;
-/// How long a delivery that found its queue full waits in the store, at
-/// least (plus as much again at random, so that a backlog does not come
-/// back all at once).
+/// How long a delivery that found its queue full waits in the store, per
+/// turn of its configuration's queue ahead of it, up to [`MAX_BUSY_RETRY`]
+/// (plus as much again at random, so that a backlog does not come back
+/// all at once).
 const BUSY_RETRY: Duration = Duration::from_secs(1);
+const MAX_BUSY_RETRY: Duration = Duration::from_secs(30);
 /// Longest wait for a rate-limit slot while holding the delivery's lease
 /// (far shorter than [`LEASE_MS`]).
 const MAX_SLOT_WAIT: Duration = Duration::from_secs(60);
+
+/// A slot of the send queue taken for one turn, with its request permit:
+/// both given back when dropped.
+struct Turn {
+    deliverer: Arc<Deliverer>,
+    tenant: TenantId,
+    config: ConfigId,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.deliverer.queue.done(&self.tenant, &self.config);
+    }
+}
 
 /// A configuration's circuit breaker: after [`BREAKER_AFTER`] failed
 /// attempts in a row (counted by the store, across nodes) the endpoint is
@@ -215,14 +232,14 @@ impl Deliverer {
                 Ok(()) => {}
                 Err(Refused::Full(job)) => {
                     // Its queue is full: it waits in the store, and the
-                    // poller fetches it when there is room.
+                    // poller fetches it when there is room. The longer the
+                    // queue ahead of it, the later it comes due, so that a
+                    // slow endpoint's backlog is not read again and again.
+                    let turns = self.queue.waiting(&tenant, &config) / limit.max(1);
+                    let wait = (BUSY_RETRY * (1 + turns as u32)).min(MAX_BUSY_RETRY);
                     let store = self.store.clone();
-                    let later = store::now_ms() + jittered(BUSY_RETRY);
-                    tokio::spawn(async move {
-                        store
-                            .release_delivery(&job.tenant, &job.delivery, later)
-                            .await
-                    });
+                    let later = store::now_ms() + jittered(wait);
+                    tokio::spawn(async move { store.release_delivery(&job.tenant, &job.delivery, later).await });
                 }
                 Err(Refused::Closed(_)) => break,
             }
@@ -233,21 +250,19 @@ impl Deliverer {
     /// Sends queued deliveries, each turn's as soon as a request may start.
     async fn send_in_turn(self: Arc<Self>) {
         loop {
-            let Ok(permit) = self.permits.clone().acquire_owned().await else {
-                return;
-            };
-            let Some((tenant, config, mut jobs)) = self.queue.next(1).await else {
-                return;
-            };
-            let Some(job) = jobs.pop() else { continue };
-            let this = self.clone();
+            let Ok(permit) = self.permits.clone().acquire_owned().await else { return };
+            let Some((tenant, config, jobs)) = self.queue.next(1).await else { return };
+            // Hands the turn back however the attempt ends, a panic included,
+            // so that a configuration never loses a slot for good.
+            let turn = Turn { deliverer: self.clone(), tenant, config, _permit: permit };
             tokio::spawn(async move {
-                let (delivery, attempt) = (job.delivery.clone(), job.attempt);
-                if let Err(e) = this.attempt(job).await {
-                    tracing::error!(%delivery, attempt, error = %e, "recording an attempt failed; the lease will expire and it is retried");
+                for job in jobs {
+                    let (delivery, attempt) = (job.delivery.clone(), job.attempt);
+                    if let Err(e) = turn.deliverer.attempt(job).await {
+                        tracing::error!(%delivery, attempt, error = %e, "recording an attempt failed; the lease will expire and it is retried");
+                    }
                 }
-                this.queue.done(&tenant, &config);
-                drop(permit);
+                drop(turn);
             });
         }
     }

@@ -230,6 +230,12 @@ impl EventInput {
                 format!("more than {MAX_RELATED} ids"),
             ));
         }
+        if nesting_depth(self.payload.get()) > MAX_PAYLOAD_DEPTH {
+            return Err(EventError::new(
+                "payload",
+                format!("nested deeper than {MAX_PAYLOAD_DEPTH} levels"),
+            ));
+        }
         let related = self
             .related
             .iter()
@@ -247,6 +253,37 @@ impl EventInput {
             payload: self.payload,
         })
     }
+}
+
+/// How deep a payload may nest arrays and objects: JSON parsers (serde's
+/// among them, in scripts and here) stop at 128, and a payload no script
+/// can read is refused at the edge rather than failing every delivery.
+pub const MAX_PAYLOAD_DEPTH: usize = 128;
+
+/// The deepest nesting of arrays and objects in `json`, which is valid JSON.
+fn nesting_depth(json: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in json.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 impl Event {
@@ -288,6 +325,16 @@ mod tests {
 
     fn parse(json: &str) -> Result<Event, EventError> {
         EventInput::from_json(json)?.validate(|| EventId::parse("generated").unwrap())
+    }
+
+    #[test]
+    fn payload_nesting_is_bounded() {
+        let nested = |n: usize| format!(r#"{{"type":"a","occurred_at":"2026-01-01T00:00:00Z","payload":{}1{}}}"#, "[".repeat(n), "]".repeat(n));
+        assert!(parse(&nested(MAX_PAYLOAD_DEPTH)).is_ok());
+        let e = parse(&nested(MAX_PAYLOAD_DEPTH + 1)).unwrap_err();
+        assert!(e.to_string().contains("payload"), "{e}");
+        // Brackets inside strings do not count.
+        assert_eq!(nesting_depth(r#"{"a":"[[[{{\"]]","b":[1]}"#), 2);
     }
 
     #[test]

@@ -257,6 +257,12 @@ impl<G: Eq + Hash + Clone, K: Eq + Hash + Clone, T> FairQueue<G, K, T> {
         (groups, keys)
     }
 
+    /// Items waiting under `group` and `key`.
+    pub fn waiting(&self, group: &G, key: &K) -> usize {
+        let s = self.lock();
+        s.groups.get(group).and_then(|g| g.keys.get(key)).map_or(0, |k| k.items.len())
+    }
+
     /// Room left, all groups together.
     pub fn room(&self) -> usize {
         self.bounds.total.saturating_sub(self.lock().len)
