@@ -22,7 +22,7 @@ use crate::replay::ReplayError;
 use crate::retention::{self, Retention};
 use crate::route::{ConfigCache, RouteJob, Router};
 use crate::sandbox::{LoadError, Sandbox, Script};
-use crate::store::{self, ConfigRecord, ConfigWrite, Ingested, KeyRecord, ScriptRecord, Store, StoreError};
+use crate::store::{self, ConfigRecord, ConfigWrite, Ingested, KeyRecord, NewKey, ScriptRecord, Store, StoreError};
 
 /// Limits the engine enforces on callers.
 #[derive(Debug, Clone)]
@@ -64,10 +64,15 @@ pub struct App {
     pub limits: AppLimits,
     /// The tenant whose admin keys manage tenants.
     pub operator: TenantId,
-    route: mpsc::Sender<RouteJob>,
+    router: Arc<Router>,
     /// Live keys by hash, and tenants' quotas: read on every request.
     keys: Recent<KeyHash, Principal>,
+    /// Hashes no live key has, so that a client retrying a wrong or revoked
+    /// key (or a flood of random ones) does not reach the database each time.
+    misses: Recent<KeyHash, ()>,
     quotas: Recent<TenantId, Option<i64>>,
+    /// Script compilations running at once (uploads, tests).
+    compiles: tokio::sync::Semaphore,
 }
 
 /// How long a remembered key or quota is trusted. Changes made through this
@@ -75,15 +80,22 @@ pub struct App {
 /// node, or the database edited by hand) goes unseen.
 const RECENT_TTL: Duration = Duration::from_secs(10);
 
-/// Answers remembered for a short while.
+/// How long an unknown key is remembered as unknown, and how many are: a
+/// key made through this node clears its entry, one made through another
+/// node works after at most this long.
+const MISS_TTL: Duration = Duration::from_secs(2);
+const MAX_MISSES: usize = 10_000;
+
+/// Answers remembered for a short while, at most `capacity` of them.
 struct Recent<K, V> {
     ttl: Duration,
+    capacity: usize,
     entries: Mutex<HashMap<K, (Instant, V)>>,
 }
 
 impl<K: Eq + Hash, V: Clone> Recent<K, V> {
-    fn new(ttl: Duration) -> Self {
-        Self { ttl, entries: Mutex::default() }
+    fn new(ttl: Duration, capacity: usize) -> Self {
+        Self { ttl, capacity, entries: Mutex::default() }
     }
 
     fn get(&self, key: &K) -> Option<V> {
@@ -93,9 +105,14 @@ impl<K: Eq + Hash, V: Clone> Recent<K, V> {
 
     fn put(&self, key: K, value: V) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= 100_000 {
-            // Only live keys and existing tenants get here; this is a backstop.
-            entries.clear();
+        if entries.len() >= self.capacity {
+            // Expired entries first; if all are fresh (a flood), start over:
+            // the cost is a few more lookups, never unbounded memory.
+            let ttl = self.ttl;
+            entries.retain(|_, (at, _)| at.elapsed() < ttl);
+            if entries.len() >= self.capacity {
+                entries.clear();
+            }
         }
         entries.insert(key, (Instant::now(), value));
     }
@@ -143,13 +160,29 @@ impl App {
             limits.destinations.clone(),
         ));
         let (deliver_tx, deliver_rx) = mpsc::channel::<DeliveryJob>(8192);
-        let (route_tx, route_rx) = mpsc::channel::<RouteJob>(8192);
 
-        let deliverer = Deliverer::new(store.clone(), configs.clone(), limits.delivery_concurrency);
+        let deliverer = Deliverer::new(
+            store.clone(),
+            sandbox.clone(),
+            configs.clone(),
+            limits.delivery_concurrency,
+        );
+        tokio::spawn(
+            deliverer
+                .clone()
+                .poll_due(deliver_tx.clone(), limits.poll_interval),
+        );
         tokio::spawn(deliverer.run(deliver_rx));
-        tokio::spawn(Deliverer::poll_due(store.clone(), deliver_tx.clone(), limits.poll_interval));
-        let router = Router::new(store.clone(), sandbox.clone(), configs.clone(), deliver_tx);
-        tokio::spawn(router.run(route_rx));
+        // Routing workers wait on the store as often as on the CPU: twice
+        // as many as cores keeps both busy.
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+        let router = Router::start(
+            store.clone(),
+            sandbox.clone(),
+            configs.clone(),
+            deliver_tx,
+            workers,
+        );
         tokio::spawn(retention::run(store.clone(), limits.retention));
 
         let app = Arc::new(Self {
@@ -158,9 +191,11 @@ impl App {
             configs,
             limits,
             operator,
-            route: route_tx,
-            keys: Recent::new(RECENT_TTL),
-            quotas: Recent::new(RECENT_TTL),
+            router,
+            keys: Recent::new(RECENT_TTL, 100_000),
+            misses: Recent::new(MISS_TTL, MAX_MISSES),
+            quotas: Recent::new(RECENT_TTL, 100_000),
+            compiles: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
         });
         tokio::spawn(app.clone().route_unrouted());
         if let Some(changes) = app.store.watch().await? {
@@ -179,6 +214,7 @@ impl App {
                 store::Change::Lost => {
                     self.configs.invalidate_all();
                     self.keys.forget(|_, _| false);
+                    self.misses.forget(|_, _| false);
                     self.quotas.forget(|_, _| false);
                 }
             }
@@ -187,33 +223,56 @@ impl App {
 
     /// Routes events that were accepted but not routed: at start-up (the
     /// process died in between), then every half minute for events the
-    /// live path dropped (a full routing queue).
+    /// live path left (a tenant's full routing queue, a failed write). A
+    /// pass that found a tenant's queue full comes back sooner.
     async fn route_unrouted(self: Arc<Self>) {
         let mut before = i64::MAX;
         loop {
-            self.route_unrouted_once(before).await;
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            before = store::now_ms() - 30_000;
+            let complete = self.route_unrouted_once(before).await;
+            tokio::time::sleep(Duration::from_secs(if complete { 30 } else { 1 })).await;
+            if complete {
+                before = store::now_ms() - 30_000;
+            }
         }
     }
 
-    async fn route_unrouted_once(&self, received_before: i64) {
+    /// One pass; `false` when a tenant's queue was full and some of its
+    /// events were left for the next one.
+    async fn route_unrouted_once(&self, received_before: i64) -> bool {
         let mut after = 0;
+        let mut full = std::collections::HashSet::new();
         loop {
-            match self.store.unrouted_events(after, received_before, 512).await {
-                Ok(events) if events.is_empty() => return,
+            match self
+                .store
+                .unrouted_events(after, received_before, 512)
+                .await
+            {
+                Ok(events) if events.is_empty() => return full.is_empty(),
                 Ok(events) => {
                     for e in events {
                         after = e.seq;
-                        let job = RouteJob { tenant: e.tenant_id, seq: e.seq, event: Arc::new(e.event) };
-                        if self.route.send(job).await.is_err() {
-                            return;
+                        if full.contains(&e.tenant_id) {
+                            continue;
+                        }
+                        let tenant = e.tenant_id.clone();
+                        let job = RouteJob {
+                            tenant: e.tenant_id,
+                            seq: e.seq,
+                            event: Arc::new(e.event),
+                        };
+                        if self
+                            .router
+                            .queue(job, Duration::from_millis(100))
+                            .await
+                            .is_err()
+                        {
+                            full.insert(tenant);
                         }
                     }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "scanning unrouted events failed");
-                    return;
+                    return true;
                 }
             }
         }
@@ -225,10 +284,25 @@ impl App {
         if let Some(hit) = self.keys.get(&hash) {
             return Ok(Some(hit));
         }
-        let Some(key) = self.store.find_key(&hash).await? else { return Ok(None) };
+        if self.misses.get(&hash).is_some() {
+            return Ok(None);
+        }
+        let Some(key) = self.store.find_key(&hash).await? else {
+            self.misses.put(hash, ());
+            return Ok(None);
+        };
         let principal = Principal { tenant: key.tenant_id, key: key.id, scopes: key.scopes };
         self.keys.put(hash, principal.clone());
         Ok(Some(principal))
+    }
+
+    /// Stores a new key; it works at once, even if its secret was tried
+    /// (and remembered as unknown) just before.
+    pub async fn create_key(&self, key: NewKey) -> Result<KeyRecord, StoreError> {
+        let hash = key.hash.clone();
+        let record = self.store.create_key(key).await?;
+        self.misses.forget(|h, _| *h != hash);
+        Ok(record)
     }
 
     pub async fn revoke_key(&self, tenant: &TenantId, id: &KeyId) -> Result<KeyRecord, AppError> {
@@ -252,13 +326,18 @@ impl App {
         let kept: Vec<Arc<Event>> = events.iter().cloned().map(Arc::new).collect();
         let results = self.store.ingest(tenant, quota, events).await?;
         // The events are stored: from here nothing may fail the request. A
-        // full routing queue holds the answer back a little (backpressure on
-        // posters), and past that the recovery scan routes what is left.
+        // full routing queue of this tenant holds its answer back a little
+        // (backpressure on its own posters), and past that the recovery
+        // scan routes what is left.
         let mut left_for_scan = 0usize;
         for (event, result) in kept.into_iter().zip(&results) {
             if let Ingested::Stored { seq } = result {
-                let job = RouteJob { tenant: tenant.clone(), seq: *seq, event };
-                if left_for_scan > 0 || !matches!(tokio::time::timeout(ROUTE_QUEUE_WAIT, self.route.send(job)).await, Ok(Ok(()))) {
+                let job = RouteJob {
+                    tenant: tenant.clone(),
+                    seq: *seq,
+                    event,
+                };
+                if left_for_scan > 0 || self.router.queue(job, ROUTE_QUEUE_WAIT).await.is_err() {
                     left_for_scan += 1;
                 }
             }
@@ -270,7 +349,14 @@ impl App {
     }
 
     pub async fn upload_script(&self, tenant: &TenantId, name: &str, bytes: &[u8]) -> Result<ScriptRecord, AppError> {
-        let script = self.sandbox.load(bytes)?;
+        let owned = bytes.to_vec();
+        let (script, compiled) = self
+            .compile(move |sandbox| {
+                let script = sandbox.load(&owned)?;
+                let compiled = script.compiled();
+                Ok::<_, LoadError>((script, compiled))
+            })
+            .await?;
         let record = ScriptRecord {
             id: ScriptId::generate(),
             name: name.to_owned(),
@@ -279,21 +365,52 @@ impl App {
             wit_version: script.wit_version().to_owned(),
             created_at: store::now_ms(),
         };
-        self.store.insert_script(tenant, &record, bytes, script.compiled().as_deref()).await?;
+        self.store.insert_script(tenant, &record, bytes, compiled.as_deref()).await?;
         Ok(record)
+    }
+
+    /// Deletes a script, and its compiled code once no stored script (of
+    /// any tenant: the cache is shared by content) has the same bytes.
+    pub async fn delete_script(&self, tenant: &TenantId, id: &ScriptId) -> Result<(), StoreError> {
+        let record = self.store.get_script(tenant, id).await?;
+        self.store.delete_script(tenant, id).await?;
+        if !self.store.script_hash_used(&record.sha256).await?
+            && let Some(sha256) = crate::sandbox::Sha256::parse(&record.sha256)
+        {
+            self.sandbox.forget(&sha256);
+        }
+        Ok(())
+    }
+
+    /// Runs a compilation on a blocking thread, a few at once: compiling
+    /// takes seconds of CPU, which must neither stall the async workers
+    /// (and every request they serve) nor pile up without bound.
+    async fn compile<T: Send + 'static>(&self, work: impl FnOnce(&Sandbox) -> T + Send + 'static) -> T {
+        let _permit = self.compiles.acquire().await.expect("the semaphore is never closed");
+        let sandbox = self.sandbox.clone();
+        match tokio::task::spawn_blocking(move || work(&sandbox)).await {
+            Ok(out) => out,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
     }
 
     /// A tenant's script, ready to run: from the cache, from the code the
     /// uploading node compiled, or compiled here from its bytes.
     pub async fn script(&self, tenant: &TenantId, id: &ScriptId) -> Result<Result<Arc<Script>, LoadError>, StoreError> {
         let code = self.store.script_code(tenant, id).await?;
-        Ok(crate::route::load_code(&self.sandbox, &code))
+        Ok(self
+            .compile(move |sandbox| crate::route::load_code(sandbox, &code))
+            .await)
     }
 
     pub async fn create_config(&self, tenant: &TenantId, input: ConfigInput) -> Result<(ConfigRecord, ExportConfig), AppError> {
         let spec = validate(input, None).await?;
         self.limits.destinations.validate_endpoint(&spec.endpoint)?;
-        let record = self.store.insert_config(tenant, &ConfigId::generate(), &write_of(&spec)).await?;
+        self.configs.check_client(&spec)?;
+        let record = self
+            .store
+            .insert_config(tenant, &ConfigId::generate(), &write_of(&spec))
+            .await?;
         self.configs.invalidate(tenant, Some(&record.id));
         Ok((record, spec))
     }
@@ -312,7 +429,11 @@ impl App {
         let previous = parse_spec(&current)?;
         let spec = validate(input, Some(previous)).await?;
         self.limits.destinations.validate_endpoint(&spec.endpoint)?;
-        let record = self.store.update_config(tenant, id, expected, &write_of(&spec)).await?;
+        self.configs.check_client(&spec)?;
+        let record = self
+            .store
+            .update_config(tenant, id, expected, &write_of(&spec))
+            .await?;
         self.configs.invalidate(tenant, Some(id));
         Ok((record, spec))
     }
@@ -327,12 +448,17 @@ impl App {
             return Ok(TestSend { event, decision: None, sent: None });
         }
         let (sandbox, routed, on) = (self.sandbox.clone(), event.clone(), config.clone());
-        let decided = tokio::task::spawn_blocking(move || crate::route::decide_all(&sandbox, &[on], &routed))
-            .await
-            .map_err(|e| StoreError::Corrupt(format!("test send: {e}")))?;
-        let Some((_, decision)) = decided.into_iter().next() else {
-            return Ok(TestSend { event, decision: None, sent: None });
-        };
+        let decision = tokio::task::spawn_blocking(move || {
+            crate::route::decide(
+                &sandbox,
+                &on,
+                &routed,
+                store::now_ms(),
+                crate::route::Pause::Ignore,
+            )
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("test send: {e}")))?;
         let sent = if decision.status == store::DeliveryStatus::Pending {
             let job = DeliveryJob {
                 tenant: tenant.clone(),
@@ -342,6 +468,7 @@ impl App {
                 body: decision.body.clone(),
                 headers: decision.headers.clone(),
                 attempt: 1,
+                undecided: false,
             };
             Some(deliver::send_once(&config, &job).await)
         } else {
@@ -445,3 +572,32 @@ fn write_of(spec: &ExportConfig) -> ConfigWrite {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_answers_stay_within_their_capacity_and_expire() {
+        let misses: Recent<u32, ()> = Recent::new(Duration::from_secs(60), 100);
+        for k in 0..10_000 {
+            misses.put(k, ());
+            assert!(misses.entries.lock().unwrap().len() <= 100, "after {k}");
+        }
+        assert!(misses.get(&9_999).is_some(), "the newest answer is kept");
+        misses.forget(|k, _| *k != 9_999);
+        assert!(misses.get(&9_999).is_none(), "a new key clears its miss");
+
+        let short: Recent<u32, ()> = Recent::new(Duration::from_millis(20), 2);
+        short.put(1, ());
+        short.put(2, ());
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(short.get(&1).is_none(), "expired");
+        short.put(3, ());
+        assert_eq!(
+            short.entries.lock().unwrap().len(),
+            1,
+            "expired entries make room first"
+        );
+    }
+}

@@ -6,20 +6,23 @@
 //! attempt log, and never decide what to deliver (routing did).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc};
 
+use crate::fair::{Bounds, FairQueue, Refused};
+
 use crate::destination::{self, DestinationPolicy};
 use crate::event::Event;
 use crate::export::{Authorization, ExportConfig, ResponseMode, Tls};
 use crate::ids::{AttemptId, ConfigId, DeliveryId, TenantId};
-use crate::route::{ActiveConfig, ConfigCache, LEASE_MS};
-use crate::sandbox::Header;
+use crate::route::{self, ActiveConfig, ConfigCache, LEASE_MS, Pause};
+use crate::sandbox::{Header, Sandbox};
 use crate::sign;
-use crate::store::{self, AttemptOutcome, DueDelivery, FailureStreak, NewAttempt, Store, StoreError};
+use crate::store::{
+    self, AttemptOutcome, DeliveryStatus, DueDelivery, FailureStreak, NewAttempt, Store, StoreError,
+};
 
 /// Most response-body bytes kept in the payload log.
 const MAX_LOGGED_RESPONSE: usize = 64 << 10;
@@ -39,6 +42,8 @@ pub struct DeliveryJob {
     pub headers: Option<String>,
     /// 1 for the first attempt.
     pub attempt: u32,
+    /// Its script was paused when it was routed: it decides first.
+    pub undecided: bool,
 }
 
 impl From<DueDelivery> for DeliveryJob {
@@ -51,6 +56,7 @@ impl From<DueDelivery> for DeliveryJob {
             body: due.delivery.body,
             headers: due.delivery.headers,
             attempt: due.delivery.attempts as u32 + 1,
+            undecided: due.delivery.undecided,
         }
     }
 }
@@ -103,40 +109,34 @@ pub fn client_for(
     b.build()
 }
 
-/// Sends deliveries: at most `concurrency` requests at once in all, and per
-/// configuration at most its `max_in_flight`, at most `rate_limit` a second.
-/// A slow endpoint uses up its own share only: its surplus deliveries go
-/// back to the store, due a little later, instead of queueing here.
+/// Sends deliveries. They wait in one queue per configuration within one
+/// per tenant, served in turn: at most `concurrency` requests in flight in
+/// all, per tenant at most a quarter of those, per configuration at most
+/// its `max_in_flight`, at most `rate_limit` a second. A slow endpoint or a
+/// tenant's backlog makes its own queue long and uses up its own share
+/// only; what does not fit waits in the store, and the retry poller fetches
+/// only what there is room for.
 pub struct Deliverer {
     store: Store,
+    sandbox: Arc<Sandbox>,
     configs: Arc<ConfigCache>,
     /// Requests in flight, all endpoints.
     permits: Arc<Semaphore>,
-    /// Deliveries taken from the queue and not finished (sending or waiting
-    /// for their endpoint's turn).
-    admitted: Arc<Semaphore>,
-    /// Deliveries one endpoint may hold waiting for its turn.
-    max_waiting: usize,
-    gates: Mutex<HashMap<ConfigId, Arc<Gate>>>,
+    queue: FairQueue<TenantId, ConfigId, DeliveryJob>,
     /// Open circuit breakers, per configuration.
     breakers: Mutex<HashMap<ConfigId, Breaker>>,
 }
 
-/// One configuration's share of the sender.
-struct Gate {
-    version: i64,
-    in_flight: Arc<Semaphore>,
-    /// Deliveries waiting for an in-flight slot.
-    waiting: AtomicUsize,
-}
-
-/// Deliveries taken from the queue per request in flight (all endpoints).
-const ADMITTED_PER_SLOT: usize = 8;
-/// The share of those one endpoint may hold while they wait for its turn;
-/// the rest go back to the store. A busy endpoint's bursts wait here, close
-/// to their turn; only a hanging one's backlog is handed back.
-const WAITING_SHARE: usize = 4;
-/// How long a delivery handed back because its endpoint was busy waits.
+/// Deliveries waiting in memory per request in flight (all endpoints).
+const QUEUED_PER_SLOT: usize = 8;
+/// The part of the node's delivery capacity one tenant may hold: however
+/// many requests of one tenant hang, the rest stays for the others.
+const TENANT_SHARE: usize = 4;
+/// The part of the queued deliveries one configuration may hold.
+const CONFIG_SHARE: usize = 8;
+/// How long a delivery that found its queue full waits in the store, at
+/// least (plus as much again at random, so that a backlog does not come
+/// back all at once).
 const BUSY_RETRY: Duration = Duration::from_secs(1);
 /// Longest wait for a rate-limit slot while holding the delivery's lease
 /// (far shorter than [`LEASE_MS`]).
@@ -177,58 +177,101 @@ enum Admission {
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 impl Deliverer {
-    pub fn new(store: Store, configs: Arc<ConfigCache>, concurrency: usize) -> Arc<Self> {
+    pub fn new(
+        store: Store,
+        sandbox: Arc<Sandbox>,
+        configs: Arc<ConfigCache>,
+        concurrency: usize,
+    ) -> Arc<Self> {
         let concurrency = concurrency.max(1);
+        let queued = concurrency * QUEUED_PER_SLOT;
         Arc::new(Self {
             store,
+            sandbox,
             configs,
             permits: Arc::new(Semaphore::new(concurrency)),
-            admitted: Arc::new(Semaphore::new(concurrency * ADMITTED_PER_SLOT)),
-            max_waiting: concurrency * ADMITTED_PER_SLOT / WAITING_SHARE,
-            gates: Mutex::default(),
+            queue: FairQueue::new(Bounds {
+                per_key: queued / CONFIG_SHARE,
+                per_group: queued / TENANT_SHARE,
+                total: queued,
+                group_workers: concurrency / TENANT_SHARE,
+            }),
             breakers: Mutex::default(),
         })
     }
 
-    /// Runs until the job channel closes.
+    /// Takes deliveries from the router and the retry poller into the
+    /// queues, and sends them in turn; runs until the job channel closes.
     pub async fn run(self: Arc<Self>, mut jobs: mpsc::Receiver<DeliveryJob>) {
+        tokio::spawn(self.clone().send_in_turn());
         while let Some(job) = jobs.recv().await {
-            let Ok(admitted) = self.admitted.clone().acquire_owned().await else { break };
+            let limit = match self.configs.get(&job.tenant, &job.config).await {
+                Ok(config) => config.spec.max_in_flight as usize,
+                // The attempt records why (deleted, unreadable).
+                Err(_) => 1,
+            };
+            let (tenant, config) = (job.tenant.clone(), job.config.clone());
+            match self.queue.try_push(&tenant, &config, limit, job) {
+                Ok(()) => {}
+                Err(Refused::Full(job)) => {
+                    // Its queue is full: it waits in the store, and the
+                    // poller fetches it when there is room.
+                    let store = self.store.clone();
+                    let later = store::now_ms() + jittered(BUSY_RETRY);
+                    tokio::spawn(async move {
+                        store
+                            .release_delivery(&job.tenant, &job.delivery, later)
+                            .await
+                    });
+                }
+                Err(Refused::Closed(_)) => break,
+            }
+        }
+        self.queue.close();
+    }
+
+    /// Sends queued deliveries, each turn's as soon as a request may start.
+    async fn send_in_turn(self: Arc<Self>) {
+        loop {
+            let Ok(permit) = self.permits.clone().acquire_owned().await else {
+                return;
+            };
+            let Some((tenant, config, mut jobs)) = self.queue.next(1).await else {
+                return;
+            };
+            let Some(job) = jobs.pop() else { continue };
             let this = self.clone();
             tokio::spawn(async move {
                 let (delivery, attempt) = (job.delivery.clone(), job.attempt);
                 if let Err(e) = this.attempt(job).await {
                     tracing::error!(%delivery, attempt, error = %e, "recording an attempt failed; the lease will expire and it is retried");
                 }
-                drop(admitted);
+                this.queue.done(&tenant, &config);
+                drop(permit);
             });
         }
     }
 
-    /// The configuration's gate, new when its version changed.
-    fn gate(&self, config: &ActiveConfig) -> Arc<Gate> {
-        let mut gates = lock(&self.gates);
-        if let Some(gate) = gates.get(&config.id).filter(|g| g.version == config.version) {
-            return gate.clone();
-        }
-        let gate = Arc::new(Gate {
-            version: config.version,
-            in_flight: Arc::new(Semaphore::new(config.spec.max_in_flight as usize)),
-            waiting: AtomicUsize::new(0),
-        });
-        gates.insert(config.id.clone(), gate.clone());
-        gate
-    }
-
     /// Claims deliveries whose retry is due (or whose sender died) and
-    /// queues them, every `every`.
-    pub async fn poll_due(store: Store, queue: mpsc::Sender<DeliveryJob>, every: Duration) {
+    /// queues them, every `every`: as many as there is room for, none of a
+    /// tenant or configuration whose queue is full (those wait in the store).
+    pub async fn poll_due(self: Arc<Self>, queue: mpsc::Sender<DeliveryJob>, every: Duration) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             loop {
-                let due = match store.claim_due(store::now_ms(), LEASE_MS, 256).await {
+                let room = self.queue.room().min(256) as i64;
+                if room == 0 {
+                    break;
+                }
+                let (tenants, configs) = self.queue.full();
+                let skip = store::ClaimSkip { tenants, configs };
+                let due = match self
+                    .store
+                    .claim_due(store::now_ms(), LEASE_MS, room, &skip)
+                    .await
+                {
                     Ok(due) => due,
                     Err(StoreError::Closed) => return,
                     Err(e) => {
@@ -236,24 +279,36 @@ impl Deliverer {
                         break;
                     }
                 };
-                let n = due.len();
+                let n = due.len() as i64;
                 for d in due {
                     if queue.send(d.into()).await.is_err() {
                         return;
                     }
                 }
-                if n < 256 {
+                if n < room {
                     break;
                 }
             }
         }
     }
 
-    async fn attempt(&self, job: DeliveryJob) -> Result<(), StoreError> {
+    async fn attempt(&self, mut job: DeliveryJob) -> Result<(), StoreError> {
         let config = match self.configs.get(&job.tenant, &job.config).await {
             Ok(c) => c,
             Err(StoreError::NotFound) => {
-                return self.store.record_attempt(gone(&job)).await.map(drop);
+                return self
+                    .store
+                    .record_attempt(unsent(&job, "the configuration was deleted"))
+                    .await
+                    .map(drop);
+            }
+            Err(StoreError::Corrupt(why)) => {
+                tracing::error!(configuration = %job.config, why, "a delivery's configuration is unreadable");
+                return self
+                    .store
+                    .record_attempt(unsent(&job, "the configuration is unreadable"))
+                    .await
+                    .map(drop);
             }
             Err(e) => return Err(e),
         };
@@ -262,31 +317,17 @@ impl Deliverer {
             // query skips deliveries of disabled configurations.
             return self.store.release_delivery(&job.tenant, &job.delivery, store::now_ms()).await;
         }
-        let probe = match self.admit(&config.id) {
+        if job.undecided && !self.decide_deferred(&config, &mut job).await? {
+            return Ok(());
+        }
+        // A configuration without a usable client has nothing to probe:
+        // each of its deliveries fails at once, saying why.
+        let admission = if config.client.is_ok() { self.admit(&config.id) } else { Admission::Send { probe: false } };
+        let probe = match admission {
             Admission::Send { probe } => probe,
             Admission::Defer(until) => return self.store.release_delivery(&job.tenant, &job.delivery, until).await,
         };
         let spec = &config.spec;
-        let gate = self.gate(&config);
-        let endpoint_slot = match gate.in_flight.clone().try_acquire_owned() {
-            Ok(slot) => slot,
-            Err(_) => {
-                let waiting = gate.waiting.fetch_add(1, Ordering::Relaxed);
-                let slot = if waiting < self.max_waiting {
-                    gate.in_flight.clone().acquire_owned().await.ok()
-                } else {
-                    None
-                };
-                gate.waiting.fetch_sub(1, Ordering::Relaxed);
-                match slot {
-                    Some(slot) => slot,
-                    None => {
-                        let later = store::now_ms() + BUSY_RETRY.as_millis() as i64;
-                        return self.store.release_delivery(&job.tenant, &job.delivery, later).await;
-                    }
-                }
-            }
-        };
         if let Some(limit) = spec.rate_limit {
             // The store keeps the slots: the limit holds for all nodes together.
             let wait = self.store.reserve_send_slot(&config.id, Duration::from_secs(1) / limit.per_second.max(1)).await?;
@@ -298,10 +339,18 @@ impl Deliverer {
             }
             tokio::time::sleep(wait).await;
         }
-        let Ok(_sending) = self.permits.clone().acquire_owned().await else { return Err(StoreError::Closed) };
         let sent = send_once(&config, &job).await;
-        drop(endpoint_slot);
-        let Sent { request, started_at, duration_ms, status, response_headers, response_body, retry_after, succeeded, error } = sent;
+        let Sent {
+            request,
+            started_at,
+            duration_ms,
+            status,
+            response_headers,
+            response_body,
+            retry_after,
+            succeeded,
+            error,
+        } = sent;
         let gone = status == Some(reqwest::StatusCode::GONE);
         let (outcome, next_attempt_at) = if succeeded {
             (AttemptOutcome::Succeeded, None)
@@ -331,7 +380,7 @@ impl Deliverer {
             response_body,
             next_attempt_at,
         };
-        let streak = self.store.record_attempt(attempt).await?;
+        let streak = self.record(attempt).await?;
         let disable = if gone {
             Some("the endpoint answered 410 Gone".to_owned())
         } else {
@@ -341,6 +390,71 @@ impl Deliverer {
             self.disable(&config, &reason).await?;
         }
         Ok(())
+    }
+
+    /// Records an attempt. One whose log cannot be stored (text the
+    /// database refuses, a row too large) is recorded again without its
+    /// bodies and headers, so that the delivery still gets its state.
+    async fn record(&self, attempt: NewAttempt) -> Result<FailureStreak, StoreError> {
+        match self.store.record_attempt(attempt.clone()).await {
+            Err(StoreError::Closed) => Err(StoreError::Closed),
+            Err(e) => {
+                tracing::warn!(delivery = %attempt.delivery_id, error = %e, "an attempt's log could not be stored; storing it without its details");
+                let bare = NewAttempt {
+                    id: AttemptId::generate(),
+                    error: Some(format!(
+                        "{}; the attempt's details could not be stored",
+                        attempt
+                            .response_status
+                            .map_or_else(|| "no answer".to_owned(), |s| format!("answered {s}"))
+                    )),
+                    request_headers: "{}".into(),
+                    response_headers: None,
+                    request_body: None,
+                    response_body: None,
+                    ..attempt
+                };
+                self.store.record_attempt(bare).await
+            }
+            ok => ok,
+        }
+    }
+
+    /// Runs the script of a delivery routed while it was paused, when its
+    /// turn has come, and records the decision. `true`: the delivery is to
+    /// be sent now (with the script's body and headers in `job`).
+    async fn decide_deferred(
+        &self,
+        config: &Arc<ActiveConfig>,
+        job: &mut DeliveryJob,
+    ) -> Result<bool, StoreError> {
+        if !config.penalty.try_start() {
+            // Still paused, or another of its decisions is running: a slot later.
+            let wait = config.penalty.defer().unwrap_or(Duration::from_millis(100));
+            let at = store::now_ms() + jittered(wait);
+            self.store
+                .release_delivery(&job.tenant, &job.delivery, at)
+                .await?;
+            return Ok(false);
+        }
+        let (sandbox, on, event) = (self.sandbox.clone(), config.clone(), job.event.clone());
+        let decided = tokio::task::spawn_blocking(move || {
+            route::decide(&sandbox, &on, &event, store::now_ms(), Pause::Ignore)
+        })
+        .await;
+        config.penalty.finish();
+        let mut d =
+            decided.map_err(|e| StoreError::Corrupt(format!("a script thread failed: {e}")))?;
+        d.id = job.delivery.clone();
+        let pending = d.status == DeliveryStatus::Pending;
+        let (body, headers) = (d.body.clone(), d.headers.clone());
+        if !self.store.record_decision(&job.tenant, d).await? || !pending {
+            return Ok(false);
+        }
+        job.body = body;
+        job.headers = headers;
+        job.undecided = false;
+        Ok(true)
     }
 
     /// Whether the configuration's breaker lets a delivery through now.
@@ -426,7 +540,8 @@ pub struct Sent {
     pub status: Option<reqwest::StatusCode>,
     /// JSON object.
     pub response_headers: Option<String>,
-    pub response_body: Option<String>,
+    /// As received, cut after [`MAX_LOGGED_RESPONSE`]; it need not be UTF-8.
+    pub response_body: Option<Vec<u8>>,
     pub retry_after: Option<Duration>,
     pub succeeded: bool,
     /// Why it failed, for the attempt log.
@@ -438,9 +553,25 @@ pub async fn send_once(config: &ActiveConfig, job: &DeliveryJob) -> Sent {
     let spec = &config.spec;
     let request = build(spec, job);
     let started_at = store::now_ms();
+    let client = match &config.client {
+        Ok(client) => client,
+        Err(why) => {
+            let error = Some(why.clone());
+            return Sent {
+                request,
+                started_at,
+                duration_ms: 0,
+                status: None,
+                response_headers: None,
+                response_body: None,
+                retry_after: None,
+                succeeded: false,
+                error,
+            };
+        }
+    };
     let clock = Instant::now();
-    let sent = config
-        .client
+    let sent = client
         .post(request.url.clone())
         .headers(request.headers.clone())
         .body(request.body.clone())
@@ -460,7 +591,7 @@ pub async fn send_once(config: &ActiveConfig, job: &DeliveryJob) -> Sent {
     let duration_ms = clock.elapsed().as_millis() as i64;
     let succeeded = match (status, spec.response_mode) {
         (Some(s), ResponseMode::Loose) => s.is_success(),
-        (Some(s), ResponseMode::Normal) => s == reqwest::StatusCode::OK && response_body.as_deref().map(str::trim) == Some("[ACK]"),
+        (Some(s), ResponseMode::Normal) => s == reqwest::StatusCode::OK && response_body.as_deref().map(<[u8]>::trim_ascii) == Some(b"[ACK]".as_slice()),
         (None, _) => false,
     };
     let error = error.or_else(|| {
@@ -478,8 +609,9 @@ pub fn logged_headers(request: &Request) -> String {
     headers_json(&request.headers, true)
 }
 
-/// The attempt recorded when the configuration was deleted meanwhile.
-fn gone(job: &DeliveryJob) -> NewAttempt {
+/// The attempt recorded, without a request, when the configuration is gone
+/// (deleted meanwhile) or cannot be read.
+fn unsent(job: &DeliveryJob, why: &str) -> NewAttempt {
     NewAttempt {
         id: AttemptId::generate(),
         tenant_id: job.tenant.clone(),
@@ -492,7 +624,7 @@ fn gone(job: &DeliveryJob) -> NewAttempt {
         uri: String::new(),
         response_status: None,
         outcome: AttemptOutcome::Failed,
-        error: Some("the configuration was deleted".into()),
+        error: Some(why.into()),
         request_headers: "{}".into(),
         response_headers: None,
         request_body: None,
@@ -624,7 +756,7 @@ fn headers_json(headers: &reqwest::header::HeaderMap, redact: bool) -> String {
 }
 
 /// Reads at most [`MAX_LOGGED_RESPONSE`] bytes of the answer within `budget`.
-async fn read_capped(mut response: reqwest::Response, budget: Duration) -> Option<String> {
+async fn read_capped(mut response: reqwest::Response, budget: Duration) -> Option<Vec<u8>> {
     let mut body = Vec::new();
     let read = async {
         while let Ok(Some(chunk)) = response.chunk().await {
@@ -636,7 +768,7 @@ async fn read_capped(mut response: reqwest::Response, budget: Duration) -> Optio
         }
     };
     let _ = tokio::time::timeout(budget.max(Duration::from_millis(100)), read).await;
-    Some(String::from_utf8_lossy(&body).into_owned())
+    Some(body)
 }
 
 fn describe(e: &reqwest::Error) -> String {
@@ -655,6 +787,12 @@ fn describe(e: &reqwest::Error) -> String {
         source = s.source();
     }
     if cause.is_empty() { what.to_owned() } else { format!("{what}: {cause}") }
+}
+
+/// `wait` plus as much again at most, at random, in ms.
+fn jittered(wait: Duration) -> i64 {
+    let ms = wait.as_millis() as i64;
+    ms + (random_fraction() * ms as f64) as i64
 }
 
 /// A uniform fraction in [0, 1) for retry jitter.

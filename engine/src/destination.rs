@@ -6,7 +6,7 @@
 //! admin page, the engine's own API. Addresses in the loopback, private,
 //! link-local, carrier-grade NAT, unspecified, multicast, broadcast and
 //! reserved ranges, and the IPv6 forms that embed such an IPv4 address
-//! (IPv4-mapped, IPv4-compatible, NAT64, 6to4), are refused unless the
+//! (IPv4-mapped, IPv4-compatible, NAT64, 6to4, Teredo), are refused unless the
 //! operator allows a range (`allow_destinations`).
 //!
 //! This module owns that rule ([`DestinationPolicy`]), the ranges operators
@@ -226,7 +226,9 @@ const RESERVED: &[(IpRange, Reserved)] = &[
 /// The IPv4 address an IPv6 address stands for, where packets to it end up
 /// at that IPv4 address: IPv4-mapped (`::ffff:a.b.c.d`, which dual-stack
 /// sockets connect to over IPv4), IPv4-translated, IPv4-compatible,
-/// NAT64 (`64:ff9b::a.b.c.d`) and 6to4 (`2002:AABB:CCDD::`).
+/// NAT64 (`64:ff9b::a.b.c.d`), 6to4 (`2002:AABB:CCDD::`) and Teredo
+/// (`2001:0:server:flags:port:client`, 2001::/32), whose packets reach the
+/// client's IPv4 address, stored with every bit inverted.
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let [.., a, b, c, d] = ip.octets();
     let tail = Ipv4Addr::new(a, b, c, d);
@@ -236,6 +238,9 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
         [0, 0, 0, 0, 0, 0xffff, _, _] | [0, 0, 0, 0, 0xffff, 0, _, _] | [0, 0, 0, 0, 0, 0, _, _] => Some(tail),
         [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(tail),
         [0x2002, high, low, ..] => Some(Ipv4Addr::from((u32::from(high) << 16) | u32::from(low))),
+        [0x2001, 0, .., high, low] => {
+            Some(Ipv4Addr::from(!((u32::from(high) << 16) | u32::from(low))))
+        }
         _ => None,
     }
 }
@@ -549,10 +554,23 @@ mod tests {
             ("64:ff9b::a9fe:a9fe", Reserved::LinkLocal),
             ("2002:7f00:1::", Reserved::Loopback),
             ("2002:c0a8:101::1", Reserved::Private),
+            // Teredo: the client's address is the last 32 bits inverted.
+            ("2001:0:4136:e378:8000:63bf:80ff:fffe", Reserved::Loopback),
+            ("2001:0:4136:e378:8000:63bf:5601:5601", Reserved::LinkLocal),
+            ("2001::f5fe:fefc", Reserved::Private),
+            (
+                "2001:0:4136:e378:8000:63bf:ffff:ffff",
+                Reserved::Unspecified,
+            ),
         ] {
             assert_eq!(p.check(ip(addr)), Err(Forbidden { ip: ip(addr), range: kind }), "{addr}");
         }
-        for addr in ["::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::1"] {
+        for addr in [
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+            "2001:0:4136:e378:8000:63bf:f7f7:f7f7",
+        ] {
             assert_eq!(p.check(ip(addr)), Ok(()), "{addr}");
         }
     }

@@ -201,6 +201,13 @@ impl EventInput {
         let occurred_at = OffsetDateTime::parse(&self.occurred_at, &Rfc3339)
             .map_err(|e| EventError::new("occurred_at", format!("not an RFC 3339 timestamp: {e}")))?
             .to_offset(time::UtcOffset::UTC);
+        // Stored as i64 nanoseconds since the epoch: 1677-09-21 to 2262-04-11.
+        if i64::try_from(occurred_at.unix_timestamp_nanos()).is_err() {
+            return Err(EventError::new(
+                "occurred_at",
+                "outside the supported range (1677-09-22 to 2262-04-10)",
+            ));
+        }
         if let Some(source) = &self.source {
             for (field, value) in [
                 ("source.application", &source.application),
@@ -339,6 +346,32 @@ mod tests {
         ];
         for (json, field) in cases {
             assert_eq!(parse(json).unwrap_err().field, field, "{json}");
+        }
+    }
+
+    #[test]
+    fn refuses_times_nanoseconds_cannot_hold() {
+        let at = |t: &str| {
+            parse(&format!(
+                r#"{{"type":"a","occurred_at":"{t}","payload":1}}"#
+            ))
+        };
+        for t in [
+            "9999-12-31T23:59:59Z",
+            "0001-01-01T00:00:00Z",
+            "0000-01-01T00:00:00Z",
+            "2262-04-12T00:00:00Z",
+            "1677-09-21T00:00:00Z",
+        ] {
+            assert_eq!(at(t).unwrap_err().field, "occurred_at", "{t}");
+        }
+        for t in ["2262-04-10T23:59:59.999999999Z", "1677-09-22T00:00:00Z"] {
+            let e = at(t).unwrap();
+            assert_eq!(
+                e.occurred_at,
+                OffsetDateTime::parse(t, &Rfc3339).unwrap(),
+                "{t}"
+            );
         }
     }
 

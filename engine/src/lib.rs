@@ -5,7 +5,9 @@
 //! - `catch`: `sluice catch`, the test receiver, apart from the engine;
 //! - [`api`]: the HTTP API, the only module that speaks HTTP to callers;
 //! - [`app`]: the operations the API performs, and the pipeline's wiring;
-//! - [`route`] and [`deliver`]: matching and scripts, then sending;
+//! - [`route`] and [`deliver`]: matching and scripts, then sending, both
+//!   served from [`fair`] queues per tenant; [`penalty`] pauses a script that
+//!   keeps exhausting its budget without pausing anyone else;
 //! - [`replay`] and [`retention`]: sending again, and purging what is old;
 //! - [`destination`]: which addresses deliveries may connect to;
 //! - [`sandbox`]: validating, compiling and running export scripts;
@@ -21,7 +23,9 @@ pub mod deliver;
 pub mod destination;
 pub mod event;
 pub mod export;
+pub mod fair;
 pub mod ids;
+pub mod penalty;
 pub mod replay;
 pub mod retention;
 pub mod route;

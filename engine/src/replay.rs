@@ -376,7 +376,8 @@ impl App {
             events
                 .into_iter()
                 .map(|e| {
-                    let mut d = route::decide(&sandbox, &config, &e.event, now);
+                    let mut d =
+                        route::decide(&sandbox, &config, &e.event, now, route::Pause::Defer);
                     d.lease_until = None;
                     (e.seq, d)
                 })
@@ -402,6 +403,7 @@ fn reuse(of: &DeliveryRecord, now: i64) -> AddedDelivery {
             script_logs: None,
             body: of.body.clone(),
             headers: of.headers.clone(),
+            undecided: false,
             next_attempt_at: Some(now),
             lease_until: None,
         },

@@ -6,8 +6,9 @@
 //! configurations. It must never send anything over the network, and never
 //! look at another tenant's configurations for an event.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -15,8 +16,10 @@ use crate::deliver::DeliveryJob;
 use crate::destination::DestinationPolicy;
 use crate::event::Event;
 use crate::export::ExportConfig;
-use crate::ids::{ConfigId, DeliveryId, TenantId};
-use crate::sandbox::{Decision, OutcomeResult, Params, Sandbox, Script};
+use crate::fair::{Bounds, FairQueue};
+use crate::ids::{ConfigId, DeliveryId, ScriptId, TenantId};
+use crate::penalty::Penalty;
+use crate::sandbox::{Decision, OutcomeResult, Params, Sandbox, Script, ScriptError};
 use crate::store::{self, DeliveryStatus, NewDelivery, Routed, Store, StoreError};
 
 /// How long a sender holds a delivery it was handed before another may
@@ -35,8 +38,12 @@ pub struct ActiveConfig {
     /// record a script error instead of guessing.
     pub script: Option<Result<Arc<Script>, String>>,
     pub params: Arc<Params>,
-    /// The HTTP client for this configuration's TLS and certificate settings.
-    pub client: reqwest::Client,
+    /// The script's pauses, shared by the tenant's configurations that run it.
+    pub penalty: Arc<Penalty>,
+    /// The HTTP client for this configuration's TLS and certificate
+    /// settings; `Err` says why none could be built (each attempt then
+    /// fails with that reason, and no other configuration notices).
+    pub client: Result<reqwest::Client, String>,
 }
 
 /// Active configurations by tenant, loaded on first use and dropped whenever
@@ -49,6 +56,9 @@ pub struct ConfigCache {
     destinations: Arc<DestinationPolicy>,
     by_tenant: Mutex<HashMap<TenantId, Arc<Vec<Arc<ActiveConfig>>>>>,
     by_id: Mutex<HashMap<ConfigId, Arc<ActiveConfig>>>,
+    /// Pauses by tenant and script: a script's cost is its tenant's alone,
+    /// even where two tenants uploaded the same bytes.
+    penalties: Mutex<HashMap<(TenantId, ScriptId), Arc<Penalty>>>,
 }
 
 impl ConfigCache {
@@ -60,6 +70,7 @@ impl ConfigCache {
             destinations,
             by_tenant: Mutex::default(),
             by_id: Mutex::default(),
+            penalties: Mutex::default(),
         }
     }
 
@@ -69,6 +80,26 @@ impl ConfigCache {
         if let Some(id) = config {
             lock(&self.by_id).remove(id);
         }
+    }
+
+    /// Checks that a configuration's HTTP client can be built (its CA
+    /// bundle and client certificate load): refused at save, never found
+    /// out while routing.
+    pub fn check_client(&self, spec: &ExportConfig) -> Result<(), crate::export::ConfigError> {
+        crate::deliver::client_for(spec, &self.shared_client, &self.destinations)
+            .map(drop)
+            .map_err(|e| {
+                let field = if matches!(spec.tls, crate::export::Tls::System) {
+                    "authorization"
+                } else {
+                    "tls"
+                };
+                crate::export::ConfigError {
+                    code: "invalid_tls",
+                    field: field.into(),
+                    reason: format!("cannot be used: {}", describe_error(&e)),
+                }
+            })
     }
 
     /// Forgets everything cached.
@@ -84,7 +115,14 @@ impl ConfigCache {
         }
         let mut active = Vec::new();
         for record in self.store.enabled_configs(tenant).await? {
-            active.push(self.activate(record).await?);
+            match self.activate(record).await {
+                Ok(config) => active.push(config),
+                // One unreadable row must not stop the tenant's others.
+                Err(StoreError::Corrupt(why)) => {
+                    tracing::error!(%tenant, why, "skipping an unreadable configuration")
+                }
+                Err(e) => return Err(e),
+            }
         }
         let active = Arc::new(active);
         lock(&self.by_tenant).insert(tenant.clone(), active.clone());
@@ -108,15 +146,43 @@ impl ConfigCache {
             .map_err(|e| StoreError::Corrupt(format!("configuration {}: {e}", record.id)))?;
         let script = match &spec.script {
             None => None,
-            Some(s) => Some(match self.store.script_code(&record.tenant_id, &s.id).await {
-                Ok(code) => load_code(&self.sandbox, &code).map_err(|e| e.to_string()),
-                Err(e) => Err(format!("script {} unavailable: {e}", s.id)),
-            }),
+            Some(s) => Some(
+                match self.store.script_code(&record.tenant_id, &s.id).await {
+                    // Compiling can take a good part of a second: not on the
+                    // threads that serve everyone's requests.
+                    Ok(code) => {
+                        let sandbox = self.sandbox.clone();
+                        match tokio::task::spawn_blocking(move || load_code(&sandbox, &code)).await
+                        {
+                            Ok(loaded) => loaded.map_err(|e| e.to_string()),
+                            Err(e) => Err(format!("loading script {} failed: {e}", s.id)),
+                        }
+                    }
+                    Err(e) => Err(format!("script {} unavailable: {e}", s.id)),
+                },
+            ),
         };
-        let params = Arc::new(spec.script.as_ref().map(|s| s.params.clone()).unwrap_or_default());
-        let client = crate::deliver::client_for(&spec, &self.shared_client, &self.destinations)
-            .map_err(|e| StoreError::Corrupt(format!("configuration {}: {e}", record.id)))?;
-        if let Some((true, expires_at)) = spec.authorization.certificate_expiring(time::OffsetDateTime::now_utc()) {
+        let params = Arc::new(
+            spec.script
+                .as_ref()
+                .map(|s| s.params.clone())
+                .unwrap_or_default(),
+        );
+        let client = crate::deliver::client_for(&spec, &self.shared_client, &self.destinations).map_err(|e| {
+            tracing::error!(configuration = %record.id, error = %e, "the configuration's TLS settings cannot be used; its deliveries fail");
+            format!("the configuration's TLS settings cannot be used: {e}")
+        });
+        let penalty = match &spec.script {
+            Some(s) => lock(&self.penalties)
+                .entry((record.tenant_id.clone(), s.id.clone()))
+                .or_default()
+                .clone(),
+            None => Arc::default(),
+        };
+        if let Some((true, expires_at)) = spec
+            .authorization
+            .certificate_expiring(time::OffsetDateTime::now_utc())
+        {
             tracing::warn!(configuration = %record.id, %expires_at, "the client certificate expires within 30 days (or has expired): upload a new one");
         }
         let active = Arc::new(ActiveConfig {
@@ -127,11 +193,23 @@ impl ConfigCache {
             spec,
             script,
             params,
+            penalty,
             client,
         });
         lock(&self.by_id).insert(record.id, active.clone());
         Ok(active)
     }
+}
+
+/// An error with its causes, for a caller to read.
+fn describe_error(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -150,82 +228,157 @@ pub struct RouteJob {
 
 /// Routes events: matches, runs scripts (on blocking threads: a script may
 /// use its whole budget), records the decisions and hands deliveries on.
+///
+/// Events wait in one queue per tenant, and the workers serve the tenants
+/// in turn, a batch at a time: a tenant with a backlog or costly scripts
+/// makes its own queue long, and holds at most half of the workers.
 pub struct Router {
     store: Store,
     sandbox: Arc<Sandbox>,
     configs: Arc<ConfigCache>,
     deliver: mpsc::Sender<DeliveryJob>,
+    /// One queue per tenant (the key within it is the tenant itself).
+    queue: FairQueue<TenantId, (), RouteJob>,
+    /// Events queued and not yet routed, so that the recovery scan does not
+    /// queue them twice.
+    queued: Mutex<HashSet<i64>>,
 }
 
-/// Events routed per batch.
-const BATCH: usize = 256;
+/// Events one worker routes per turn.
+const BATCH: usize = 128;
+/// Events one tenant may have waiting; its producers wait (backpressure)
+/// or leave the rest to the recovery scan.
+const PER_TENANT: usize = 4096;
+/// Events all tenants together may have waiting.
+const TOTAL: usize = 32_768;
+
+/// Why an event was not queued: it stays stored and unrouted, and the
+/// recovery scan queues it later.
+#[derive(Debug)]
+pub struct NotQueued;
 
 impl Router {
-    pub fn new(store: Store, sandbox: Arc<Sandbox>, configs: Arc<ConfigCache>, deliver: mpsc::Sender<DeliveryJob>) -> Arc<Self> {
-        Arc::new(Self { store, sandbox, configs, deliver })
+    /// Starts `workers` routing workers.
+    pub fn start(
+        store: Store,
+        sandbox: Arc<Sandbox>,
+        configs: Arc<ConfigCache>,
+        deliver: mpsc::Sender<DeliveryJob>,
+        workers: usize,
+    ) -> Arc<Self> {
+        let workers = workers.max(2);
+        let router = Arc::new(Self {
+            store,
+            sandbox,
+            configs,
+            deliver,
+            queue: FairQueue::new(Bounds {
+                per_key: PER_TENANT,
+                per_group: PER_TENANT,
+                total: TOTAL,
+                group_workers: workers / 2,
+            }),
+            queued: Mutex::default(),
+        });
+        for _ in 0..workers {
+            tokio::spawn(router.clone().work());
+        }
+        router
     }
 
-    /// Runs until the job channel closes.
-    pub async fn run(self: Arc<Self>, mut jobs: mpsc::Receiver<RouteJob>) {
-        // A few batches in flight, so that one batch's scripts run while
-        // another commits.
-        let in_flight = Arc::new(tokio::sync::Semaphore::new(4));
-        let mut batch = Vec::with_capacity(BATCH);
-        while jobs.recv_many(&mut batch, BATCH).await > 0 {
-            let work = std::mem::take(&mut batch);
-            let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
-            let this = self.clone();
-            tokio::spawn(async move {
-                if let Err(e) = this.route_batch(work).await {
-                    tracing::error!(error = %e, "routing a batch failed; its events stay unrouted until the recovery scan");
+    /// Queues an event for routing, waiting up to `wait` while its tenant's
+    /// queue is full.
+    pub async fn queue(&self, job: RouteJob, wait: Duration) -> Result<(), NotQueued> {
+        let seq = job.seq;
+        if !lock(&self.queued).insert(seq) {
+            return Ok(()); // already waiting
+        }
+        let tenant = job.tenant.clone();
+        match self.queue.push(&tenant, &(), usize::MAX, job, wait).await {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                lock(&self.queued).remove(&seq);
+                Err(NotQueued)
+            }
+        }
+    }
+
+    /// Stops taking work; what is queued stays stored and unrouted.
+    pub fn close(&self) {
+        self.queue.close();
+    }
+
+    async fn work(self: Arc<Self>) {
+        while let Some((tenant, (), jobs)) = self.queue.next(BATCH).await {
+            let seqs: Vec<i64> = jobs.iter().map(|j| j.seq).collect();
+            self.route_batch(&tenant, jobs).await;
+            {
+                let mut queued = lock(&self.queued);
+                for seq in seqs {
+                    queued.remove(&seq);
                 }
-                drop(permit);
-            });
+            }
+            self.queue.done(&tenant, &());
         }
     }
 
-    async fn route_batch(self: Arc<Self>, jobs: Vec<RouteJob>) -> Result<(), StoreError> {
-        // Configurations first (async), then every script of the batch on one blocking thread.
-        let mut work = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            let configs = self.configs.enabled(&job.tenant).await?;
-            work.push((job, configs));
-        }
+    /// Routes one tenant's batch. Whatever fails stays unrouted, for the
+    /// recovery scan; nothing here fails another tenant's events.
+    async fn route_batch(&self, tenant: &TenantId, jobs: Vec<RouteJob>) {
+        let configs = match self.configs.enabled(tenant).await {
+            Ok(configs) => configs,
+            Err(e) => {
+                tracing::error!(%tenant, events = jobs.len(), error = %e, "loading configurations failed; the events wait for the recovery scan");
+                return;
+            }
+        };
         let sandbox = self.sandbox.clone();
         let routed = tokio::task::spawn_blocking(move || {
-            work.into_iter()
-                .map(|(job, configs)| {
+            jobs.into_iter()
+                .map(|job| {
                     let decided = decide_all(&sandbox, &configs, &job.event);
                     (job, decided)
                 })
                 .collect::<Vec<_>>()
         })
-        .await
-        .map_err(|e| StoreError::Corrupt(format!("routing thread: {e}")))?;
-
-        self.record(routed).await
+        .await;
+        match routed {
+            Ok(routed) => self.record(routed).await,
+            Err(e) => {
+                tracing::error!(%tenant, error = %e, "a routing thread failed; its events wait for the recovery scan")
+            }
+        }
     }
 
     /// Records a batch's decisions in one write, then hands its deliveries
-    /// to the senders.
-    async fn record(&self, routed: Vec<(RouteJob, Decided)>) -> Result<(), StoreError> {
-        let rows = routed
+    /// to the senders. When the write fails, each event is written alone,
+    /// so that one bad row fails only its own event; an event that still
+    /// cannot be written is recorded without the details that failed.
+    async fn record(&self, routed: Vec<(RouteJob, Decided)>) {
+        let rows: Vec<Routed> = routed
             .iter()
-            .map(|(job, decided)| Routed {
-                tenant: job.tenant.clone(),
-                event_seq: job.seq,
-                deliveries: decided.iter().map(|(_, d)| d.clone()).collect(),
-            })
+            .map(|(job, decided)| routed_row(job, decided))
             .collect();
-        let recorded = self.store.record_routing(rows).await?;
+        let recorded = match self.store.record_routing(rows).await {
+            Ok(recorded) => recorded,
+            Err(StoreError::Closed) => return,
+            Err(e) => {
+                tracing::warn!(events = routed.len(), error = %e, "recording a routing batch failed; recording its events one by one");
+                let mut recorded = Vec::with_capacity(routed.len());
+                for (job, decided) in &routed {
+                    recorded.push(self.record_alone(job, decided).await);
+                }
+                recorded
+            }
+        };
         for ((job, decided), recorded) in routed.into_iter().zip(recorded) {
             // Not recorded: another path routed the event first and its
-            // deliveries stand.
+            // deliveries stand (or it could not be written at all).
             if !recorded {
                 continue;
             }
             for (config, d) in decided {
-                if d.status != DeliveryStatus::Pending {
+                if d.status != DeliveryStatus::Pending || d.undecided {
                     continue;
                 }
                 let delivery = DeliveryJob {
@@ -236,13 +389,61 @@ impl Router {
                     body: d.body,
                     headers: d.headers,
                     attempt: 1,
+                    undecided: false,
                 };
                 if self.deliver.send(delivery).await.is_err() {
-                    return Ok(()); // shutting down: the leases expire and a restart sends them
+                    return; // shutting down: the leases expire and a restart sends them
                 }
             }
         }
-        Ok(())
+    }
+
+    async fn record_alone(&self, job: &RouteJob, decided: &Decided) -> bool {
+        match self
+            .store
+            .record_routing(vec![routed_row(job, decided)])
+            .await
+        {
+            Ok(recorded) => return recorded.first().copied().unwrap_or(false),
+            Err(StoreError::Closed) => return false,
+            Err(e) => {
+                tracing::warn!(event = %job.event.id, error = %e, "recording an event's routing failed; recording it without the script's output")
+            }
+        }
+        let mut row = routed_row(job, decided);
+        for d in &mut row.deliveries {
+            d.script_logs = None;
+            d.reason = Some("the script's decision could not be stored".into());
+            if d.status == DeliveryStatus::Pending
+                && !d.undecided
+                && (d.body.is_some() || d.headers.is_some())
+            {
+                // Sending without the script's body would send what it replaced.
+                d.status = DeliveryStatus::ScriptError;
+                d.error_kind = Some("unrecordable".into());
+                d.next_attempt_at = None;
+                d.lease_until = None;
+            }
+            d.body = None;
+            d.headers = None;
+        }
+        match self.store.record_routing(vec![row]).await {
+            // Recorded without details: its pending deliveries are due and
+            // the retry poller sends them; nothing is handed on from here.
+            Ok(_) => false,
+            Err(e) => {
+                tracing::error!(event = %job.event.id, error = %e, "recording an event's routing failed; it waits for the recovery scan");
+                false
+            }
+        }
+    }
+}
+
+fn routed_row(job: &RouteJob, decided: &Decided) -> Routed {
+    Routed {
+        tenant: job.tenant.clone(),
+        event_seq: job.seq,
+        deliveries: decided.iter().map(|(_, d)| d.clone()).collect(),
     }
 }
 
@@ -252,15 +453,35 @@ pub fn decide_all(sandbox: &Sandbox, configs: &[Arc<ActiveConfig>], event: &Even
     configs
         .iter()
         .filter(|c| c.spec.selects(&event.event_type, &event.organization_unit))
-        .map(|config| (config.clone(), decide(sandbox, config, event, now)))
+        .map(|config| {
+            (
+                config.clone(),
+                decide(sandbox, config, event, now, Pause::Defer),
+            )
+        })
         .collect()
+}
+
+/// What [`decide`] does when the configuration's script is paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pause {
+    /// Records the delivery undecided, due at the script's next slot.
+    Defer,
+    /// Runs the script anyway (a deferred decision whose turn it is, a test).
+    Ignore,
 }
 
 /// One configuration's decision on an event, whether it selects the event
 /// or not: its script runs (when it has one) and the delivery row records
 /// the outcome. A pending row is due at `now` and leased to the sender the
-/// router hands it to.
-pub fn decide(sandbox: &Sandbox, config: &ActiveConfig, event: &Event, now: i64) -> NewDelivery {
+/// router hands it to; an undecided one waits for its script's slot.
+pub fn decide(
+    sandbox: &Sandbox,
+    config: &ActiveConfig,
+    event: &Event,
+    now: i64,
+    pause: Pause,
+) -> NewDelivery {
     let mut d = NewDelivery {
         id: DeliveryId::generate(),
         config_id: config.id.clone(),
@@ -271,6 +492,7 @@ pub fn decide(sandbox: &Sandbox, config: &ActiveConfig, event: &Event, now: i64)
         script_logs: None,
         body: None,
         headers: None,
+        undecided: false,
         next_attempt_at: Some(now),
         lease_until: Some(now + LEASE_MS),
     };
@@ -282,7 +504,23 @@ pub fn decide(sandbox: &Sandbox, config: &ActiveConfig, event: &Event, now: i64)
             d.reason = Some(why.clone());
         }
         Some(Ok(script)) => {
+            if pause == Pause::Defer
+                && let Some(wait) = config.penalty.defer()
+            {
+                d.undecided = true;
+                d.next_attempt_at = Some(now + wait.as_millis() as i64);
+                d.lease_until = None;
+                return d;
+            }
+            let started = Instant::now();
             let outcome = sandbox.run(script, &config.params, event);
+            let exhausted = matches!(
+                outcome.result,
+                OutcomeResult::Error(ScriptError::OutOfFuel { .. } | ScriptError::Timeout { .. })
+            );
+            config
+                .penalty
+                .record(started.elapsed(), exhausted, sandbox.exhaustion_penalty());
             if !outcome.logs.is_empty() {
                 d.script_logs = serde_json::to_string(&outcome.logs).ok();
             }

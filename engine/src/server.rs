@@ -6,6 +6,10 @@
 //! secret except the first admin key, once, when it generated it.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::app::{App, AppLimits};
 use crate::auth::{KeySecret, Scope};
@@ -97,12 +101,73 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     println!("listening on http://{addr}");
     tracing::info!(%addr, store = store.describe(), data_dir = %settings.data_dir.display(), "sluice serving");
 
-    axum::serve(listener, crate::api::router(app))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())?;
+    let limits = ConnectionLimits {
+        header_read_timeout: settings.header_read_timeout.0,
+        max_connections: settings.max_connections,
+    };
+    serve_api(listener, crate::api::router(app), limits, shutdown_signal()).await;
     store.close().await;
     Ok(())
+}
+
+/// What one client may hold of the API server.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// How long a request's line and headers may take to arrive.
+    pub header_read_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+/// Serves `router` over HTTP/1 until `shutdown`, then lets the open
+/// connections finish their requests. Unlike `axum::serve`, a client that
+/// sends a request head slowly (or half of one) is cut off, and a client
+/// opening connections by the thousand waits instead of taking a task and
+/// a file descriptor each.
+pub async fn serve_api(
+    listener: TcpListener,
+    router: axum::Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset while
+                    // queued: wait a little rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .serve_connection(
+                hyper_util::rt::TokioIo::new(stream),
+                hyper_util::service::TowerToHyperService::new(router.clone()),
+            );
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection closed with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// The machine's name, for the default node id.

@@ -42,6 +42,11 @@ pub struct Settings {
     pub script_memory_mib: usize,
     /// Scripts running at the same moment.
     pub script_concurrency: u32,
+    /// How long a client may take to send a request's head (line and
+    /// headers) before the connection is closed.
+    pub header_read_timeout: Span,
+    /// Client connections served at once; more wait to be accepted.
+    pub max_connections: usize,
     /// `tracing` filter, e.g. `info` or `sluice=debug`.
     pub log: String,
     /// Log lines as JSON objects instead of text.
@@ -77,6 +82,8 @@ impl Default for Settings {
             script_fuel: 20_000_000,
             script_memory_mib: 16,
             script_concurrency: 256,
+            header_read_timeout: Span(Duration::from_secs(10)),
+            max_connections: 4096,
             log: "info".into(),
             log_json: false,
 
@@ -145,6 +152,8 @@ impl Settings {
         env!("SLUICE_SCRIPT_FUEL", self.script_fuel);
         env!("SLUICE_SCRIPT_MEMORY_MIB", self.script_memory_mib);
         env!("SLUICE_SCRIPT_CONCURRENCY", self.script_concurrency);
+        env!("SLUICE_HEADER_READ_TIMEOUT", self.header_read_timeout);
+        env!("SLUICE_MAX_CONNECTIONS", self.max_connections);
         env!("SLUICE_LOG", self.log);
         env!("SLUICE_LOG_JSON", self.log_json);
 

@@ -103,6 +103,58 @@ impl Engine {
         self.dir.path()
     }
 
+    /// Rewrites a configuration's stored spec (JSON) in the engine's own
+    /// database, behind the API's back: how rows saved by an older version
+    /// (before a validation existed) look to this one. The engine sees it
+    /// the next time it loads the configuration (enable it through the API).
+    pub async fn edit_stored_config(&self, id: &str, edit: impl FnOnce(&mut Value)) {
+        use sqlx::Connection;
+        match &self.postgres {
+            Some((url, _)) => {
+                let mut c = sqlx::PgConnection::connect(url)
+                    .await
+                    .expect("connect to the engine's database");
+                let spec: String =
+                    sqlx::query_scalar("SELECT spec FROM configurations WHERE id = $1")
+                        .bind(id)
+                        .fetch_one(&mut c)
+                        .await
+                        .expect("the row");
+                let mut spec: Value = serde_json::from_str(&spec).expect("spec JSON");
+                edit(&mut spec);
+                sqlx::query("UPDATE configurations SET spec = $1 WHERE id = $2")
+                    .bind(spec.to_string())
+                    .bind(id)
+                    .execute(&mut c)
+                    .await
+                    .expect("update");
+            }
+            None => {
+                let url = format!(
+                    "sqlite://{}",
+                    self.dir.path().join("data/sluice.db").display()
+                );
+                let mut c = sqlx::SqliteConnection::connect(&url)
+                    .await
+                    .expect("open the engine's database");
+                let spec: String =
+                    sqlx::query_scalar("SELECT spec FROM configurations WHERE id = ?")
+                        .bind(id)
+                        .fetch_one(&mut c)
+                        .await
+                        .expect("the row");
+                let mut spec: Value = serde_json::from_str(&spec).expect("spec JSON");
+                edit(&mut spec);
+                sqlx::query("UPDATE configurations SET spec = ? WHERE id = ?")
+                    .bind(spec.to_string())
+                    .bind(id)
+                    .execute(&mut c)
+                    .await
+                    .expect("update");
+            }
+        }
+    }
+
     async fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -381,7 +433,18 @@ pub struct Api {
 }
 
 impl Api {
-    pub async fn send(&self, method: &str, path: &str, body: Option<(&str, Vec<u8>)>, headers: &[(&str, &str)]) -> Answer {
+    /// The key this client presents, if any.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = self.http.request(method, format!("{}{path}", self.base)).timeout(Duration::from_secs(30));
         if let Some(key) = &self.key {

@@ -81,26 +81,6 @@ fn fuel_exhaustion_is_reproducible() {
 }
 
 #[test]
-fn a_script_that_exhausts_its_budget_waits_before_its_next_call() {
-    let sandbox = sandbox(Limits {
-        fuel: 1_000_000,
-        ..Limits::default()
-    });
-    let hostile = sandbox.load(&script_bytes("hostile-loop")).expect("loads");
-    let good = sandbox.load(&script_bytes("paid-orders")).expect("loads");
-    assert_eq!(hostile.penalty_remaining(), Duration::ZERO);
-    let event = event("order.paid", "", json!({"amount": 5}));
-    sandbox.run(&hostile, &params(&[]), &event);
-    assert!(hostile.penalty_remaining() > Duration::ZERO, "penalized after exhausting the budget");
-    // Only the offender waits; the decision itself does not change.
-    sandbox.run(&good, &params(&[]), &event);
-    assert_eq!(good.penalty_remaining(), Duration::ZERO);
-    let outcome = sandbox.run(&hostile, &params(&[]), &event);
-    assert_eq!(outcome.decision().expect_err("fails").kind(), "out_of_fuel");
-    assert_eq!(outcome.fuel_used, 1_000_000);
-}
-
-#[test]
 fn wall_clock_cap_stops_a_script_with_a_huge_budget() {
     let limits = Limits {
         fuel: u64::MAX / 2,

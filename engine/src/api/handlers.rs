@@ -11,6 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::{ApiError, Auth, Query, body_bytes, if_match, parse_json};
@@ -160,7 +161,7 @@ pub async fn get_script(State(app): AppState, auth: Auth, Path(raw): Path<String
 
 pub async fn delete_script(State(app): AppState, auth: Auth, Path(raw): Path<String>) -> Result<StatusCode, ApiError> {
     let p = auth.require(Scope::ScriptsWrite)?;
-    app.store.delete_script(&p.tenant, &id(&raw, ScriptId::parse)?).await?;
+    app.delete_script(&p.tenant, &id(&raw, ScriptId::parse)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -294,7 +295,7 @@ pub async fn test_config(
     auth: Auth,
     Path(raw): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let p = auth.require(Scope::ConfigurationsWrite)?;
     let config_id = id(&raw, ConfigId::parse)?;
     let body = body_bytes(body).await?;
@@ -308,7 +309,9 @@ pub async fn test_config(
         ),
     };
     let report = app.test_send(&p.tenant, &config_id, event).await?;
-    let event: Value = serde_json::from_slice(&crate::deliver::default_body(&report.event)).unwrap_or_default();
+    // The event as sent, payload as posted (see `EventView`).
+    let event = RawValue::from_string(String::from_utf8_lossy(&crate::deliver::default_body(&report.event)).into_owned())
+        .unwrap_or_else(|_| RawValue::NULL.to_owned());
     let decision = match &report.decision {
         None => json!({"status": "not_selected", "reason": "the configuration's event types or organization units do not select this event"}),
         Some(d) => json!({
@@ -326,12 +329,18 @@ pub async fn test_config(
             "request_headers": serde_json::from_str::<Value>(&crate::deliver::logged_headers(&sent.request)).unwrap_or_default(),
             "request_body": String::from_utf8_lossy(&sent.request.body),
             "response_status": sent.status.map(|s| s.as_u16()),
-            "response_body": sent.response_body,
+            "response_body": sent.response_body.as_deref().map(String::from_utf8_lossy),
             "duration_ms": sent.duration_ms,
             "error": sent.error,
         })
     });
-    Ok(Json(json!({"event": event, "decision": decision, "attempt": attempt})))
+    #[derive(serde::Serialize)]
+    struct Report {
+        event: Box<RawValue>,
+        decision: Value,
+        attempt: Option<Value>,
+    }
+    Ok(Json(Report { event, decision, attempt }).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -410,10 +419,12 @@ pub async fn put_event_type(
 pub async fn ingest(State(app): AppState, auth: Auth, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let p = auth.require(Scope::EventsWrite)?;
     let body = body_bytes(body).await?;
-    let raw: Value = parse_json(&body)?;
-    let (items, single) = match raw {
-        Value::Array(items) => (items, false),
-        obj @ Value::Object(_) => (vec![obj], true),
+    // Parsed as raw JSON down to each event, so that every payload keeps
+    // the posted bytes (number spelling, key order) through to receivers.
+    let raw: &RawValue = parse_json(&body)?;
+    let (items, single): (Vec<&RawValue>, bool) = match raw.get().trim_start().as_bytes().first() {
+        Some(b'[') => (parse_json(raw.get().as_bytes())?, false),
+        Some(b'{') => (vec![raw], true),
         _ => return Err(ApiError::bad_request("invalid_request", "post one event object or an array of events")),
     };
     if items.is_empty() {
@@ -425,7 +436,7 @@ pub async fn ingest(State(app): AppState, auth: Auth, body: Result<Bytes, BytesR
     let mut events = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let at = if single { String::new() } else { format!("event {i}: ") };
-        let input: EventInput = serde_json::from_value(item).map_err(|e| {
+        let input: EventInput = serde_json::from_str(item.get()).map_err(|e| {
             let code = if e.to_string().starts_with("unknown field") { "unknown_field" } else { "invalid_event" };
             ApiError::new(StatusCode::BAD_REQUEST, code, format!("{at}{e}"))
         })?;
@@ -444,14 +455,42 @@ pub async fn ingest(State(app): AppState, auth: Auth, body: Result<Bytes, BytesR
     Ok((StatusCode::ACCEPTED, Json(json!({"events": out}))).into_response())
 }
 
-fn event_json(e: &EventRecord) -> Value {
-    let mut v: Value = serde_json::from_slice(&crate::deliver::default_body(&e.event)).unwrap_or_default();
-    v["received_at"] = rfc3339_ms(e.received_at);
-    v["routed"] = json!(e.routed);
-    v
+/// An event as the API shows it: the posted shape, the payload as posted
+/// (a `Value` would respell numbers and reorder keys).
+#[derive(serde::Serialize)]
+struct EventView<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    organization_unit: &'a str,
+    occurred_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'a crate::event::Source>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    related: &'a [EventId],
+    payload: &'a RawValue,
+    received_at: String,
+    routed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deliveries: Option<&'a [crate::store::DeliveryRecord]>,
 }
 
-pub async fn list_events(State(app): AppState, auth: Auth, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+fn event_view(e: &EventRecord) -> EventView<'_> {
+    EventView {
+        id: e.event.id.as_str(),
+        event_type: e.event.event_type.as_str(),
+        organization_unit: e.event.organization_unit.as_str(),
+        occurred_at: e.event.occurred_at_rfc3339(),
+        source: e.event.source.as_ref(),
+        related: &e.event.related,
+        payload: &e.event.payload,
+        received_at: crate::store::rfc3339::format(e.received_at),
+        routed: e.routed,
+        deliveries: None,
+    }
+}
+
+pub async fn list_events(State(app): AppState, auth: Auth, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
     let p = auth.require(Scope::LogsRead)?;
     q.only(&["type", "organization_unit", "status", "since", "until"])?;
     let status = match q.status.as_deref() {
@@ -473,16 +512,16 @@ pub async fn list_events(State(app): AppState, auth: Auth, Query(q): Query<ListQ
         return Err(ApiError::bad_request("invalid_cursor", "not a cursor from this list"));
     }
     page.limit = page.limit.max(1);
-    Ok(page_json(app.store.list_events(&p.tenant, &filter, &page).await?, |e| event_json(&e)))
+    let page = app.store.list_events(&p.tenant, &filter, &page).await?;
+    let items: Vec<EventView<'_>> = page.items.iter().map(event_view).collect();
+    Ok(Json(crate::store::Page { items, next_cursor: page.next_cursor }).into_response())
 }
 
-pub async fn get_event(State(app): AppState, auth: Auth, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get_event(State(app): AppState, auth: Auth, Path(raw): Path<String>) -> Result<Response, ApiError> {
     let p = auth.require(Scope::LogsRead)?;
     let event = app.store.get_event(&p.tenant, &raw).await.map_err(|_| ApiError::not_found("event"))?;
     let deliveries = app.store.deliveries_of_event(&p.tenant, event.seq).await?;
-    let mut v = event_json(&event);
-    v["deliveries"] = json!(deliveries);
-    Ok(Json(v))
+    Ok(Json(EventView { deliveries: Some(&deliveries), ..event_view(&event) }).into_response())
 }
 
 // Replay and recovery.
@@ -616,7 +655,6 @@ async fn make_key(app: &App, tenant: TenantId, body: Result<Bytes, BytesRejectio
     }
     let secret = KeySecret::generate();
     let record = app
-        .store
         .create_key(NewKey {
             id: KeyId::generate(),
             tenant_id: tenant,

@@ -11,7 +11,7 @@ use wasmtime::Store;
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
-use super::{CallState, FairShare, Sandbox, Script, bindings};
+use super::{CallState, Sandbox, Script, bindings};
 
 /// The WIT package scripts implement.
 pub const WIT_PACKAGE: &str = "sluice:event-export";
@@ -68,6 +68,11 @@ pub struct Sha256(pub [u8; 32]);
 impl Sha256 {
     pub fn of(bytes: &[u8]) -> Self {
         Self(sha2::Sha256::digest(bytes).into())
+    }
+
+    /// From its lowercase hex form.
+    pub fn parse(hex: &str) -> Option<Self> {
+        hex::decode(hex).ok()?.try_into().ok().map(Self)
     }
 }
 
@@ -206,12 +211,21 @@ impl Sandbox {
         Some(cache.entry(sha256).or_insert(script).clone())
     }
 
-    /// Drops a script from the in-memory cache (after it is deleted).
+    /// Drops a script's compiled code, in memory and on disk (after the
+    /// last script with these bytes is deleted).
     pub fn forget(&self, sha256: &Sha256) {
         self.compiled
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(sha256);
+        if let Some(path) = self.disk_cache_path(sha256) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// Whether compiled code for these bytes is held in memory.
+    pub fn is_cached(&self, sha256: &Sha256) -> bool {
+        self.cached(sha256).is_some()
     }
 
     fn cached(&self, sha256: &Sha256) -> Option<Arc<Script>> {
@@ -275,7 +289,6 @@ impl Sandbox {
             sha256,
             wit_version,
             pre,
-            penalty: FairShare::default(),
         })
     }
 

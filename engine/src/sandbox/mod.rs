@@ -15,7 +15,7 @@ mod output;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use wasmtime::component::{HasSelf, Linker};
@@ -81,10 +81,11 @@ pub struct SandboxConfig {
     pub cache_dir: Option<PathBuf>,
     /// How many scripts may run at the same moment (the instance pool size).
     pub max_concurrent_calls: u32,
-    /// A call that exhausts its budget (fuel or wall clock) makes the
-    /// script's next calls wait this many times as long as it ran, so a
-    /// script that keeps doing so gets at most `1 / (1 + factor)` of a core
-    /// and leaves the CPU to everyone else's scripts. 0 turns this off.
+    /// A call that exhausts its budget (fuel or wall clock) pauses the
+    /// script this many times as long as it ran, so a script that keeps
+    /// doing so gets at most `1 / (1 + factor)` of a core and leaves the CPU
+    /// to everyone else's scripts. The router keeps the pauses (per tenant
+    /// and script, see `crate::penalty`); 0 turns them off.
     pub exhaustion_penalty: u32,
 }
 
@@ -193,40 +194,6 @@ pub struct Script {
     sha256: Sha256,
     wit_version: String,
     pre: bindings::ScriptPre<CallState>,
-    penalty: FairShare,
-}
-
-/// When a script that exhausted its budget may run again.
-///
-/// The wait changes when a decision is made, never what it is: decisions stay
-/// reproducible under any load.
-#[derive(Default)]
-struct FairShare {
-    not_before: Mutex<Option<Instant>>,
-}
-
-impl FairShare {
-    /// The longest a script can be made to wait, however many calls pile up.
-    const MAX_WAIT: Duration = Duration::from_secs(10);
-
-    fn remaining(&self) -> Duration {
-        let not_before = *self.not_before.lock().unwrap_or_else(|e| e.into_inner());
-        not_before.map_or(Duration::ZERO, |t| t.saturating_duration_since(Instant::now()))
-    }
-
-    fn wait_turn(&self) {
-        let wait = self.remaining();
-        if !wait.is_zero() {
-            std::thread::sleep(wait);
-        }
-    }
-
-    fn charge(&self, ran: Duration, factor: u32) {
-        let now = Instant::now();
-        let mut not_before = self.not_before.lock().unwrap_or_else(|e| e.into_inner());
-        let from = not_before.map_or(now, |t| t.max(now));
-        *not_before = Some((from + ran * factor).min(now + Self::MAX_WAIT));
-    }
 }
 
 impl Script {
@@ -239,12 +206,6 @@ impl Script {
     /// [`Sandbox::load_precompiled`] instead of compiling.
     pub fn compiled(&self) -> Option<Vec<u8>> {
         self.pre.instance_pre().component().serialize().ok()
-    }
-
-    /// How long the script's next call would wait for its fair share, after
-    /// calls that exhausted their budget.
-    pub fn penalty_remaining(&self) -> Duration {
-        self.penalty.remaining()
     }
 
     /// The version of the `sluice:event-export` package the script targets.
@@ -333,14 +294,15 @@ impl Sandbox {
         self.config.max_script_bytes
     }
 
+    /// See [`SandboxConfig::exhaustion_penalty`].
+    pub fn exhaustion_penalty(&self) -> u32 {
+        self.config.exhaustion_penalty
+    }
+
     /// Runs `script` on `event` with a fresh instance: nothing survives
-    /// between calls.
-    ///
-    /// A script that recently exhausted its budget first waits its turn (see
-    /// [`SandboxConfig::exhaustion_penalty`]): this blocks the calling thread.
+    /// between calls. It never waits: pausing a script that keeps
+    /// exhausting its budget is the caller's business.
     pub fn run(&self, script: &Script, params: &Arc<Params>, event: &Event) -> Outcome {
-        script.penalty.wait_turn();
-        let started = Instant::now();
         let limits = self.config.limits;
         let mut store = Store::new(&self.engine, CallState::new(params.clone(), &limits));
         store.limiter(|state| &mut state.memory);
@@ -365,9 +327,6 @@ impl Sandbox {
             }),
             Err(error) => Err(classify(&error, store.data(), &limits)),
         };
-        if matches!(result, Err(ScriptError::OutOfFuel { .. } | ScriptError::Timeout { .. })) {
-            script.penalty.charge(started.elapsed(), self.config.exhaustion_penalty);
-        }
         let state = store.into_data();
         Outcome {
             result: match result {

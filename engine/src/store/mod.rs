@@ -18,7 +18,9 @@ mod rows;
 mod sqlite;
 #[cfg(test)]
 mod tests;
+mod text;
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use serde::Serialize;
@@ -198,6 +200,16 @@ pub struct ConfigWrite {
     pub spec: String,
 }
 
+impl ConfigWrite {
+    /// As stored, when that differs (the spec is JSON: nothing to encode).
+    fn encoded(&self) -> Option<Self> {
+        match text::encode(&self.name) {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(name) => Some(Self { name, script_id: self.script_id.clone(), spec: self.spec.clone() }),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct EventTypeRecord {
     pub name: String,
@@ -296,9 +308,20 @@ pub struct NewDelivery {
     pub body: Option<String>,
     /// JSON array of headers the script added.
     pub headers: Option<String>,
+    /// Pending without a decision yet: its script was paused, and decides
+    /// when the delivery comes due.
+    pub undecided: bool,
     pub next_attempt_at: Option<i64>,
     /// Set when the router hands the delivery straight to a sender.
     pub lease_until: Option<i64>,
+}
+
+impl NewDelivery {
+    /// Its free text as stored (logs, headers and body are JSON).
+    fn encode(&mut self) {
+        text::encode_opt(&mut self.reason);
+        text::encode_opt(&mut self.error_kind);
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -322,6 +345,9 @@ pub struct DeliveryRecord {
     pub body: Option<String>,
     #[serde(skip)]
     pub headers: Option<String>,
+    /// Waiting for its paused script to decide (see [`NewDelivery::undecided`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub undecided: bool,
     pub attempts: i64,
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "rfc3339::serialize_option")]
     pub next_attempt_at: Option<i64>,
@@ -380,7 +406,8 @@ pub struct NewAttempt {
     pub request_headers: String,
     pub response_headers: Option<String>,
     pub request_body: Option<String>,
-    pub response_body: Option<String>,
+    /// As received: it need not be UTF-8.
+    pub response_body: Option<Vec<u8>>,
     /// When the next attempt is due, for [`AttemptOutcome::Retry`].
     pub next_attempt_at: Option<i64>,
 }
@@ -405,6 +432,10 @@ pub struct AttemptRecord {
     pub request_body: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_body: Option<String>,
+    /// The answer's exact bytes, when they are not UTF-8 (`response_body`
+    /// then shows U+FFFD for what is not text).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_body_base64: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -413,6 +444,14 @@ pub struct AttemptFilter {
     pub configuration_id: Option<ConfigId>,
     pub started_after: Option<i64>,
     pub started_before: Option<i64>,
+}
+
+/// Deliveries a claim leaves in the store this time: those of tenants and
+/// configurations whose queue in the sender is full.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimSkip {
+    pub tenants: Vec<TenantId>,
+    pub configs: Vec<ConfigId>,
 }
 
 /// A pending delivery whose attempt is due, with what sending it needs.
@@ -580,14 +619,19 @@ impl Store {
     }
     /// The operator's tenant, created with its first admin key on first
     /// start; `None` when another node made it first.
-    pub async fn bootstrap(&self, admin: NewKey, tenant_name: &str) -> Result<Option<TenantId>> {
-        dispatch!(self.bootstrap(admin, tenant_name))
+    pub async fn bootstrap(&self, mut admin: NewKey, tenant_name: &str) -> Result<Option<TenantId>> {
+        text::encode_owned(&mut admin.name);
+        let tenant_name = text::encode(tenant_name);
+        dispatch!(self.bootstrap(admin, &tenant_name))
     }
     pub async fn operator_tenant(&self) -> Result<Option<TenantId>> {
         dispatch!(self.operator_tenant())
     }
     pub async fn create_tenant(&self, name: &str, monthly_quota: Option<i64>) -> Result<TenantRecord> {
-        dispatch!(self.create_tenant(name, monthly_quota))
+        let stored = text::encode(name);
+        let mut record = dispatch!(self.create_tenant(&stored, monthly_quota))?;
+        record.name = name.to_owned();
+        Ok(record)
     }
     pub async fn get_tenant(&self, id: &TenantId) -> Result<TenantRecord> {
         dispatch!(self.get_tenant(id))
@@ -595,8 +639,12 @@ impl Store {
     pub async fn list_tenants(&self, page: &PageRequest) -> Result<Page<TenantRecord>> {
         dispatch!(self.list_tenants(page))
     }
-    pub async fn create_key(&self, key: NewKey) -> Result<KeyRecord> {
-        dispatch!(self.create_key(key))
+    pub async fn create_key(&self, mut key: NewKey) -> Result<KeyRecord> {
+        let name = key.name.clone();
+        text::encode_owned(&mut key.name);
+        let mut record = dispatch!(self.create_key(key))?;
+        record.name = name;
+        Ok(record)
     }
     pub async fn list_keys(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<KeyRecord>> {
         dispatch!(self.list_keys(tenant, page))
@@ -613,6 +661,14 @@ impl Store {
 
     /// Stores an uploaded script with the code this node compiled for it.
     pub async fn insert_script(&self, tenant: &TenantId, script: &ScriptRecord, bytes: &[u8], compiled: Option<&[u8]>) -> Result<()> {
+        let encoded;
+        let script = match text::encode(&script.name) {
+            Cow::Borrowed(_) => script,
+            Cow::Owned(name) => {
+                encoded = ScriptRecord { name, ..script.clone() };
+                &encoded
+            }
+        };
         dispatch!(self.insert_script(tenant, script, bytes, compiled))
     }
     pub async fn get_script(&self, tenant: &TenantId, id: &ScriptId) -> Result<ScriptRecord> {
@@ -624,6 +680,10 @@ impl Store {
     pub async fn list_scripts(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ScriptRecord>> {
         dispatch!(self.list_scripts(tenant, page))
     }
+    /// Whether a stored script of any tenant has these bytes.
+    pub async fn script_hash_used(&self, sha256: &str) -> Result<bool> {
+        dispatch!(self.script_hash_used(sha256))
+    }
     /// Refused with [`StoreError::InUse`] while a configuration uses it.
     pub async fn delete_script(&self, tenant: &TenantId, id: &ScriptId) -> Result<()> {
         dispatch!(self.delete_script(tenant, id))
@@ -632,6 +692,8 @@ impl Store {
     // Configurations.
 
     pub async fn insert_config(&self, tenant: &TenantId, id: &ConfigId, write: &ConfigWrite) -> Result<ConfigRecord> {
+        let encoded = write.encoded();
+        let write = encoded.as_ref().unwrap_or(write);
         dispatch!(self.insert_config(tenant, id, write))
     }
     pub async fn get_config(&self, tenant: &TenantId, id: &ConfigId) -> Result<ConfigRecord> {
@@ -648,6 +710,8 @@ impl Store {
         expected: i64,
         write: &ConfigWrite,
     ) -> Result<ConfigRecord> {
+        let encoded = write.encoded();
+        let write = encoded.as_ref().unwrap_or(write);
         dispatch!(self.update_config(tenant, id, expected, write))
     }
     pub async fn set_config_enabled(
@@ -658,7 +722,8 @@ impl Store {
         enabled: bool,
         reason: Option<&str>,
     ) -> Result<ConfigRecord> {
-        dispatch!(self.set_config_enabled(tenant, id, expected, enabled, reason))
+        let reason = reason.map(text::encode);
+        dispatch!(self.set_config_enabled(tenant, id, expected, enabled, reason.as_deref()))
     }
     pub async fn delete_config(&self, tenant: &TenantId, id: &ConfigId, expected: Option<i64>) -> Result<()> {
         dispatch!(self.delete_config(tenant, id, expected))
@@ -673,7 +738,8 @@ impl Store {
         dispatch!(self.list_event_types(tenant))
     }
     pub async fn put_event_type(&self, tenant: &TenantId, name: &str, description: Option<&str>) -> Result<EventTypeRecord> {
-        dispatch!(self.put_event_type(tenant, name, description))
+        let description = description.map(text::encode);
+        dispatch!(self.put_event_type(tenant, name, description.as_deref()))
     }
     /// Stores a batch atomically: all new events or none (quota).
     pub async fn ingest(&self, tenant: &TenantId, quota: Option<i64>, events: Vec<Event>) -> Result<Vec<Ingested>> {
@@ -693,7 +759,8 @@ impl Store {
     /// Records events' routing: their deliveries, and that they are routed.
     /// For each, whether it was recorded: `false` when another path (the
     /// recovery scan) routed that event first, whose deliveries then stand.
-    pub async fn record_routing(&self, routed: Vec<Routed>) -> Result<Vec<bool>> {
+    pub async fn record_routing(&self, mut routed: Vec<Routed>) -> Result<Vec<bool>> {
+        routed.iter_mut().flat_map(|r| &mut r.deliveries).for_each(NewDelivery::encode);
         dispatch!(self.record_routing(routed))
     }
 
@@ -710,9 +777,22 @@ impl Store {
     }
     /// Claims pending deliveries due at `now` that no sender holds and whose
     /// configuration is enabled, oldest due first, for `lease_ms`, for this
-    /// node. Nodes claiming at once get different deliveries.
-    pub async fn claim_due(&self, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<DueDelivery>> {
-        dispatch!(self.claim_due(now, lease_ms, limit))
+    /// node, skipping those `skip` names. Nodes claiming at once get
+    /// different deliveries.
+    pub async fn claim_due(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+        skip: &ClaimSkip,
+    ) -> Result<Vec<DueDelivery>> {
+        dispatch!(self.claim_due(now, lease_ms, limit, skip))
+    }
+    /// Records the decision of a script that was paused when its delivery
+    /// was routed (see [`NewDelivery::undecided`]): `d.id` names the row.
+    /// `false` when it was decided already or is no longer pending.
+    pub async fn record_decision(&self, tenant: &TenantId, d: NewDelivery) -> Result<bool> {
+        dispatch!(self.record_decision(tenant, d))
     }
     /// Hands a claimed delivery back unattempted, due again at
     /// `next_attempt_at` (its configuration is disabled, or its endpoint busy).
@@ -747,7 +827,8 @@ impl Store {
     /// Adds deliveries to routed events of `tenant`, each pending ones due
     /// at its `next_attempt_at` (the retry poller sends them). For each,
     /// whether it was added: see [`AddedDelivery::replay_of`].
-    pub async fn add_deliveries(&self, tenant: &TenantId, rows: Vec<AddedDelivery>) -> Result<Vec<bool>> {
+    pub async fn add_deliveries(&self, tenant: &TenantId, mut rows: Vec<AddedDelivery>) -> Result<Vec<bool>> {
+        rows.iter_mut().for_each(|r| r.delivery.encode());
         dispatch!(self.add_deliveries(tenant, rows))
     }
     /// The newest deliveries to `config` of events received after `after`

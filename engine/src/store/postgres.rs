@@ -312,6 +312,15 @@ impl PostgresStore {
         Ok(Page::from_items(items, page, |s| s.id.to_string()))
     }
 
+    pub async fn script_hash_used(&self, sha256: &str) -> Result<bool> {
+        Ok(
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM scripts WHERE sha256 = $1)")
+                .bind(sha256)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     pub async fn delete_script(&self, tenant: &TenantId, id: &ScriptId) -> Result<()> {
         let mut tx = self.begin().await?;
         // The row lock holds off configurations that would start using it.
@@ -448,6 +457,18 @@ impl PostgresStore {
         if deleted == 0 {
             return Err(stale_or_missing(&mut tx, tenant, id).await);
         }
+        // Its open deliveries end here, with a state that says why: nothing
+        // would ever claim them again.
+        sqlx::query(
+            "UPDATE deliveries SET status = 'failed', error_kind = 'configuration_deleted', reason = 'its configuration was deleted',
+                                   undecided = false, next_attempt_at = NULL, lease_until = NULL, lease_owner = NULL, updated_at = $1
+             WHERE tenant_id = $2 AND config_id = $3 AND status = 'pending'",
+        )
+        .bind(now_ms())
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -597,14 +618,14 @@ impl PostgresStore {
              added AS (
                 INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
                                         script_logs, body, headers, next_attempt_at, lease_until, lease_owner,
-                                        created_at, updated_at)
+                                        created_at, updated_at, undecided)
                 SELECT d.id, d.tenant_id, d.event_seq, d.config_id, d.config_version, d.status, d.reason, d.error_kind,
                        d.script_logs, d.body, d.headers, d.next_attempt_at, d.lease_until,
-                       CASE WHEN d.lease_until IS NULL THEN NULL ELSE $14 END, $15, $15
+                       CASE WHEN d.lease_until IS NULL THEN NULL ELSE $14 END, $15, $15, d.undecided
                 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[],
-                            $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[])
+                            $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[], $18::boolean[])
                      AS d(id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
-                          script_logs, body, headers, next_attempt_at, lease_until)
+                          script_logs, body, headers, next_attempt_at, lease_until, undecided)
                 WHERE d.event_seq IN (SELECT seq FROM marked))
              SELECT seq FROM marked",
         )
@@ -626,6 +647,7 @@ impl PostgresStore {
         .bind(now_ms())
         .bind(&seqs)
         .bind(&tenants)
+        .bind(&rows.undecided)
         .fetch_all(&self.pool)
         .await?;
         let marked: std::collections::HashSet<i64> = marked.into_iter().collect();
@@ -680,7 +702,15 @@ impl PostgresStore {
         rows.iter().map(delivery_row).collect()
     }
 
-    pub async fn claim_due(&self, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<DueDelivery>> {
+    pub async fn claim_due(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+        skip: &ClaimSkip,
+    ) -> Result<Vec<DueDelivery>> {
+        let skip_tenants: Vec<&str> = skip.tenants.iter().map(|t| t.as_str()).collect();
+        let skip_configs: Vec<&str> = skip.configs.iter().map(|c| c.as_str()).collect();
         let rows = sqlx::query(&format!(
             "WITH d AS (
                 UPDATE deliveries SET lease_until = $1, lease_owner = $4
@@ -688,6 +718,7 @@ impl PostgresStore {
                              WHERE status = 'pending' AND next_attempt_at <= $2
                                AND (lease_until IS NULL OR lease_until < $2)
                                AND config_id IN (SELECT id FROM configurations WHERE enabled)
+                               AND NOT (tenant_id = ANY($5)) AND NOT (config_id = ANY($6))
                              ORDER BY next_attempt_at LIMIT $3
                              FOR UPDATE SKIP LOCKED)
                 RETURNING *)
@@ -698,6 +729,8 @@ impl PostgresStore {
         .bind(now)
         .bind(limit)
         .bind(self.node.as_str())
+        .bind(&skip_tenants)
+        .bind(&skip_configs)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -709,7 +742,37 @@ impl PostgresStore {
             .collect()
     }
 
-    pub async fn release_delivery(&self, tenant: &TenantId, id: &DeliveryId, next_attempt_at: i64) -> Result<()> {
+    pub async fn record_decision(&self, tenant: &TenantId, d: NewDelivery) -> Result<bool> {
+        let updated = sqlx::query(
+            "UPDATE deliveries SET status = $1, reason = $2, error_kind = $3, script_logs = $4, body = $5, headers = $6,
+                                   config_version = $7, undecided = false, updated_at = $8,
+                                   next_attempt_at = CASE WHEN $1 = 'pending' THEN next_attempt_at END,
+                                   lease_until = CASE WHEN $1 = 'pending' THEN lease_until END,
+                                   lease_owner = CASE WHEN $1 = 'pending' THEN lease_owner END
+             WHERE tenant_id = $9 AND id = $10 AND undecided AND status = 'pending'",
+        )
+        .bind(d.status.as_str())
+        .bind(&d.reason)
+        .bind(&d.error_kind)
+        .bind(&d.script_logs)
+        .bind(&d.body)
+        .bind(&d.headers)
+        .bind(d.config_version)
+        .bind(now_ms())
+        .bind(tenant.as_str())
+        .bind(d.id.as_str())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    pub async fn release_delivery(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+        next_attempt_at: i64,
+    ) -> Result<()> {
         sqlx::query(
             "UPDATE deliveries SET lease_until = NULL, lease_owner = NULL, next_attempt_at = $1, updated_at = $2
              WHERE tenant_id = $3 AND id = $4 AND status = 'pending'",
@@ -811,9 +874,9 @@ impl PostgresStore {
             let inserted = sqlx::query(
                 "INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
                                          script_logs, body, headers, next_attempt_at, lease_until, lease_owner, replay_of,
-                                         created_at, updated_at)
+                                         created_at, updated_at, undecided)
                  SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, CASE WHEN $13::bigint IS NULL THEN NULL ELSE $16 END,
-                        $14, $15, $15
+                        $14, $15, $15, $17
                  WHERE EXISTS (SELECT 1 FROM events WHERE seq = $3 AND tenant_id = $2 AND routed)
                    AND (SELECT id FROM deliveries WHERE event_seq = $3 AND config_id = $4 ORDER BY id DESC LIMIT 1)
                        IS NOT DISTINCT FROM $14::text",
@@ -834,6 +897,7 @@ impl PostgresStore {
             .bind(r.replay_of.as_ref().map(|id| id.as_str()))
             .bind(now)
             .bind(self.node.as_str())
+            .bind(d.undecided)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -986,10 +1050,6 @@ async fn insert_key(
     Ok(())
 }
 
-fn event_type_row(row: &PgRow) -> Result<EventTypeRecord> {
-    Ok(EventTypeRecord { name: row.try_get("name")?, description: row.try_get("description")?, first_seen: row.try_get("first_seen")? })
-}
-
 /// New delivery rows as columns, for `unnest`.
 #[derive(Default)]
 struct DeliveryRows {
@@ -1004,6 +1064,7 @@ struct DeliveryRows {
     script_logs: Vec<Option<String>>,
     body: Vec<Option<String>>,
     headers: Vec<Option<String>>,
+    undecided: Vec<bool>,
     next_attempt_at: Vec<Option<i64>>,
     lease_until: Vec<Option<i64>>,
 }
@@ -1021,6 +1082,7 @@ impl DeliveryRows {
         self.script_logs.push(d.script_logs.clone());
         self.body.push(d.body.clone());
         self.headers.push(d.headers.clone());
+        self.undecided.push(d.undecided);
         self.next_attempt_at.push(d.next_attempt_at);
         self.lease_until.push(d.lease_until);
     }
@@ -1075,7 +1137,7 @@ async fn record_one(pool: &PgPool, a: NewAttempt) -> Result<FailureStreak> {
          delivery AS (
             UPDATE deliveries SET status = $16, attempts = $4, next_attempt_at = $17, lease_until = NULL, lease_owner = NULL,
                                   updated_at = $18
-            WHERE id = $3 AND tenant_id = $2)
+            WHERE id = $3 AND tenant_id = $2 AND status = 'pending' AND attempts < $4)
          {streak}"
     ))
     .bind(a.id.as_str())
@@ -1088,11 +1150,11 @@ async fn record_one(pool: &PgPool, a: NewAttempt) -> Result<FailureStreak> {
     .bind(&a.uri)
     .bind(a.response_status)
     .bind(a.outcome.as_str())
-    .bind(&a.error)
+    .bind(a.error.as_deref().map(text::encode))
     .bind(&a.request_headers)
     .bind(&a.response_headers)
-    .bind(&a.request_body)
-    .bind(&a.response_body)
+    .bind(a.request_body.as_deref().map(text::encode))
+    .bind(a.response_body.as_deref().map(text::encode_bytes))
     .bind(status.as_str())
     .bind(a.next_attempt_at)
     .bind(now_ms())
@@ -1177,7 +1239,7 @@ pub(super) async fn record_group(pool: &PgPool, attempts: &[&NewAttempt]) -> Res
             SELECT id, request_body, response_body, started_at FROM a)
          UPDATE deliveries d SET status = a.status, attempts = a.number, next_attempt_at = a.next_attempt_at,
                                  lease_until = NULL, lease_owner = NULL, updated_at = $18
-         FROM a WHERE d.id = a.delivery_id AND d.tenant_id = a.tenant_id",
+         FROM a WHERE d.id = a.delivery_id AND d.tenant_id = a.tenant_id AND d.status = 'pending' AND d.attempts < a.number",
     )
     .bind(&ids)
     .bind(&tenants)
@@ -1189,11 +1251,11 @@ pub(super) async fn record_group(pool: &PgPool, attempts: &[&NewAttempt]) -> Res
     .bind(&uris)
     .bind(&statuses)
     .bind(&outcomes)
-    .bind(col(|a| a.error.clone()))
+    .bind(col(|a| a.error.as_deref().map(|t| text::encode(t).into_owned())))
     .bind(&request_headers)
     .bind(col(|a| a.response_headers.clone()))
-    .bind(col(|a| a.request_body.clone()))
-    .bind(col(|a| a.response_body.clone()))
+    .bind(col(|a| a.request_body.as_deref().map(|t| text::encode(t).into_owned())))
+    .bind(col(|a| a.response_body.as_deref().map(|b| text::encode_bytes(b).into_owned())))
     .bind(&delivery_status)
     .bind(&next)
     .bind(now)

@@ -6,6 +6,7 @@
 
 use serde_json::value::RawValue;
 
+use super::text;
 use super::*;
 use crate::event::{EventId, EventType, OrgUnit, Source};
 
@@ -18,6 +19,14 @@ pub(super) trait Columns {
     fn opt_int(&self, col: &str) -> Result<Option<i64>>;
     /// A boolean: an integer in SQLite, a `boolean` in PostgreSQL.
     fn flag(&self, col: &str) -> Result<bool>;
+
+    /// A free-text column, decoded (see [`text`](super::text)).
+    fn free_text(&self, col: &str) -> Result<String> {
+        self.text(col).map(text::decode)
+    }
+    fn opt_free_text(&self, col: &str) -> Result<Option<String>> {
+        Ok(self.opt_text(col)?.map(text::decode))
+    }
 }
 
 pub(super) fn not_found_if_none<T>(row: Option<T>) -> Result<T> {
@@ -35,7 +44,7 @@ pub(super) fn parse_id<T>(raw: String, parse: fn(&str) -> std::result::Result<T,
 pub(super) fn tenant_row(row: &impl Columns) -> Result<TenantRecord> {
     Ok(TenantRecord {
         id: parse_id(row.text("id")?, TenantId::parse)?,
-        name: row.text("name")?,
+        name: row.free_text("name")?,
         monthly_quota: row.opt_int("monthly_quota")?,
         created_at: row.int("created_at")?,
     })
@@ -45,7 +54,7 @@ pub(super) fn key_row(row: &impl Columns) -> Result<KeyRecord> {
     Ok(KeyRecord {
         id: parse_id(row.text("id")?, KeyId::parse)?,
         tenant_id: parse_id(row.text("tenant_id")?, TenantId::parse)?,
-        name: row.text("name")?,
+        name: row.free_text("name")?,
         prefix: row.text("prefix")?,
         scopes: row.text("scopes")?.split_whitespace().filter_map(Scope::parse).collect(),
         created_at: row.int("created_at")?,
@@ -56,7 +65,7 @@ pub(super) fn key_row(row: &impl Columns) -> Result<KeyRecord> {
 pub(super) fn script_row(row: &impl Columns) -> Result<ScriptRecord> {
     Ok(ScriptRecord {
         id: parse_id(row.text("id")?, ScriptId::parse)?,
-        name: row.text("name")?,
+        name: row.free_text("name")?,
         sha256: row.text("sha256")?,
         size: row.int("size")?,
         wit_version: row.text("wit_version")?,
@@ -68,11 +77,11 @@ pub(super) fn config_row(row: &impl Columns) -> Result<ConfigRecord> {
     Ok(ConfigRecord {
         id: parse_id(row.text("id")?, ConfigId::parse)?,
         tenant_id: parse_id(row.text("tenant_id")?, TenantId::parse)?,
-        name: row.text("name")?,
+        name: row.free_text("name")?,
         version: row.int("version")?,
         enabled: row.flag("enabled")?,
         spec: row.text("spec")?,
-        disabled_reason: row.opt_text("disabled_reason")?,
+        disabled_reason: row.opt_free_text("disabled_reason")?,
         created_at: row.int("created_at")?,
         updated_at: row.int("updated_at")?,
     })
@@ -81,6 +90,14 @@ pub(super) fn config_row(row: &impl Columns) -> Result<ConfigRecord> {
 /// Holds of a delivery `d` that no later delivery of its event to its
 /// configuration (a replay) superseded.
 pub(super) const NEWEST: &str = "NOT EXISTS (SELECT 1 FROM deliveries n WHERE n.event_seq = d.event_seq AND n.config_id = d.config_id AND n.id > d.id)";
+
+pub(super) fn event_type_row(row: &impl Columns) -> Result<EventTypeRecord> {
+    Ok(EventTypeRecord {
+        name: row.text("name")?,
+        description: row.opt_free_text("description")?,
+        first_seen: row.int("first_seen")?,
+    })
+}
 
 pub(super) const EVENT_COLUMNS: &str =
     "e.seq, e.tenant_id, e.id AS event_id, e.type, e.organization_unit, e.occurred_at_ns, e.received_at, e.source, e.related, e.payload, e.routed";
@@ -111,7 +128,7 @@ pub(super) fn event_row(row: &impl Columns) -> Result<EventRecord> {
     })
 }
 
-pub(super) const DELIVERY_COLUMNS: &str = "d.id, d.event_seq, d.config_id, d.config_version, d.status, d.replay_of, d.reason, d.error_kind, d.script_logs, d.body, d.headers, d.attempts, d.next_attempt_at, d.created_at, d.updated_at, (SELECT id FROM events WHERE seq = d.event_seq) AS delivery_event_id";
+pub(super) const DELIVERY_COLUMNS: &str = "d.id, d.event_seq, d.config_id, d.config_version, d.status, d.replay_of, d.reason, d.error_kind, d.script_logs, d.body, d.headers, d.undecided, d.attempts, d.next_attempt_at, d.created_at, d.updated_at, (SELECT id FROM events WHERE seq = d.event_seq) AS delivery_event_id";
 
 pub(super) fn delivery_row(row: &impl Columns) -> Result<DeliveryRecord> {
     let status = row.text("status")?;
@@ -123,14 +140,15 @@ pub(super) fn delivery_row(row: &impl Columns) -> Result<DeliveryRecord> {
         configuration_version: row.int("config_version")?,
         status: DeliveryStatus::parse(&status).ok_or_else(|| corrupt(format!("delivery status {status}")))?,
         replay_of: row.opt_text("replay_of")?.map(|id| parse_id(id, DeliveryId::parse)).transpose()?,
-        reason: row.opt_text("reason")?,
-        error_kind: row.opt_text("error_kind")?,
+        reason: row.opt_free_text("reason")?,
+        error_kind: row.opt_free_text("error_kind")?,
         script_logs: match row.opt_text("script_logs")? {
             Some(json) => serde_json::from_str(&json).map_err(corrupt)?,
             None => serde_json::Value::Array(Vec::new()),
         },
         body: row.opt_text("body")?,
         headers: row.opt_text("headers")?,
+        undecided: row.flag("undecided")?,
         attempts: row.int("attempts")?,
         next_attempt_at: row.opt_int("next_attempt_at")?,
         created_at: row.int("created_at")?,
@@ -145,6 +163,27 @@ pub(super) fn attempt_row(row: &impl Columns, with_bodies: bool) -> Result<Attem
             None => Ok(serde_json::Value::Object(Default::default())),
         }
     };
+    // The answer as received: shown as text, and as base64 too when it is
+    // not UTF-8 (the text then shows U+FFFD where bytes were not text).
+    let (response_body, response_body_base64) = match with_bodies
+        .then(|| row.opt_text("response_body"))
+        .transpose()?
+        .flatten()
+    {
+        Some(stored) if text::holds_non_utf8(&stored) => {
+            let bytes = text::decode_bytes(stored);
+            let shown = String::from_utf8_lossy(&bytes).into_owned();
+            (
+                Some(shown),
+                Some(base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    bytes,
+                )),
+            )
+        }
+        Some(stored) => (Some(text::decode(stored)), None),
+        None => (None, None),
+    };
     Ok(AttemptRecord {
         id: parse_id(row.text("id")?, AttemptId::parse)?,
         delivery_id: parse_id(row.text("delivery_id")?, DeliveryId::parse)?,
@@ -155,11 +194,12 @@ pub(super) fn attempt_row(row: &impl Columns, with_bodies: bool) -> Result<Attem
         uri: row.text("uri")?,
         response_status: row.opt_int("response_status")?,
         outcome: row.text("outcome")?,
-        error: row.opt_text("error")?,
+        error: row.opt_free_text("error")?,
         request_headers: json("request_headers")?,
         response_headers: json("response_headers")?,
-        request_body: if with_bodies { row.opt_text("request_body")? } else { None },
-        response_body: if with_bodies { row.opt_text("response_body")? } else { None },
+        request_body: if with_bodies { row.opt_free_text("request_body")? } else { None },
+        response_body,
+        response_body_base64,
     })
 }
 

@@ -418,6 +418,15 @@ impl SqliteStore {
         Ok(Page::from_items(items, page, |s| s.id.to_string()))
     }
 
+    pub async fn script_hash_used(&self, sha256: &str) -> Result<bool> {
+        Ok(
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM scripts WHERE sha256 = ?)")
+                .bind(sha256)
+                .fetch_one(&self.read)
+                .await?,
+        )
+    }
+
     pub async fn delete_script(&self, tenant: &TenantId, id: &ScriptId) -> Result<()> {
         let (tenant, id) = (tenant.clone(), id.clone());
         self.write(move |c| {
@@ -548,6 +557,12 @@ impl SqliteStore {
             if deleted == 0 {
                 return Err(stale_or_missing(c, &tenant, &id));
             }
+            c.prepare_cached(
+                "UPDATE deliveries SET status = 'failed', error_kind = 'configuration_deleted', reason = 'its configuration was deleted',
+                                       undecided = 0, next_attempt_at = NULL, lease_until = NULL, updated_at = ?1
+                 WHERE tenant_id = ?2 AND config_id = ?3 AND status = 'pending'",
+            )?
+                .execute(rusqlite::params![now_ms(), tenant.as_str(), id.as_str()])?;
             Ok(())
         })
         .await
@@ -568,34 +583,19 @@ impl SqliteStore {
             .bind(tenant.as_str())
             .fetch_all(&self.read)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(EventTypeRecord {
-                    name: r.try_get("name")?,
-                    description: r.try_get("description")?,
-                    first_seen: r.try_get("first_seen")?,
-                })
-            })
-            .collect()
+        rows.iter().map(event_type_row).collect()
     }
 
     pub async fn put_event_type(&self, tenant: &TenantId, name: &str, description: Option<&str>) -> Result<EventTypeRecord> {
         let (tenant, name, description) = (tenant.clone(), name.to_owned(), description.map(str::to_owned));
         self.write(move |c| {
-            let record = c.query_row(
+            c.query_row(
                 "INSERT INTO event_types (tenant_id, name, description, first_seen) VALUES (?, ?, ?, ?)
                  ON CONFLICT (tenant_id, name) DO UPDATE SET description = excluded.description
                  RETURNING name, description, first_seen",
                 rusqlite::params![tenant.as_str(), name, description, now_ms()],
-                |row| {
-                    Ok(EventTypeRecord {
-                        name: row.get("name")?,
-                        description: row.get("description")?,
-                        first_seen: row.get("first_seen")?,
-                    })
-                },
-            )?;
-            Ok(record)
+                |row| Ok(event_type_row(row)),
+            )?
         })
         .await
     }
@@ -732,8 +732,8 @@ impl SqliteStore {
             let mut mark = c.prepare_cached("UPDATE events SET routed = 1 WHERE seq = ? AND tenant_id = ? AND routed = 0")?;
             let mut insert = c.prepare_cached(
                 "INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
-                                         script_logs, body, headers, next_attempt_at, lease_until, created_at, updated_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                         script_logs, body, headers, undecided, next_attempt_at, lease_until, created_at, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )?;
             let mut recorded = Vec::with_capacity(routed.len());
             for r in routed {
@@ -754,6 +754,7 @@ impl SqliteStore {
                         d.script_logs,
                         d.body,
                         d.headers,
+                        d.undecided,
                         d.next_attempt_at,
                         d.lease_until,
                         now,
@@ -815,7 +816,15 @@ impl SqliteStore {
         rows.iter().map(delivery_row).collect()
     }
 
-    pub async fn claim_due(&self, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<DueDelivery>> {
+    pub async fn claim_due(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+        skip: &ClaimSkip,
+    ) -> Result<Vec<DueDelivery>> {
+        let skip_tenants = serde_json::to_string(&skip.tenants).map_err(corrupt)?;
+        let skip_configs = serde_json::to_string(&skip.configs).map_err(corrupt)?;
         let claimed: Vec<String> = self.write(move |c| {
             let claimed: Vec<String> = c
                 .prepare_cached(
@@ -824,10 +833,12 @@ impl SqliteStore {
                                   WHERE status = 'pending' AND next_attempt_at <= ?2
                                     AND (lease_until IS NULL OR lease_until < ?2)
                                     AND config_id IN (SELECT id FROM configurations WHERE enabled = 1)
+                                    AND tenant_id NOT IN (SELECT value FROM json_each(?4))
+                                    AND config_id NOT IN (SELECT value FROM json_each(?5))
                                   ORDER BY next_attempt_at LIMIT ?3)
                      RETURNING id",
                 )?
-                .query_map(rusqlite::params![now + lease_ms, now, limit], |row| row.get(0))?
+                .query_map(rusqlite::params![now + lease_ms, now, limit, skip_tenants, skip_configs], |row| row.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
             Ok(claimed)
         })
@@ -854,7 +865,40 @@ impl SqliteStore {
             .collect()
     }
 
-    pub async fn release_delivery(&self, tenant: &TenantId, id: &DeliveryId, next_attempt_at: i64) -> Result<()> {
+    pub async fn record_decision(&self, tenant: &TenantId, d: NewDelivery) -> Result<bool> {
+        let tenant = tenant.clone();
+        self.write(move |c| {
+            let updated = c
+                .prepare_cached(
+                    "UPDATE deliveries SET status = ?1, reason = ?2, error_kind = ?3, script_logs = ?4, body = ?5, headers = ?6,
+                                           config_version = ?7, undecided = 0, updated_at = ?8,
+                                           next_attempt_at = CASE WHEN ?1 = 'pending' THEN next_attempt_at END,
+                                           lease_until = CASE WHEN ?1 = 'pending' THEN lease_until END
+                     WHERE tenant_id = ?9 AND id = ?10 AND undecided = 1 AND status = 'pending'",
+                )?
+                .execute(rusqlite::params![
+                    d.status.as_str(),
+                    d.reason,
+                    d.error_kind,
+                    d.script_logs,
+                    d.body,
+                    d.headers,
+                    d.config_version,
+                    now_ms(),
+                    tenant.as_str(),
+                    d.id.as_str()
+                ])?;
+            Ok(updated == 1)
+        })
+        .await
+    }
+
+    pub async fn release_delivery(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+        next_attempt_at: i64,
+    ) -> Result<()> {
         let (tenant, id) = (tenant.clone(), id.clone());
         self.write(move |c| {
             c.prepare_cached(
@@ -902,12 +946,17 @@ impl SqliteStore {
                 a.uri,
                 a.response_status,
                 a.outcome.as_str(),
-                a.error,
+                a.error.as_deref().map(text::encode),
                 a.request_headers,
                 a.response_headers
             ])?;
             c.prepare_cached("INSERT INTO attempt_payloads (attempt_id, request_body, response_body, created_at) VALUES (?, ?, ?, ?)")?
-                .execute(rusqlite::params![a.id.as_str(), a.request_body, a.response_body, a.started_at])?;
+                .execute(rusqlite::params![
+                    a.id.as_str(),
+                    a.request_body.as_deref().map(text::encode),
+                    a.response_body.as_deref().map(text::encode_bytes),
+                    a.started_at
+                ])?;
             let status = match a.outcome {
                 AttemptOutcome::Succeeded => DeliveryStatus::Succeeded,
                 AttemptOutcome::Retry => DeliveryStatus::Pending,
@@ -915,7 +964,7 @@ impl SqliteStore {
             };
             c.prepare_cached(
                 "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?, lease_until = NULL, updated_at = ?
-                 WHERE id = ? AND tenant_id = ?",
+                 WHERE id = ? AND tenant_id = ? AND status = 'pending' AND attempts < ?2",
             )?
             .execute(rusqlite::params![
                 status.as_str(),
@@ -985,8 +1034,9 @@ impl SqliteStore {
             // `IS` compares NULL too: no replay_of, no delivery to the configuration yet.
             let mut insert = c.prepare_cached(
                 "INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
-                                         script_logs, body, headers, next_attempt_at, lease_until, replay_of, created_at, updated_at)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15
+                                         script_logs, body, headers, next_attempt_at, lease_until, replay_of, created_at, updated_at,
+                                         undecided)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16
                  WHERE EXISTS (SELECT 1 FROM events WHERE seq = ?3 AND tenant_id = ?2 AND routed = 1)
                    AND (SELECT id FROM deliveries WHERE event_seq = ?3 AND config_id = ?4 ORDER BY id DESC LIMIT 1) IS ?14",
             )?;
@@ -1008,7 +1058,8 @@ impl SqliteStore {
                     d.next_attempt_at,
                     d.lease_until,
                     r.replay_of.as_ref().map(|id| id.as_str()),
-                    now
+                    now,
+                    d.undecided
                 ])?;
                 added.push(inserted == 1);
             }

@@ -216,6 +216,7 @@ fn delivery(config: &ConfigId, status: DeliveryStatus) -> NewDelivery {
         script_logs: None,
         body: Some("{\"decided\":true}".into()),
         headers: None,
+        undecided: false,
         next_attempt_at: (status == DeliveryStatus::Pending).then(now_ms),
         lease_until: None,
     }
@@ -385,6 +386,193 @@ async fn send_slots(s: Scratch) {
     assert!(s.store.reserve_send_slot(&other, interval).await.unwrap() < Duration::from_secs(1), "slots are per configuration");
 }
 
+both_backends!(free_text_is_stored_as_received, free_text);
+async fn free_text(s: Scratch) {
+    const ODD: &str = "a\0b\u{FFFF}0c\u{FFFF}";
+    let tenant = s
+        .store
+        .create_tenant(&format!("tenant {ODD}"), None)
+        .await
+        .unwrap();
+    assert_eq!(tenant.name, format!("tenant {ODD}"));
+    assert_eq!(
+        s.store.get_tenant(&tenant.id).await.unwrap().name,
+        tenant.name
+    );
+    let tenant = tenant.id;
+    let key = NewKey {
+        id: KeyId::generate(),
+        tenant_id: tenant.clone(),
+        name: ODD.into(),
+        prefix: "sk_test".into(),
+        hash: crate::auth::KeyHash("h".repeat(64)),
+        scopes: vec![],
+    };
+    assert_eq!(s.store.create_key(key).await.unwrap().name, ODD);
+    assert_eq!(
+        s.store
+            .list_keys(
+                &tenant,
+                &PageRequest {
+                    limit: 10,
+                    cursor: None
+                }
+            )
+            .await
+            .unwrap()
+            .items[0]
+            .name,
+        ODD
+    );
+    let script = ScriptRecord {
+        id: ScriptId::generate(),
+        name: ODD.into(),
+        sha256: "0".repeat(64),
+        size: 1,
+        wit_version: "0.1.0".into(),
+        created_at: now_ms(),
+    };
+    s.store
+        .insert_script(&tenant, &script, b"\0", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.store.get_script(&tenant, &script.id).await.unwrap().name,
+        ODD
+    );
+    let config = ConfigId::generate();
+    let write = ConfigWrite {
+        name: ODD.into(),
+        script_id: None,
+        spec: "{}".into(),
+    };
+    assert_eq!(
+        s.store
+            .insert_config(&tenant, &config, &write)
+            .await
+            .unwrap()
+            .name,
+        ODD
+    );
+    let disabled = s
+        .store
+        .set_config_enabled(&tenant, &config, None, false, Some(ODD))
+        .await
+        .unwrap();
+    assert_eq!(disabled.disabled_reason.as_deref(), Some(ODD));
+    let described = s
+        .store
+        .put_event_type(&tenant, "order.paid", Some(ODD))
+        .await
+        .unwrap();
+    assert_eq!(described.description.as_deref(), Some(ODD));
+    assert_eq!(
+        s.store.list_event_types(&tenant).await.unwrap()[0]
+            .description
+            .as_deref(),
+        Some(ODD)
+    );
+
+    let seq = s.ingest(&tenant, "evt_1").await;
+    let mut d = delivery(&config, DeliveryStatus::Filtered);
+    d.reason = Some(format!("skip {ODD}"));
+    d.error_kind = Some(ODD.into());
+    let delivery_id = d.id.clone();
+    assert_eq!(
+        s.store
+            .record_routing(vec![Routed {
+                tenant: tenant.clone(),
+                event_seq: seq,
+                deliveries: vec![d]
+            }])
+            .await
+            .unwrap(),
+        vec![true]
+    );
+    let stored = s.store.get_delivery(&tenant, &delivery_id).await.unwrap();
+    assert_eq!(
+        (stored.reason.as_deref(), stored.error_kind.as_deref()),
+        (Some(format!("skip {ODD}").as_str()), Some(ODD))
+    );
+
+    // Attempts, alone and in groups (PostgreSQL writes those apart).
+    for (n, body) in [&b"ok\0tail"[..], b"\xff\xfe\0 not utf-8", ODD.as_bytes()]
+        .into_iter()
+        .enumerate()
+    {
+        let id = AttemptId::generate();
+        s.store
+            .record_attempt(NewAttempt {
+                id: id.clone(),
+                tenant_id: tenant.clone(),
+                delivery_id: delivery_id.clone(),
+                config_id: config.clone(),
+                number: n as i64 + 1,
+                started_at: now_ms(),
+                duration_ms: 1,
+                method: "POST".into(),
+                uri: "http://receiver.test/".into(),
+                response_status: Some(200),
+                outcome: AttemptOutcome::Retry,
+                error: Some(format!("error {ODD}")),
+                request_headers: "{}".into(),
+                response_headers: Some("{}".into()),
+                request_body: Some(ODD.into()),
+                response_body: Some(body.to_vec()),
+                next_attempt_at: Some(now_ms()),
+            })
+            .await
+            .unwrap();
+        let a = s.store.get_attempt(&tenant, &id).await.unwrap();
+        assert_eq!(a.error, Some(format!("error {ODD}")));
+        assert_eq!(a.request_body.as_deref(), Some(ODD));
+        assert_eq!(
+            a.response_body.as_deref(),
+            Some(&*String::from_utf8_lossy(body))
+        );
+        let exact = a.response_body_base64.map(|b| {
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b).unwrap()
+        });
+        assert_eq!(
+            exact.as_deref(),
+            std::str::from_utf8(body).is_err().then_some(body),
+            "base64 only when not UTF-8"
+        );
+    }
+    if let Backend::Postgres(db) = &s.store.backend {
+        let attempts: Vec<NewAttempt> = (0..2)
+            .map(|n| NewAttempt {
+                id: AttemptId::generate(),
+                tenant_id: tenant.clone(),
+                delivery_id: delivery_id.clone(),
+                config_id: config.clone(),
+                number: 10 + n,
+                started_at: now_ms(),
+                duration_ms: 1,
+                method: "POST".into(),
+                uri: "http://receiver.test/".into(),
+                response_status: Some(200),
+                outcome: AttemptOutcome::Retry,
+                error: Some(ODD.into()),
+                request_headers: "{}".into(),
+                response_headers: None,
+                request_body: Some(ODD.into()),
+                response_body: Some(b"\0\xff".to_vec()),
+                next_attempt_at: None,
+            })
+            .collect();
+        postgres::record_group(&db.pool, &attempts.iter().collect::<Vec<_>>())
+            .await
+            .unwrap();
+        let a = s.store.get_attempt(&tenant, &attempts[1].id).await.unwrap();
+        assert_eq!(
+            (a.error.as_deref(), a.request_body.as_deref()),
+            (Some(ODD), Some(ODD))
+        );
+        assert_eq!(a.response_body_base64.as_deref(), Some("AP8="));
+    }
+}
+
 /// Two nodes on one database: claims never overlap, a node's restart frees
 /// only its own leases, streaks and rate slots are shared, and a change made
 /// through one node reaches the other.
@@ -405,7 +593,10 @@ async fn postgres_nodes_share_work_and_state() {
     let claim_all = |store: Store| async move {
         let mut mine = Vec::new();
         loop {
-            let due = store.claim_due(now_ms(), 60_000, 7).await.unwrap();
+            let due = store
+                .claim_due(now_ms(), 60_000, 7, &Default::default())
+                .await
+                .unwrap();
             if due.is_empty() {
                 return mine;
             }
@@ -421,8 +612,20 @@ async fn postgres_nodes_share_work_and_state() {
 
     // Node A restarts: its leases are free again, node B's are not.
     assert_eq!(a.release_leases().await.unwrap(), by_a.len() as u64);
-    let again: Vec<_> = b.claim_due(now_ms(), 60_000, 100).await.unwrap().into_iter().map(|d| d.delivery.id).collect();
-    assert_eq!(again.iter().cloned().collect::<std::collections::BTreeSet<_>>(), by_a.iter().cloned().collect());
+    let again: Vec<_> = b
+        .claim_due(now_ms(), 60_000, 100, &Default::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.delivery.id)
+        .collect();
+    assert_eq!(
+        again
+            .iter()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>(),
+        by_a.iter().cloned().collect()
+    );
 
     // One streak for both nodes.
     let d = by_b[0].clone();
@@ -569,4 +772,177 @@ async fn postgres_ingest_groups_store_each_event_once() {
         sqlx::query_as("SELECT tenant_id, SUM(events)::bigint FROM usage GROUP BY tenant_id ORDER BY SUM(events)").fetch_all(&db.pool).await.unwrap();
     assert_eq!(usage, vec![(t2.to_string(), 1), (t1.to_string(), 4)]);
     assert_eq!(s.store.list_event_types(&t2).await.unwrap().len(), 1, "each tenant's catalog");
+}
+
+both_backends!(
+    deleting_a_configuration_ends_its_open_deliveries,
+    delete_ends_deliveries
+);
+async fn delete_ends_deliveries(s: Scratch) {
+    let tenant = s.tenant("t").await;
+    let (doomed, kept) = (
+        s.config(&tenant, "doomed").await,
+        s.config(&tenant, "kept").await,
+    );
+    let seq = s.ingest(&tenant, "e1").await;
+    let open = s
+        .route(&tenant, seq, &doomed, DeliveryStatus::Pending)
+        .await;
+    let seq2 = s.ingest(&tenant, "e2").await;
+    let other = s.route(&tenant, seq2, &kept, DeliveryStatus::Pending).await;
+    s.store.delete_config(&tenant, &doomed, None).await.unwrap();
+    let ended = s.store.get_delivery(&tenant, &open).await.unwrap();
+    assert_eq!(ended.status, DeliveryStatus::Failed);
+    assert_eq!(ended.error_kind.as_deref(), Some("configuration_deleted"));
+    assert_eq!(ended.next_attempt_at, None);
+    assert_eq!(
+        s.store.get_delivery(&tenant, &other).await.unwrap().status,
+        DeliveryStatus::Pending,
+        "another configuration's"
+    );
+
+    // The attempt that was in flight finishes late: logged, and the
+    // delivery keeps its newer state.
+    s.attempt_to(
+        &s.store,
+        &tenant,
+        &open,
+        &doomed,
+        1,
+        now_ms(),
+        AttemptOutcome::Retry,
+    )
+    .await;
+    let after = s.store.get_delivery(&tenant, &open).await.unwrap();
+    assert_eq!((after.status, after.attempts), (DeliveryStatus::Failed, 0));
+    let logged = s
+        .store
+        .list_attempts(
+            &tenant,
+            &AttemptFilter {
+                delivery_id: Some(open.clone()),
+                ..Default::default()
+            },
+            &PageRequest {
+                limit: 10,
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(logged.items.len(), 1);
+}
+
+both_backends!(an_older_attempt_never_overwrites_a_newer_one, late_attempts);
+async fn late_attempts(s: Scratch) {
+    let tenant = s.tenant("t").await;
+    let config = s.config(&tenant, "c").await;
+    let seq = s.ingest(&tenant, "e1").await;
+    let d = s
+        .route(&tenant, seq, &config, DeliveryStatus::Pending)
+        .await;
+    s.attempt_to(
+        &s.store,
+        &tenant,
+        &d,
+        &config,
+        2,
+        now_ms(),
+        AttemptOutcome::Succeeded,
+    )
+    .await;
+    // Attempt 1 of another sender (its lease had run out) answers last.
+    s.attempt_to(
+        &s.store,
+        &tenant,
+        &d,
+        &config,
+        1,
+        now_ms(),
+        AttemptOutcome::Retry,
+    )
+    .await;
+    let after = s.store.get_delivery(&tenant, &d).await.unwrap();
+    assert_eq!(
+        (after.status, after.attempts),
+        (DeliveryStatus::Succeeded, 2)
+    );
+}
+
+both_backends!(an_undecided_delivery_is_decided_once, undecided);
+async fn undecided(s: Scratch) {
+    let tenant = s.tenant("t").await;
+    let config = s.config(&tenant, "c").await;
+    let seq = s.ingest(&tenant, "e1").await;
+    let mut d = delivery(&config, DeliveryStatus::Pending);
+    d.undecided = true;
+    d.body = None;
+    let id = d.id.clone();
+    s.store
+        .record_routing(vec![Routed {
+            tenant: tenant.clone(),
+            event_seq: seq,
+            deliveries: vec![d.clone()],
+        }])
+        .await
+        .unwrap();
+    let stored = s.store.get_delivery(&tenant, &id).await.unwrap();
+    assert!(stored.undecided && stored.status == DeliveryStatus::Pending);
+    let claimed = s
+        .store
+        .claim_due(now_ms(), 60_000, 10, &Default::default())
+        .await
+        .unwrap();
+    assert!(
+        claimed[0].delivery.undecided,
+        "the sender sees it must decide first"
+    );
+
+    let mut decided = d.clone();
+    decided.undecided = false;
+    decided.status = DeliveryStatus::Filtered;
+    decided.reason = Some("not for us".into());
+    assert!(
+        s.store
+            .record_decision(&tenant, decided.clone())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.store.record_decision(&tenant, decided).await.unwrap(),
+        "once only"
+    );
+    let stored = s.store.get_delivery(&tenant, &id).await.unwrap();
+    assert_eq!(
+        (stored.status, stored.undecided, stored.reason.as_deref()),
+        (DeliveryStatus::Filtered, false, Some("not for us"))
+    );
+}
+
+both_backends!(a_claim_skips_full_tenants_and_configurations, claim_skips);
+async fn claim_skips(s: Scratch) {
+    let (a, b) = (s.tenant("a").await, s.tenant("b").await);
+    let (a1, a2, b1) = (
+        s.config(&a, "a1").await,
+        s.config(&a, "a2").await,
+        s.config(&b, "b1").await,
+    );
+    for (tenant, config, id) in [(&a, &a1, "x1"), (&a, &a2, "x2"), (&b, &b1, "x3")] {
+        let seq = s.ingest(tenant, id).await;
+        s.route(tenant, seq, config, DeliveryStatus::Pending).await;
+    }
+    let skip = ClaimSkip {
+        tenants: vec![b.clone()],
+        configs: vec![a1.clone()],
+    };
+    let claimed = s
+        .store
+        .claim_due(now_ms(), 60_000, 10, &skip)
+        .await
+        .unwrap();
+    let configs: Vec<_> = claimed
+        .iter()
+        .map(|d| d.delivery.configuration_id.clone())
+        .collect();
+    assert_eq!(configs, vec![a2]);
 }

@@ -1,0 +1,3 @@
+-- A delivery whose script is paused (it used up its budget recently) waits
+-- for its decision as a pending row of its own: true until the script decided.
+ALTER TABLE deliveries ADD COLUMN undecided BOOLEAN NOT NULL DEFAULT false;

@@ -1,0 +1,137 @@
+//! The embedded default under a crash loop: a steady stream of events while
+//! the single SQLite node is killed (SIGKILL: no shutdown code runs) every
+//! few seconds for a minute and started again. Every event answered 2xx is
+//! delivered, and a delivery repeated after a crash carries the same id.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use sluice_tests::engine::{Engine, event_body};
+use sluice_tests::receiver::Receiver;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_accepted_event_survives_a_minute_of_kills() {
+    let mut engine = Engine::start().await;
+    let rx = Receiver::start().await;
+    engine
+        .admin()
+        .enabled_config(json!({"name": "all", "endpoint": rx.url, "event_types": ["*"]}))
+        .await;
+
+    let url = Arc::new(Mutex::new(engine.url.clone()));
+    let accepted = Arc::new(Mutex::new(HashSet::<String>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poster = {
+        let (url, accepted, stop) = (url.clone(), accepted.clone(), stop.clone());
+        let key = engine.admin();
+        tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("client");
+            let mut n = 0u64;
+            let (mut refused, mut sent) = (0u64, 0u64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let batch: Vec<_> = (0..10)
+                    .map(|i| {
+                        event_body(
+                            &format!("crash-{}", n + i),
+                            "order.paid",
+                            "emea",
+                            json!({"n": n + i}),
+                        )
+                    })
+                    .collect();
+                let ids: Vec<String> = batch
+                    .iter()
+                    .map(|e| e["id"].as_str().expect("id").to_owned())
+                    .collect();
+                n += 10;
+                sent += 1;
+                let base = url.lock().expect("url").clone();
+                let answer = http
+                    .post(format!("{base}/v1/events"))
+                    .bearer_auth(key.key().expect("admin key"))
+                    .header("content-type", "application/json")
+                    .body(serde_json::to_vec(&batch).expect("JSON"))
+                    .send()
+                    .await;
+                match answer {
+                    Ok(r) if r.status().is_success() => {
+                        accepted.lock().expect("accepted").extend(ids)
+                    }
+                    // Down, or killed mid-request: not answered 2xx, so not promised.
+                    _ => refused += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+            (sent, refused)
+        })
+    };
+
+    let started = tokio::time::Instant::now();
+    let mut kills = 0;
+    while started.elapsed() < Duration::from_secs(60) {
+        // Every 2 to 5 s, at a varying point of the pipeline's work.
+        tokio::time::sleep(Duration::from_millis(2000 + (kills * 700) % 3000)).await;
+        engine.restart().await; // SIGKILL, then start on the same data
+        *url.lock().expect("url") = engine.url.clone();
+        kills += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, refused) = poster.await.expect("poster");
+    let accepted = accepted.lock().expect("accepted").clone();
+    assert!(kills >= 10, "{kills} kills");
+    assert!(
+        accepted.len() > 1000,
+        "a steady load: {} accepted of {sent} requests ({refused} refused)",
+        accepted.len()
+    );
+
+    // Every accepted event arrives; repeats carry the event's own id.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let got = rx.received();
+        let mut copies: HashMap<String, usize> = HashMap::new();
+        for r in &got {
+            let id = r.json()["id"].as_str().expect("body id").to_owned();
+            assert_eq!(
+                r.header("idempotency-key"),
+                Some(id.as_str()),
+                "a repeat carries the same id"
+            );
+            assert_eq!(r.header("webhook-id"), Some(id.as_str()));
+            *copies.entry(id).or_default() += 1;
+        }
+        let missing: Vec<&String> = accepted
+            .iter()
+            .filter(|id| !copies.contains_key(*id))
+            .collect();
+        if missing.is_empty() {
+            let repeats: usize = copies.values().map(|c| c - 1).sum();
+            eprintln!(
+                "{} accepted, {} received, {repeats} repeats after {kills} kills",
+                accepted.len(),
+                got.len()
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {} accepted events never arrived, e.g. {:?}; log:\n{}",
+            missing.len(),
+            accepted.len(),
+            &missing[..missing.len().min(5)],
+            engine
+                .log()
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
