@@ -216,9 +216,9 @@ pub struct TenantsRun {
 pub struct BadTenant {
     pub name: String,
     /// Its events the engine accepted: the generator's, and the bad
-    /// inputs it may accept (NUL characters in a payload).
+    /// inputs it accepted.
     pub accepted: usize,
-    /// Of those, the generator's: the ones its slow configuration takes.
+    /// Of those, the `order.paid` ones: those its slow configuration takes.
     pub accepted_paid: usize,
     /// Its `hostile-loop` configuration's deliveries, by what the API
     /// says of them (see [`delivery_kind`]).
@@ -265,13 +265,18 @@ pub struct BadInputs {
     pub answers: Vec<(&'static str, BTreeMap<u16, u64>)>,
     /// Requests that got no answer.
     pub failures: generator::Failures,
-    /// Answers no bad input may get (5xx; 2xx for those that must be
-    /// refused): how many, and a few, described.
+    /// Answers no bad input may get (5xx, or anything but a 4xx or 202):
+    /// how many, and a few, described.
     pub unexpected_count: u64,
     pub unexpected: Vec<String>,
-    /// Ids of the inputs accepted (those that may be).
+    /// Ids of the inputs accepted.
     pub accepted: Vec<String>,
-    /// How many of those reached the sink.
+    /// How many of those are `order.paid` events.
+    pub accepted_paid: usize,
+    /// Per kind that should have been refused with a 4xx, how many were
+    /// accepted instead.
+    pub not_refused: BTreeMap<&'static str, u64>,
+    /// How many accepted inputs reached the sink (through `hostile-loop`).
     pub accepted_delivered: usize,
 }
 
@@ -665,8 +670,8 @@ fn print_bad_tenant(bad: &BadTenant) {
     match &bad.unread {
         Some(why) => println!("{:<24}: cannot be read: {why}", "bad tenant, deliveries"),
         None => {
-            println!("{:<24}: {}", "  hostile-loop deliveries", listed(&bad.hostile));
-            println!("{:<24}: {}", "  slow deliveries", listed(&bad.slow));
+            println!("{:<24}: {}", "  hostile, by status", listed(&bad.hostile));
+            println!("{:<24}: {}", "  slow, by status", listed(&bad.slow));
         }
     }
     let inputs = &bad.inputs;
@@ -681,11 +686,16 @@ fn print_bad_tenant(bad: &BadTenant) {
     println!("{:<24}: {} requests; {}", "bad inputs", thousands(inputs.requests() as f64), kinds.join("; "));
     if !inputs.accepted.is_empty() {
         println!(
-            "{:<24}: {} accepted (type benign), {} of them delivered through hostile-loop",
-            "  NUL in payload",
+            "{:<24}: {} ({} order.paid), {} of them delivered through hostile-loop",
+            "  bad inputs accepted",
             thousands(inputs.accepted.len() as f64),
+            thousands(inputs.accepted_paid as f64),
             thousands(inputs.accepted_delivered as f64)
         );
+    }
+    if !inputs.not_refused.is_empty() {
+        let kinds: Vec<String> = inputs.not_refused.iter().map(|(kind, count)| format!("{kind} ×{count}")).collect();
+        println!("{:<24}: {}  (a 4xx expected)", "  NOT refused", kinds.join(", "));
     }
 }
 
