@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::deliver::{REDACTED, is_secret_name};
 use crate::event::{EventType, OrgUnit};
 use crate::ids::ScriptId;
 
@@ -124,7 +125,7 @@ impl OuFilter {
 }
 
 /// How the receiver authenticates sluice.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Authorization {
     None,
@@ -143,6 +144,21 @@ pub enum Authorization {
         #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
         certificate_expires_at: Option<time::OffsetDateTime>,
     },
+}
+
+impl fmt::Debug for Authorization {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::None => f.write_str("None"),
+            Self::Bearer { .. } => f.write_str("Bearer { token: *** }"),
+            Self::Token { .. } => f.write_str("Token { token: *** }"),
+            Self::ClientCertificate { certificate_expires_at, .. } => f
+                .debug_struct("ClientCertificate")
+                .field("private_key_pem", &REDACTED)
+                .field("certificate_expires_at", certificate_expires_at)
+                .finish_non_exhaustive(),
+        }
+    }
 }
 
 /// A client certificate closer than this to its expiry is flagged in the
@@ -453,10 +469,13 @@ pub struct ConfigInput {
     pub tls: Option<Tls>,
     #[serde(default)]
     pub signing: Option<SigningInput>,
+    /// Left out on update: the stored ones. A credential's value (see
+    /// [`is_secret_name`]) sent back as `***`, as answers show it: the stored one.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: Option<BTreeMap<String, String>>,
+    /// As `headers`.
     #[serde(default)]
-    pub query: BTreeMap<String, String>,
+    pub query: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub response_mode: ResponseMode,
     #[serde(default)]
@@ -527,8 +546,9 @@ pub struct SigningInput {
     pub secret: Option<String>,
 }
 
-/// A validated configuration, as stored (with its secrets).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A validated configuration, as stored (with its secrets; the store seals
+/// it). Its `Debug` is its [`ExportConfig::view`]: no secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExportConfig {
     pub name: String,
     pub description: Option<String>,
@@ -552,6 +572,12 @@ pub struct ExportConfig {
     pub auto_disable: AutoDisable,
 }
 
+impl fmt::Debug for ExportConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ExportConfig {}", self.view())
+    }
+}
+
 fn default_max_in_flight() -> u32 {
     DEFAULT_MAX_IN_FLIGHT
 }
@@ -564,7 +590,7 @@ impl ConfigInput {
         if name.is_empty() || name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
             return Err(err("invalid_name", "name", format!("1 to {MAX_NAME_LEN} characters, no control characters")));
         }
-        let endpoint = validate_endpoint(&self.endpoint)?;
+        let endpoint = validate_endpoint(&keep_url_secrets(&self.endpoint, previous.map(|p| p.endpoint.as_str()))?)?;
         if self.event_types.is_empty() {
             return Err(err("invalid_event_type_pattern", "event_types", "at least one type or pattern (`*` for all)"));
         }
@@ -611,7 +637,8 @@ impl ConfigInput {
             let mut profiles = input.profiles.unwrap_or_else(|| vec![SigningProfile::StandardWebhooks]);
             profiles.sort();
             profiles.dedup();
-            let secret = match (input.secret, previous) {
+            // `***` (never shown, but a natural thing to send back) keeps it too.
+            let secret = match (input.secret.filter(|s| s != REDACTED), previous) {
                 (Some(raw), _) => SigningSecret::parse(&raw)?,
                 (None, Some(prev)) => prev.signing.secret.clone(),
                 (None, None) => SigningSecret::generate(),
@@ -621,8 +648,10 @@ impl ConfigInput {
             let previous = previous.filter(|p| p.signing.secret == secret).and_then(|p| p.signing.previous.clone());
             Signing { profiles, secret, previous }
         };
-        validate_headers(&self.headers)?;
-        if self.query.len() > MAX_CUSTOM || self.query.keys().any(|k| k.is_empty() || k.len() > 256) {
+        let headers = keep_secrets("invalid_header", "headers", self.headers, previous.map(|p| &p.headers))?;
+        validate_headers(&headers)?;
+        let query = keep_secrets("invalid_query", "query", self.query, previous.map(|p| &p.query))?;
+        if query.len() > MAX_CUSTOM || query.keys().any(|k| k.is_empty() || k.len() > 256) {
             return Err(err("invalid_query", "query", format!("at most {MAX_CUSTOM} parameters with non-empty names")));
         }
         let deadline = match &self.deadline {
@@ -654,8 +683,8 @@ impl ConfigInput {
             authorization,
             tls,
             signing,
-            headers: self.headers,
-            query: self.query,
+            headers,
+            query,
             response_mode: self.response_mode,
             deadline_ms: deadline.as_millis() as u64,
             retry,
@@ -666,8 +695,64 @@ impl ConfigInput {
     }
 }
 
+/// Custom headers or query parameters on save: left out on update, the
+/// stored ones; a credential's value sent back as `***` (as answers show
+/// it), the stored value of the same name.
+fn keep_secrets(
+    code: &'static str,
+    field: &str,
+    input: Option<BTreeMap<String, String>>,
+    previous: Option<&BTreeMap<String, String>>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let Some(mut given) = input else { return Ok(previous.cloned().unwrap_or_default()) };
+    for (name, value) in given.iter_mut().filter(|(name, value)| *value == REDACTED && is_secret_name(name)) {
+        *value = previous
+            .and_then(|p| p.get(name))
+            .cloned()
+            .ok_or_else(|| err(code, format!("{field}.{name}"), "`***` keeps the stored value, and none is stored"))?;
+    }
+    Ok(given)
+}
+
+/// The endpoint on save: a credential parameter of its query sent back as
+/// `***` (as answers show it) gets the stored endpoint's value of that name.
+fn keep_url_secrets(raw: &str, previous: Option<&str>) -> Result<String, ConfigError> {
+    let (base, Some(params)) = crate::deliver::query_params(raw) else { return Ok(raw.to_owned()) };
+    let redacted = |v: Option<&str>| matches!(v, Some(v) if v == REDACTED || v.eq_ignore_ascii_case("%2A%2A%2A"));
+    if !params.iter().any(|p| is_secret_name(&p.name) && redacted(p.raw_value)) {
+        return Ok(raw.to_owned());
+    }
+    let stored = previous.and_then(|p| crate::deliver::query_params(p).1).unwrap_or_default();
+    let mut kept = Vec::with_capacity(params.len());
+    for p in &params {
+        let value = if is_secret_name(&p.name) && redacted(p.raw_value) {
+            let old = stored.iter().find(|s| s.name == p.name && s.raw_value.is_some()).ok_or_else(|| {
+                err("invalid_endpoint", "endpoint", format!("`{}=***` keeps the stored value, and none is stored", p.name))
+            })?;
+            old.raw_value
+        } else {
+            p.raw_value
+        };
+        kept.push((p.raw_name, value));
+    }
+    Ok(crate::deliver::join_query(base, &kept))
+}
+
+/// An endpoint as an error message may show it: no userinfo, credential
+/// parameters redacted, at most 200 characters.
+fn shown_endpoint(raw: &str) -> String {
+    let mut shown = crate::deliver::redact_url(raw);
+    if let Some(scheme_end) = shown.find("://") {
+        let authority_end = shown[scheme_end + 3..].find(['/', '?', '#']).map_or(shown.len(), |i| scheme_end + 3 + i);
+        if let Some(at) = shown[scheme_end + 3..authority_end].rfind('@') {
+            shown.replace_range(scheme_end + 3..scheme_end + 3 + at, REDACTED);
+        }
+    }
+    shown.chars().take(200).collect()
+}
+
 fn validate_endpoint(raw: &str) -> Result<String, ConfigError> {
-    let bad = |reason: &str| err("invalid_endpoint", "endpoint", format!("`{}`: {reason}", raw.chars().take(200).collect::<String>()));
+    let bad = |reason: &str| err("invalid_endpoint", "endpoint", format!("`{}`: {reason}", shown_endpoint(raw)));
     let url = reqwest::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(bad("the scheme must be http or https"));
@@ -691,7 +776,7 @@ fn validate_authorization(
 ) -> Result<Authorization, ConfigError> {
     let missing = |field: &str| err("invalid_authorization", format!("authorization.{field}"), "required");
     let token = |new: Option<String>, kept: Option<&String>| -> Result<String, ConfigError> {
-        let token = new.or_else(|| kept.cloned()).ok_or_else(|| missing("token"))?;
+        let token = new.filter(|t| t != REDACTED).or_else(|| kept.cloned()).ok_or_else(|| missing("token"))?;
         if token.is_empty() || token.len() > 4096 || reqwest::header::HeaderValue::from_str(&token).is_err() {
             return Err(err("invalid_authorization", "authorization.token", "must be 1 to 4096 visible characters"));
         }
@@ -714,6 +799,7 @@ fn validate_authorization(
             Authorization::Token { token: token(new, kept)? }
         }
         Some(AuthorizationInput::ClientCertificate { certificate_pem, private_key_pem, pkcs12_base64, password }) => {
+            let private_key_pem = private_key_pem.filter(|k| k != REDACTED);
             let kept = match previous {
                 Some(Authorization::ClientCertificate { certificate_pem, private_key_pem, .. }) => {
                     Some((certificate_pem.clone(), private_key_pem.clone()))
@@ -789,10 +875,20 @@ impl ExportConfig {
         Duration::from_millis(self.deadline_ms).min(MAX_DEADLINE)
     }
 
-    /// What the API shows: everything but secrets.
+    /// What the API shows: everything but secrets. Credential headers and
+    /// query parameters (the endpoint's own included) read `***`, which an
+    /// update may send back to keep them.
     pub fn view(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or_default();
         if let Some(obj) = v.as_object_mut() {
+            obj.insert("endpoint".into(), crate::deliver::redact_url(&self.endpoint).into());
+            for custom in ["headers", "query"] {
+                if let Some(map) = obj.get_mut(custom).and_then(|m| m.as_object_mut()) {
+                    for (_, value) in map.iter_mut().filter(|(name, _)| is_secret_name(name)) {
+                        *value = REDACTED.into();
+                    }
+                }
+            }
             if let Some(auth) = obj.get_mut("authorization").and_then(|a| a.as_object_mut()) {
                 for secret in ["token", "private_key_pem"] {
                     if auth.remove(secret).is_some() {
@@ -895,6 +991,72 @@ mod tests {
         let updated = serde_json::from_value::<ConfigInput>(v).unwrap().validate(Some(&first)).unwrap();
         assert_eq!(updated.authorization, Authorization::Bearer { token: "s3cret".into() });
         assert_eq!(updated.signing.secret, first.signing.secret);
+    }
+
+    #[test]
+    fn credential_headers_and_query_values_are_hidden_and_kept_on_update() {
+        let mut v = minimal();
+        v["endpoint"] = json!("https://x.example/hook?token=url-SECRET-1&v=2");
+        v["headers"] = json!({"X-Api-Key": "hdr-SECRET-2", "X-Tenant": "acme"});
+        v["query"] = json!({"key": "qry-SECRET-3", "page": "1"});
+        v["authorization"] = json!({"type": "token", "token": "tok-SECRET-4"});
+        let first = input(v.clone()).expect("valid");
+        let view = first.view();
+        let text = format!("{view} {first:?}");
+        assert!(!text.contains("SECRET"), "{text}");
+        assert_eq!(view["endpoint"], "https://x.example/hook?token=***&v=2");
+        assert_eq!(view["headers"], json!({"X-Api-Key": "***", "X-Tenant": "acme"}));
+        assert_eq!(view["query"], json!({"key": "***", "page": "1"}));
+
+        let update = |v: serde_json::Value| serde_json::from_value::<ConfigInput>(v).expect("shape").validate(Some(&first));
+        // The view sent back as it is keeps every secret.
+        let mut echoed = view.clone();
+        let obj = echoed.as_object_mut().expect("object");
+        for shown_only in ["id", "trust_all_tls", "deadline_ms", "version", "status", "created_at", "updated_at"] {
+            obj.remove(shown_only);
+        }
+        obj["authorization"] = json!({"type": "token", "token": "***"});
+        obj["signing"] = json!({"secret": "***"});
+        let kept = update(echoed).expect("echo");
+        assert_eq!(kept, first);
+        // Left out: kept.
+        let mut bare = minimal();
+        bare["endpoint"] = json!("https://x.example/hook?token=***&v=2");
+        bare["authorization"] = json!({"type": "token"});
+        let kept = update(bare).expect("left out");
+        assert_eq!((&kept.endpoint, &kept.headers, &kept.query), (&first.endpoint, &first.headers, &first.query));
+        assert_eq!(kept.authorization, first.authorization);
+        // Replaced, removed.
+        let mut changed = minimal();
+        changed["endpoint"] = json!("https://x.example/hook?token=new-1");
+        changed["headers"] = json!({"X-Api-Key": "new-2"});
+        changed["query"] = json!({});
+        let changed = update(changed).expect("replaced");
+        assert_eq!(changed.endpoint, "https://x.example/hook?token=new-1");
+        assert_eq!(changed.headers, BTreeMap::from([("X-Api-Key".to_owned(), "new-2".to_owned())]));
+        assert!(changed.query.is_empty());
+        // `***` with nothing stored under that name is refused.
+        let mut unknown = minimal();
+        unknown["headers"] = json!({"X-Other-Key": "***"});
+        assert_eq!(update(unknown.clone()).unwrap_err().code, "invalid_header");
+        unknown["headers"] = json!({});
+        unknown["endpoint"] = json!("https://x.example/hook?secret=***");
+        assert_eq!(update(unknown).unwrap_err().code, "invalid_endpoint");
+        // On create, `***` stands for nothing.
+        let mut create = minimal();
+        create["query"] = json!({"token": "***"});
+        assert_eq!(input(create).unwrap_err().code, "invalid_query");
+    }
+
+    #[test]
+    fn refused_endpoints_are_never_echoed_with_their_credentials() {
+        for bad in ["https://user:pw-SECRET@x.example/h#f", "https://x.example/h?token=SECRET#f", "ftp://u:SECRET@x/?key=SECRET"] {
+            let mut v = minimal();
+            v["endpoint"] = bad.into();
+            let e = input(v).unwrap_err();
+            assert_eq!(e.code, "invalid_endpoint");
+            assert!(!e.to_string().contains("SECRET"), "{e}");
+        }
     }
 
     fn with_auth(auth: serde_json::Value) -> ConfigInput {

@@ -12,6 +12,7 @@
 //! - [`destination`]: which addresses deliveries may connect to;
 //! - [`sandbox`]: validating, compiling and running export scripts;
 //! - [`export`], [`event`], [`auth`], [`sign`], [`ids`]: the domain types and rules;
+//! - [`secrets`]: the keys that seal secrets at rest and authenticate stored code;
 //! - [`store`]: every SQL statement.
 
 pub mod api;
@@ -30,6 +31,7 @@ pub mod replay;
 pub mod retention;
 pub mod route;
 pub mod sandbox;
+pub mod secrets;
 pub mod server;
 pub mod settings;
 pub mod sign;

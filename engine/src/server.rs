@@ -3,7 +3,8 @@
 //! the HTTP API, and shuts down cleanly on Ctrl-C or SIGTERM.
 //!
 //! This module owns start-up and shutdown order. It must never print a
-//! secret except the first admin key, once, when it generated it.
+//! secret except the first admin key, once, when it generated it (the
+//! secret key it may generate is written to its file, never shown).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use crate::destination::DestinationPolicy;
 use crate::ids::{KeyId, TenantId};
 use crate::retention::Retention;
 use crate::sandbox::{Limits, Sandbox, SandboxConfig};
+use crate::secrets::{KeySource, Keyring};
 use crate::settings::Settings;
 use crate::store::{NewKey, NodeId, Store};
 
@@ -28,6 +30,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let keys = Arc::new(secret_keys(&settings)?);
     let store = match &settings.database_url {
         Some(url) => {
             let node = match &settings.node_id {
@@ -35,11 +38,11 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
                 None => NodeId::parse(&format!("{}:{}", hostname(), addr.port()))?,
             };
             tracing::info!(%node, "joining the nodes on PostgreSQL");
-            Store::open_postgres(url, node).await.map_err(|e| format!("cannot open the PostgreSQL database: {e}"))?
+            Store::open_postgres(url, node, keys).await.map_err(|e| format!("cannot open the PostgreSQL database: {e}"))?
         }
         None => {
             let db = settings.data_dir.join("sluice.db");
-            Store::open_sqlite(&db).await.map_err(|e| format!("cannot open {}: {e}", db.display()))?
+            Store::open_sqlite(&db, keys).await.map_err(|e| format!("cannot open {}: {e}", db.display()))?
         }
     };
 
@@ -95,6 +98,18 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     };
     if !limits.destinations.allowed().is_empty() {
         tracing::info!(allowed = %limits.destinations, "endpoints may reach these reserved address ranges");
+    }
+    // After a rotation (or an upgrade from plaintext rows), every row moves
+    // to the current key now, so that the old key can be dropped.
+    match store.reseal_configs().await {
+        Ok(done) if done.unreadable > 0 => tracing::warn!(
+            resealed = done.resealed,
+            unreadable = done.unreadable,
+            "some configurations are sealed with a key not configured: add it to old_secret_keys"
+        ),
+        Ok(done) if done.resealed > 0 => tracing::info!(resealed = done.resealed, "configurations sealed under the current key"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "re-sealing configurations failed; each is re-sealed when next saved"),
     }
     let app = App::start(store.clone(), Arc::new(sandbox), limits).await.map_err(|e| e.to_string())?;
 
@@ -168,6 +183,29 @@ pub async fn serve_api(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// The keys that seal secrets at rest. The embedded store makes its own
+/// on first start; nodes sharing PostgreSQL must be given theirs (one each
+/// would leave every node unable to read what the others saved).
+fn secret_keys(settings: &Settings) -> Result<Keyring, String> {
+    let key_file = settings.database_url.is_none().then(|| settings.data_dir.join("secret.key"));
+    let (keys, source) = Keyring::load(settings.secret_key.as_ref(), &settings.old_secret_keys, key_file.as_deref())
+        .map_err(|e| format!("cannot load the secret key: {e}"))?;
+    let (current, older) = (keys.current_id(), keys.older_ids().count());
+    match source {
+        KeySource::Configured => tracing::info!(key = %current, older, "secrets at rest sealed with the configured key"),
+        KeySource::File { path, generated: true } => tracing::warn!(
+            key = %current,
+            path = %path.display(),
+            "no secret key configured: generated one for sealing secrets at rest; back it up with the database (without it, \
+             stored tokens and signing secrets cannot be read)"
+        ),
+        KeySource::File { path, generated: false } => {
+            tracing::info!(key = %current, older, path = %path.display(), "secrets at rest sealed with the key file")
+        }
+    }
+    Ok(keys)
 }
 
 /// The machine's name, for the default node id.

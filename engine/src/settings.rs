@@ -2,7 +2,8 @@
 //! variables, then command-line flags, each overriding the one before.
 //!
 //! This module owns the names and defaults of every setting. It must never
-//! log a setting's value that may be a secret (the admin key).
+//! log a setting's value that may be a secret (the admin key, the secret
+//! keys: theirs `Debug` as `***`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::destination::IpRange;
+use crate::secrets::MasterKey;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -28,6 +30,13 @@ pub struct Settings {
     pub node_id: Option<String>,
     /// The first admin key, used only when the store is new.
     pub admin_key: Option<String>,
+    /// The key that seals secrets at rest (base64 of 32 bytes). Unset on
+    /// SQLite: one is generated into `<data_dir>/secret.key`. Required on
+    /// PostgreSQL, the same on every node.
+    pub secret_key: Option<MasterKey>,
+    /// Keys that sealed before `secret_key` was rotated: still read, never
+    /// written with. Drop one once every configuration has been saved since.
+    pub old_secret_keys: Vec<MasterKey>,
     /// Largest request body, in bytes (413 beyond).
     pub max_body_bytes: usize,
     /// Most events per ingest request.
@@ -75,6 +84,8 @@ impl Default for Settings {
             database_url: None,
             node_id: None,
             admin_key: None,
+            secret_key: None,
+            old_secret_keys: Vec::new(),
             max_body_bytes: 1 << 20,
             max_batch: 500,
             delivery_concurrency: 512,
@@ -170,6 +181,20 @@ impl Settings {
         if let Some(key) = var("SLUICE_ADMIN_KEY").filter(|k| !k.is_empty()) {
             self.admin_key = Some(key);
         }
+        // The error names the variable, never its value.
+        let key_error = |name: &str, e: crate::secrets::KeyError| SettingsError::Env { name: name.into(), reason: e.to_string() };
+        if let Some(raw) = var("SLUICE_SECRET_KEY").filter(|k| !k.is_empty()) {
+            self.secret_key = Some(raw.parse().map_err(|e| key_error("SLUICE_SECRET_KEY", e))?);
+        }
+        // A comma-separated list.
+        if let Some(raw) = var("SLUICE_OLD_SECRET_KEYS") {
+            self.old_secret_keys = raw
+                .split(',')
+                .filter(|k| !k.trim().is_empty())
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .map_err(|e| key_error("SLUICE_OLD_SECRET_KEYS", e))?;
+        }
         Ok(())
     }
 }
@@ -246,6 +271,27 @@ mod tests {
         assert_eq!(s.allow_destinations, IpRange::parse_list("127.0.0.0/8,::1").unwrap());
         let err = s.apply_env(|n| (n == "SLUICE_ALLOW_DESTINATIONS").then(|| "127.0.0.0/33".into())).unwrap_err();
         assert!(err.to_string().contains("SLUICE_ALLOW_DESTINATIONS"), "{err}");
+    }
+
+    #[test]
+    fn secret_keys_come_from_the_file_or_the_environment_and_never_show() {
+        let (a, b) = ("AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=", "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=");
+        let mut s: Settings = toml::from_str(&format!("secret_key = \"{a}\"\nold_secret_keys = [\"{b}\"]")).unwrap();
+        assert_eq!(s.secret_key, Some(a.parse().unwrap()));
+        assert_eq!(s.old_secret_keys, vec![b.parse().unwrap()]);
+        s.apply_env(|n| match n {
+            "SLUICE_SECRET_KEY" => Some(b.into()),
+            "SLUICE_OLD_SECRET_KEYS" => Some(format!("{a}, {b}")),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(s.secret_key, Some(b.parse().unwrap()));
+        assert_eq!(s.old_secret_keys.len(), 2);
+        let shown = format!("{s:?}");
+        assert!(!shown.contains(a) && !shown.contains(b), "{shown}");
+        let err = s.apply_env(|n| (n == "SLUICE_SECRET_KEY").then(|| "short-and-secret".into())).unwrap_err();
+        assert!(err.to_string().contains("SLUICE_SECRET_KEY") && !err.to_string().contains("short-and-secret"), "{err}");
+        assert!(toml::from_str::<Settings>("secret_key = \"AAAA\"").is_err());
     }
 
     #[test]

@@ -17,6 +17,11 @@ use tokio::process::{Child, Command};
 /// The operator's admin key every test engine starts with.
 pub const ADMIN_KEY: &str = "sk_e2e_operator_admin_key_0123456789abcdef";
 
+/// The key sealing secrets at rest of every test engine on PostgreSQL,
+/// where one must be given (the nodes of a cluster share it). On SQLite the
+/// engines generate their own, as a fresh installation does.
+pub const POSTGRES_SECRET_KEY: &str = "ZTJlLXRlc3RzLXBvc3RncmVzLXNlY3JldC1rZXkhISE=";
+
 /// The reserved range test engines may deliver to: receivers' loopback.
 pub const LOOPBACK: &str = "127.0.0.0/8";
 
@@ -105,52 +110,44 @@ impl Engine {
 
     /// Rewrites a configuration's stored spec (JSON) in the engine's own
     /// database, behind the API's back: how rows saved by an older version
-    /// (before a validation existed) look to this one. The engine sees it
+    /// (before a validation existed, before specs were sealed) look to this
+    /// one. The sealed spec is opened with the engine's key and written back
+    /// edited, in the clear, as such a version wrote it. The engine sees it
     /// the next time it loads the configuration (enable it through the API).
     pub async fn edit_stored_config(&self, id: &str, edit: impl FnOnce(&mut Value)) {
+        use sluice::secrets::{Keyring, MasterKey};
         use sqlx::Connection;
+        let key: MasterKey = match &self.postgres {
+            Some(_) => POSTGRES_SECRET_KEY.parse().expect("the test key"),
+            None => std::fs::read_to_string(self.dir.path().join("data/secret.key")).expect("the key file").parse().expect("a key"),
+        };
+        let keys = Keyring::new(&key, &[]);
+        let open = |tenant: &str, spec: String| -> Value {
+            let plain = if Keyring::is_sealed(&spec) {
+                let context = format!("configuration/{tenant}/{id}");
+                String::from_utf8(keys.open(&spec, context.as_bytes()).expect("the engine's key opens it")).expect("UTF-8")
+            } else {
+                spec
+            };
+            serde_json::from_str(&plain).expect("spec JSON")
+        };
         match &self.postgres {
             Some((url, _)) => {
-                let mut c = sqlx::PgConnection::connect(url)
-                    .await
-                    .expect("connect to the engine's database");
-                let spec: String =
-                    sqlx::query_scalar("SELECT spec FROM configurations WHERE id = $1")
-                        .bind(id)
-                        .fetch_one(&mut c)
-                        .await
-                        .expect("the row");
-                let mut spec: Value = serde_json::from_str(&spec).expect("spec JSON");
+                let mut c = sqlx::PgConnection::connect(url).await.expect("connect to the engine's database");
+                let (tenant, spec): (String, String) =
+                    sqlx::query_as("SELECT tenant_id, spec FROM configurations WHERE id = $1").bind(id).fetch_one(&mut c).await.expect("the row");
+                let mut spec = open(&tenant, spec);
                 edit(&mut spec);
-                sqlx::query("UPDATE configurations SET spec = $1 WHERE id = $2")
-                    .bind(spec.to_string())
-                    .bind(id)
-                    .execute(&mut c)
-                    .await
-                    .expect("update");
+                sqlx::query("UPDATE configurations SET spec = $1 WHERE id = $2").bind(spec.to_string()).bind(id).execute(&mut c).await.expect("update");
             }
             None => {
-                let url = format!(
-                    "sqlite://{}",
-                    self.dir.path().join("data/sluice.db").display()
-                );
-                let mut c = sqlx::SqliteConnection::connect(&url)
-                    .await
-                    .expect("open the engine's database");
-                let spec: String =
-                    sqlx::query_scalar("SELECT spec FROM configurations WHERE id = ?")
-                        .bind(id)
-                        .fetch_one(&mut c)
-                        .await
-                        .expect("the row");
-                let mut spec: Value = serde_json::from_str(&spec).expect("spec JSON");
+                let url = format!("sqlite://{}", self.dir.path().join("data/sluice.db").display());
+                let mut c = sqlx::SqliteConnection::connect(&url).await.expect("open the engine's database");
+                let (tenant, spec): (String, String) =
+                    sqlx::query_as("SELECT tenant_id, spec FROM configurations WHERE id = ?").bind(id).fetch_one(&mut c).await.expect("the row");
+                let mut spec = open(&tenant, spec);
                 edit(&mut spec);
-                sqlx::query("UPDATE configurations SET spec = ? WHERE id = ?")
-                    .bind(spec.to_string())
-                    .bind(id)
-                    .execute(&mut c)
-                    .await
-                    .expect("update");
+                sqlx::query("UPDATE configurations SET spec = ? WHERE id = ?").bind(spec.to_string()).bind(id).execute(&mut c).await.expect("update");
             }
         }
     }
@@ -171,9 +168,11 @@ impl Engine {
             .env("SLUICE_ALLOW_DESTINATIONS", LOOPBACK)
             // The backend is the harness's choice, never the shell's.
             .env_remove("SLUICE_DATABASE_URL")
-            .env_remove("SLUICE_NODE_ID");
+            .env_remove("SLUICE_NODE_ID")
+            .env_remove("SLUICE_SECRET_KEY")
+            .env_remove("SLUICE_OLD_SECRET_KEYS");
         if let Some((url, node_id)) = &self.postgres {
-            command.env("SLUICE_DATABASE_URL", url).env("SLUICE_NODE_ID", node_id);
+            command.env("SLUICE_DATABASE_URL", url).env("SLUICE_NODE_ID", node_id).env("SLUICE_SECRET_KEY", POSTGRES_SECRET_KEY);
         }
         let mut child = command
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -438,13 +437,7 @@ impl Api {
         self.key.as_deref()
     }
 
-    pub async fn send(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<(&str, Vec<u8>)>,
-        headers: &[(&str, &str)],
-    ) -> Answer {
+    pub async fn send(&self, method: &str, path: &str, body: Option<(&str, Vec<u8>)>, headers: &[(&str, &str)]) -> Answer {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = self.http.request(method, format!("{}{path}", self.base)).timeout(Duration::from_secs(30));
         if let Some(key) = &self.key {

@@ -120,8 +120,11 @@ fn details(method: &str, path: &str) -> Option<Value> {
         })),
         ("post", "/v1/configurations") | ("put", "/v1/configurations/{id}") => Some(json!({
             "description": "Every field is validated on save. Secrets (tokens, private keys, PKCS#12 passwords, the \
-                signing secret) are never shown again; on `put`, a secret left out keeps the stored one. The signing \
-                secret is generated when not given and shown once in the `post` answer.",
+                signing secret) are never shown again, nor are the values of credential-named headers and query \
+                parameters (the endpoint's own query included), shown as `***`; on `put`, a secret left out or sent \
+                back as `***` keeps the stored one (`headers` or `query` left out keep all stored ones). Credentials \
+                in the endpoint's userinfo are refused. The signing secret is generated when not given and shown \
+                once in the `post` answer.",
             "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ConfigurationInput"}}}},
         })),
         ("post", "/v1/configurations/{id}/rotate-secret") => Some(json!({
@@ -191,8 +194,8 @@ fn configuration_input() -> Value {
                 "profiles": {"type": "array", "items": {"enum": ["standard_webhooks", "x_signature"]}, "default": ["standard_webhooks"]},
                 "secret": secret("`whsec_` and base64 of 24 to 64 bytes; generated when left out"),
             }},
-            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
-            "query": {"type": "object", "additionalProperties": {"type": "string"}, "description": "added to the endpoint's query; credential-like names are redacted in logs"},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "values of credential-like names (…key, …token, authorization, …) are shown as `***`; `***` sent back keeps the stored value; left out on `put`, the stored headers are kept"},
+            "query": {"type": "object", "additionalProperties": {"type": "string"}, "description": "added to the endpoint's query; credential-like names are shown as `***` in answers and logs, and `***` sent back keeps the stored value; left out on `put`, the stored parameters are kept"},
             "response_mode": {"enum": ["loose", "normal"], "default": "loose", "description": "loose: any 2xx; normal: 200 with the body [ACK]"},
             "deadline": {"oneOf": [{"type": "integer", "description": "ms"}, {"type": "string", "description": "ISO 8601, e.g. PT2S"}], "description": "capped at 5000 ms"},
             "retry": {"type": "object", "additionalProperties": false, "properties": {

@@ -12,6 +12,12 @@
 //! second backend, for several nodes sharing one database: the same methods,
 //! with leases owned by a [`NodeId`], and [`Change`]s announced to the other
 //! nodes. Nothing above this module knows which backend runs.
+//!
+//! Secrets at rest are sealed here, at the boundary, with the store's
+//! [`Keyring`]: a configuration's `spec` is written sealed (bound to its
+//! tenant and id) and handed back open, and compiled script code is written
+//! with a tag and handed back only when the tag checks (else `None`, and the
+//! caller compiles the uploaded bytes). Callers never see either format.
 
 mod postgres;
 mod rows;
@@ -24,10 +30,12 @@ use std::borrow::Cow;
 use std::path::Path;
 
 use serde::Serialize;
+use std::sync::Arc;
 
 use crate::auth::{KeyHash, Scope};
 use crate::event::Event;
 use crate::ids::{AttemptId, ConfigId, DeliveryId, KeyId, ScriptId, TenantId};
+use crate::secrets::{Keyring, OpenError};
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -186,7 +194,8 @@ pub struct ConfigRecord {
     pub name: String,
     pub version: i64,
     pub enabled: bool,
-    /// The validated configuration as JSON; the domain parses it.
+    /// The validated configuration as JSON; the domain parses it. Sealed
+    /// in the database, open here.
     pub spec: String,
     pub disabled_reason: Option<String>,
     pub created_at: i64,
@@ -552,6 +561,8 @@ pub struct FailureStreak {
 pub struct ScriptCode {
     pub sha256: String,
     pub bytes: Vec<u8>,
+    /// Only when its tag checks: code that could have been written by
+    /// anyone but a node holding the keys is never handed out to be loaded.
     pub compiled: Option<Vec<u8>>,
 }
 
@@ -559,6 +570,8 @@ pub struct ScriptCode {
 #[derive(Clone)]
 pub struct Store {
     backend: Backend,
+    /// Seals configurations and tags compiled code.
+    keys: Arc<Keyring>,
 }
 
 #[derive(Clone)]
@@ -577,20 +590,67 @@ macro_rules! dispatch {
     };
 }
 
+/// What [`Store::reseal_configs`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resealed {
+    /// Rows now sealed under the current key.
+    pub resealed: usize,
+    /// Rows no held key opens (sealed under a key dropped too early).
+    pub unreadable: usize,
+}
+
+/// What a configuration's sealed spec is bound to: a spec copied into
+/// another row (another tenant's) does not open there.
+fn config_context(tenant: &TenantId, id: &ConfigId) -> Vec<u8> {
+    format!("configuration/{}/{}", tenant.as_str(), id.as_str()).into_bytes()
+}
+
+/// What compiled code's tag is bound to: the uploaded bytes it was made from.
+fn code_subject(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).into()
+}
+
 impl Store {
     /// Opens (creating if needed) the SQLite file at `path` and migrates it.
-    pub async fn open_sqlite(path: &Path) -> Result<Self> {
+    pub async fn open_sqlite(path: &Path, keys: Arc<Keyring>) -> Result<Self> {
         Ok(Self {
             backend: Backend::Sqlite(SqliteStore::open(path).await?),
+            keys,
         })
     }
 
     /// Connects to the PostgreSQL database at `url` (which must exist),
-    /// migrates it, and serves as `node` among the nodes sharing it.
-    pub async fn open_postgres(url: &str, node: NodeId) -> Result<Self> {
+    /// migrates it, and serves as `node` among the nodes sharing it. Every
+    /// node must hold the same `keys`.
+    pub async fn open_postgres(url: &str, node: NodeId, keys: Arc<Keyring>) -> Result<Self> {
         Ok(Self {
             backend: Backend::Postgres(PostgresStore::open(url, node).await?),
+            keys,
         })
+    }
+
+    /// A configuration's spec as stored: sealed, bound to its row.
+    fn sealed(&self, tenant: &TenantId, id: &ConfigId, write: &ConfigWrite) -> ConfigWrite {
+        ConfigWrite {
+            name: write.name.clone(),
+            script_id: write.script_id.clone(),
+            spec: self.keys.seal(write.spec.as_bytes(), &config_context(tenant, id)),
+        }
+    }
+
+    /// A configuration row with its spec opened. A spec written before
+    /// sealing existed is plain JSON: read as it is, sealed when next written.
+    fn opened(&self, mut record: ConfigRecord) -> Result<ConfigRecord> {
+        if Keyring::is_sealed(&record.spec) {
+            let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("configuration {}: {e}", record.id));
+            let plain = self
+                .keys
+                .open(&record.spec, &config_context(&record.tenant_id, &record.id))
+                .map_err(|e| corrupt(&e))?;
+            record.spec = String::from_utf8(plain).map_err(|e| corrupt(&e))?;
+        }
+        Ok(record)
     }
 
     /// Which backend runs, for the start-up log line.
@@ -669,13 +729,29 @@ impl Store {
                 &encoded
             }
         };
+        let tagged = compiled.map(|code| self.keys.tag_code(&code_subject(bytes), code));
+        let compiled = tagged.as_deref();
         dispatch!(self.insert_script(tenant, script, bytes, compiled))
     }
     pub async fn get_script(&self, tenant: &TenantId, id: &ScriptId) -> Result<ScriptRecord> {
         dispatch!(self.get_script(tenant, id))
     }
+    /// A script's uploaded bytes, and the compiled code stored with them
+    /// only when its tag checks.
     pub async fn script_code(&self, tenant: &TenantId, id: &ScriptId) -> Result<ScriptCode> {
-        dispatch!(self.script_code(tenant, id))
+        let mut code: ScriptCode = dispatch!(self.script_code(tenant, id))?;
+        code.compiled = code.compiled.take().and_then(|framed| match self.keys.verify_code(&code_subject(&code.bytes), framed) {
+            Ok(compiled) => Some(compiled),
+            Err(OpenError::NotSealed) => {
+                tracing::debug!(script = %id, "compiled code stored without a tag: compiling the uploaded bytes");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(script = %id, reason = %e, "stored compiled code refused: compiling the uploaded bytes");
+                None
+            }
+        });
+        Ok(code)
     }
     pub async fn list_scripts(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ScriptRecord>> {
         dispatch!(self.list_scripts(tenant, page))
@@ -692,15 +768,18 @@ impl Store {
     // Configurations.
 
     pub async fn insert_config(&self, tenant: &TenantId, id: &ConfigId, write: &ConfigWrite) -> Result<ConfigRecord> {
-        let encoded = write.encoded();
-        let write = encoded.as_ref().unwrap_or(write);
-        dispatch!(self.insert_config(tenant, id, write))
+        let sealed = self.sealed(tenant, id, write);
+        let encoded = sealed.encoded();
+        let write = encoded.as_ref().unwrap_or(&sealed);
+        self.opened(dispatch!(self.insert_config(tenant, id, write))?)
     }
     pub async fn get_config(&self, tenant: &TenantId, id: &ConfigId) -> Result<ConfigRecord> {
-        dispatch!(self.get_config(tenant, id))
+        self.opened(dispatch!(self.get_config(tenant, id))?)
     }
     pub async fn list_configs(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ConfigRecord>> {
-        dispatch!(self.list_configs(tenant, page))
+        let page: Page<ConfigRecord> = dispatch!(self.list_configs(tenant, page))?;
+        let items = page.items.into_iter().map(|r| self.opened(r)).collect::<Result<_>>()?;
+        Ok(Page { items, next_cursor: page.next_cursor })
     }
     /// Replaces the configuration if its version is still `expected`.
     pub async fn update_config(
@@ -710,9 +789,10 @@ impl Store {
         expected: i64,
         write: &ConfigWrite,
     ) -> Result<ConfigRecord> {
-        let encoded = write.encoded();
-        let write = encoded.as_ref().unwrap_or(write);
-        dispatch!(self.update_config(tenant, id, expected, write))
+        let sealed = self.sealed(tenant, id, write);
+        let encoded = sealed.encoded();
+        let write = encoded.as_ref().unwrap_or(&sealed);
+        self.opened(dispatch!(self.update_config(tenant, id, expected, write))?)
     }
     pub async fn set_config_enabled(
         &self,
@@ -723,13 +803,50 @@ impl Store {
         reason: Option<&str>,
     ) -> Result<ConfigRecord> {
         let reason = reason.map(text::encode);
-        dispatch!(self.set_config_enabled(tenant, id, expected, enabled, reason.as_deref()))
+        self.opened(dispatch!(self.set_config_enabled(tenant, id, expected, enabled, reason.as_deref()))?)
     }
     pub async fn delete_config(&self, tenant: &TenantId, id: &ConfigId, expected: Option<i64>) -> Result<()> {
         dispatch!(self.delete_config(tenant, id, expected))
     }
+    /// Seals anew, under the current key, every configuration sealed under
+    /// an older key or stored before sealing existed, without changing its
+    /// version: what lets an old key be dropped after a rotation. A row
+    /// that does not open is left as it is, and counted.
+    pub async fn reseal_configs(&self) -> Result<Resealed> {
+        let current = self.keys.current_id();
+        let mut done = Resealed::default();
+        let mut after = String::new();
+        loop {
+            let page: Vec<ConfigRecord> = dispatch!(self.configs_after(&after, 256))?;
+            let Some(last) = page.last() else { return Ok(done) };
+            after = last.id.as_str().to_owned();
+            for stored in page {
+                if Keyring::sealed_with(&stored.spec) == Some(current) {
+                    continue;
+                }
+                let (tenant, id, old) = (stored.tenant_id.clone(), stored.id.clone(), stored.spec.clone());
+                let open = match self.opened(stored) {
+                    Ok(open) => open,
+                    Err(e) => {
+                        tracing::error!(configuration = %id, error = %e, "cannot re-seal a configuration");
+                        done.unreadable += 1;
+                        continue;
+                    }
+                };
+                let new = self.keys.seal(open.spec.as_bytes(), &config_context(&tenant, &id));
+                // Not replaced: saved meanwhile, so sealed with a current key anyway.
+                let (tenant, id, old) = (&tenant, &id, old.as_str());
+                let new = new.as_str();
+                if dispatch!(self.reseal_config(tenant, id, old, new))? {
+                    done.resealed += 1;
+                }
+            }
+        }
+    }
+
     pub async fn enabled_configs(&self, tenant: &TenantId) -> Result<Vec<ConfigRecord>> {
-        dispatch!(self.enabled_configs(tenant))
+        let records: Vec<ConfigRecord> = dispatch!(self.enabled_configs(tenant))?;
+        records.into_iter().map(|r| self.opened(r)).collect()
     }
 
     // Events.
@@ -779,19 +896,14 @@ impl Store {
     /// configuration is enabled, oldest due first, for `lease_ms`, for this
     /// node, skipping those `skip` names. Nodes claiming at once get
     /// different deliveries.
-    pub async fn claim_due(
-        &self,
-        now: i64,
-        lease_ms: i64,
-        limit: i64,
-        skip: &ClaimSkip,
-    ) -> Result<Vec<DueDelivery>> {
+    pub async fn claim_due(&self, now: i64, lease_ms: i64, limit: i64, skip: &ClaimSkip) -> Result<Vec<DueDelivery>> {
         dispatch!(self.claim_due(now, lease_ms, limit, skip))
     }
     /// Records the decision of a script that was paused when its delivery
     /// was routed (see [`NewDelivery::undecided`]): `d.id` names the row.
     /// `false` when it was decided already or is no longer pending.
-    pub async fn record_decision(&self, tenant: &TenantId, d: NewDelivery) -> Result<bool> {
+    pub async fn record_decision(&self, tenant: &TenantId, mut d: NewDelivery) -> Result<bool> {
+        d.encode();
         dispatch!(self.record_decision(tenant, d))
     }
     /// Hands a claimed delivery back unattempted, due again at

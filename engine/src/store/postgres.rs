@@ -391,6 +391,29 @@ impl PostgresStore {
         Ok(Page::from_items(items, page, |c| c.id.to_string()))
     }
 
+    /// Every tenant's configurations by id after `after`, for re-sealing.
+    pub async fn configs_after(&self, after: &str, limit: i64) -> Result<Vec<ConfigRecord>> {
+        let rows = sqlx::query("SELECT * FROM configurations WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(config_row).collect()
+    }
+
+    /// Replaces a spec by the same settings sealed anew, if it is still
+    /// `old`. The settings are the same: no version, no change announced.
+    pub async fn reseal_config(&self, tenant: &TenantId, id: &ConfigId, old: &str, new: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE configurations SET spec = $1 WHERE tenant_id = $2 AND id = $3 AND spec = $4")
+            .bind(new)
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .bind(old)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     pub async fn update_config(&self, tenant: &TenantId, id: &ConfigId, expected: i64, write: &ConfigWrite) -> Result<ConfigRecord> {
         let mut tx = self.begin().await?;
         check_script_owner(&mut tx, tenant, write.script_id.as_ref()).await?;
@@ -702,13 +725,7 @@ impl PostgresStore {
         rows.iter().map(delivery_row).collect()
     }
 
-    pub async fn claim_due(
-        &self,
-        now: i64,
-        lease_ms: i64,
-        limit: i64,
-        skip: &ClaimSkip,
-    ) -> Result<Vec<DueDelivery>> {
+    pub async fn claim_due(&self, now: i64, lease_ms: i64, limit: i64, skip: &ClaimSkip) -> Result<Vec<DueDelivery>> {
         let skip_tenants: Vec<&str> = skip.tenants.iter().map(|t| t.as_str()).collect();
         let skip_configs: Vec<&str> = skip.configs.iter().map(|c| c.as_str()).collect();
         let rows = sqlx::query(&format!(

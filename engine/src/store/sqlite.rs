@@ -487,6 +487,29 @@ impl SqliteStore {
         Ok(Page::from_items(items, page, |c| c.id.to_string()))
     }
 
+    /// Every tenant's configurations by id after `after`, for re-sealing.
+    pub async fn configs_after(&self, after: &str, limit: i64) -> Result<Vec<ConfigRecord>> {
+        let rows = sqlx::query("SELECT * FROM configurations WHERE id > ? ORDER BY id LIMIT ?")
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(config_row).collect()
+    }
+
+    /// Replaces a spec by the same settings sealed anew, if it is still `old`.
+    pub async fn reseal_config(&self, tenant: &TenantId, id: &ConfigId, old: &str, new: &str) -> Result<bool> {
+        let (tenant, id, old, new) = (tenant.clone(), id.clone(), old.to_owned(), new.to_owned());
+        self.write(move |c| {
+            let n = c.execute(
+                "UPDATE configurations SET spec = ? WHERE tenant_id = ? AND id = ? AND spec = ?",
+                rusqlite::params![new, tenant.as_str(), id.as_str(), old],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
     pub async fn update_config(&self, tenant: &TenantId, id: &ConfigId, expected: i64, write: &ConfigWrite) -> Result<ConfigRecord> {
         let (tenant, id) = (tenant.clone(), id.clone());
         let (name, script_id, spec) = (write.name.clone(), write.script_id.clone(), write.spec.clone());
@@ -562,7 +585,7 @@ impl SqliteStore {
                                        undecided = 0, next_attempt_at = NULL, lease_until = NULL, updated_at = ?1
                  WHERE tenant_id = ?2 AND config_id = ?3 AND status = 'pending'",
             )?
-                .execute(rusqlite::params![now_ms(), tenant.as_str(), id.as_str()])?;
+            .execute(rusqlite::params![now_ms(), tenant.as_str(), id.as_str()])?;
             Ok(())
         })
         .await
@@ -816,13 +839,7 @@ impl SqliteStore {
         rows.iter().map(delivery_row).collect()
     }
 
-    pub async fn claim_due(
-        &self,
-        now: i64,
-        lease_ms: i64,
-        limit: i64,
-        skip: &ClaimSkip,
-    ) -> Result<Vec<DueDelivery>> {
+    pub async fn claim_due(&self, now: i64, lease_ms: i64, limit: i64, skip: &ClaimSkip) -> Result<Vec<DueDelivery>> {
         let skip_tenants = serde_json::to_string(&skip.tenants).map_err(corrupt)?;
         let skip_configs = serde_json::to_string(&skip.configs).map_err(corrupt)?;
         let claimed: Vec<String> = self.write(move |c| {

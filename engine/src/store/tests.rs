@@ -27,6 +27,11 @@ macro_rules! both_backends {
     };
 }
 
+/// The keys every scratch store (and every node of one) shares.
+fn test_keys() -> Arc<Keyring> {
+    Arc::new(Keyring::new(&"AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=".parse().unwrap(), &[]))
+}
+
 fn postgres_server() -> String {
     std::env::var("SLUICE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
@@ -47,7 +52,7 @@ impl Scratch {
     async fn sqlite() -> Self {
         let dir = std::env::temp_dir().join(format!("sluice-store-test-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::open_sqlite(&dir.join("sluice.db")).await.unwrap();
+        let store = Store::open_sqlite(&dir.join("sluice.db"), test_keys()).await.unwrap();
         Self { store, place: Place::Dir(dir) }
     }
 
@@ -59,7 +64,7 @@ impl Scratch {
             .unwrap_or_else(|e| panic!("the PostgreSQL tests need a server at {server} (set SLUICE_TEST_POSTGRES): {e}"));
         sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
         let place = Place::Database(server, name);
-        let store = Store::open_postgres(&Self::url_of(&place), NodeId::parse("node-a").unwrap()).await.unwrap();
+        let store = Store::open_postgres(&Self::url_of(&place), NodeId::parse("node-a").unwrap(), test_keys()).await.unwrap();
         Self { store, place }
     }
 
@@ -76,7 +81,7 @@ impl Scratch {
 
     /// Another node on the same PostgreSQL database.
     async fn node(&self, id: &str) -> Store {
-        Store::open_postgres(&Self::url_of(&self.place), NodeId::parse(id).unwrap()).await.unwrap()
+        Store::open_postgres(&Self::url_of(&self.place), NodeId::parse(id).unwrap(), test_keys()).await.unwrap()
     }
 
     async fn tenant(&self, name: &str) -> TenantId {
@@ -220,6 +225,180 @@ fn delivery(config: &ConfigId, status: DeliveryStatus) -> NewDelivery {
         next_attempt_at: (status == DeliveryStatus::Pending).then(now_ms),
         lease_until: None,
     }
+}
+
+/// A column's raw value (text or blob), read behind the store's back.
+enum Raw {
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+impl Scratch {
+    /// What `table.column` holds for the row `id`, as the database has it.
+    async fn raw(&self, table: &str, column: &str, id: &str) -> Raw {
+        let sql = |mark: &str| format!("SELECT {column} FROM {table} WHERE id = {mark}");
+        let row = match &self.store.backend {
+            Backend::Sqlite(db) => sqlx::query(&sql("?")).bind(id).fetch_one(&db.read).await.map(RawRow::Sqlite),
+            Backend::Postgres(db) => sqlx::query(&sql("$1")).bind(id).fetch_one(&db.pool).await.map(RawRow::Postgres),
+        };
+        row.unwrap().get()
+    }
+
+    /// Overwrites `table.column` of row `id`, as someone with access to the
+    /// database (and not to the keys) could.
+    async fn overwrite(&self, table: &str, column: &str, id: &str, value: Raw) {
+        match &self.place {
+            Place::Dir(dir) => {
+                let db = rusqlite::Connection::open(dir.join("sluice.db")).unwrap();
+                db.busy_timeout(Duration::from_secs(10)).unwrap();
+                let sql = format!("UPDATE {table} SET {column} = ?1 WHERE id = ?2");
+                let n = match value {
+                    Raw::Text(t) => db.execute(&sql, rusqlite::params![t, id]),
+                    Raw::Blob(b) => db.execute(&sql, rusqlite::params![b, id]),
+                };
+                assert_eq!(n.unwrap(), 1);
+            }
+            Place::Database(..) => {
+                let Backend::Postgres(db) = &self.store.backend else { unreachable!() };
+                let sql = format!("UPDATE {table} SET {column} = $1 WHERE id = $2");
+                let q = match value {
+                    Raw::Text(t) => sqlx::query(&sql).bind(t).bind(id),
+                    Raw::Blob(b) => sqlx::query(&sql).bind(b).bind(id),
+                };
+                assert_eq!(q.execute(&db.pool).await.unwrap().rows_affected(), 1);
+            }
+        }
+    }
+
+    /// The same database seen through other keys.
+    fn with_keys(&self, keys: Arc<Keyring>) -> Store {
+        Store { backend: self.store.backend.clone(), keys }
+    }
+}
+
+enum RawRow {
+    Sqlite(sqlx::sqlite::SqliteRow),
+    Postgres(sqlx::postgres::PgRow),
+}
+
+impl RawRow {
+    fn get(self) -> Raw {
+        use sqlx::Row as _;
+        match self {
+            Self::Sqlite(r) => r.try_get::<String, _>(0).map(Raw::Text).unwrap_or_else(|_| Raw::Blob(r.get(0))),
+            Self::Postgres(r) => r.try_get::<String, _>(0).map(Raw::Text).unwrap_or_else(|_| Raw::Blob(r.get(0))),
+        }
+    }
+}
+
+impl Raw {
+    fn text(self) -> String {
+        match self {
+            Raw::Text(t) => t,
+            Raw::Blob(b) => panic!("a blob of {} bytes, not text", b.len()),
+        }
+    }
+    fn blob(self) -> Vec<u8> {
+        match self {
+            Raw::Blob(b) => b,
+            Raw::Text(t) => panic!("text, not a blob: {t}"),
+        }
+    }
+}
+
+both_backends!(configurations_are_sealed_at_rest_and_open_only_in_their_row, sealed_configs);
+async fn sealed_configs(s: Scratch) {
+    let tenant = s.tenant("t").await;
+    let spec = r#"{"authorization":{"type":"bearer","token":"tok-PLAIN-123"},"signing":{"secret":"whsec_PLAINsecret"}}"#;
+    let write = |spec: &str| ConfigWrite { name: "erp".into(), script_id: None, spec: spec.into() };
+    let (a, b) = (ConfigId::generate(), ConfigId::generate());
+    assert_eq!(s.store.insert_config(&tenant, &a, &write(spec)).await.unwrap().spec, spec);
+    s.store.insert_config(&tenant, &b, &ConfigWrite { name: "other".into(), ..write("{}") }).await.unwrap();
+
+    let stored = s.raw("configurations", "spec", a.as_str()).await.text();
+    assert!(Keyring::is_sealed(&stored), "{stored}");
+    assert!(!stored.contains("PLAIN"), "{stored}");
+    assert_eq!(s.store.get_config(&tenant, &a).await.unwrap().spec, spec);
+    assert_eq!(s.store.enabled_configs(&tenant).await.unwrap().len(), 0);
+    s.store.set_config_enabled(&tenant, &a, None, true, None).await.unwrap();
+    assert_eq!(s.store.enabled_configs(&tenant).await.unwrap()[0].spec, spec);
+    let page = s.store.list_configs(&tenant, &PageRequest { limit: 10, cursor: None }).await.unwrap();
+    assert!(page.items.iter().any(|r| r.spec == spec));
+
+    // Moved into another row, it does not open there.
+    s.overwrite("configurations", "spec", b.as_str(), Raw::Text(stored.clone())).await;
+    assert!(matches!(s.store.get_config(&tenant, &b).await, Err(StoreError::Corrupt(_))));
+    // Stored before sealing existed: read as it is.
+    s.overwrite("configurations", "spec", b.as_str(), Raw::Text("{}".into())).await;
+    assert_eq!(s.store.get_config(&tenant, &b).await.unwrap().spec, "{}");
+
+    // Another key does not open it; a rotation reads it and rewrites it with the new key.
+    let new_key: crate::secrets::MasterKey = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=".parse().unwrap();
+    let stranger = s.with_keys(Arc::new(Keyring::new(&new_key, &[])));
+    let err = stranger.get_config(&tenant, &a).await.unwrap_err();
+    assert!(err.to_string().contains("not among the configured secret keys") && !err.to_string().contains("PLAIN"), "{err}");
+    let old_key: crate::secrets::MasterKey = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=".parse().unwrap();
+    let rotated = s.with_keys(Arc::new(Keyring::new(&new_key, &[old_key])));
+    let current = rotated.get_config(&tenant, &a).await.unwrap();
+    assert_eq!(current.spec, spec);
+    rotated.update_config(&tenant, &a, current.version, &write(spec)).await.unwrap();
+    let resealed = s.raw("configurations", "spec", a.as_str()).await.text();
+    assert_eq!(Keyring::sealed_with(&resealed), Some(Keyring::new(&new_key, &[]).current_id()));
+    assert_eq!(stranger.get_config(&tenant, &a).await.unwrap().spec, spec, "the new key alone reads it now");
+
+    // A start-up pass moves every row to the current key without a version
+    // change: the plaintext one, and one sealed under the old key.
+    let c = ConfigId::generate();
+    s.store.insert_config(&tenant, &c, &ConfigWrite { name: "third".into(), ..write(spec) }).await.unwrap();
+    let version = s.store.get_config(&tenant, &c).await.unwrap().version;
+    assert_eq!(rotated.reseal_configs().await.unwrap(), Resealed { resealed: 2, unreadable: 0 });
+    assert_eq!(rotated.reseal_configs().await.unwrap(), Resealed::default(), "nothing left to do");
+    for id in [&a, &b, &c] {
+        let stored = s.raw("configurations", "spec", id.as_str()).await.text();
+        assert_eq!(Keyring::sealed_with(&stored), Some(rotated.keys.current_id()), "{id}");
+        stranger.get_config(&tenant, id).await.unwrap();
+    }
+    assert_eq!(stranger.get_config(&tenant, &c).await.unwrap().version, version);
+    // A row no held key opens is left as it is, and counted.
+    assert_eq!(s.store.reseal_configs().await.unwrap(), Resealed { resealed: 0, unreadable: 3 });
+}
+
+both_backends!(compiled_code_is_handed_out_only_with_its_tag, tagged_code);
+async fn tagged_code(s: Scratch) {
+    let tenant = s.tenant("t").await;
+    let (bytes, code) = (b"\0asm uploaded bytes".to_vec(), b"\x7fELF native code".to_vec());
+    let record = ScriptRecord {
+        id: ScriptId::generate(),
+        name: "s".into(),
+        sha256: "0".repeat(64),
+        size: bytes.len() as i64,
+        wit_version: "0.1.0".into(),
+        created_at: now_ms(),
+    };
+    s.store.insert_script(&tenant, &record, &bytes, Some(&code)).await.unwrap();
+    let id = record.id.as_str();
+    assert_eq!(s.store.script_code(&tenant, &record.id).await.unwrap().compiled, Some(code.clone()));
+    let framed = s.raw("scripts", "compiled", id).await.blob();
+    assert!(framed.ends_with(&code) && framed.len() > code.len(), "stored with its tag");
+
+    // Native code planted in the database, or altered there, is not handed out.
+    let evil = b"\x7fELF planted code".to_vec();
+    s.overwrite("scripts", "compiled", id, Raw::Blob(evil.clone())).await;
+    let read = s.store.script_code(&tenant, &record.id).await.unwrap();
+    assert_eq!((read.compiled, read.bytes), (None, bytes.clone()), "untagged: compile the bytes");
+    let mut altered = framed.clone();
+    let last = altered.len() - 1;
+    altered[last] ^= 1;
+    s.overwrite("scripts", "compiled", id, Raw::Blob(altered)).await;
+    assert_eq!(s.store.script_code(&tenant, &record.id).await.unwrap().compiled, None, "altered code");
+    // A tag made for other uploaded bytes does not vouch for these.
+    s.overwrite("scripts", "compiled", id, Raw::Blob(framed.clone())).await;
+    s.overwrite("scripts", "bytes", id, Raw::Blob(b"\0asm other bytes".to_vec())).await;
+    assert_eq!(s.store.script_code(&tenant, &record.id).await.unwrap().compiled, None, "other bytes");
+    s.overwrite("scripts", "bytes", id, Raw::Blob(bytes)).await;
+    let stranger = s.with_keys(Arc::new(Keyring::new(&"ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=".parse().unwrap(), &[])));
+    assert_eq!(stranger.script_code(&tenant, &record.id).await.unwrap().compiled, None, "tagged under another key");
+    assert_eq!(s.store.script_code(&tenant, &record.id).await.unwrap().compiled, Some(code), "restored");
 }
 
 both_backends!(the_purge_removes_exactly_what_is_past_each_window, purge);

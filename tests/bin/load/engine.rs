@@ -19,6 +19,8 @@ use crate::generator;
 
 /// The operator's admin key the engine is started with.
 pub const ADMIN_KEY: &str = "sk_load_operator_admin_key_0123456789abcdef";
+/// The secret key of engines on PostgreSQL (a benchmark's throwaway database).
+const LOAD_SECRET_KEY: &str = "bG9hZC1iZW5jaG1hcmstc2VjcmV0LWtleS0zMmJ5dGU=";
 
 /// How long the engine may take to print its address.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -74,9 +76,11 @@ impl Engine {
         // Flags, not the variables: an engine that does not know them
         // refuses to start instead of quietly running on SQLite. The
         // variables from the caller's environment must not pick the store.
-        command.env_remove("SLUICE_DATABASE_URL").env_remove("SLUICE_NODE_ID");
+        command.env_remove("SLUICE_DATABASE_URL").env_remove("SLUICE_NODE_ID").env_remove("SLUICE_SECRET_KEY");
         if let Some(node) = node {
             command.arg("--database-url").arg(&node.database_url).arg("--node-id").arg(&node.id);
+            // Nodes sharing PostgreSQL share the key that seals secrets at rest.
+            command.env("SLUICE_SECRET_KEY", LOAD_SECRET_KEY);
         }
         let mut child = command
             // No stray ./sluice.toml from wherever the tool was started.
