@@ -28,6 +28,20 @@
 //! both; the failing run's healthy delivery rate should be at least 80 % of
 //! the clean run's.
 //!
+//! With `--chaos`, instead, ten tenants on one engine (each with its own
+//! admin key, `paid-orders` upload, configuration and sink path) post at
+//! one offered rate (`--rate`, or half the delivery rate of a calibration
+//! run as fast as the engine answers), spread evenly over them, in two runs
+//! on fresh engines: a clean run, and a chaos run where the tenth tenant
+//! runs `hostile-loop` (every call out of fuel) on a `*` configuration, has
+//! a second one whose receiver answers after 4 s, and posts bad input
+//! (malformed JSON, unknown fields, bodies past the limit, NUL characters,
+//! deep nesting, invalid types) that must all be answered with a 4xx. The
+//! nine well-behaved tenants are measured in both; in the chaos run they
+//! should keep at least 90 % of the clean run's delivery rate, and their
+//! p99 should stay within twice the clean run's. What became of the tenth's
+//! events is read back from the API as its admin.
+//!
 //! With `--database-url` (or `--postgres`), the engine runs on PostgreSQL:
 //! each run gets a fresh database on that server, dropped afterwards, and
 //! `--nodes N` starts N engine nodes on it, the posters spreading their
@@ -44,6 +58,8 @@
 #[global_allocator]
 static ALLOCATOR: sluice::Allocator = sluice::Allocator;
 
+#[path = "load/chaos.rs"]
+mod chaos;
 #[path = "load/cluster.rs"]
 mod cluster;
 #[path = "load/cpu.rs"]
@@ -157,6 +173,10 @@ async fn run_phases(summary: &mut Summary) -> Result<(), String> {
     if options.failures {
         let script = script.ok_or("--failures needs the script")?;
         return failure_runs(summary, clock, &http, &sink, script).await;
+    }
+    if options.chaos {
+        let scripts = chaos::Scripts::read(script.ok_or("--chaos needs the script")?)?;
+        return chaos::runs(summary, clock, &http, &sink, scripts).await;
     }
 
     note(&format!("raw: {} posters → sink for {:.1} s", options.concurrency, options.raw_duration.as_secs_f64()));

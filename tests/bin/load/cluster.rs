@@ -73,25 +73,27 @@ impl Cluster {
     /// [`Engine::route_to`] through node 1, then waits until every node routes.
     pub async fn route_to(&self, http: &reqwest::Client, sink: &Sink, script: Vec<u8>) -> Result<(), String> {
         self.node_1()?.route_to(http, &sink.url, script).await?;
-        self.await_routing(http, sink, None).await
+        self.await_routing(http, sink, ADMIN_KEY, None).await
     }
 
     /// [`Engine::route_spread`] through node 1, then waits until every node
     /// routes by the last configuration created.
     pub async fn route_spread(&self, http: &reqwest::Client, sink: &Sink, script: Vec<u8>, units: usize) -> Result<(), String> {
         self.node_1()?.route_spread(http, &sink.url, script, units).await?;
-        self.await_routing(http, sink, units.checked_sub(1)).await
+        self.await_routing(http, sink, ADMIN_KEY, units.checked_sub(1)).await
     }
 
-    fn node_1(&self) -> Result<&Engine, String> {
+    /// The node the set-up goes through.
+    pub fn node_1(&self) -> Result<&Engine, String> {
         self.nodes.first().ok_or_else(|| "no engine is running".to_owned())
     }
 
     /// With several nodes: posts probe events to each until one reaches
     /// the sink, so that no node takes load before it knows the
-    /// configuration created through node 1. `unit` is the organization
-    /// unit the probes go to (see [`generator::probe_event`]).
-    async fn await_routing(&self, http: &reqwest::Client, sink: &Sink, unit: Option<usize>) -> Result<(), String> {
+    /// configuration created through node 1. The probes are posted with
+    /// `key` (into its tenant), to the organization unit `unit` (see
+    /// [`generator::probe_event`]).
+    pub async fn await_routing(&self, http: &reqwest::Client, sink: &Sink, key: &str, unit: Option<usize>) -> Result<(), String> {
         if self.nodes.len() < 2 {
             return Ok(());
         }
@@ -101,7 +103,7 @@ impl Cluster {
             loop {
                 attempt += 1;
                 let id = format!("probe-n{n}-{attempt}");
-                post_probe(http, node, &id, unit).await.map_err(|e| format!("node {n}: probe event: {e}"))?;
+                post_probe(http, node, key, &id, unit).await.map_err(|e| format!("node {n}: probe event: {e}"))?;
                 let wait_until = (Instant::now() + PROBE_WAIT).min(deadline);
                 while !sink.has_all(std::slice::from_ref(&id)) && Instant::now() < wait_until {
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -150,11 +152,11 @@ fn node_id(n: usize) -> String {
     format!("sluice-load-{n}")
 }
 
-/// Posts one probe event to `node`; fine when it is answered `accepted`.
-async fn post_probe(http: &reqwest::Client, node: &Engine, id: &str, unit: Option<usize>) -> Result<(), String> {
+/// Posts one probe event to `node` with `key`; fine when it is answered `accepted`.
+async fn post_probe(http: &reqwest::Client, node: &Engine, key: &str, id: &str, unit: Option<usize>) -> Result<(), String> {
     let response = http
         .post(format!("{}/v1/events", node.url))
-        .bearer_auth(ADMIN_KEY)
+        .bearer_auth(key)
         .header("content-type", "application/json")
         .body(generator::probe_event(id, unit))
         .timeout(PROBE_TIMEOUT)

@@ -3,7 +3,8 @@
 //! node of several on a PostgreSQL database), and the API calls that
 //! route `order.*` events through the `paid-orders` script to the sink
 //! (or, for the failure runs, one configuration per organization unit, each
-//! to its own path of the sink).
+//! to its own path of the sink; for the chaos runs, tenants of their own,
+//! each with its own key, scripts and configurations).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -25,13 +26,21 @@ const LOAD_SECRET_KEY: &str = "bG9hZC1iZW5jaG1hcmstc2VjcmV0LWtleS0zMmJ5dGU=";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The script every event goes through, built by `scripts/build.sh`.
-pub fn script_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/scripts/paid-orders.wasm")
+pub const SCRIPT: &str = "paid-orders";
+
+/// Where `scripts/build.sh` puts the script `name`.
+pub fn script_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../target/scripts/{name}.wasm"))
 }
 
-/// The script's bytes, or why they cannot be read.
+/// The bytes of [`SCRIPT`], or why they cannot be read.
 pub fn read_script() -> Result<Vec<u8>, String> {
-    let path = script_path();
+    read_named_script(SCRIPT)
+}
+
+/// The bytes of the script `name`, or why they cannot be read.
+pub fn read_named_script(name: &str) -> Result<Vec<u8>, String> {
+    let path = script_path(name);
     std::fs::read(&path).map_err(|e| format!("{}: {e}; run ./scripts/build.sh first", path.display()))
 }
 
@@ -186,28 +195,70 @@ impl Engine {
 
     /// Uploads the `paid-orders` script; its id.
     async fn upload(&self, http: &reqwest::Client, script: Vec<u8>) -> Result<String, String> {
+        self.upload_as(http, ADMIN_KEY, SCRIPT, script).await
+    }
+
+    /// Uploads `script` as `name` with `key` (into that key's tenant); its id.
+    pub async fn upload_as(&self, http: &reqwest::Client, key: &str, name: &str, script: Vec<u8>) -> Result<String, String> {
         let uploaded = self
-            .call(http, "/v1/scripts?name=paid-orders", "application/wasm", script, 201)
+            .call_as(http, key, &format!("/v1/scripts?name={name}"), "application/wasm", script, 201)
             .await?;
         id_of(&uploaded, "script")
     }
 
     /// Creates the configuration `config` and enables it.
     async fn configure(&self, http: &reqwest::Client, config: Value) -> Result<(), String> {
-        let created = self
-            .call(http, "/v1/configurations", "application/json", config.to_string().into_bytes(), 201)
-            .await?;
-        let config_id = id_of(&created, "configuration")?;
-        self.call(http, &format!("/v1/configurations/{config_id}/enable"), "application/json", b"{}".to_vec(), 200)
-            .await?;
-        Ok(())
+        self.configure_as(http, ADMIN_KEY, config).await.map(drop)
     }
 
-    /// POSTs `body` to `path` as the operator and expects `status`.
-    async fn call(&self, http: &reqwest::Client, path: &str, content_type: &str, body: Vec<u8>, status: u16) -> Result<Value, String> {
+    /// Creates the configuration `config` with `key` (in that key's
+    /// tenant) and enables it; its id.
+    pub async fn configure_as(&self, http: &reqwest::Client, key: &str, config: Value) -> Result<String, String> {
+        let created = self
+            .call_as(http, key, "/v1/configurations", "application/json", config.to_string().into_bytes(), 201)
+            .await?;
+        let config_id = id_of(&created, "configuration")?;
+        let enable = format!("/v1/configurations/{config_id}/enable");
+        self.call_as(http, key, &enable, "application/json", b"{}".to_vec(), 200).await?;
+        Ok(config_id)
+    }
+
+    /// Creates a tenant named `name` (as the operator) and an admin key of
+    /// its own; the key's secret.
+    pub async fn create_tenant(&self, http: &reqwest::Client, name: &str) -> Result<String, String> {
+        let body = json!({"name": name}).to_string().into_bytes();
+        let tenant = self.call_as(http, ADMIN_KEY, "/v1/tenants", "application/json", body, 201).await?;
+        let path = format!("/v1/tenants/{}/keys", id_of(&tenant, "tenant")?);
+        let body = json!({"name": "load", "scopes": ["admin"]}).to_string().into_bytes();
+        let key = self.call_as(http, ADMIN_KEY, &path, "application/json", body, 201).await?;
+        key["secret"].as_str().map(str::to_owned).ok_or_else(|| format!("the key answer has no secret: {key}"))
+    }
+
+    /// GETs `path` (with its query) with `key`; the answer, which must be 200.
+    pub async fn get_as(&self, http: &reqwest::Client, key: &str, path: &str) -> Result<Value, String> {
+        let response =
+            http.get(format!("{}{path}", self.url)).bearer_auth(key).send().await.map_err(|e| format!("GET {path}: {e}"))?;
+        let got = response.status().as_u16();
+        let text = response.text().await.map_err(|e| format!("GET {path}: reading the answer: {e}"))?;
+        if got != 200 {
+            return Err(format!("GET {path}: expected 200, got {got}: {text}"));
+        }
+        serde_json::from_str(&text).map_err(|e| format!("GET {path}: the answer is not JSON: {e}"))
+    }
+
+    /// POSTs `body` to `path` with `key` and expects `status`.
+    async fn call_as(
+        &self,
+        http: &reqwest::Client,
+        key: &str,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        status: u16,
+    ) -> Result<Value, String> {
         let response = http
             .post(format!("{}{path}", self.url))
-            .bearer_auth(ADMIN_KEY)
+            .bearer_auth(key)
             .header("content-type", content_type)
             .body(body)
             .send()

@@ -8,7 +8,10 @@
 //! The sink reads the id from `webhook-id` and latency needs no lookup.
 //!
 //! Events all go to one organization unit, or, for the failure runs, are
-//! spread evenly over `load/t0`, `load/t1`, …; the id then says which.
+//! spread evenly over `load/t0`, `load/t1`, …; the id then says which. For
+//! the chaos runs, each request is one tenant's, in turn, with its own key;
+//! its events go to the tenant's unit (`load/t3` for tenant 3), and the id
+//! says which in the same way.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -39,12 +42,18 @@ pub enum Target {
     /// The engines' ingest endpoints, one per node, taken in turn: success
     /// is 202 with per-event results.
     Engine { urls: Vec<String>, key: String },
+    /// The engines' ingest endpoints, as for [`Target::Engine`], posted to
+    /// by several tenants: request slot `s` (see [`Pace`]) is tenant
+    /// `s % keys.len()`'s, made with its key `keys[tenant]`, and all its
+    /// events go to organization unit [`unit_name`]`(tenant)`.
+    Tenants { urls: Vec<String>, keys: Vec<String> },
 }
 
 /// How fast to post.
 #[derive(Debug, Clone, Copy)]
 pub enum Pace {
     /// Each poster sends its next request as soon as the last is answered.
+    /// Poster `i`'s `k`-th request is request slot `i + k × concurrency`.
     Max,
     /// Requests are due at evenly spaced moments making this many events
     /// per second, taken in turn by the posters.
@@ -74,7 +83,7 @@ pub struct Failures {
 }
 
 impl Failures {
-    fn add(&mut self, reason: String) {
+    pub fn add(&mut self, reason: String) {
         self.count += 1;
         if self.samples.len() < FAILURE_SAMPLES && !self.samples.contains(&reason) {
             self.samples.push(reason);
@@ -149,10 +158,15 @@ pub async fn run(http: &reqwest::Client, clock: Clock, plan: Plan) -> Result<Pos
     if plan.units == Some(0) {
         return Err("cannot spread events over 0 organization units".to_owned());
     }
-    if let Target::Engine { urls, .. } = &plan.target
+    if let Target::Engine { urls, .. } | Target::Tenants { urls, .. } = &plan.target
         && urls.is_empty()
     {
         return Err("no engine to post to".to_owned());
+    }
+    if let Target::Tenants { keys, .. } = &plan.target
+        && (keys.is_empty() || plan.units.is_some())
+    {
+        return Err("tenants' requests need a key each and their own units".to_owned());
     }
     let started = clock.now();
     let phase = Arc::new(Phase { http: http.clone(), clock, started, events: Events::new(), plan });
@@ -196,16 +210,16 @@ impl Phase {
         let plan = &self.plan;
         let batch = match plan.target {
             Target::Raw { .. } => 1,
-            Target::Engine { .. } => plan.batch,
+            Target::Engine { .. } | Target::Tenants { .. } => plan.batch,
         };
         let end = self.started + plan.duration;
         let mut tally = Tally::default();
         for round in 0.. {
+            let slot = index + round * plan.concurrency;
             let issued = match plan.pace {
                 Pace::Max => self.clock.now(),
                 Pace::EventsPerSecond(rate) => {
-                    let slot = (index + round * plan.concurrency) as f64;
-                    let due = self.started + Duration::from_secs_f64(slot * batch as f64 / rate);
+                    let due = self.started + Duration::from_secs_f64(slot as f64 * batch as f64 / rate);
                     if due < end {
                         tokio::time::sleep_until(self.clock.instant(due).into()).await;
                     }
@@ -215,15 +229,22 @@ impl Phase {
             if issued >= end {
                 break;
             }
+            let tenant = match &plan.target {
+                Target::Tenants { keys, .. } => Some(slot % keys.len()),
+                Target::Raw { .. } | Target::Engine { .. } => None,
+            };
             let events: Vec<(String, Unit)> = (0..batch)
                 .map(|n| {
                     let sequence = round * batch + n;
                     let micros = issued.as_micros();
-                    match plan.units {
-                        None => (format!("{}-{index}-{sequence}-{micros}", plan.label), Cow::Borrowed(DEFAULT_UNIT)),
+                    match (tenant, plan.units) {
+                        (Some(tenant), _) => {
+                            (format!("{}-t{tenant}-{index}-{sequence}-{micros}", plan.label), Cow::Owned(unit_name(tenant)))
+                        }
+                        (None, None) => (format!("{}-{index}-{sequence}-{micros}", plan.label), Cow::Borrowed(DEFAULT_UNIT)),
                         // Poster `index` starts at unit `index`, so the units
                         // are evenly covered at every moment, not just overall.
-                        Some(units) => {
+                        (None, Some(units)) => {
                             let unit = (index + sequence) % units;
                             (format!("{}-t{unit}-{index}-{sequence}-{micros}", plan.label), Cow::Owned(unit_name(unit)))
                         }
@@ -236,6 +257,11 @@ impl Phase {
                 // own, so every node gets an even share at every moment.
                 Target::Engine { urls, key } => {
                     let url = &urls[(index + round) % urls.len()];
+                    self.post_events(url, key, &events, &mut tally).await
+                }
+                Target::Tenants { urls, keys } => {
+                    let url = &urls[(index + round) % urls.len()];
+                    let key = &keys[slot % keys.len()];
                     self.post_events(url, key, &events, &mut tally).await
                 }
             }

@@ -8,11 +8,13 @@ use crate::database::{self, Server};
 pub const USAGE: &str = "\
 usage: sluice-load [--duration SECS] [--raw-duration SECS] [--concurrency N]
                    [--batch N] [--raw-only] [--skip-half] [--failures]
+                   [--chaos [--rate EV/S]]
                    [--database-url URL | --postgres] [--nodes N[,N...]]
                    [--compare]
 
-  --duration SECS      length of each engine phase (max rate, half rate, or
-                       the clean and failing runs of --failures); default 10
+  --duration SECS      length of each engine phase (max rate, half rate, the
+                       clean and failing runs of --failures, or the
+                       calibration, clean and chaos runs of --chaos); default 10
   --raw-duration SECS  length of the raw baseline phase; default 5
   --concurrency N      concurrent posters; default 64
   --batch N            events per ingest request (the raw baseline always
@@ -22,6 +24,14 @@ usage: sluice-load [--duration SECS] [--raw-duration SECS] [--concurrency N]
   --failures           instead of the usual phases, compare two engine runs
                        over 10 configurations: a clean one, and one where
                        one receiver in ten answers 500 (see tests/LOAD.md)
+  --chaos              instead of the usual phases, compare two engine runs
+                       with 10 tenants at one offered rate: a clean one, and
+                       one where the tenth runs a script that never ends,
+                       has a receiver that answers after 4 s and posts bad
+                       input; the other nine are measured (see tests/LOAD.md)
+  --rate EV/S          --chaos: the events per second offered, spread evenly
+                       over the 10 tenants; default: half the delivery rate
+                       of a calibration run as fast as the engine answers
   --database-url URL   run the engine on PostgreSQL instead of SQLite: URL
                        names a server (e.g. postgres://postgres@127.0.0.1:5432/postgres);
                        each run gets a fresh database on it, dropped afterwards
@@ -45,6 +55,11 @@ pub struct Options {
     pub skip_half: bool,
     /// The failure comparison (clean run, failing run) instead of raw, max and half.
     pub failures: bool,
+    /// The chaos comparison (clean run, chaos run over ten tenants) instead
+    /// of raw, max and half.
+    pub chaos: bool,
+    /// `--chaos`: events per second offered; `None`: calibrated.
+    pub rate: Option<f64>,
     /// The PostgreSQL server to run the engine on; `None`: SQLite.
     pub database: Option<Server>,
     /// Engine nodes per run, one run per count (more than one count only
@@ -69,6 +84,8 @@ impl Default for Options {
             raw_only: false,
             skip_half: false,
             failures: false,
+            chaos: false,
+            rate: None,
             database: None,
             nodes: vec![1],
         }
@@ -96,6 +113,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             "--raw-only" => options.raw_only = true,
             "--skip-half" => options.skip_half = true,
             "--failures" => options.failures = true,
+            "--chaos" => options.chaos = true,
+            "--rate" => options.rate = Some(rate(&flag, args.next())?),
             "--database-url" => database_url = Some(text(&flag, args.next(), "a postgres:// URL")?),
             "--postgres" => postgres = true,
             "--nodes" => nodes = Some(counts(&flag, args.next())?),
@@ -106,6 +125,12 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
     }
     if options.failures && (options.raw_only || options.skip_half) {
         return Err("--failures runs neither the raw nor the half-rate phase; leave out --raw-only and --skip-half".to_owned());
+    }
+    if options.chaos && (options.raw_only || options.skip_half || options.failures) {
+        return Err("--chaos runs neither the raw nor the half-rate phase, nor --failures; leave those out".to_owned());
+    }
+    if options.rate.is_some() && !options.chaos {
+        return Err("--rate sets the offered load of --chaos; add --chaos or leave it out".to_owned());
     }
     let url = match (database_url, postgres) {
         (Some(_), true) => return Err("--postgres names the default server; leave it out with --database-url".to_owned()),
@@ -129,6 +154,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
     if options.failures && options.compares_nodes() {
         return Err("--failures runs one node count; give --nodes a single number and leave out --compare".to_owned());
     }
+    if options.chaos && options.compares_nodes() {
+        return Err("--chaos runs one node count; give --nodes a single number and leave out --compare".to_owned());
+    }
     Ok(Command::Run(options))
 }
 
@@ -150,6 +178,15 @@ fn seconds(flag: &str, value: Option<String>) -> Result<Duration, String> {
         .filter(|s| s.is_finite() && *s > 0.0)
         .map(Duration::from_secs_f64)
         .ok_or_else(|| format!("{flag}: {value:?} is not a positive number of seconds"))
+}
+
+fn rate(flag: &str, value: Option<String>) -> Result<f64, String> {
+    let value = value.ok_or_else(|| format!("{flag} needs a number of events per second"))?;
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .ok_or_else(|| format!("{flag}: {value:?} is not a positive number of events per second"))
 }
 
 fn count(flag: &str, value: Option<String>) -> Result<usize, String> {

@@ -1,5 +1,6 @@
 //! What the phases measured, and the summary printed at the end.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::cpu::Usage;
@@ -13,6 +14,11 @@ const TARGET_P99_AT_HALF: Duration = Duration::from_millis(50);
 /// With one receiver in ten failing, the healthy receivers' delivery rate
 /// as a share of the clean run's.
 const TARGET_HEALTHY_SHARE: f64 = 80.0;
+/// With one tenant in ten hostile, the nine others' delivery rate as a
+/// share of the clean run's…
+const TARGET_CHAOS_SHARE: f64 = 90.0;
+/// …and their p99 latency as a multiple of the clean run's, at most.
+const TARGET_CHAOS_P99_FACTOR: f64 = 2.0;
 
 /// CPU taken by other processes from which the figures are flagged as disturbed.
 const DISTURBING_CORES: f64 = 0.2;
@@ -178,6 +184,108 @@ impl FailingReceiver {
     }
 }
 
+/// `--chaos`: the calibration, and the clean and chaos runs at one rate.
+#[derive(Debug, Default)]
+pub struct ChaosRuns {
+    /// Ten clean tenants posting as fast as the engine answers; absent
+    /// when `--rate` was given.
+    pub calibration: Option<EngineRun>,
+    /// Events per second offered in both runs, over all ten tenants.
+    pub rate: Option<f64>,
+    pub clean: Option<TenantsRun>,
+    pub chaos: Option<TenantsRun>,
+}
+
+/// One run of the chaos comparison: ten tenants posting at one rate, each
+/// to its own configurations and sink paths.
+#[derive(Debug)]
+pub struct TenantsRun {
+    /// Every accepted event (of all ten tenants), and how the events of
+    /// the nine well-behaved tenants reached the sink: its delivery rate
+    /// and latency are the nine's.
+    pub run: EngineRun,
+    /// Accepted events that should have reached the sink and did not: all
+    /// in the clean run, the nine's in the chaos run.
+    pub missing: Vec<String>,
+    /// The tenth tenant, in the chaos run.
+    pub bad: Option<BadTenant>,
+}
+
+/// What became of the hostile tenant's events and bad input, in the chaos run.
+#[derive(Debug)]
+pub struct BadTenant {
+    pub name: String,
+    /// Its events the engine accepted: the generator's, and the bad
+    /// inputs it accepted.
+    pub accepted: usize,
+    /// Of those, the `order.paid` ones: those its slow configuration takes.
+    pub accepted_paid: usize,
+    /// Its `hostile-loop` configuration's deliveries, by what the API
+    /// says of them (see [`delivery_kind`]).
+    pub hostile: BTreeMap<String, usize>,
+    /// Its slow receiver's configuration's deliveries, the same way.
+    pub slow: BTreeMap<String, usize>,
+    /// Events the slow receiver answered by the time the nine's had all arrived.
+    pub slow_received: usize,
+    /// Why its deliveries could not be read, when they could not.
+    pub unread: Option<String>,
+    pub inputs: BadInputs,
+}
+
+impl BadTenant {
+    /// Decided `out_of_fuel` by its script.
+    pub fn out_of_fuel(&self) -> usize {
+        self.hostile.get("script_error, out_of_fuel").copied().unwrap_or(0)
+    }
+
+    /// Pending without a decision (the script paused), and accepted events
+    /// with no delivery for the script's configuration yet.
+    pub fn undecided(&self) -> (usize, usize) {
+        let pending = self.hostile.get("pending, undecided").copied().unwrap_or(0);
+        let rows: usize = self.hostile.values().sum();
+        (pending, self.accepted.saturating_sub(rows))
+    }
+}
+
+/// How the report counts a delivery the API lists: its status, with the
+/// error kind of a script error, and `undecided` for a pending one whose
+/// script has not decided yet.
+pub fn delivery_kind(status: &str, error_kind: Option<&str>, undecided: bool) -> String {
+    match (status, error_kind) {
+        ("pending", _) if undecided => "pending, undecided".to_owned(),
+        ("script_error", Some(kind)) => format!("script_error, {kind}"),
+        (status, _) => status.to_owned(),
+    }
+}
+
+/// The bad input the hostile tenant posted alongside its events.
+#[derive(Debug, Default)]
+pub struct BadInputs {
+    /// Per kind, in the order posted: how many answers of each status.
+    pub answers: Vec<(&'static str, BTreeMap<u16, u64>)>,
+    /// Requests that got no answer.
+    pub failures: generator::Failures,
+    /// Answers no bad input may get (5xx, or anything but a 4xx or 202):
+    /// how many, and a few, described.
+    pub unexpected_count: u64,
+    pub unexpected: Vec<String>,
+    /// Ids of the inputs accepted.
+    pub accepted: Vec<String>,
+    /// How many of those are `order.paid` events.
+    pub accepted_paid: usize,
+    /// Per kind that should have been refused with a 4xx, how many were
+    /// accepted instead.
+    pub not_refused: BTreeMap<&'static str, u64>,
+    /// How many accepted inputs reached the sink (through `hostile-loop`).
+    pub accepted_delivered: usize,
+}
+
+impl BadInputs {
+    pub fn requests(&self) -> u64 {
+        self.answers.iter().flat_map(|(_, statuses)| statuses.values()).sum::<u64>() + self.failures.count
+    }
+}
+
 pub fn per_second(count: usize, window: Duration) -> f64 {
     if window.is_zero() { 0.0 } else { count as f64 / window.as_secs_f64() }
 }
@@ -193,8 +301,11 @@ pub struct Summary {
     /// `--failures`: every receiver answering 200, then one in ten answering 500.
     pub clean: Option<SpreadRun>,
     pub failing: Option<SpreadRun>,
-    /// `--failures`: how many configurations the events are spread over.
+    /// `--failures`: how many configurations the events are spread over;
+    /// `--chaos`: how many tenants.
     pub units: usize,
+    /// `--chaos`: the runs.
+    pub chaos: ChaosRuns,
     /// Warnings and errors the engine logged: each distinct message with
     /// its count, in order of first occurrence.
     pub engine_log: Vec<(usize, String)>,
@@ -211,6 +322,7 @@ impl Summary {
             clean: None,
             failing: None,
             units: 0,
+            chaos: ChaosRuns::default(),
             engine_log: Vec::new(),
             problems: Vec::new(),
         }
@@ -219,6 +331,8 @@ impl Summary {
     pub fn print(&self) {
         if self.options.failures {
             self.print_failures();
+        } else if self.options.chaos {
+            self.print_chaos();
         } else if self.options.compares_nodes() {
             self.print_table();
         } else {
@@ -404,6 +518,83 @@ impl Summary {
         }
     }
 
+    /// The clean and chaos runs side by side, the hostile tenant's figures,
+    /// and the targets.
+    fn print_chaos(&self) {
+        let o = &self.options;
+        let runs = &self.chaos;
+        println!();
+        let offered = runs.rate.map_or_else(String::new, |rate| {
+            let per_tenant = rate / self.units.max(1) as f64;
+            format!(", {} ev/s offered ({} per tenant)", thousands(rate), thousands(per_tenant))
+        });
+        println!(
+            "sluice-load: chaos runs; {}{} posters, {EVENT_BYTES}-byte events, {} event(s) per ingest request, \
+             {} tenants{offered}, runs {} each",
+            self.store(),
+            o.concurrency,
+            o.batch,
+            self.units,
+            secs(o.duration)
+        );
+        if let Some(calibration) = &runs.calibration {
+            println!(
+                "{:<24}: {} ev/s delivered posting as fast as the engine answers; half of it offered",
+                "calibration",
+                thousands(calibration.delivery_rate())
+            );
+        }
+        let nine = self.units.saturating_sub(1);
+        for (name, run) in [("clean", &runs.clean), ("chaos", &runs.chaos)] {
+            let Some(TenantsRun { run, bad, .. }) = run else { continue };
+            println!(
+                "{:<24}: {} ev/s  ({} events accepted in {})",
+                format!("{name} ingest"),
+                thousands(run.ingest_rate()),
+                thousands(run.posted.accepted.len() as f64),
+                secs(run.posted.window())
+            );
+            println!(
+                "{:<24}: {} ev/s  ({} events of the {nine} well-behaved tenants)",
+                format!("{name} delivery, {nine}"),
+                thousands(run.delivery_rate()),
+                thousands(run.delivered.received as f64)
+            );
+            println!("{:<24}: {}", format!("{name} latency, {nine}"), latency(run.delivered.latency));
+            if let Some(bad) = bad {
+                print_bad_tenant(bad);
+            }
+        }
+        let both = runs.clean.as_ref().zip(runs.chaos.as_ref()).map(|(clean, chaos)| (&clean.run, &chaos.run));
+        let rate_ratio = both.and_then(|(clean, chaos)| {
+            let clean = clean.delivery_rate();
+            (clean > 0.0).then(|| 100.0 * chaos.delivery_rate() / clean)
+        });
+        let p99_ratio = both.and_then(|(clean, chaos)| {
+            let (clean, chaos) = (clean.delivered.latency?.p99, chaos.delivered.latency?.p99);
+            (!clean.is_zero()).then(|| chaos.as_secs_f64() / clean.as_secs_f64())
+        });
+        if let Some(ratio) = rate_ratio {
+            println!("{:<24}: {ratio:.1} %  (chaos run's delivery rate of the {nine} / clean run's)", "rate ratio");
+        }
+        if let Some(ratio) = p99_ratio {
+            println!("{:<24}: {ratio:.2} ×  (chaos run's p99 of the {nine} / clean run's)", "p99 ratio");
+        }
+        if let Some(line) = cpu_line(&self.phase_cpu()) {
+            println!("{:<24}: {line}", "CPU, cores busy");
+        }
+        if let Some(ratio) = rate_ratio {
+            let met = ratio >= TARGET_CHAOS_SHARE;
+            let by = if met { String::new() } else { format!(" (short by {:.1} points)", TARGET_CHAOS_SHARE - ratio) };
+            println!("{:<24}: {}{by}", format!("target rate ≥ {TARGET_CHAOS_SHARE:.0} %"), verdict(met));
+        }
+        if let Some(ratio) = p99_ratio {
+            let met = ratio <= TARGET_CHAOS_P99_FACTOR;
+            let by = if met { String::new() } else { format!(" ({ratio:.2} × the clean p99)") };
+            println!("{:<24}: {}{by}", format!("target p99 ≤ {TARGET_CHAOS_P99_FACTOR:.0} × clean"), verdict(met));
+        }
+    }
+
     /// The disturbance note, what the engine logged and the problems.
     fn print_notes(&self) {
         if let Some(cores) = self.disturbance() {
@@ -444,7 +635,67 @@ impl Summary {
         }
         phases.push(("clean".to_owned(), self.clean.as_ref().map(|run| run.run.cpu)));
         phases.push(("failing".to_owned(), self.failing.as_ref().map(|run| run.run.cpu)));
+        let chaos = &self.chaos;
+        phases.push(("calibration".to_owned(), chaos.calibration.as_ref().map(|run| run.cpu)));
+        phases.push(("clean".to_owned(), chaos.clean.as_ref().map(|run| run.run.cpu)));
+        phases.push(("chaos".to_owned(), chaos.chaos.as_ref().map(|run| run.run.cpu)));
         phases
+    }
+}
+
+/// The hostile tenant's lines of the chaos run.
+fn print_bad_tenant(bad: &BadTenant) {
+    let (pending, unrouted) = bad.undecided();
+    println!(
+        "{:<24}: {} events accepted; hostile-loop: {} out_of_fuel, {} left undecided \
+         ({} pending undecided, {} with no delivery yet)",
+        format!("bad tenant {}", bad.name),
+        thousands(bad.accepted as f64),
+        thousands(bad.out_of_fuel() as f64),
+        thousands((pending + unrouted) as f64),
+        thousands(pending as f64),
+        thousands(unrouted as f64)
+    );
+    println!(
+        "{:<24}: {} of {} delivered slowly ({} answered by the sink when the nine's were in)",
+        "bad tenant, slow",
+        thousands(bad.slow.get("succeeded").copied().unwrap_or(0) as f64),
+        thousands(bad.accepted_paid as f64),
+        thousands(bad.slow_received as f64)
+    );
+    let listed = |deliveries: &BTreeMap<String, usize>| {
+        let parts: Vec<String> = deliveries.iter().map(|(kind, count)| format!("{kind} {}", thousands(*count as f64))).collect();
+        if parts.is_empty() { "none".to_owned() } else { parts.join("; ") }
+    };
+    match &bad.unread {
+        Some(why) => println!("{:<24}: cannot be read: {why}", "bad tenant, deliveries"),
+        None => {
+            println!("{:<24}: {}", "  hostile, by status", listed(&bad.hostile));
+            println!("{:<24}: {}", "  slow, by status", listed(&bad.slow));
+        }
+    }
+    let inputs = &bad.inputs;
+    let kinds: Vec<String> = inputs
+        .answers
+        .iter()
+        .map(|(kind, statuses)| {
+            let answers: Vec<String> = statuses.iter().map(|(status, count)| format!("{status} ×{count}")).collect();
+            format!("{kind}: {}", answers.join(", "))
+        })
+        .collect();
+    println!("{:<24}: {} requests; {}", "bad inputs", thousands(inputs.requests() as f64), kinds.join("; "));
+    if !inputs.accepted.is_empty() {
+        println!(
+            "{:<24}: {} ({} order.paid), {} of them delivered through hostile-loop",
+            "  bad inputs accepted",
+            thousands(inputs.accepted.len() as f64),
+            thousands(inputs.accepted_paid as f64),
+            thousands(inputs.accepted_delivered as f64)
+        );
+    }
+    if !inputs.not_refused.is_empty() {
+        let kinds: Vec<String> = inputs.not_refused.iter().map(|(kind, count)| format!("{kind} ×{count}")).collect();
+        println!("{:<24}: {}  (a 4xx expected)", "  NOT refused", kinds.join(", "));
     }
 }
 

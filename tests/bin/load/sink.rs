@@ -3,6 +3,8 @@
 //! and, for requests carrying a `webhook-id` header (sluice's deliveries),
 //! records when the first copy of each event arrived. Paths can be made to
 //! fail: those answer `500` instead, and the sink records each attempt.
+//! Paths can be made slow: those answer `200 [ACK]` only after a delay, and
+//! the sink counts the events they received apart from the others.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -25,6 +27,9 @@ pub struct Arrivals {
     pub failed_attempts: Vec<Duration>,
     /// The distinct event ids among [`Arrivals::failed_attempts`].
     pub failed_events: HashSet<String>,
+    /// The distinct event ids received by a slow path (answered after its
+    /// delay); not in [`Arrivals::first`].
+    pub slow_events: HashSet<String>,
 }
 
 struct Shared {
@@ -32,6 +37,8 @@ struct Shared {
     arrivals: Mutex<Arrivals>,
     /// Paths answered `500`.
     failing: RwLock<HashSet<String>>,
+    /// Paths answered `200 [ACK]` after a delay.
+    slow: RwLock<HashMap<String, Duration>>,
 }
 
 impl Shared {
@@ -50,7 +57,7 @@ pub struct Sink {
 
 impl Sink {
     pub async fn start(clock: Clock) -> Result<Sink, String> {
-        let shared = Arc::new(Shared { clock, arrivals: Mutex::default(), failing: RwLock::default() });
+        let shared = Arc::new(Shared { clock, arrivals: Mutex::default(), failing: RwLock::default(), slow: RwLock::default() });
         let state = shared.clone();
         let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, _body: Bytes| {
             // The body is read in full before the arrival is stamped.
@@ -68,6 +75,14 @@ impl Sink {
                         arrivals.failed_events.insert(id.to_owned());
                     }
                     return (StatusCode::INTERNAL_SERVER_ERROR, "failing on purpose");
+                }
+                let delay = state.slow.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(uri.path()).copied();
+                if let Some(delay) = delay {
+                    tokio::time::sleep(delay).await;
+                    if let Some(id) = id {
+                        state.arrivals().slow_events.insert(id.to_owned());
+                    }
+                    return (StatusCode::OK, "[ACK]");
                 }
                 if let Some(id) = id {
                     let at = state.clock.now();
@@ -97,6 +112,12 @@ impl Sink {
     /// `500`; every other path answers `200 [ACK]`.
     pub fn fail_paths(&self, paths: impl IntoIterator<Item = String>) {
         *self.shared.failing.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = paths.into_iter().collect();
+    }
+
+    /// Makes requests to exactly these paths answer `200 [ACK]` only after
+    /// their delay; every other path answers at once (or `500`, if failing).
+    pub fn slow_paths(&self, paths: impl IntoIterator<Item = (String, Duration)>) {
+        *self.shared.slow.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = paths.into_iter().collect();
     }
 
     /// How many distinct events arrived since the last [`Sink::drain`].
