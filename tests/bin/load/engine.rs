@@ -76,11 +76,12 @@ impl Engine {
         // Flags, not the variables: an engine that does not know them
         // refuses to start instead of quietly running on SQLite. The
         // variables from the caller's environment must not pick the store.
-        command.env_remove("SLUICE_DATABASE_URL").env_remove("SLUICE_NODE_ID").env_remove("SLUICE_SECRET_KEY");
+        command.env_remove("SLUICE_DATABASE_URL").env_remove("SLUICE_NODE_ID");
+        // Nodes sharing PostgreSQL share the key that seals secrets at rest;
+        // on SQLite it spares each run the warning about a generated key.
+        command.env("SLUICE_SECRET_KEY", LOAD_SECRET_KEY);
         if let Some(node) = node {
             command.arg("--database-url").arg(&node.database_url).arg("--node-id").arg(&node.id);
-            // Nodes sharing PostgreSQL share the key that seals secrets at rest.
-            command.env("SLUICE_SECRET_KEY", LOAD_SECRET_KEY);
         }
         let mut child = command
             // No stray ./sluice.toml from wherever the tool was started.
