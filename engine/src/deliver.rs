@@ -659,29 +659,7 @@ pub struct Request {
 /// The body receivers get when the script does not replace it: the event
 /// in the shape it was posted.
 pub fn default_body(event: &Event) -> Vec<u8> {
-    #[derive(serde::Serialize)]
-    struct Envelope<'a> {
-        id: &'a str,
-        #[serde(rename = "type")]
-        event_type: &'a str,
-        organization_unit: &'a str,
-        occurred_at: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        source: Option<&'a crate::event::Source>,
-        #[serde(skip_serializing_if = "<[_]>::is_empty")]
-        related: &'a [crate::event::EventId],
-        payload: &'a serde_json::value::RawValue,
-    }
-    serde_json::to_vec(&Envelope {
-        id: event.id.as_str(),
-        event_type: event.event_type.as_str(),
-        organization_unit: event.organization_unit.as_str(),
-        occurred_at: event.occurred_at_rfc3339(),
-        source: event.source.as_ref(),
-        related: &event.related,
-        payload: &event.payload,
-    })
-    .unwrap_or_default()
+    serde_json::to_vec(&event.envelope()).unwrap_or_default()
 }
 
 /// Builds the request for one attempt. Everything here was validated when

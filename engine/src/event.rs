@@ -286,7 +286,37 @@ fn nesting_depth(json: &str) -> usize {
     deepest
 }
 
+/// An event in the shape it was posted, payload as posted: the body
+/// receivers get when no script replaces it, and what the API shows.
+#[derive(Debug, serde::Serialize)]
+pub struct Envelope<'a> {
+    pub id: &'a str,
+    #[serde(rename = "type")]
+    pub event_type: &'a str,
+    pub organization_unit: &'a str,
+    pub occurred_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<&'a Source>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub related: &'a [EventId],
+    /// As posted: a `Value` would respell numbers and reorder keys.
+    pub payload: &'a RawValue,
+}
+
 impl Event {
+    /// The event in the shape it was posted.
+    pub fn envelope(&self) -> Envelope<'_> {
+        Envelope {
+            id: self.id.as_str(),
+            event_type: self.event_type.as_str(),
+            organization_unit: self.organization_unit.as_str(),
+            occurred_at: self.occurred_at_rfc3339(),
+            source: self.source.as_ref(),
+            related: &self.related,
+            payload: &self.payload,
+        }
+    }
+
     /// `occurred_at` in the canonical form scripts and receivers see:
     /// RFC 3339, UTC, `Z` suffix.
     pub fn occurred_at_rfc3339(&self) -> String {

@@ -459,16 +459,8 @@ pub async fn ingest(State(app): AppState, auth: Auth, body: Result<Bytes, BytesR
 /// (a `Value` would respell numbers and reorder keys).
 #[derive(serde::Serialize)]
 struct EventView<'a> {
-    id: &'a str,
-    #[serde(rename = "type")]
-    event_type: &'a str,
-    organization_unit: &'a str,
-    occurred_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    source: Option<&'a crate::event::Source>,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    related: &'a [EventId],
-    payload: &'a RawValue,
+    #[serde(flatten)]
+    event: crate::event::Envelope<'a>,
     received_at: String,
     routed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -477,13 +469,7 @@ struct EventView<'a> {
 
 fn event_view(e: &EventRecord) -> EventView<'_> {
     EventView {
-        id: e.event.id.as_str(),
-        event_type: e.event.event_type.as_str(),
-        organization_unit: e.event.organization_unit.as_str(),
-        occurred_at: e.event.occurred_at_rfc3339(),
-        source: e.event.source.as_ref(),
-        related: &e.event.related,
-        payload: &e.event.payload,
+        event: e.event.envelope(),
         received_at: crate::store::rfc3339::format(e.received_at),
         routed: e.routed,
         deliveries: None,
