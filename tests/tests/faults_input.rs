@@ -378,3 +378,30 @@ async fn a_deleted_script_leaves_no_compiled_code_behind() {
     b.delete(&format!("/v1/scripts/{script_b}")).await.expect(204);
     assert_eq!(cached(), 0, "the last copy's code is dropped with it");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_uploads_compiles_in_turn_while_others_are_served() {
+    let engine = Engine::start().await;
+    let operator = engine.admin();
+    let (_, key_a) = operator.tenant_with_key("tenant a", ALL).await;
+    let (_, key_b) = operator.tenant_with_key("tenant b", ALL).await;
+    let (a, b) = (engine.api(&key_a), engine.api(&key_b));
+    // A uploads every script it has, several times, all at once: each is
+    // compiled (on a few blocking threads, never on the API's), none lost.
+    let names = ["paid-orders", "redact-pii", "reshape", "store-router", "hostile-loop", "hostile-memory"];
+    let uploads: Vec<_> = (0..3)
+        .flat_map(|_| names)
+        .map(|name| {
+            let a = engine.api(&key_a);
+            tokio::spawn(async move { a.upload_script(name).await })
+        })
+        .collect();
+    let rx = tenant_b_posts(&b, 20).await;
+    assert_eq!(rx.wait_for(20).await.len(), 20, "B's events all arrive during the burst");
+    let mut ids = Vec::new();
+    for upload in uploads {
+        ids.push(upload.await.expect("the upload task"));
+    }
+    assert_eq!(ids.len(), 18);
+    assert_eq!(a.list_all("/v1/scripts").await.len(), 18, "every upload stored");
+}
