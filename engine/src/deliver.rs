@@ -443,21 +443,25 @@ impl Deliverer {
         config: &Arc<ActiveConfig>,
         job: &mut DeliveryJob,
     ) -> Result<bool, StoreError> {
-        if !config.penalty.try_start() {
-            // Still paused, or another of its decisions is running: a slot later.
-            let wait = config.penalty.defer().unwrap_or(Duration::from_millis(100));
+        // Paused: a slot later. Else its turn in the script's lane; the
+        // script may have exhausted again meanwhile.
+        let paused = config.penalty.defer();
+        let _lane = match paused {
+            None => Some(config.penalty.lane().acquire_owned().await.map_err(|_| StoreError::Closed)?),
+            Some(_) => None,
+        };
+        if let Some(wait) = paused.or_else(|| config.penalty.defer()) {
             let at = store::now_ms() + jittered(wait);
-            self.store
-                .release_delivery(&job.tenant, &job.delivery, at)
-                .await?;
+            self.store.release_delivery(&job.tenant, &job.delivery, at).await?;
             return Ok(false);
         }
         let (sandbox, on, event) = (self.sandbox.clone(), config.clone(), job.event.clone());
-        let decided = tokio::task::spawn_blocking(move || {
-            route::decide(&sandbox, &on, &event, store::now_ms(), Pause::Ignore)
-        })
-        .await;
-        config.penalty.finish();
+        let decided = tokio::task::spawn_blocking(move || route::decide(&sandbox, &on, &event, store::now_ms(), Pause::Ignore)).await;
+        if config.penalty.take_recovered() {
+            // Well again: its other deferred events need not wait for their slots.
+            let hurried = self.store.hurry_undecided(&job.tenant, &config.id, store::now_ms()).await?;
+            tracing::info!(configuration = %config.id, hurried, "a paused script decides again; its deferred events are due now");
+        }
         let mut d =
             decided.map_err(|e| StoreError::Corrupt(format!("a script thread failed: {e}")))?;
         d.id = job.delivery.clone();

@@ -6,18 +6,30 @@
 //! keeps doing so gets at most `1 / (1 + factor)` of a core. While paused,
 //! its events are not decided: each gets a slot of its own later on, one
 //! pause apart, and waits for it in the store as an undecided delivery.
+//! Those decisions run a few at a time (the script's lane); the first that
+//! decides without exhausting says the script is well again, and the rest
+//! need not wait for their slots.
 //!
 //! This module owns that bookkeeping. It must never sleep or block: a pause
 //! parks the script's own events, never a thread that others need. The wait
 //! changes when a decision is made, never what it is.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Semaphore;
+
 /// The pause state of one tenant's script.
-#[derive(Default)]
 pub struct Penalty {
     state: Mutex<State>,
+    /// Deferred decisions running at once.
+    lane: Arc<Semaphore>,
+}
+
+impl Default for Penalty {
+    fn default() -> Self {
+        Self { state: Mutex::default(), lane: Arc::new(Semaphore::new(Self::LANE)) }
+    }
 }
 
 #[derive(Default)]
@@ -28,8 +40,9 @@ struct State {
     period: Duration,
     /// The next free slot for a deferred decision.
     next_slot: Option<Instant>,
-    /// A deferred decision is running (they run one at a time).
-    running: bool,
+    /// A call decided without exhausting while decisions were deferred:
+    /// those may be brought forward.
+    recovered: bool,
 }
 
 impl Penalty {
@@ -38,6 +51,8 @@ impl Penalty {
     /// The furthest ahead a deferred decision is scheduled; past that the
     /// slot is re-taken when it comes due.
     const MAX_DEFER: Duration = Duration::from_secs(300);
+    /// Deferred decisions of one script running at once.
+    const LANE: usize = 2;
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -67,7 +82,9 @@ impl Penalty {
         let now = Instant::now();
         let mut s = self.lock();
         if !exhausted {
-            s.next_slot = None;
+            if s.next_slot.take().is_some() {
+                s.recovered = true;
+            }
             return;
         }
         let pause = (ran * factor).min(Self::MAX_PAUSE);
@@ -75,21 +92,16 @@ impl Penalty {
         s.period = ran + pause;
     }
 
-    /// Takes the right to run one deferred decision now: `false` while
-    /// paused or while another one runs.
-    pub fn try_start(&self) -> bool {
-        let now = Instant::now();
-        let mut s = self.lock();
-        if s.running || s.not_before.is_some_and(|t| t > now) {
-            return false;
-        }
-        s.running = true;
-        true
+    /// The lane deferred decisions wait for, so that a backlog of them
+    /// runs a few at a time and the sender stays with the rest.
+    pub fn lane(&self) -> Arc<Semaphore> {
+        self.lane.clone()
     }
 
-    /// Ends the deferred decision [`Penalty::try_start`] allowed.
-    pub fn finish(&self) {
-        self.lock().running = false;
+    /// Whether the script decided without exhausting while decisions were
+    /// deferred (once: the flag is cleared).
+    pub fn take_recovered(&self) -> bool {
+        std::mem::take(&mut self.lock().recovered)
     }
 }
 
@@ -101,30 +113,26 @@ mod tests {
     fn an_exhausting_call_pauses_and_spreads_deferrals() {
         let p = Penalty::default();
         assert_eq!(p.defer(), None, "not paused: decide now");
-        assert!(p.try_start());
-        p.finish();
         p.record(Duration::from_millis(20), true, 9);
         assert!(p.remaining() > Duration::from_millis(100));
         let first = p.defer().expect("paused");
         let second = p.defer().expect("paused");
-        assert!(
-            second >= first + Duration::from_millis(190),
-            "{first:?} then {second:?}: one period apart"
-        );
-        assert!(!p.try_start(), "paused");
+        assert!(second >= first + Duration::from_millis(190), "{first:?} then {second:?}: one period apart");
     }
 
     #[test]
-    fn a_call_that_decides_clears_the_slot_queue() {
+    fn a_call_that_decides_clears_the_slot_queue_and_says_so_once() {
         let p = Penalty::default();
+        p.record(Duration::from_millis(1), false, 9);
+        assert!(!p.take_recovered(), "nothing was deferred");
         p.record(Duration::from_millis(1), true, 9);
         p.defer();
         p.defer();
         std::thread::sleep(Duration::from_millis(15));
-        assert!(p.try_start());
         p.record(Duration::from_millis(1), false, 9);
-        p.finish();
         assert_eq!(p.defer(), None);
+        assert!(p.take_recovered());
+        assert!(!p.take_recovered(), "once");
     }
 
     #[test]

@@ -313,3 +313,30 @@ async fn deleting_a_configuration_ends_its_open_deliveries() {
         "no retry after the delete"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_well_again_decides_its_deferred_events_at_once() {
+    // A budget ten times the default: a loop runs ten times as long, and
+    // the pause after it is ten times as long too.
+    let engine = Engine::start_with(&[("SLUICE_SCRIPT_FUEL", "200000000")]).await;
+    let (a, b) = two_tenants(&engine).await;
+    let rx_a = Receiver::start().await;
+    let rx_b = Receiver::start().await;
+    let looping = a.upload_script("hostile-loop").await;
+    a.enabled_config(json!({"name": "sometimes loops", "endpoint": rx_a.url, "event_types": ["*"], "script": {"id": looping}})).await;
+    b.enabled_config(json!({"name": "b", "endpoint": rx_b.url, "event_types": ["*"]})).await;
+
+    // One event sends the script into its loop, and pauses it; the 200
+    // after it, which it lets through, are routed during the pause, each
+    // to a slot of its own, a pause apart (a minute and more in all).
+    let mut batch = vec![event_body("a-loop", "order.loop", "emea", json!({}))];
+    batch.extend(events("a-benign", "benign", 200));
+    a.ingest(&batch).await;
+    b.ingest(&events("b", "order.paid", 10)).await;
+    assert_eq!(rx_b.wait_for(10).await.len(), 10);
+    // The first of them to be decided shows the script is well: the rest
+    // come due at once instead of waiting for their slots.
+    assert_eq!(rx_a.wait_for(200).await.len(), 200, "A's benign events arrive");
+    let looped = a.wait_for("/v1/events/a-loop", |e| e["deliveries"][0]["status"] == "script_error").await;
+    assert_eq!(looped["deliveries"][0]["error_kind"], "out_of_fuel");
+}

@@ -906,6 +906,11 @@ impl Store {
         d.encode();
         dispatch!(self.record_decision(tenant, d))
     }
+    /// Makes the undecided deliveries of `config` due at `now`: its script,
+    /// paused when they were routed, decides again. How many.
+    pub async fn hurry_undecided(&self, tenant: &TenantId, config: &ConfigId, now: i64) -> Result<u64> {
+        dispatch!(self.hurry_undecided(tenant, config, now))
+    }
     /// Hands a claimed delivery back unattempted, due again at
     /// `next_attempt_at` (its configuration is disabled, or its endpoint busy).
     pub async fn release_delivery(&self, tenant: &TenantId, id: &DeliveryId, next_attempt_at: i64) -> Result<()> {

@@ -784,6 +784,22 @@ impl PostgresStore {
         Ok(updated == 1)
     }
 
+    pub async fn hurry_undecided(&self, tenant: &TenantId, config: &ConfigId, now: i64) -> Result<u64> {
+        // Through the pending deliveries' index: those due later.
+        let hurried = sqlx::query(
+            "UPDATE deliveries SET next_attempt_at = $1
+             WHERE status = 'pending' AND next_attempt_at > $1 AND undecided
+               AND tenant_id = $2 AND config_id = $3 AND lease_until IS NULL",
+        )
+        .bind(now)
+        .bind(tenant.as_str())
+        .bind(config.as_str())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(hurried)
+    }
+
     pub async fn release_delivery(
         &self,
         tenant: &TenantId,

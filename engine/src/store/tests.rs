@@ -1098,6 +1098,26 @@ async fn undecided(s: Scratch) {
     );
 }
 
+both_backends!(undecided_deliveries_are_brought_forward, hurry);
+async fn hurry(s: Scratch) {
+    let tenant = s.tenant("t").await;
+    let (paused, other) = (s.config(&tenant, "paused").await, s.config(&tenant, "other").await);
+    let later = now_ms() + 600_000;
+    let mut ids = Vec::new();
+    for (i, config) in [&paused, &paused, &other].into_iter().enumerate() {
+        let seq = s.ingest(&tenant, &format!("e{i}")).await;
+        let mut d = delivery(config, DeliveryStatus::Pending);
+        (d.undecided, d.next_attempt_at) = (true, Some(later));
+        ids.push(d.id.clone());
+        s.store.record_routing(vec![Routed { tenant: tenant.clone(), event_seq: seq, deliveries: vec![d] }]).await.unwrap();
+    }
+    let now = now_ms();
+    assert_eq!(s.store.hurry_undecided(&tenant, &paused, now).await.unwrap(), 2);
+    assert_eq!(s.store.get_delivery(&tenant, &ids[0]).await.unwrap().next_attempt_at, Some(now));
+    assert_eq!(s.store.get_delivery(&tenant, &ids[2]).await.unwrap().next_attempt_at, Some(later), "another configuration's wait");
+    assert_eq!(s.store.hurry_undecided(&tenant, &paused, now).await.unwrap(), 0, "nothing later any more");
+}
+
 both_backends!(a_claim_skips_full_tenants_and_configurations, claim_skips);
 async fn claim_skips(s: Scratch) {
     let (a, b) = (s.tenant("a").await, s.tenant("b").await);
