@@ -140,6 +140,9 @@ const CONFIG_SHARE: usize = 8;
 /// all at once).
 const BUSY_RETRY: Duration = Duration::from_secs(1);
 const MAX_BUSY_RETRY: Duration = Duration::from_secs(30);
+/// Deferred decisions brought forward after one that did not exhaust its
+/// budget (see [`crate::penalty`]).
+const HURRY: i64 = 16;
 /// Longest wait for a rate-limit slot while holding the delivery's lease
 /// (far shorter than [`LEASE_MS`]).
 const MAX_SLOT_WAIT: Duration = Duration::from_secs(60);
@@ -457,14 +460,15 @@ impl Deliverer {
         }
         let (sandbox, on, event) = (self.sandbox.clone(), config.clone(), job.event.clone());
         let decided = tokio::task::spawn_blocking(move || route::decide(&sandbox, &on, &event, store::now_ms(), Pause::Ignore)).await;
-        if config.penalty.take_recovered() {
-            // Well again: its other deferred events need not wait for their slots.
-            let hurried = self.store.hurry_undecided(&job.tenant, &config.id, store::now_ms()).await?;
-            tracing::info!(configuration = %config.id, hurried, "a paused script decides again; its deferred events are due now");
-        }
         let mut d =
             decided.map_err(|e| StoreError::Corrupt(format!("a script thread failed: {e}")))?;
         d.id = job.delivery.clone();
+        if !matches!(d.error_kind.as_deref(), Some("out_of_fuel" | "timeout")) {
+            // It decided without exhausting: the next few of its deferred
+            // events need not wait for their slots. A few, so that a script
+            // that only sometimes decides brings back little at a time.
+            self.store.hurry_undecided(&job.tenant, &config.id, store::now_ms(), HURRY).await?;
+        }
         let pending = d.status == DeliveryStatus::Pending;
         let (body, headers) = (d.body.clone(), d.headers.clone());
         if !self.store.record_decision(&job.tenant, d).await? || !pending {

@@ -6,9 +6,9 @@
 //! keeps doing so gets at most `1 / (1 + factor)` of a core. While paused,
 //! its events are not decided: each gets a slot of its own later on, one
 //! pause apart, and waits for it in the store as an undecided delivery.
-//! Those decisions run a few at a time (the script's lane); the first that
-//! decides without exhausting says the script is well again, and the rest
-//! need not wait for their slots.
+//! Those decisions run a few at a time (the script's lane); each that
+//! decides without exhausting brings the next few forward, so that a
+//! script well again is not held back by the slots.
 //!
 //! This module owns that bookkeeping. It must never sleep or block: a pause
 //! parks the script's own events, never a thread that others need. The wait
@@ -40,9 +40,6 @@ struct State {
     period: Duration,
     /// The next free slot for a deferred decision.
     next_slot: Option<Instant>,
-    /// A call decided without exhausting while decisions were deferred:
-    /// those may be brought forward.
-    recovered: bool,
 }
 
 impl Penalty {
@@ -82,9 +79,7 @@ impl Penalty {
         let now = Instant::now();
         let mut s = self.lock();
         if !exhausted {
-            if s.next_slot.take().is_some() {
-                s.recovered = true;
-            }
+            s.next_slot = None;
             return;
         }
         let pause = (ran * factor).min(Self::MAX_PAUSE);
@@ -96,12 +91,6 @@ impl Penalty {
     /// runs a few at a time and the sender stays with the rest.
     pub fn lane(&self) -> Arc<Semaphore> {
         self.lane.clone()
-    }
-
-    /// Whether the script decided without exhausting while decisions were
-    /// deferred (once: the flag is cleared).
-    pub fn take_recovered(&self) -> bool {
-        std::mem::take(&mut self.lock().recovered)
     }
 }
 
@@ -121,18 +110,14 @@ mod tests {
     }
 
     #[test]
-    fn a_call_that_decides_clears_the_slot_queue_and_says_so_once() {
+    fn a_call_that_decides_clears_the_slot_queue() {
         let p = Penalty::default();
-        p.record(Duration::from_millis(1), false, 9);
-        assert!(!p.take_recovered(), "nothing was deferred");
         p.record(Duration::from_millis(1), true, 9);
         p.defer();
         p.defer();
         std::thread::sleep(Duration::from_millis(15));
         p.record(Duration::from_millis(1), false, 9);
         assert_eq!(p.defer(), None);
-        assert!(p.take_recovered());
-        assert!(!p.take_recovered(), "once");
     }
 
     #[test]

@@ -906,10 +906,11 @@ impl Store {
         d.encode();
         dispatch!(self.record_decision(tenant, d))
     }
-    /// Makes the undecided deliveries of `config` due at `now`: its script,
-    /// paused when they were routed, decides again. How many.
-    pub async fn hurry_undecided(&self, tenant: &TenantId, config: &ConfigId, now: i64) -> Result<u64> {
-        dispatch!(self.hurry_undecided(tenant, config, now))
+    /// Makes the next `limit` undecided deliveries of `config` (the soonest
+    /// due) due at `now`: its script, paused when they were routed, decides
+    /// again. How many.
+    pub async fn hurry_undecided(&self, tenant: &TenantId, config: &ConfigId, now: i64, limit: i64) -> Result<u64> {
+        dispatch!(self.hurry_undecided(tenant, config, now, limit))
     }
     /// Hands a claimed delivery back unattempted, due again at
     /// `next_attempt_at` (its configuration is disabled, or its endpoint busy).

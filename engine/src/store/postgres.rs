@@ -784,16 +784,19 @@ impl PostgresStore {
         Ok(updated == 1)
     }
 
-    pub async fn hurry_undecided(&self, tenant: &TenantId, config: &ConfigId, now: i64) -> Result<u64> {
-        // Through the pending deliveries' index: those due later.
+    pub async fn hurry_undecided(&self, tenant: &TenantId, config: &ConfigId, now: i64, limit: i64) -> Result<u64> {
         let hurried = sqlx::query(
             "UPDATE deliveries SET next_attempt_at = $1
-             WHERE status = 'pending' AND next_attempt_at > $1 AND undecided
-               AND tenant_id = $2 AND config_id = $3 AND lease_until IS NULL",
+             WHERE id IN (SELECT id FROM deliveries
+                          WHERE config_id = $3 AND undecided AND next_attempt_at > $1
+                            AND tenant_id = $2 AND status = 'pending' AND lease_until IS NULL
+                          ORDER BY next_attempt_at LIMIT $4
+                          FOR UPDATE SKIP LOCKED)",
         )
         .bind(now)
         .bind(tenant.as_str())
         .bind(config.as_str())
+        .bind(limit)
         .execute(&self.pool)
         .await?
         .rows_affected();

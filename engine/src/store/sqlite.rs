@@ -910,17 +910,18 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn hurry_undecided(&self, tenant: &TenantId, config: &ConfigId, now: i64) -> Result<u64> {
+    pub async fn hurry_undecided(&self, tenant: &TenantId, config: &ConfigId, now: i64, limit: i64) -> Result<u64> {
         let (tenant, config) = (tenant.clone(), config.clone());
         self.write(move |c| {
-            // Through the pending deliveries' index: those due later.
             let hurried = c
                 .prepare_cached(
                     "UPDATE deliveries SET next_attempt_at = ?1
-                     WHERE status = 'pending' AND next_attempt_at > ?1 AND undecided = 1
-                       AND tenant_id = ?2 AND config_id = ?3 AND lease_until IS NULL",
+                     WHERE id IN (SELECT id FROM deliveries
+                                  WHERE config_id = ?3 AND undecided = 1 AND next_attempt_at > ?1
+                                    AND tenant_id = ?2 AND status = 'pending' AND lease_until IS NULL
+                                  ORDER BY next_attempt_at LIMIT ?4)",
                 )?
-                .execute(rusqlite::params![now, tenant.as_str(), config.as_str()])?;
+                .execute(rusqlite::params![now, tenant.as_str(), config.as_str(), limit])?;
             Ok(hurried as u64)
         })
         .await

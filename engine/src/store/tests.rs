@@ -1112,10 +1112,12 @@ async fn hurry(s: Scratch) {
         s.store.record_routing(vec![Routed { tenant: tenant.clone(), event_seq: seq, deliveries: vec![d] }]).await.unwrap();
     }
     let now = now_ms();
-    assert_eq!(s.store.hurry_undecided(&tenant, &paused, now).await.unwrap(), 2);
+    assert_eq!(s.store.hurry_undecided(&tenant, &paused, now, 1).await.unwrap(), 1, "a few at a time");
+    assert_eq!(s.store.hurry_undecided(&tenant, &paused, now, 10).await.unwrap(), 1);
     assert_eq!(s.store.get_delivery(&tenant, &ids[0]).await.unwrap().next_attempt_at, Some(now));
+    assert_eq!(s.store.get_delivery(&tenant, &ids[1]).await.unwrap().next_attempt_at, Some(now));
     assert_eq!(s.store.get_delivery(&tenant, &ids[2]).await.unwrap().next_attempt_at, Some(later), "another configuration's wait");
-    assert_eq!(s.store.hurry_undecided(&tenant, &paused, now).await.unwrap(), 0, "nothing later any more");
+    assert_eq!(s.store.hurry_undecided(&tenant, &paused, now, 10).await.unwrap(), 0, "nothing later any more");
 }
 
 both_backends!(a_claim_skips_full_tenants_and_configurations, claim_skips);
