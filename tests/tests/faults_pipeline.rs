@@ -210,8 +210,12 @@ async fn slow_receivers_of_one_tenant_hold_no_one_elses_senders() {
         a.ingest(&events(&format!("a{batch}"), "order.paid", 500))
             .await;
     }
-    // Give A's backlog time to fill every sender it can.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A's backlog fills every sender it may hold (a quarter of 64).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while slow.arrived() < 16 {
+        assert!(tokio::time::Instant::now() < deadline, "{} of A's requests in flight", slow.arrived());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     b.ingest(&events("b", "order.paid", 20)).await;
     assert_eq!(
         fast.wait_for(20).await.len(),
@@ -297,7 +301,11 @@ async fn deleting_a_configuration_ends_its_open_deliveries() {
     // The request that was in flight finishes later; its late result is
     // logged, and does not bring the delivery back to life.
     hanging.wait_for(1).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let in_flight_id = in_flight["id"].as_str().expect("id");
+    a.wait_for(&format!("/v1/attempts?configuration_id={in_flight_id}"), |page| {
+        page["items"].as_array().is_some_and(|items| !items.is_empty())
+    })
+    .await;
     let after = a.get("/v1/events/a-0").await.expect(200);
     assert!(
         after["deliveries"]
