@@ -13,12 +13,8 @@ use sluice::event::{Event, EventInput};
 use sluice::sandbox::{Params, Sandbox, SandboxConfig, Script};
 
 fn script(sandbox: &Sandbox, name: &str) -> Arc<Script> {
-    let path = format!(
-        "{}/../target/scripts/{name}.wasm",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let bytes = std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{path}: {e}; run ./scripts/build.sh first"));
+    let path = format!("{}/../target/scripts/{name}.wasm", env!("CARGO_MANIFEST_DIR"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}; run ./scripts/build.sh first"));
     sandbox.load(&bytes).expect("bench script loads")
 }
 
@@ -39,22 +35,12 @@ fn event_1kb() -> Event {
         "payload": payload,
     })
     .to_string();
-    assert!(
-        (900..1200).contains(&json.len()),
-        "event is {} bytes",
-        json.len()
-    );
-    EventInput::from_json(&json)
-        .and_then(|i| i.validate(|| unreachable!()))
-        .expect("valid event")
+    assert!((900..1200).contains(&json.len()), "event is {} bytes", json.len());
+    EventInput::from_json(&json).and_then(|i| i.validate(|| unreachable!())).expect("valid event")
 }
 
 fn params() -> Arc<Params> {
-    Arc::new(
-        [("min_amount".to_owned(), "100".to_owned())]
-            .into_iter()
-            .collect(),
-    )
+    Arc::new([("min_amount".to_owned(), "100".to_owned())].into_iter().collect())
 }
 
 fn fresh_instance(c: &mut Criterion) {
@@ -64,12 +50,7 @@ fn fresh_instance(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     for name in ["paid-orders", "redact-pii"] {
         let script = script(&sandbox, name);
-        assert!(
-            sandbox
-                .run(&script, &params, &event)
-                .decision()
-                .is_ok_and(|d| d.is_deliver())
-        );
+        assert!(sandbox.run(&script, &params, &event).decision().is_ok_and(|d| d.is_deliver()));
         group.bench_function(name, |b| b.iter(|| sandbox.run(&script, &params, &event)));
     }
     group.finish();
@@ -77,13 +58,7 @@ fn fresh_instance(c: &mut Criterion) {
 
 /// Runs `good` on `threads` threads for `iters` calls in total and returns
 /// the time taken, while `beside` (if any) runs in a loop on one more thread.
-fn run_parallel(
-    sandbox: &Arc<Sandbox>,
-    good: &Arc<Script>,
-    threads: u64,
-    beside: Option<&Arc<Script>>,
-    iters: u64,
-) -> Duration {
+fn run_parallel(sandbox: &Arc<Sandbox>, good: &Arc<Script>, threads: u64, beside: Option<&Arc<Script>>, iters: u64) -> Duration {
     let stop = Arc::new(AtomicBool::new(false));
     let hostile = beside.map(|script| {
         let (sandbox, script, stop) = (sandbox.clone(), script.clone(), stop.clone());
@@ -124,12 +99,8 @@ fn throughput(c: &mut Criterion) {
     let looping = script(&sandbox, "hostile-loop");
     let mut group = c.benchmark_group("throughput");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("paid-orders/2-threads", |b| {
-        b.iter_custom(|n| run_parallel(&sandbox, &paid, 2, None, n))
-    });
-    group.bench_function("paid-orders/1-thread", |b| {
-        b.iter_custom(|n| run_parallel(&sandbox, &paid, 1, None, n))
-    });
+    group.bench_function("paid-orders/2-threads", |b| b.iter_custom(|n| run_parallel(&sandbox, &paid, 2, None, n)));
+    group.bench_function("paid-orders/1-thread", |b| b.iter_custom(|n| run_parallel(&sandbox, &paid, 1, None, n)));
     group.bench_function("paid-orders/1-thread-beside-hostile-loop", |b| {
         b.iter_custom(|n| run_parallel(&sandbox, &paid, 1, Some(&looping), n))
     });

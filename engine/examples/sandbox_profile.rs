@@ -17,11 +17,7 @@ fn main() {
     let runs: u32 = args.next().and_then(|n| n.parse().ok()).unwrap_or(1000);
     // A name from `target/scripts/`, or the path of any script (to compare builds).
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/scripts");
-    let path = if name.ends_with(".wasm") {
-        name.clone()
-    } else {
-        format!("{dir}/{name}.wasm")
-    };
+    let path = if name.ends_with(".wasm") { name.clone() } else { format!("{dir}/{name}.wasm") };
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}; run ./scripts/build.sh first"));
     let sandbox = Sandbox::new(SandboxConfig::default()).expect("sandbox");
     let script = sandbox.load(&bytes).expect("script loads");
@@ -38,9 +34,8 @@ fn main() {
             "lines": lines,
         },
     });
-    let event = EventInput::from_json(&event.to_string())
-        .and_then(|i| i.validate(|| unreachable!("the event has an id")))
-        .expect("valid event");
+    let event =
+        EventInput::from_json(&event.to_string()).and_then(|i| i.validate(|| unreachable!("the event has an id"))).expect("valid event");
     let params: Arc<Params> = Arc::new([("min_amount".to_owned(), "100".to_owned())].into_iter().collect());
     let mut fuel = 0;
     for _ in 0..runs {

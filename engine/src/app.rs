@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use crate::auth::{KeyHash, Principal};
 use crate::deliver::{self, Deliverer, DeliveryJob};
 use crate::destination::DestinationPolicy;
 use crate::event::Event;
-use crate::auth::{KeyHash, Principal};
 use crate::export::{ConfigError, ConfigInput, ExportConfig, SigningSecret};
 use crate::ids::{ConfigId, KeyId, ScriptId, TenantId};
 use crate::replay::ReplayError;
@@ -144,10 +144,7 @@ impl App {
     /// the retry poller, the retention purge, and a scan that routes events
     /// accepted before a restart.
     pub async fn start(store: Store, sandbox: Arc<Sandbox>, limits: AppLimits) -> Result<Arc<Self>, StoreError> {
-        let operator = store
-            .operator_tenant()
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("no operator tenant: bootstrap first".into()))?;
+        let operator = store.operator_tenant().await?.ok_or_else(|| StoreError::Corrupt("no operator tenant: bootstrap first".into()))?;
         // Nothing of this node's is in flight before it starts.
         let released = store.release_leases().await?;
         if released > 0 {
@@ -161,28 +158,13 @@ impl App {
         ));
         let (deliver_tx, deliver_rx) = mpsc::channel::<DeliveryJob>(8192);
 
-        let deliverer = Deliverer::new(
-            store.clone(),
-            sandbox.clone(),
-            configs.clone(),
-            limits.delivery_concurrency,
-        );
-        tokio::spawn(
-            deliverer
-                .clone()
-                .poll_due(deliver_tx.clone(), limits.poll_interval),
-        );
+        let deliverer = Deliverer::new(store.clone(), sandbox.clone(), configs.clone(), limits.delivery_concurrency);
+        tokio::spawn(deliverer.clone().poll_due(deliver_tx.clone(), limits.poll_interval));
         tokio::spawn(deliverer.run(deliver_rx));
         // Routing workers wait on the store as often as on the CPU: twice
         // as many as cores keeps both busy.
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
-        let router = Router::start(
-            store.clone(),
-            sandbox.clone(),
-            configs.clone(),
-            deliver_tx,
-            workers,
-        );
+        let router = Router::start(store.clone(), sandbox.clone(), configs.clone(), deliver_tx, workers);
         tokio::spawn(retention::run(store.clone(), limits.retention));
 
         let app = Arc::new(Self {
@@ -242,11 +224,7 @@ impl App {
         let mut after = 0;
         let mut full = std::collections::HashSet::new();
         loop {
-            match self
-                .store
-                .unrouted_events(after, received_before, 512)
-                .await
-            {
+            match self.store.unrouted_events(after, received_before, 512).await {
                 Ok(events) if events.is_empty() => return full.is_empty(),
                 Ok(events) => {
                     for e in events {
@@ -255,17 +233,8 @@ impl App {
                             continue;
                         }
                         let tenant = e.tenant_id.clone();
-                        let job = RouteJob {
-                            tenant: e.tenant_id,
-                            seq: e.seq,
-                            event: Arc::new(e.event),
-                        };
-                        if self
-                            .router
-                            .queue(job, Duration::from_millis(100))
-                            .await
-                            .is_err()
-                        {
+                        let job = RouteJob { tenant: e.tenant_id, seq: e.seq, event: Arc::new(e.event) };
+                        if self.router.queue(job, Duration::from_millis(100)).await.is_err() {
                             full.insert(tenant);
                         }
                     }
@@ -332,11 +301,7 @@ impl App {
         let mut left_for_scan = 0usize;
         for (event, result) in kept.into_iter().zip(&results) {
             if let Ingested::Stored { seq } = result {
-                let job = RouteJob {
-                    tenant: tenant.clone(),
-                    seq: *seq,
-                    event,
-                };
+                let job = RouteJob { tenant: tenant.clone(), seq: *seq, event };
                 if left_for_scan > 0 || self.router.queue(job, ROUTE_QUEUE_WAIT).await.is_err() {
                     left_for_scan += 1;
                 }
@@ -398,19 +363,14 @@ impl App {
     /// uploading node compiled, or compiled here from its bytes.
     pub async fn script(&self, tenant: &TenantId, id: &ScriptId) -> Result<Result<Arc<Script>, LoadError>, StoreError> {
         let code = self.store.script_code(tenant, id).await?;
-        Ok(self
-            .compile(move |sandbox| crate::route::load_code(sandbox, &code))
-            .await)
+        Ok(self.compile(move |sandbox| crate::route::load_code(sandbox, &code)).await)
     }
 
     pub async fn create_config(&self, tenant: &TenantId, input: ConfigInput) -> Result<(ConfigRecord, ExportConfig), AppError> {
         let spec = validate(input, None).await?;
         self.limits.destinations.validate_endpoint(&spec.endpoint)?;
         self.configs.check_client(&spec)?;
-        let record = self
-            .store
-            .insert_config(tenant, &ConfigId::generate(), &write_of(&spec))
-            .await?;
+        let record = self.store.insert_config(tenant, &ConfigId::generate(), &write_of(&spec)).await?;
         self.configs.invalidate(tenant, Some(&record.id));
         Ok((record, spec))
     }
@@ -430,10 +390,7 @@ impl App {
         let spec = validate(input, Some(previous)).await?;
         self.limits.destinations.validate_endpoint(&spec.endpoint)?;
         self.configs.check_client(&spec)?;
-        let record = self
-            .store
-            .update_config(tenant, id, expected, &write_of(&spec))
-            .await?;
+        let record = self.store.update_config(tenant, id, expected, &write_of(&spec)).await?;
         self.configs.invalidate(tenant, Some(id));
         Ok((record, spec))
     }
@@ -448,17 +405,10 @@ impl App {
             return Ok(TestSend { event, decision: None, sent: None });
         }
         let (sandbox, routed, on) = (self.sandbox.clone(), event.clone(), config.clone());
-        let decision = tokio::task::spawn_blocking(move || {
-            crate::route::decide(
-                &sandbox,
-                &on,
-                &routed,
-                store::now_ms(),
-                crate::route::Pause::Ignore,
-            )
-        })
-        .await
-        .map_err(|e| StoreError::Corrupt(format!("test send: {e}")))?;
+        let decision =
+            tokio::task::spawn_blocking(move || crate::route::decide(&sandbox, &on, &routed, store::now_ms(), crate::route::Pause::Ignore))
+                .await
+                .map_err(|e| StoreError::Corrupt(format!("test send: {e}")))?;
         let sent = if decision.status == store::DeliveryStatus::Pending {
             let job = DeliveryJob {
                 tenant: tenant.clone(),
@@ -498,7 +448,13 @@ impl App {
         Ok((record, spec))
     }
 
-    pub async fn set_enabled(&self, tenant: &TenantId, id: &ConfigId, expected: Option<i64>, enabled: bool) -> Result<ConfigRecord, AppError> {
+    pub async fn set_enabled(
+        &self,
+        tenant: &TenantId,
+        id: &ConfigId,
+        expected: Option<i64>,
+        enabled: bool,
+    ) -> Result<ConfigRecord, AppError> {
         let record = self.store.set_config_enabled(tenant, id, expected, enabled, Some("disabled by an admin")).await?;
         self.configs.invalidate(tenant, Some(id));
         Ok(record)
@@ -529,12 +485,8 @@ fn synthetic_event(spec: &ExportConfig) -> Event {
         Some(TypePattern::Prefix(p)) => EventType::parse(&format!("{p}test")).unwrap_or_else(|_| fallback_type()),
         Some(TypePattern::All) | None => fallback_type(),
     };
-    let organization_unit = spec
-        .organization_units
-        .include
-        .first()
-        .cloned()
-        .unwrap_or_else(|| OrgUnit::parse("test").expect("a valid literal unit"));
+    let organization_unit =
+        spec.organization_units.include.first().cloned().unwrap_or_else(|| OrgUnit::parse("test").expect("a valid literal unit"));
     Event {
         id: EventId::parse(&format!("test_{}", uuid::Uuid::now_v7().simple())).expect("a valid generated id"),
         event_type,
@@ -572,7 +524,6 @@ fn write_of(spec: &ExportConfig) -> ConfigWrite {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -594,10 +545,6 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         assert!(short.get(&1).is_none(), "expired");
         short.put(3, ());
-        assert_eq!(
-            short.entries.lock().unwrap().len(),
-            1,
-            "expired entries make room first"
-        );
+        assert_eq!(short.entries.lock().unwrap().len(), 1, "expired entries make room first");
     }
 }

@@ -30,14 +30,8 @@ pub enum Scope {
 }
 
 impl Scope {
-    pub const ALL: [Scope; 6] = [
-        Scope::EventsWrite,
-        Scope::ConfigurationsRead,
-        Scope::ConfigurationsWrite,
-        Scope::ScriptsWrite,
-        Scope::LogsRead,
-        Scope::Admin,
-    ];
+    pub const ALL: [Scope; 6] =
+        [Scope::EventsWrite, Scope::ConfigurationsRead, Scope::ConfigurationsWrite, Scope::ScriptsWrite, Scope::LogsRead, Scope::Admin];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -92,8 +86,7 @@ impl KeySecret {
     /// look like a generated one so that it is long enough to be safe.
     pub fn from_operator(raw: &str) -> Option<Self> {
         let body = raw.strip_prefix(KEY_PREFIX)?;
-        (body.len() >= 32 && body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
-            .then(|| Self(raw.to_owned()))
+        (body.len() >= 32 && body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')).then(|| Self(raw.to_owned()))
     }
 
     pub fn expose(&self) -> &str {
@@ -143,11 +136,7 @@ mod tests {
 
     #[test]
     fn admin_implies_every_scope_and_others_only_themselves() {
-        let p = |scopes| Principal {
-            tenant: TenantId::generate(),
-            key: KeyId::generate(),
-            scopes,
-        };
+        let p = |scopes| Principal { tenant: TenantId::generate(), key: KeyId::generate(), scopes };
         let admin = p(vec![Scope::Admin]);
         assert!(Scope::ALL.iter().all(|s| admin.may(*s)));
         let reader = p(vec![Scope::LogsRead]);

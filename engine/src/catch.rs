@@ -60,10 +60,7 @@ pub struct CatchOptions {
 pub enum CatchError {
     /// The address is taken, or not ours to bind.
     #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Listen { addr: SocketAddr, source: std::io::Error },
     /// The server stopped on an I/O error.
     #[error("the receiver stopped: {0}")]
     Serve(std::io::Error),
@@ -72,28 +69,15 @@ pub enum CatchError {
 /// Listens until Ctrl-C or SIGTERM, printing each request on stdout.
 pub async fn run(options: CatchOptions) -> Result<(), CatchError> {
     let listen = options.listen;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| CatchError::Listen {
-            addr: listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| CatchError::Listen {
-        addr: listen,
-        source,
-    })?;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| CatchError::Listen { addr: listen, source })?;
+    let addr = listener.local_addr().map_err(|source| CatchError::Listen { addr: listen, source })?;
     // On stderr, so that stdout holds requests only (and `--json` stays parseable).
     note(format_args!("sluice catch listening on http://{addr}"));
     match options.secrets.len() {
-        0 => note(format_args!(
-            "no --secret given: signatures are not checked"
-        )),
+        0 => note(format_args!("no --secret given: signatures are not checked")),
         n => note(format_args!("verifying signatures with {n} secret(s)")),
     }
-    axum::serve(listener, router(options))
-        .with_graceful_shutdown(crate::server::shutdown_signal())
-        .await
-        .map_err(CatchError::Serve)?;
+    axum::serve(listener, router(options)).with_graceful_shutdown(crate::server::shutdown_signal()).await.map_err(CatchError::Serve)?;
     note(format_args!("sluice catch stopped"));
     Ok(())
 }
@@ -105,9 +89,7 @@ fn note(line: fmt::Arguments<'_>) {
 
 /// Every method on every path goes to [`receive`].
 fn router(options: CatchOptions) -> Router {
-    Router::new()
-        .fallback(receive)
-        .with_state(Arc::new(options))
+    Router::new().fallback(receive).with_state(Arc::new(options))
 }
 
 async fn receive(State(options): State<Arc<CatchOptions>>, request: Request) -> Response {
@@ -116,11 +98,7 @@ async fn receive(State(options): State<Arc<CatchOptions>>, request: Request) -> 
     let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(body) => body,
         Err(e) => {
-            note(format_args!(
-                "{} {}: body refused: {e}",
-                parts.method,
-                parts.uri.path()
-            ));
+            note(format_args!("{} {}: body refused: {e}", parts.method, parts.uri.path()));
             return StatusCode::PAYLOAD_TOO_LARGE.into_response();
         }
     };
@@ -130,27 +108,14 @@ async fn receive(State(options): State<Arc<CatchOptions>>, request: Request) -> 
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
         query: parts.uri.query().map(shown_query),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(n, v)| (n.to_string(), shown_header(n, v)))
-            .collect(),
+        headers: parts.headers.iter().map(|(n, v)| (n.to_string(), shown_header(n, v))).collect(),
         body: Shown::of(&body),
         body_bytes: body.len(),
-        signatures: verify(
-            &parts.headers,
-            &body,
-            &options.secrets,
-            received_at.unix_timestamp(),
-        ),
+        signatures: verify(&parts.headers, &body, &options.secrets, received_at.unix_timestamp()),
         status,
         answer,
     };
-    let text = if options.json {
-        caught.json_line()
-    } else {
-        caught.readable()
-    };
+    let text = if options.json { caught.json_line() } else { caught.readable() };
     // One write under the lock: concurrent requests never interleave.
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
@@ -208,20 +173,13 @@ impl Invalid {
 impl fmt::Display for Invalid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::NoMatch => {
-                f.write_str("no secret matches (a wrong secret, or the request was altered)")
-            }
+            Self::NoMatch => f.write_str("no secret matches (a wrong secret, or the request was altered)"),
             Self::StaleTimestamp { age_secs } if *age_secs >= 0 => {
-                write!(
-                    f,
-                    "stale timestamp ({age_secs} s old, tolerance {TIMESTAMP_TOLERANCE_SECS} s)"
-                )
+                write!(f, "stale timestamp ({age_secs} s old, tolerance {TIMESTAMP_TOLERANCE_SECS} s)")
             }
-            Self::StaleTimestamp { age_secs } => write!(
-                f,
-                "stale timestamp ({} s in the future, tolerance {TIMESTAMP_TOLERANCE_SECS} s)",
-                age_secs.unsigned_abs()
-            ),
+            Self::StaleTimestamp { age_secs } => {
+                write!(f, "stale timestamp ({} s in the future, tolerance {TIMESTAMP_TOLERANCE_SECS} s)", age_secs.unsigned_abs())
+            }
             Self::Malformed(what) => f.write_str(what),
         }
     }
@@ -271,17 +229,9 @@ fn same(given: &str, expected: &str) -> bool {
     given.as_bytes().ct_eq(expected.as_bytes()).into()
 }
 
-fn verify_standard_webhooks(
-    headers: &HeaderMap,
-    body: &[u8],
-    secrets: &[SigningSecret],
-    now: i64,
-) -> Option<Verdict> {
-    let (id, timestamp, signature) = (
-        header(headers, "webhook-id"),
-        header(headers, "webhook-timestamp"),
-        header(headers, "webhook-signature"),
-    );
+fn verify_standard_webhooks(headers: &HeaderMap, body: &[u8], secrets: &[SigningSecret], now: i64) -> Option<Verdict> {
+    let (id, timestamp, signature) =
+        (header(headers, "webhook-id"), header(headers, "webhook-timestamp"), header(headers, "webhook-signature"));
     if id.is_none() && timestamp.is_none() && signature.is_none() {
         return None;
     }
@@ -299,9 +249,7 @@ fn verify_standard_webhooks(
         return invalid(Invalid::Malformed("webhook-signature is missing"));
     };
     let Ok(timestamp) = timestamp.trim().parse::<i64>() else {
-        return invalid(Invalid::Malformed(
-            "webhook-timestamp is not a number of seconds",
-        ));
+        return invalid(Invalid::Malformed("webhook-timestamp is not a number of seconds"));
     };
     let age_secs = now.saturating_sub(timestamp);
     if age_secs.unsigned_abs() > TIMESTAMP_TOLERANCE_SECS {
@@ -309,14 +257,9 @@ fn verify_standard_webhooks(
     }
     // Space-separated, one per signing secret during a rotation; other
     // versions than `v1` are for future schemes and are skipped.
-    let candidates: Vec<&str> = signature
-        .split_whitespace()
-        .filter(|s| s.starts_with("v1,"))
-        .collect();
+    let candidates: Vec<&str> = signature.split_whitespace().filter(|s| s.starts_with("v1,")).collect();
     if candidates.is_empty() {
-        return invalid(Invalid::Malformed(
-            "webhook-signature holds no `v1,<base64>` signature",
-        ));
+        return invalid(Invalid::Malformed("webhook-signature holds no `v1,<base64>` signature"));
     }
     for (n, secret) in secrets.iter().enumerate() {
         let expected = sign::standard_webhooks(&[secret], id, timestamp, body);
@@ -327,19 +270,13 @@ fn verify_standard_webhooks(
     invalid(Invalid::NoMatch)
 }
 
-fn verify_x_signature(
-    headers: &HeaderMap,
-    body: &[u8],
-    secrets: &[SigningSecret],
-) -> Option<Verdict> {
+fn verify_x_signature(headers: &HeaderMap, body: &[u8], secrets: &[SigningSecret]) -> Option<Verdict> {
     let given = header(headers, "x-signature")?.trim();
     if secrets.is_empty() {
         return Some(Verdict::NotChecked);
     }
     if given.len() != 64 || !given.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Some(Verdict::Invalid(Invalid::Malformed(
-            "X-Signature is not 64 hex digits",
-        )));
+        return Some(Verdict::Invalid(Invalid::Malformed("X-Signature is not 64 hex digits")));
     }
     // `sign` writes lowercase hex; a sender writing uppercase means the same.
     let given = given.to_ascii_lowercase();
@@ -406,10 +343,7 @@ impl Shown {
             return Self::Json(text.to_owned());
         }
         let cut = body.len().min(MAX_SHOWN_BYTES);
-        Self::Text {
-            text: String::from_utf8_lossy(&body[..cut]).into_owned(),
-            left_out: body.len() - cut,
-        }
+        Self::Text { text: String::from_utf8_lossy(&body[..cut]).into_owned(), left_out: body.len() - cut }
     }
 
     fn format(&self) -> &'static str {
@@ -518,18 +452,8 @@ impl Caught {
     fn readable(&self) -> String {
         use std::fmt::Write as _;
         let mut out = String::new();
-        let query = self
-            .query
-            .as_deref()
-            .map(|q| format!("?{q}"))
-            .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "=== {} {}{query}  ({})",
-            self.method,
-            self.path,
-            self.received_at()
-        );
+        let query = self.query.as_deref().map(|q| format!("?{q}")).unwrap_or_default();
+        let _ = writeln!(out, "=== {} {}{query}  ({})", self.method, self.path, self.received_at());
         for (name, value) in &self.headers {
             let _ = writeln!(out, "{name}: {value}");
         }
@@ -551,10 +475,7 @@ impl Caught {
             }
         }
         out.push('\n');
-        let Signatures {
-            standard_webhooks,
-            x_signature,
-        } = &self.signatures;
+        let Signatures { standard_webhooks, x_signature } = &self.signatures;
         if let Some(verdict) = standard_webhooks {
             let _ = writeln!(out, "signature (Standard Webhooks): {verdict}");
         }
@@ -564,11 +485,7 @@ impl Caught {
         if standard_webhooks.is_none() && x_signature.is_none() {
             out.push_str("signature: none (no webhook-signature or x-signature header)\n");
         }
-        let answer = if self.answer.is_empty() {
-            "(empty body)"
-        } else {
-            self.answer
-        };
+        let answer = if self.answer.is_empty() { "(empty body)" } else { self.answer };
         let _ = writeln!(out, "answered {} {answer}\n", self.status.as_u16());
         out
     }
@@ -587,12 +504,9 @@ impl Caught {
         let body = match &self.body {
             Shown::Empty => None,
             Shown::Json(json) => RawValue::from_string(layout(json, false)).ok(),
-            Shown::Text { text, .. } => serde_json::to_string(text)
-                .ok()
-                .and_then(|s| RawValue::from_string(s).ok()),
+            Shown::Text { text, .. } => serde_json::to_string(text).ok().and_then(|s| RawValue::from_string(s).ok()),
         };
-        let verdict =
-            |v: &Option<Verdict>| v.as_ref().map_or(serde_json::Value::Null, Verdict::to_json);
+        let verdict = |v: &Option<Verdict>| v.as_ref().map_or(serde_json::Value::Null, Verdict::to_json);
         let line = Line {
             received_at: self.received_at(),
             method: &self.method,
@@ -644,121 +558,55 @@ mod tests {
     }
 
     fn standard(signature: &str) -> HeaderMap {
-        headers(&[
-            ("webhook-id", ID),
-            ("webhook-timestamp", &TS.to_string()),
-            ("webhook-signature", signature),
-        ])
+        headers(&[("webhook-id", ID), ("webhook-timestamp", &TS.to_string()), ("webhook-signature", signature)])
     }
 
-    fn sw(
-        headers: &HeaderMap,
-        body: &[u8],
-        secrets: &[SigningSecret],
-        now: i64,
-    ) -> Option<Verdict> {
+    fn sw(headers: &HeaderMap, body: &[u8], secrets: &[SigningSecret], now: i64) -> Option<Verdict> {
         verify(headers, body, secrets, now).standard_webhooks
     }
 
     #[test]
     fn the_reference_signature_is_valid() {
-        assert_eq!(
-            sw(&standard(SIG), BODY, &[secret(SECRET)], TS),
-            Some(Verdict::Valid { secret: 1 })
-        );
+        assert_eq!(sw(&standard(SIG), BODY, &[secret(SECRET)], TS), Some(Verdict::Valid { secret: 1 }));
     }
 
     #[test]
     fn a_wrong_secret_does_not_match_and_the_matching_one_is_named() {
-        assert_eq!(
-            sw(&standard(SIG), BODY, &[other_secret()], TS),
-            Some(Verdict::Invalid(Invalid::NoMatch))
-        );
-        assert_eq!(
-            sw(&standard(SIG), BODY, &[other_secret(), secret(SECRET)], TS),
-            Some(Verdict::Valid { secret: 2 })
-        );
+        assert_eq!(sw(&standard(SIG), BODY, &[other_secret()], TS), Some(Verdict::Invalid(Invalid::NoMatch)));
+        assert_eq!(sw(&standard(SIG), BODY, &[other_secret(), secret(SECRET)], TS), Some(Verdict::Valid { secret: 2 }));
     }
 
     #[test]
     fn a_tampered_body_or_id_does_not_match() {
         let secrets = [secret(SECRET)];
-        assert_eq!(
-            sw(&standard(SIG), br#"{"test": 2432232315}"#, &secrets, TS),
-            Some(Verdict::Invalid(Invalid::NoMatch))
-        );
-        let other_id = headers(&[
-            ("webhook-id", "msg_other"),
-            ("webhook-timestamp", &TS.to_string()),
-            ("webhook-signature", SIG),
-        ]);
-        assert_eq!(
-            sw(&other_id, BODY, &secrets, TS),
-            Some(Verdict::Invalid(Invalid::NoMatch))
-        );
+        assert_eq!(sw(&standard(SIG), br#"{"test": 2432232315}"#, &secrets, TS), Some(Verdict::Invalid(Invalid::NoMatch)));
+        let other_id = headers(&[("webhook-id", "msg_other"), ("webhook-timestamp", &TS.to_string()), ("webhook-signature", SIG)]);
+        assert_eq!(sw(&other_id, BODY, &secrets, TS), Some(Verdict::Invalid(Invalid::NoMatch)));
     }
 
     #[test]
     fn timestamps_beyond_five_minutes_either_way_are_stale() {
         let secrets = [secret(SECRET)];
-        assert_eq!(
-            sw(&standard(SIG), BODY, &secrets, TS + 300),
-            Some(Verdict::Valid { secret: 1 })
-        );
-        assert_eq!(
-            sw(&standard(SIG), BODY, &secrets, TS - 300),
-            Some(Verdict::Valid { secret: 1 })
-        );
+        assert_eq!(sw(&standard(SIG), BODY, &secrets, TS + 300), Some(Verdict::Valid { secret: 1 }));
+        assert_eq!(sw(&standard(SIG), BODY, &secrets, TS - 300), Some(Verdict::Valid { secret: 1 }));
         let old = sw(&standard(SIG), BODY, &secrets, TS + 301).unwrap();
-        assert_eq!(
-            old,
-            Verdict::Invalid(Invalid::StaleTimestamp { age_secs: 301 })
-        );
-        assert!(
-            old.to_string().contains("stale timestamp (301 s old"),
-            "{old}"
-        );
+        assert_eq!(old, Verdict::Invalid(Invalid::StaleTimestamp { age_secs: 301 }));
+        assert!(old.to_string().contains("stale timestamp (301 s old"), "{old}");
         let future = sw(&standard(SIG), BODY, &secrets, TS - 3600).unwrap();
-        assert!(
-            future
-                .to_string()
-                .contains("stale timestamp (3600 s in the future"),
-            "{future}"
-        );
-        let far = headers(&[
-            ("webhook-id", ID),
-            ("webhook-timestamp", &i64::MIN.to_string()),
-            ("webhook-signature", SIG),
-        ]);
-        assert!(matches!(
-            sw(&far, BODY, &secrets, TS),
-            Some(Verdict::Invalid(Invalid::StaleTimestamp { .. }))
-        ));
+        assert!(future.to_string().contains("stale timestamp (3600 s in the future"), "{future}");
+        let far = headers(&[("webhook-id", ID), ("webhook-timestamp", &i64::MIN.to_string()), ("webhook-signature", SIG)]);
+        assert!(matches!(sw(&far, BODY, &secrets, TS), Some(Verdict::Invalid(Invalid::StaleTimestamp { .. }))));
     }
 
     #[test]
     fn any_of_several_signatures_in_the_header_may_match() {
         let secrets = [secret(SECRET)];
-        assert_eq!(
-            sw(&standard("v1,abc v1,def"), BODY, &secrets, TS),
-            Some(Verdict::Invalid(Invalid::NoMatch))
-        );
-        assert_eq!(
-            sw(
-                &standard(&format!("v1,abc {SIG} v2,xyz")),
-                BODY,
-                &secrets,
-                TS
-            ),
-            Some(Verdict::Valid { secret: 1 })
-        );
+        assert_eq!(sw(&standard("v1,abc v1,def"), BODY, &secrets, TS), Some(Verdict::Invalid(Invalid::NoMatch)));
+        assert_eq!(sw(&standard(&format!("v1,abc {SIG} v2,xyz")), BODY, &secrets, TS), Some(Verdict::Valid { secret: 1 }));
         // Two secrets during a rotation, as the engine signs them.
         let (old, new) = (other_secret(), secret(SECRET));
         let both = sign::standard_webhooks(&[&old, &new], ID, TS, BODY);
-        assert_eq!(
-            sw(&standard(&both), BODY, &[new], TS),
-            Some(Verdict::Valid { secret: 1 })
-        );
+        assert_eq!(sw(&standard(&both), BODY, &[new], TS), Some(Verdict::Valid { secret: 1 }));
     }
 
     #[test]
@@ -766,63 +614,26 @@ mod tests {
         let secrets = [secret(SECRET)];
         assert_eq!(sw(&HeaderMap::new(), BODY, &secrets, TS), None);
         assert_eq!(sw(&standard(SIG), BODY, &[], TS), Some(Verdict::NotChecked));
-        let no_id = headers(&[
-            ("webhook-timestamp", &TS.to_string()),
-            ("webhook-signature", SIG),
-        ]);
-        assert_eq!(
-            sw(&no_id, BODY, &secrets, TS),
-            Some(Verdict::Invalid(Invalid::Malformed(
-                "webhook-id is missing"
-            )))
-        );
-        let bad_ts = headers(&[
-            ("webhook-id", ID),
-            ("webhook-timestamp", "yesterday"),
-            ("webhook-signature", SIG),
-        ]);
-        assert!(matches!(
-            sw(&bad_ts, BODY, &secrets, TS),
-            Some(Verdict::Invalid(Invalid::Malformed(_)))
-        ));
-        assert!(matches!(
-            sw(&standard("g0hM9SsE"), BODY, &secrets, TS),
-            Some(Verdict::Invalid(Invalid::Malformed(_)))
-        ));
+        let no_id = headers(&[("webhook-timestamp", &TS.to_string()), ("webhook-signature", SIG)]);
+        assert_eq!(sw(&no_id, BODY, &secrets, TS), Some(Verdict::Invalid(Invalid::Malformed("webhook-id is missing"))));
+        let bad_ts = headers(&[("webhook-id", ID), ("webhook-timestamp", "yesterday"), ("webhook-signature", SIG)]);
+        assert!(matches!(sw(&bad_ts, BODY, &secrets, TS), Some(Verdict::Invalid(Invalid::Malformed(_)))));
+        assert!(matches!(sw(&standard("g0hM9SsE"), BODY, &secrets, TS), Some(Verdict::Invalid(Invalid::Malformed(_)))));
     }
 
     #[test]
     fn x_signature_is_checked_against_every_secret() {
         let (right, wrong) = (secret(SECRET), other_secret());
         let good = sign::x_signature(&right, BODY);
-        let xs = |sig: &str, body: &[u8], secrets: &[SigningSecret]| {
-            verify(&headers(&[("x-signature", sig)]), body, secrets, TS).x_signature
-        };
-        assert_eq!(
-            xs(&good, BODY, &[wrong.clone(), right.clone()]),
-            Some(Verdict::Valid { secret: 2 })
-        );
-        assert_eq!(
-            xs(&good.to_uppercase(), BODY, std::slice::from_ref(&right)),
-            Some(Verdict::Valid { secret: 1 })
-        );
-        assert_eq!(
-            xs(&good, BODY, std::slice::from_ref(&wrong)),
-            Some(Verdict::Invalid(Invalid::NoMatch))
-        );
-        assert_eq!(
-            xs(&good, b"{}", std::slice::from_ref(&right)),
-            Some(Verdict::Invalid(Invalid::NoMatch))
-        );
-        assert!(matches!(
-            xs("not hex", BODY, std::slice::from_ref(&right)),
-            Some(Verdict::Invalid(Invalid::Malformed(_)))
-        ));
+        let xs =
+            |sig: &str, body: &[u8], secrets: &[SigningSecret]| verify(&headers(&[("x-signature", sig)]), body, secrets, TS).x_signature;
+        assert_eq!(xs(&good, BODY, &[wrong.clone(), right.clone()]), Some(Verdict::Valid { secret: 2 }));
+        assert_eq!(xs(&good.to_uppercase(), BODY, std::slice::from_ref(&right)), Some(Verdict::Valid { secret: 1 }));
+        assert_eq!(xs(&good, BODY, std::slice::from_ref(&wrong)), Some(Verdict::Invalid(Invalid::NoMatch)));
+        assert_eq!(xs(&good, b"{}", std::slice::from_ref(&right)), Some(Verdict::Invalid(Invalid::NoMatch)));
+        assert!(matches!(xs("not hex", BODY, std::slice::from_ref(&right)), Some(Verdict::Invalid(Invalid::Malformed(_)))));
         assert_eq!(xs(&good, BODY, &[]), Some(Verdict::NotChecked));
-        assert_eq!(
-            verify(&HeaderMap::new(), BODY, &[right], TS).x_signature,
-            None
-        );
+        assert_eq!(verify(&HeaderMap::new(), BODY, &[right], TS).x_signature, None);
     }
 
     #[test]
@@ -832,19 +643,13 @@ mod tests {
         assert_eq!(shown("Basic dXNlcjpwYXNz"), "Basic ***");
         assert_eq!(shown("unschemed-token"), "***");
         let other = HeaderName::from_static("x-trace");
-        assert_eq!(
-            shown_header(&other, &HeaderValue::from_static("abc")),
-            "abc"
-        );
+        assert_eq!(shown_header(&other, &HeaderValue::from_static("abc")), "abc");
     }
 
     #[test]
     fn json_is_laid_out_in_the_order_sent_with_numbers_as_written() {
         let raw = r#"{"z": 1, "a": [1.50, {}, [ ], "a,\"b\":{c}"], "big": 123456789012345678901234567890}"#;
-        assert_eq!(
-            layout(raw, false),
-            r#"{"z":1,"a":[1.50,{},[],"a,\"b\":{c}"],"big":123456789012345678901234567890}"#
-        );
+        assert_eq!(layout(raw, false), r#"{"z":1,"a":[1.50,{},[],"a,\"b\":{c}"],"big":123456789012345678901234567890}"#);
         assert_eq!(
             layout(raw, true),
             "{\n  \"z\": 1,\n  \"a\": [\n    1.50,\n    {},\n    [],\n    \"a,\\\"b\\\":{c}\"\n  ],\n  \"big\": 123456789012345678901234567890\n}"
@@ -856,13 +661,7 @@ mod tests {
     fn bodies_are_json_text_or_cut() {
         assert_eq!(Shown::of(b""), Shown::Empty);
         assert_eq!(Shown::of(b" [1] "), Shown::Json(" [1] ".into()));
-        assert_eq!(
-            Shown::of(b"a=1&b=2"),
-            Shown::Text {
-                text: "a=1&b=2".into(),
-                left_out: 0
-            }
-        );
+        assert_eq!(Shown::of(b"a=1&b=2"), Shown::Text { text: "a=1&b=2".into(), left_out: 0 });
         let big = vec![b'x'; MAX_SHOWN_BYTES + 10];
         match Shown::of(&big) {
             Shown::Text { text, left_out } => {
@@ -885,10 +684,7 @@ mod tests {
             method: "POST".into(),
             path: "/hooks".into(),
             query: Some(shown_query("key=1&store=7")),
-            headers: map
-                .iter()
-                .map(|(n, v)| (n.to_string(), shown_header(n, v)))
-                .collect(),
+            headers: map.iter().map(|(n, v)| (n.to_string(), shown_header(n, v))).collect(),
             body: Shown::of(body),
             body_bytes: body.len(),
             signatures: verify(&map, body, &[secret(SECRET)], TS),
@@ -900,16 +696,10 @@ mod tests {
     #[test]
     fn the_readable_block_shows_the_request_verdict_and_answer_but_no_credential() {
         let text = caught(BODY, StatusCode::OK, "[ACK]").readable();
-        assert!(
-            text.starts_with("=== POST /hooks?key=***&store=7  (2021-02-25T15:02:10Z)\n"),
-            "{text}"
-        );
+        assert!(text.starts_with("=== POST /hooks?key=***&store=7  (2021-02-25T15:02:10Z)\n"), "{text}");
         assert!(text.contains("authorization: Bearer ***\n"), "{text}");
         assert!(text.contains("{\n  \"test\": 2432232314\n}\n"), "{text}");
-        assert!(
-            text.contains("signature (Standard Webhooks): valid (--secret #1)\n"),
-            "{text}"
-        );
+        assert!(text.contains("signature (Standard Webhooks): valid (--secret #1)\n"), "{text}");
         assert!(text.contains("answered 200 [ACK]\n"), "{text}");
         assert!(text.contains("x-api-key: ***\n"), "{text}");
         assert!(!text.contains("sk_live"), "{text}");
@@ -934,27 +724,9 @@ mod tests {
 
     #[test]
     fn normal_mode_acks_only_a_200() {
-        let options = |mode, status| CatchOptions {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            secrets: vec![],
-            mode,
-            status,
-            json: false,
-        };
-        assert_eq!(
-            answer(&options(ResponseMode::Normal, None)),
-            (StatusCode::OK, "[ACK]")
-        );
-        assert_eq!(
-            answer(&options(ResponseMode::Loose, None)),
-            (StatusCode::OK, "")
-        );
-        assert_eq!(
-            answer(&options(
-                ResponseMode::Normal,
-                Some(StatusCode::SERVICE_UNAVAILABLE)
-            )),
-            (StatusCode::SERVICE_UNAVAILABLE, "")
-        );
+        let options = |mode, status| CatchOptions { listen: "127.0.0.1:0".parse().unwrap(), secrets: vec![], mode, status, json: false };
+        assert_eq!(answer(&options(ResponseMode::Normal, None)), (StatusCode::OK, "[ACK]"));
+        assert_eq!(answer(&options(ResponseMode::Loose, None)), (StatusCode::OK, ""));
+        assert_eq!(answer(&options(ResponseMode::Normal, Some(StatusCode::SERVICE_UNAVAILABLE))), (StatusCode::SERVICE_UNAVAILABLE, ""));
     }
 }

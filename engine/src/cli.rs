@@ -13,11 +13,7 @@ use crate::export::{ResponseMode, SigningSecret};
 use crate::sandbox::{self, Limits, OutcomeResult, Params, Sandbox, SandboxConfig};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "sluice",
-    version,
-    about = "A WebAssembly-scripted event router."
-)]
+#[command(name = "sluice", version, about = "A WebAssembly-scripted event router.")]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -100,9 +96,7 @@ enum ScriptCommand {
 }
 
 fn parse_param(raw: &str) -> Result<(String, String), String> {
-    let (name, value) = raw
-        .split_once('=')
-        .ok_or_else(|| format!("expected NAME=VALUE, got {raw:?}"))?;
+    let (name, value) = raw.split_once('=').ok_or_else(|| format!("expected NAME=VALUE, got {raw:?}"))?;
     if name.is_empty() {
         return Err("parameter name is empty".into());
     }
@@ -138,16 +132,9 @@ pub fn run(cli: Cli) -> ExitCode {
             status: status.and_then(|s| axum::http::StatusCode::from_u16(s).ok()),
             json,
         }),
-        Command::Script(ScriptCommand::Test {
-            script,
-            event,
-            params,
-            fuel,
-        }) => script_test(script, event, params, fuel),
+        Command::Script(ScriptCommand::Test { script, event, params, fuel }) => script_test(script, event, params, fuel),
         Command::Script(ScriptCommand::Check { script }) => script_check(script),
-        Command::Script(ScriptCommand::Componentize { input, output }) => {
-            componentize(input, output)
-        }
+        Command::Script(ScriptCommand::Componentize { input, output }) => componentize(input, output),
     };
     match result {
         Ok(code) => code,
@@ -179,17 +166,16 @@ fn serve(
         settings.node_id = node_id;
     }
     let filter = tracing_subscriber::EnvFilter::try_new(&settings.log).map_err(|e| format!("log filter {:?}: {e}", settings.log))?;
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if settings.log_json {
         logs.json().init();
     } else {
         logs.init();
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(crate::server::serve(settings))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -208,31 +194,17 @@ fn read(path: &PathBuf) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-fn script_test(
-    script: PathBuf,
-    event: PathBuf,
-    params: Vec<(String, String)>,
-    fuel: Option<u64>,
-) -> Result<ExitCode, String> {
+fn script_test(script: PathBuf, event: PathBuf, params: Vec<(String, String)>, fuel: Option<u64>) -> Result<ExitCode, String> {
     let mut limits = Limits::default();
     if let Some(fuel) = fuel {
         limits.fuel = fuel;
     }
-    let sandbox = Sandbox::new(SandboxConfig {
-        limits,
-        max_concurrent_calls: 2,
-        ..SandboxConfig::default()
-    })
-    .map_err(|e| format!("cannot start the sandbox: {e:#}"))?;
-    let script = sandbox
-        .load(&read(&script)?)
-        .map_err(|e| format!("script refused: {e}"))?;
-    let text = String::from_utf8(read(&event)?)
-        .map_err(|_| format!("{} is not UTF-8", event.display()))?;
+    let sandbox = Sandbox::new(SandboxConfig { limits, max_concurrent_calls: 2, ..SandboxConfig::default() })
+        .map_err(|e| format!("cannot start the sandbox: {e:#}"))?;
+    let script = sandbox.load(&read(&script)?).map_err(|e| format!("script refused: {e}"))?;
+    let text = String::from_utf8(read(&event)?).map_err(|_| format!("{} is not UTF-8", event.display()))?;
     let event = EventInput::from_json(&text)
-        .and_then(|input| {
-            input.validate(|| EventId::parse("evt_local_test").expect("a valid literal id"))
-        })
+        .and_then(|input| input.validate(|| EventId::parse("evt_local_test").expect("a valid literal id")))
         .map_err(|e| format!("{}: {e}", event.display()))?;
     let params: Arc<Params> = Arc::new(params.into_iter().collect());
 
@@ -250,14 +222,9 @@ fn script_test(
 
 fn script_check(script: PathBuf) -> Result<ExitCode, String> {
     let bytes = read(&script)?;
-    let sandbox = Sandbox::new(SandboxConfig {
-        max_concurrent_calls: 2,
-        ..SandboxConfig::default()
-    })
-    .map_err(|e| format!("cannot start the sandbox: {e:#}"))?;
-    let loaded = sandbox
-        .load(&bytes)
-        .map_err(|e| format!("script refused ({}): {e}", e.code()))?;
+    let sandbox = Sandbox::new(SandboxConfig { max_concurrent_calls: 2, ..SandboxConfig::default() })
+        .map_err(|e| format!("cannot start the sandbox: {e:#}"))?;
+    let loaded = sandbox.load(&bytes).map_err(|e| format!("script refused ({}): {e}", e.code()))?;
     let report = serde_json::json!({
         "sha256": loaded.sha256().to_string(),
         "size": bytes.len(),
@@ -268,9 +235,7 @@ fn script_check(script: PathBuf) -> Result<ExitCode, String> {
 }
 
 fn componentize(input: PathBuf, output: PathBuf) -> Result<ExitCode, String> {
-    let component =
-        sandbox::componentize(&read(&input)?).map_err(|e| format!("{}: {e}", input.display()))?;
-    std::fs::write(&output, component)
-        .map_err(|e| format!("cannot write {}: {e}", output.display()))?;
+    let component = sandbox::componentize(&read(&input)?).map_err(|e| format!("{}: {e}", input.display()))?;
+    std::fs::write(&output, component).map_err(|e| format!("cannot write {}: {e}", output.display()))?;
     Ok(ExitCode::SUCCESS)
 }

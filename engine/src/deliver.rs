@@ -20,9 +20,7 @@ use crate::ids::{AttemptId, ConfigId, DeliveryId, TenantId};
 use crate::route::{self, ActiveConfig, ConfigCache, LEASE_MS, Pause};
 use crate::sandbox::{Header, Sandbox};
 use crate::sign;
-use crate::store::{
-    self, AttemptOutcome, DeliveryStatus, DueDelivery, FailureStreak, NewAttempt, Store, StoreError,
-};
+use crate::store::{self, AttemptOutcome, DeliveryStatus, DueDelivery, FailureStreak, NewAttempt, Store, StoreError};
 
 /// Most response-body bytes kept in the payload log.
 const MAX_LOGGED_RESPONSE: usize = 64 << 10;
@@ -87,8 +85,7 @@ pub fn client_for(
     if !custom_tls && !cert && forbidden.is_none() {
         return Ok(shared.clone());
     }
-    let mut b = destination::guard(reqwest::Client::builder(), destinations)
-        .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")));
+    let mut b = destination::guard(reqwest::Client::builder(), destinations).user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")));
     if let Some(forbidden) = forbidden {
         b = destination::refuse(b, forbidden);
     }
@@ -188,7 +185,9 @@ const PROBE_LOST_MS: i64 = 60_000;
 
 /// Whether a delivery may be attempted now.
 enum Admission {
-    Send { probe: bool },
+    Send {
+        probe: bool,
+    },
     /// Wait in the store until then (Unix ms).
     Defer(i64),
 }
@@ -197,12 +196,7 @@ enum Admission {
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 impl Deliverer {
-    pub fn new(
-        store: Store,
-        sandbox: Arc<Sandbox>,
-        configs: Arc<ConfigCache>,
-        concurrency: usize,
-    ) -> Arc<Self> {
+    pub fn new(store: Store, sandbox: Arc<Sandbox>, configs: Arc<ConfigCache>, concurrency: usize) -> Arc<Self> {
         let concurrency = concurrency.max(1);
         let queued = concurrency * QUEUED_PER_SLOT;
         Arc::new(Self {
@@ -285,11 +279,7 @@ impl Deliverer {
                 }
                 let (tenants, configs) = self.queue.full();
                 let skip = store::ClaimSkip { tenants, configs };
-                let due = match self
-                    .store
-                    .claim_due(store::now_ms(), LEASE_MS, room, &skip)
-                    .await
-                {
+                let due = match self.store.claim_due(store::now_ms(), LEASE_MS, room, &skip).await {
                     Ok(due) => due,
                     Err(StoreError::Closed) => return,
                     Err(e) => {
@@ -314,19 +304,11 @@ impl Deliverer {
         let config = match self.configs.get(&job.tenant, &job.config).await {
             Ok(c) => c,
             Err(StoreError::NotFound) => {
-                return self
-                    .store
-                    .record_attempt(unsent(&job, "the configuration was deleted"))
-                    .await
-                    .map(drop);
+                return self.store.record_attempt(unsent(&job, "the configuration was deleted")).await.map(drop);
             }
             Err(StoreError::Corrupt(why)) => {
                 tracing::error!(configuration = %job.config, why, "a delivery's configuration is unreadable");
-                return self
-                    .store
-                    .record_attempt(unsent(&job, "the configuration is unreadable"))
-                    .await
-                    .map(drop);
+                return self.store.record_attempt(unsent(&job, "the configuration is unreadable")).await.map(drop);
             }
             Err(e) => return Err(e),
         };
@@ -358,17 +340,7 @@ impl Deliverer {
             tokio::time::sleep(wait).await;
         }
         let sent = send_once(&config, &job).await;
-        let Sent {
-            request,
-            started_at,
-            duration_ms,
-            status,
-            response_headers,
-            response_body,
-            retry_after,
-            succeeded,
-            error,
-        } = sent;
+        let Sent { request, started_at, duration_ms, status, response_headers, response_body, retry_after, succeeded, error } = sent;
         let gone = status == Some(reqwest::StatusCode::GONE);
         let (outcome, next_attempt_at) = if succeeded {
             (AttemptOutcome::Succeeded, None)
@@ -399,11 +371,7 @@ impl Deliverer {
             next_attempt_at,
         };
         let streak = self.record(attempt).await?;
-        let disable = if gone {
-            Some("the endpoint answered 410 Gone".to_owned())
-        } else {
-            self.count_outcome(&config, streak, probe)
-        };
+        let disable = if gone { Some("the endpoint answered 410 Gone".to_owned()) } else { self.count_outcome(&config, streak, probe) };
         if let Some(reason) = disable {
             self.disable(&config, &reason).await?;
         }
@@ -422,9 +390,7 @@ impl Deliverer {
                     id: AttemptId::generate(),
                     error: Some(format!(
                         "{}; the attempt's details could not be stored",
-                        attempt
-                            .response_status
-                            .map_or_else(|| "no answer".to_owned(), |s| format!("answered {s}"))
+                        attempt.response_status.map_or_else(|| "no answer".to_owned(), |s| format!("answered {s}"))
                     )),
                     request_headers: "{}".into(),
                     response_headers: None,
@@ -441,11 +407,7 @@ impl Deliverer {
     /// Runs the script of a delivery routed while it was paused, when its
     /// turn has come, and records the decision. `true`: the delivery is to
     /// be sent now (with the script's body and headers in `job`).
-    async fn decide_deferred(
-        &self,
-        config: &Arc<ActiveConfig>,
-        job: &mut DeliveryJob,
-    ) -> Result<bool, StoreError> {
+    async fn decide_deferred(&self, config: &Arc<ActiveConfig>, job: &mut DeliveryJob) -> Result<bool, StoreError> {
         // Paused: a slot later. Else its turn in the script's lane; the
         // script may have exhausted again meanwhile.
         let paused = config.penalty.defer();
@@ -460,8 +422,7 @@ impl Deliverer {
         }
         let (sandbox, on, event) = (self.sandbox.clone(), config.clone(), job.event.clone());
         let decided = tokio::task::spawn_blocking(move || route::decide(&sandbox, &on, &event, store::now_ms(), Pause::Ignore)).await;
-        let mut d =
-            decided.map_err(|e| StoreError::Corrupt(format!("a script thread failed: {e}")))?;
+        let mut d = decided.map_err(|e| StoreError::Corrupt(format!("a script thread failed: {e}")))?;
         d.id = job.delivery.clone();
         if !matches!(d.error_kind.as_deref(), Some("out_of_fuel" | "timeout")) {
             // It decided without exhausting: the next few of its deferred
@@ -594,13 +555,8 @@ pub async fn send_once(config: &ActiveConfig, job: &DeliveryJob) -> Sent {
         }
     };
     let clock = Instant::now();
-    let sent = client
-        .post(request.url.clone())
-        .headers(request.headers.clone())
-        .body(request.body.clone())
-        .timeout(spec.deadline())
-        .send()
-        .await;
+    let sent =
+        client.post(request.url.clone()).headers(request.headers.clone()).body(request.body.clone()).timeout(spec.deadline()).send().await;
     let (status, response_headers, response_body, error, retry_after) = match sent {
         Ok(response) => {
             let status = response.status();
@@ -614,7 +570,9 @@ pub async fn send_once(config: &ActiveConfig, job: &DeliveryJob) -> Sent {
     let duration_ms = clock.elapsed().as_millis() as i64;
     let succeeded = match (status, spec.response_mode) {
         (Some(s), ResponseMode::Loose) => s.is_success(),
-        (Some(s), ResponseMode::Normal) => s == reqwest::StatusCode::OK && response_body.as_deref().map(<[u8]>::trim_ascii) == Some(b"[ACK]".as_slice()),
+        (Some(s), ResponseMode::Normal) => {
+            s == reqwest::StatusCode::OK && response_body.as_deref().map(<[u8]>::trim_ascii) == Some(b"[ACK]".as_slice())
+        }
         (None, _) => false,
     };
     let error = error.or_else(|| {
@@ -730,12 +688,7 @@ pub fn build(spec: &ExportConfig, job: &DeliveryJob) -> Request {
     for (name, value) in sign::headers(&spec.signing.profiles, &secrets, job.event.id.as_str(), now / 1000, &body) {
         put(name, &value);
     }
-    Request {
-        url,
-        logged_uri: logged.to_string(),
-        headers,
-        body,
-    }
+    Request { url, logged_uri: logged.to_string(), headers, body }
 }
 
 /// Header or parameter names whose values are credentials: configured
@@ -743,9 +696,7 @@ pub fn build(spec: &ExportConfig, job: &DeliveryJob) -> Request {
 /// `sig` (signed URLs) and `code` (function keys) count only as whole names.
 pub fn is_secret_name(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    (["auth", "token", "secret", "key", "password", "passwd", "cookie", "session", "credential", "signature"]
-        .iter()
-        .any(|s| n.contains(s))
+    (["auth", "token", "secret", "key", "password", "passwd", "cookie", "session", "credential", "signature"].iter().any(|s| n.contains(s))
         || ["sig", "code"].contains(&n.as_str()))
         && n != "idempotency-key"
 }
@@ -925,9 +876,16 @@ mod tests {
     #[test]
     fn credentials_in_an_endpoints_query_are_redacted_and_the_rest_kept_as_written() {
         assert_eq!(redact_url("https://x.example/hook?token=abc&a=b%20c&flag"), "https://x.example/hook?token=***&a=b%20c&flag");
-        assert_eq!(redact_url("https://x.example/hook?api%5Fkey=abc&sig=s1&code=c1"), "https://x.example/hook?api%5Fkey=***&sig=***&code=***");
+        assert_eq!(
+            redact_url("https://x.example/hook?api%5Fkey=abc&sig=s1&code=c1"),
+            "https://x.example/hook?api%5Fkey=***&sig=***&code=***"
+        );
         assert_eq!(redact_url("https://x.example/hook"), "https://x.example/hook");
-        assert_eq!(redact_url("https://x.example/h?token=abc#frag"), "https://x.example/h?token=***", "a fragment never shows a credential");
+        assert_eq!(
+            redact_url("https://x.example/h?token=abc#frag"),
+            "https://x.example/h?token=***",
+            "a fragment never shows a credential"
+        );
         assert_eq!(percent_decode("a%2"), "a%2");
         assert_eq!(percent_decode("%zz%41"), "%zzA");
         assert_eq!(percent_decode("%aé"), "%aé", "never splits a character");
@@ -942,9 +900,11 @@ mod tests {
         .expect("shape")
         .validate(None)
         .expect("valid");
-        let event = crate::event::EventInput::from_json(r#"{"type": "a.b", "organization_unit": "x", "occurred_at": "2026-01-01T00:00:00Z", "payload": {}}"#)
-            .and_then(|e| e.validate(|| crate::event::EventId::parse("evt_1").expect("id")))
-            .expect("event");
+        let event = crate::event::EventInput::from_json(
+            r#"{"type": "a.b", "organization_unit": "x", "occurred_at": "2026-01-01T00:00:00Z", "payload": {}}"#,
+        )
+        .and_then(|e| e.validate(|| crate::event::EventId::parse("evt_1").expect("id")))
+        .expect("event");
         let job = DeliveryJob {
             tenant: TenantId::generate(),
             delivery: DeliveryId::generate(),

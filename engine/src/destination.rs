@@ -238,9 +238,7 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
         [0, 0, 0, 0, 0, 0xffff, _, _] | [0, 0, 0, 0, 0xffff, 0, _, _] | [0, 0, 0, 0, 0, 0, _, _] => Some(tail),
         [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(tail),
         [0x2002, high, low, ..] => Some(Ipv4Addr::from((u32::from(high) << 16) | u32::from(low))),
-        [0x2001, 0, .., high, low] => {
-            Some(Ipv4Addr::from(!((u32::from(high) << 16) | u32::from(low))))
-        }
+        [0x2001, 0, .., high, low] => Some(Ipv4Addr::from(!((u32::from(high) << 16) | u32::from(low)))),
         _ => None,
     }
 }
@@ -325,10 +323,7 @@ impl DestinationPolicy {
             IpAddr::V6(v6) => embedded_v4(v6).map(IpAddr::V4),
             IpAddr::V4(_) => None,
         };
-        let allowed = self
-            .allowed
-            .iter()
-            .any(|r| r.contains(ip) || embedded.is_some_and(|v4| r.contains(v4)));
+        let allowed = self.allowed.iter().any(|r| r.contains(ip) || embedded.is_some_and(|v4| r.contains(v4)));
         if allowed { Ok(()) } else { Err(Forbidden { ip, range }) }
     }
 
@@ -428,10 +423,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
 /// unchecked), no redirects (a redirect to a literal address would not go
 /// through the resolver).
 pub fn guard(builder: reqwest::ClientBuilder, policy: &Arc<DestinationPolicy>) -> reqwest::ClientBuilder {
-    builder
-        .dns_resolver(Arc::new(GuardedResolver::new(policy.clone())))
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
+    builder.dns_resolver(Arc::new(GuardedResolver::new(policy.clone()))).no_proxy().redirect(reqwest::redirect::Policy::none())
 }
 
 /// Makes every connection of the client fail with `forbidden`: the client
@@ -533,9 +525,25 @@ mod tests {
     fn public_addresses_and_range_neighbours_pass() {
         let p = DestinationPolicy::default();
         for addr in [
-            "8.8.8.8", "1.1.1.1", "9.255.255.255", "11.0.0.0", "100.63.255.255", "100.128.0.0", "126.255.255.255",
-            "128.0.0.0", "169.253.255.255", "169.255.0.0", "172.15.255.255", "172.32.0.0", "192.167.255.255",
-            "192.169.0.0", "223.255.255.255", "2606:4700::1111", "2001:4860:4860::8888", "fbff::1", "fe7f::1",
+            "8.8.8.8",
+            "1.1.1.1",
+            "9.255.255.255",
+            "11.0.0.0",
+            "100.63.255.255",
+            "100.128.0.0",
+            "126.255.255.255",
+            "128.0.0.0",
+            "169.253.255.255",
+            "169.255.0.0",
+            "172.15.255.255",
+            "172.32.0.0",
+            "192.167.255.255",
+            "192.169.0.0",
+            "223.255.255.255",
+            "2606:4700::1111",
+            "2001:4860:4860::8888",
+            "fbff::1",
+            "fe7f::1",
         ] {
             assert_eq!(p.check(ip(addr)), Ok(()), "{addr}");
         }
@@ -558,19 +566,11 @@ mod tests {
             ("2001:0:4136:e378:8000:63bf:80ff:fffe", Reserved::Loopback),
             ("2001:0:4136:e378:8000:63bf:5601:5601", Reserved::LinkLocal),
             ("2001::f5fe:fefc", Reserved::Private),
-            (
-                "2001:0:4136:e378:8000:63bf:ffff:ffff",
-                Reserved::Unspecified,
-            ),
+            ("2001:0:4136:e378:8000:63bf:ffff:ffff", Reserved::Unspecified),
         ] {
             assert_eq!(p.check(ip(addr)), Err(Forbidden { ip: ip(addr), range: kind }), "{addr}");
         }
-        for addr in [
-            "::ffff:8.8.8.8",
-            "64:ff9b::808:808",
-            "2002:808:808::1",
-            "2001:0:4136:e378:8000:63bf:f7f7:f7f7",
-        ] {
+        for addr in ["::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::1", "2001:0:4136:e378:8000:63bf:f7f7:f7f7"] {
             assert_eq!(p.check(ip(addr)), Ok(()), "{addr}");
         }
     }
@@ -603,7 +603,8 @@ mod tests {
         assert_eq!(IpRange::parse("192.168.1.7").unwrap().to_string(), "192.168.1.7/32");
         assert_eq!(IpRange::parse("fc00::/7").unwrap().to_string(), "fc00::/7");
         assert_eq!(IpRange::parse("0.0.0.0/0").unwrap().to_string(), "0.0.0.0/0");
-        for bad in ["", "/8", "10.0.0.0/", "10.0.0/8", "10.0.0.0/x", "10.0.0.0/-1", "10.0.0.0/8/8", "localhost", "[::1]/128", "10.0.0.0 /8"] {
+        for bad in ["", "/8", "10.0.0.0/", "10.0.0/8", "10.0.0.0/x", "10.0.0.0/-1", "10.0.0.0/8/8", "localhost", "[::1]/128", "10.0.0.0 /8"]
+        {
             assert!(matches!(IpRange::parse(bad), Err(RangeError::Malformed(_))), "{bad}");
         }
         assert_eq!(IpRange::parse("10.0.0.0/33"), Err(RangeError::PrefixTooLong { input: "10.0.0.0/33".into(), max: 32 }));

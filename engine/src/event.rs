@@ -44,10 +44,7 @@ pub struct EventError {
 
 impl EventError {
     fn new(field: &'static str, reason: impl Into<String>) -> Self {
-        Self {
-            field,
-            reason: reason.into(),
-        }
+        Self { field, reason: reason.into() }
     }
 }
 
@@ -83,14 +80,9 @@ pub struct EventType(String);
 impl EventType {
     /// Letters, digits, `.`, `_` and `-`; no empty dot-separated segment.
     pub fn parse(raw: &str) -> Result<Self, EventError> {
-        validate_token("type", raw, |c| {
-            c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
-        })?;
+        validate_token("type", raw, |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))?;
         if raw.split('.').any(str::is_empty) {
-            return Err(EventError::new(
-                "type",
-                "must not start or end with `.` or contain `..`",
-            ));
+            return Err(EventError::new("type", "must not start or end with `.` or contain `..`"));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -118,25 +110,16 @@ impl OrgUnit {
     pub fn parse(raw: &str) -> Result<Self, EventError> {
         let path = raw.trim_matches('/');
         if path.len() > MAX_NAME_LEN {
-            return Err(EventError::new(
-                "organization_unit",
-                format!("longer than {MAX_NAME_LEN} bytes"),
-            ));
+            return Err(EventError::new("organization_unit", format!("longer than {MAX_NAME_LEN} bytes")));
         }
         if path.is_empty() {
             return Ok(Self::default());
         }
         if path.split('/').any(|s| s.trim().is_empty()) {
-            return Err(EventError::new(
-                "organization_unit",
-                "contains an empty path segment",
-            ));
+            return Err(EventError::new("organization_unit", "contains an empty path segment"));
         }
         if path.chars().any(char::is_control) {
-            return Err(EventError::new(
-                "organization_unit",
-                "contains a control character",
-            ));
+            return Err(EventError::new("organization_unit", "contains a control character"));
         }
         Ok(Self(path.to_owned()))
     }
@@ -149,8 +132,7 @@ impl OrgUnit {
     pub fn is_within(&self, ancestor: &OrgUnit) -> bool {
         ancestor.0.is_empty()
             || self.0 == ancestor.0
-            || (self.0.starts_with(&ancestor.0)
-                && self.0.as_bytes().get(ancestor.0.len()) == Some(&b'/'))
+            || (self.0.starts_with(&ancestor.0) && self.0.as_bytes().get(ancestor.0.len()) == Some(&b'/'))
     }
 }
 
@@ -203,52 +185,29 @@ impl EventInput {
             .to_offset(time::UtcOffset::UTC);
         // Stored as i64 nanoseconds since the epoch: 1677-09-21 to 2262-04-11.
         if i64::try_from(occurred_at.unix_timestamp_nanos()).is_err() {
-            return Err(EventError::new(
-                "occurred_at",
-                "outside the supported range (1677-09-22 to 2262-04-10)",
-            ));
+            return Err(EventError::new("occurred_at", "outside the supported range (1677-09-22 to 2262-04-10)"));
         }
         if let Some(source) = &self.source {
-            for (field, value) in [
-                ("source.application", &source.application),
-                ("source.user", &source.user),
-            ] {
-                if value
-                    .as_ref()
-                    .is_some_and(|v| v.len() > MAX_NAME_LEN || v.chars().any(char::is_control))
-                {
-                    return Err(EventError::new(
-                        field,
-                        "too long or contains a control character",
-                    ));
+            for (field, value) in [("source.application", &source.application), ("source.user", &source.user)] {
+                if value.as_ref().is_some_and(|v| v.len() > MAX_NAME_LEN || v.chars().any(char::is_control)) {
+                    return Err(EventError::new(field, "too long or contains a control character"));
                 }
             }
         }
         if self.related.len() > MAX_RELATED {
-            return Err(EventError::new(
-                "related",
-                format!("more than {MAX_RELATED} ids"),
-            ));
+            return Err(EventError::new("related", format!("more than {MAX_RELATED} ids")));
         }
         if nesting_depth(self.payload.get()) > MAX_PAYLOAD_DEPTH {
-            return Err(EventError::new(
-                "payload",
-                format!("nested deeper than {MAX_PAYLOAD_DEPTH} levels"),
-            ));
+            return Err(EventError::new("payload", format!("nested deeper than {MAX_PAYLOAD_DEPTH} levels")));
         }
-        let related = self
-            .related
-            .iter()
-            .map(|r| EventId::parse(r).map_err(|e| EventError::new("related", e.reason)))
-            .collect::<Result<_, _>>()?;
+        let related =
+            self.related.iter().map(|r| EventId::parse(r).map_err(|e| EventError::new("related", e.reason))).collect::<Result<_, _>>()?;
         Ok(Event {
             id,
             event_type,
             organization_unit,
             occurred_at,
-            source: self
-                .source
-                .filter(|s| s.application.is_some() || s.user.is_some()),
+            source: self.source.filter(|s| s.application.is_some() || s.user.is_some()),
             related,
             payload: self.payload,
         })
@@ -326,25 +285,15 @@ impl Event {
     }
 }
 
-fn validate_token(
-    field: &'static str,
-    raw: &str,
-    allowed: impl Fn(char) -> bool,
-) -> Result<(), EventError> {
+fn validate_token(field: &'static str, raw: &str, allowed: impl Fn(char) -> bool) -> Result<(), EventError> {
     if raw.is_empty() {
         return Err(EventError::new(field, "must not be empty"));
     }
     if raw.len() > MAX_NAME_LEN {
-        return Err(EventError::new(
-            field,
-            format!("longer than {MAX_NAME_LEN} bytes"),
-        ));
+        return Err(EventError::new(field, format!("longer than {MAX_NAME_LEN} bytes")));
     }
     if let Some(bad) = raw.chars().find(|c| !allowed(*c)) {
-        return Err(EventError::new(
-            field,
-            format!("contains the character {bad:?}"),
-        ));
+        return Err(EventError::new(field, format!("contains the character {bad:?}")));
     }
     Ok(())
 }
@@ -359,7 +308,8 @@ mod tests {
 
     #[test]
     fn payload_nesting_is_bounded() {
-        let nested = |n: usize| format!(r#"{{"type":"a","occurred_at":"2026-01-01T00:00:00Z","payload":{}1{}}}"#, "[".repeat(n), "]".repeat(n));
+        let nested =
+            |n: usize| format!(r#"{{"type":"a","occurred_at":"2026-01-01T00:00:00Z","payload":{}1{}}}"#, "[".repeat(n), "]".repeat(n));
         assert!(parse(&nested(MAX_PAYLOAD_DEPTH)).is_ok());
         let e = parse(&nested(MAX_PAYLOAD_DEPTH + 1)).unwrap_err();
         assert!(e.to_string().contains("payload"), "{e}");
@@ -383,8 +333,7 @@ mod tests {
 
     #[test]
     fn generates_missing_id() {
-        let e =
-            parse(r#"{"type":"a","occurred_at":"2026-01-01T00:00:00Z","payload":null}"#).unwrap();
+        let e = parse(r#"{"type":"a","occurred_at":"2026-01-01T00:00:00Z","payload":null}"#).unwrap();
         assert_eq!(e.id.as_str(), "generated");
         assert_eq!(e.organization_unit, OrgUnit::default());
     }
@@ -392,34 +341,13 @@ mod tests {
     #[test]
     fn refuses_bad_fields_naming_them() {
         let cases = [
-            (
-                r#"{"type":"a","occurred_at":"2026-01-01T00:00:00Z","payload":1,"extra":1}"#,
-                "event",
-            ),
-            (
-                r#"{"type":"a b","occurred_at":"2026-01-01T00:00:00Z","payload":1}"#,
-                "type",
-            ),
-            (
-                r#"{"type":"a..b","occurred_at":"2026-01-01T00:00:00Z","payload":1}"#,
-                "type",
-            ),
-            (
-                r#"{"type":"a","occurred_at":"yesterday","payload":1}"#,
-                "occurred_at",
-            ),
-            (
-                r#"{"id":"","type":"a","occurred_at":"2026-01-01T00:00:00Z","payload":1}"#,
-                "id",
-            ),
-            (
-                r#"{"type":"a","organization_unit":"a//b","occurred_at":"2026-01-01T00:00:00Z","payload":1}"#,
-                "organization_unit",
-            ),
-            (
-                r#"{"type":"a","occurred_at":"2026-01-01T00:00:00Z"}"#,
-                "event",
-            ),
+            (r#"{"type":"a","occurred_at":"2026-01-01T00:00:00Z","payload":1,"extra":1}"#, "event"),
+            (r#"{"type":"a b","occurred_at":"2026-01-01T00:00:00Z","payload":1}"#, "type"),
+            (r#"{"type":"a..b","occurred_at":"2026-01-01T00:00:00Z","payload":1}"#, "type"),
+            (r#"{"type":"a","occurred_at":"yesterday","payload":1}"#, "occurred_at"),
+            (r#"{"id":"","type":"a","occurred_at":"2026-01-01T00:00:00Z","payload":1}"#, "id"),
+            (r#"{"type":"a","organization_unit":"a//b","occurred_at":"2026-01-01T00:00:00Z","payload":1}"#, "organization_unit"),
+            (r#"{"type":"a","occurred_at":"2026-01-01T00:00:00Z"}"#, "event"),
         ];
         for (json, field) in cases {
             assert_eq!(parse(json).unwrap_err().field, field, "{json}");
@@ -428,27 +356,13 @@ mod tests {
 
     #[test]
     fn refuses_times_nanoseconds_cannot_hold() {
-        let at = |t: &str| {
-            parse(&format!(
-                r#"{{"type":"a","occurred_at":"{t}","payload":1}}"#
-            ))
-        };
-        for t in [
-            "9999-12-31T23:59:59Z",
-            "0001-01-01T00:00:00Z",
-            "0000-01-01T00:00:00Z",
-            "2262-04-12T00:00:00Z",
-            "1677-09-21T00:00:00Z",
-        ] {
+        let at = |t: &str| parse(&format!(r#"{{"type":"a","occurred_at":"{t}","payload":1}}"#));
+        for t in ["9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "0000-01-01T00:00:00Z", "2262-04-12T00:00:00Z", "1677-09-21T00:00:00Z"] {
             assert_eq!(at(t).unwrap_err().field, "occurred_at", "{t}");
         }
         for t in ["2262-04-10T23:59:59.999999999Z", "1677-09-22T00:00:00Z"] {
             let e = at(t).unwrap();
-            assert_eq!(
-                e.occurred_at,
-                OffsetDateTime::parse(t, &Rfc3339).unwrap(),
-                "{t}"
-            );
+            assert_eq!(e.occurred_at, OffsetDateTime::parse(t, &Rfc3339).unwrap(), "{t}");
         }
     }
 

@@ -38,11 +38,7 @@ pub struct ConfigError {
 }
 
 fn err(code: &'static str, field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        code,
-        field: field.into(),
-        reason: reason.into(),
-    }
+    ConfigError { code, field: field.into(), reason: reason.into() }
 }
 
 /// Which event types a configuration takes: `order.paid`, `order.*`
@@ -119,8 +115,7 @@ pub struct OuFilter {
 
 impl OuFilter {
     pub fn matches(&self, unit: &OrgUnit) -> bool {
-        (self.include.is_empty() || self.include.iter().any(|i| unit.is_within(i)))
-            && !self.exclude.iter().any(|e| unit.is_within(e))
+        (self.include.is_empty() || self.include.iter().any(|i| unit.is_within(i))) && !self.exclude.iter().any(|e| unit.is_within(e))
     }
 }
 
@@ -130,9 +125,13 @@ impl OuFilter {
 pub enum Authorization {
     None,
     /// `Authorization: Bearer {token}`.
-    Bearer { token: String },
+    Bearer {
+        token: String,
+    },
     /// `Authorization: {token}`, no scheme.
-    Token { token: String },
+    Token {
+        token: String,
+    },
     /// Mutual TLS with a PEM certificate chain and private key (a PKCS#12
     /// upload is converted to these on save).
     ClientCertificate {
@@ -179,8 +178,7 @@ impl Authorization {
     /// [`CERTIFICATE_EXPIRY_WARNING`] of `now` (or has expired), with its
     /// expiry; `None` without a client certificate.
     pub fn certificate_expiring(&self, now: time::OffsetDateTime) -> Option<(bool, time::OffsetDateTime)> {
-        self.certificate_expires_at()
-            .map(|at| (at - now < CERTIFICATE_EXPIRY_WARNING, at))
+        self.certificate_expires_at().map(|at| (at - now < CERTIFICATE_EXPIRY_WARNING, at))
     }
 }
 
@@ -190,7 +188,9 @@ impl Authorization {
 pub enum Tls {
     #[default]
     System,
-    CustomCa { ca_pem: String },
+    CustomCa {
+        ca_pem: String,
+    },
     /// For testing only; flagged in every API answer.
     TrustAll,
 }
@@ -216,11 +216,7 @@ impl SigningSecret {
         use base64::Engine as _;
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).expect("the operating system's random source");
-        Self(format!(
-            "{}{}",
-            Self::PREFIX,
-            base64::engine::general_purpose::STANDARD.encode(key)
-        ))
+        Self(format!("{}{}", Self::PREFIX, base64::engine::general_purpose::STANDARD.encode(key)))
     }
 
     pub fn parse(raw: &str) -> Result<Self, ConfigError> {
@@ -301,10 +297,8 @@ impl Signing {
     /// Makes `new` the secret; the current one keeps signing for `grace`.
     pub fn rotate(&mut self, new: SigningSecret, grace: Duration, now_ms: i64) {
         let old = std::mem::replace(&mut self.secret, new);
-        self.previous = (!grace.is_zero()).then(|| PreviousSecret {
-            secret: old,
-            expires_at: now_ms.saturating_add(grace.as_millis() as i64),
-        });
+        self.previous =
+            (!grace.is_zero()).then(|| PreviousSecret { secret: old, expires_at: now_ms.saturating_add(grace.as_millis() as i64) });
     }
 }
 
@@ -330,11 +324,7 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self {
-            max_attempts: 8,
-            initial_backoff_ms: 1_000,
-            max_backoff_ms: 3_600_000,
-        }
+        Self { max_attempts: 8, initial_backoff_ms: 1_000, max_backoff_ms: 3_600_000 }
     }
 }
 
@@ -344,11 +334,7 @@ impl RetryPolicy {
             return Err(err("invalid_retry_policy", "retry.max_attempts", "must be 1 to 50"));
         }
         if self.initial_backoff_ms == 0 || self.initial_backoff_ms > self.max_backoff_ms {
-            return Err(err(
-                "invalid_retry_policy",
-                "retry.initial_backoff_ms",
-                "must be at least 1 and at most max_backoff_ms",
-            ));
+            return Err(err("invalid_retry_policy", "retry.initial_backoff_ms", "must be at least 1 and at most max_backoff_ms"));
         }
         if self.max_backoff_ms > 24 * 3_600_000 {
             return Err(err("invalid_retry_policy", "retry.max_backoff_ms", "must be at most one day"));
@@ -360,9 +346,7 @@ impl RetryPolicy {
     /// capped, with "equal jitter" (half fixed, half random) so that a burst
     /// of failures does not retry in lockstep.
     pub fn backoff(&self, next: u32, random: f64) -> Duration {
-        let exp = self
-            .initial_backoff_ms
-            .saturating_mul(1u64 << next.saturating_sub(2).min(40));
+        let exp = self.initial_backoff_ms.saturating_mul(1u64 << next.saturating_sub(2).min(40));
         let capped = exp.min(self.max_backoff_ms) as f64;
         Duration::from_millis((capped / 2.0 + capped / 2.0 * random.clamp(0.0, 1.0)) as u64)
     }
@@ -392,10 +376,7 @@ pub struct AutoDisable {
 
 impl Default for AutoDisable {
     fn default() -> Self {
-        Self {
-            after_failures: 50,
-            failing_for_ms: 24 * 3_600_000,
-        }
+        Self { after_failures: 50, failing_for_ms: 24 * 3_600_000 }
     }
 }
 
@@ -508,8 +489,12 @@ pub struct OuFilterInput {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AuthorizationInput {
     None,
-    Bearer { token: Option<String> },
-    Token { token: Option<String> },
+    Bearer {
+        token: Option<String>,
+    },
+    Token {
+        token: Option<String>,
+    },
     ClientCertificate {
         certificate_pem: Option<String>,
         private_key_pem: Option<String>,
@@ -597,32 +582,29 @@ impl ConfigInput {
         if self.event_types.len() > MAX_PATTERNS {
             return Err(err("invalid_event_type_pattern", "event_types", format!("at most {MAX_PATTERNS}")));
         }
-        let event_types = self
-            .event_types
-            .iter()
-            .map(|p| TypePattern::parse(p))
-            .collect::<Result<Vec<_>, _>>()?;
+        let event_types = self.event_types.iter().map(|p| TypePattern::parse(p)).collect::<Result<Vec<_>, _>>()?;
         let organization_units = match self.organization_units {
             None => OuFilter::default(),
             Some(ou) => {
                 let parse = |list: Vec<String>, field: &str| {
                     list.iter()
                         .map(|raw| {
-                            OrgUnit::parse(raw).map_err(|e| err("invalid_organization_unit", format!("organization_units.{field}"), e.reason))
+                            OrgUnit::parse(raw)
+                                .map_err(|e| err("invalid_organization_unit", format!("organization_units.{field}"), e.reason))
                         })
                         .collect::<Result<Vec<_>, _>>()
                 };
-                OuFilter {
-                    include: parse(ou.include, "include")?,
-                    exclude: parse(ou.exclude, "exclude")?,
-                }
+                OuFilter { include: parse(ou.include, "include")?, exclude: parse(ou.exclude, "exclude")? }
             }
         };
         if let Some(script) = &self.script
-            && (script.params.len() > MAX_CUSTOM
-                || script.params.iter().any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 4096))
+            && (script.params.len() > MAX_CUSTOM || script.params.iter().any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 4096))
         {
-            return Err(err("invalid_script_params", "script.params", format!("at most {MAX_CUSTOM} parameters, names 1 to 128 bytes, values up to 4096 bytes")));
+            return Err(err(
+                "invalid_script_params",
+                "script.params",
+                format!("at most {MAX_CUSTOM} parameters, names 1 to 128 bytes, values up to 4096 bytes"),
+            ));
         }
         let authorization = validate_authorization(self.authorization, previous.map(|p| &p.authorization))?;
         let tls = self.tls.unwrap_or_default();
@@ -770,10 +752,7 @@ fn validate_endpoint(raw: &str) -> Result<String, ConfigError> {
     Ok(url.to_string())
 }
 
-fn validate_authorization(
-    input: Option<AuthorizationInput>,
-    previous: Option<&Authorization>,
-) -> Result<Authorization, ConfigError> {
+fn validate_authorization(input: Option<AuthorizationInput>, previous: Option<&Authorization>) -> Result<Authorization, ConfigError> {
     let missing = |field: &str| err("invalid_authorization", format!("authorization.{field}"), "required");
     let token = |new: Option<String>, kept: Option<&String>| -> Result<String, ConfigError> {
         let token = new.filter(|t| t != REDACTED).or_else(|| kept.cloned()).ok_or_else(|| missing("token"))?;

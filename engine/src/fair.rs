@@ -75,12 +75,7 @@ pub enum Refused<T> {
 impl<G: Eq + Hash + Clone, K: Eq + Hash + Clone, T> FairQueue<G, K, T> {
     pub fn new(bounds: Bounds) -> Self {
         Self {
-            state: Mutex::new(State {
-                groups: HashMap::new(),
-                turn: VecDeque::new(),
-                len: 0,
-                closed: false,
-            }),
+            state: Mutex::new(State { groups: HashMap::new(), turn: VecDeque::new(), len: 0, closed: false }),
             work: Notify::new(),
             room: Notify::new(),
             bounds: Bounds {
@@ -99,14 +94,7 @@ impl<G: Eq + Hash + Clone, K: Eq + Hash + Clone, T> FairQueue<G, K, T> {
     /// Queues `item` under `group` and `key` (which may hold `limit`
     /// workers at once), waiting up to `wait` for room: a full key or group
     /// slows down its own producers only.
-    pub async fn push(
-        &self,
-        group: &G,
-        key: &K,
-        limit: usize,
-        item: T,
-        wait: Duration,
-    ) -> Result<(), Refused<T>> {
+    pub async fn push(&self, group: &G, key: &K, limit: usize, item: T, wait: Duration) -> Result<(), Refused<T>> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut item = item;
         loop {
@@ -147,12 +135,7 @@ impl<G: Eq + Hash + Clone, K: Eq + Hash + Clone, T> FairQueue<G, K, T> {
         if g.len >= bounds.per_group || queued >= bounds.per_key {
             return Err(Refused::Full(item));
         }
-        let k = g.keys.entry(key.clone()).or_insert_with(|| Key {
-            items: VecDeque::new(),
-            in_turn: false,
-            busy: 0,
-            limit,
-        });
+        let k = g.keys.entry(key.clone()).or_insert_with(|| Key { items: VecDeque::new(), in_turn: false, busy: 0, limit });
         k.limit = limit.max(1);
         k.items.push_back(item);
         g.len += 1;
@@ -178,15 +161,9 @@ impl<G: Eq + Hash + Clone, K: Eq + Hash + Clone, T> FairQueue<G, K, T> {
                 let mut guard = self.lock();
                 let s = &mut *guard;
                 if let Some(group) = s.turn.pop_front() {
-                    let g = s
-                        .groups
-                        .get_mut(&group)
-                        .expect("a group in the turn exists");
+                    let g = s.groups.get_mut(&group).expect("a group in the turn exists");
                     g.in_turn = false;
-                    let key = g
-                        .turn
-                        .pop_front()
-                        .expect("a group in the turn has a key in its turn");
+                    let key = g.turn.pop_front().expect("a group in the turn has a key in its turn");
                     let k = g.keys.get_mut(&key).expect("a key in the turn exists");
                     k.in_turn = false;
                     let take = k.items.len().min(max.max(1));
@@ -247,12 +224,7 @@ impl<G: Eq + Hash + Clone, K: Eq + Hash + Clone, T> FairQueue<G, K, T> {
             if g.len >= bounds.per_group {
                 groups.push(name.clone());
             }
-            keys.extend(
-                g.keys
-                    .iter()
-                    .filter(|(_, k)| k.items.len() >= bounds.per_key)
-                    .map(|(name, _)| name.clone()),
-            );
+            keys.extend(g.keys.iter().filter(|(_, k)| k.items.len() >= bounds.per_key).map(|(name, _)| name.clone()));
         }
         (groups, keys)
     }
@@ -307,17 +279,8 @@ fn schedule<G: Clone, K: Eq + Hash + Clone, T>(
 mod tests {
     use super::*;
 
-    fn queue(
-        per_key: usize,
-        per_group: usize,
-        group_workers: usize,
-    ) -> FairQueue<&'static str, &'static str, u32> {
-        FairQueue::new(Bounds {
-            per_key,
-            per_group,
-            total: 1000,
-            group_workers,
-        })
+    fn queue(per_key: usize, per_group: usize, group_workers: usize) -> FairQueue<&'static str, &'static str, u32> {
+        FairQueue::new(Bounds { per_key, per_group, total: 1000, group_workers })
     }
 
     #[tokio::test]
@@ -330,18 +293,10 @@ mod tests {
         let (g1, _, b1) = q.next(10).await.unwrap();
         let (g2, _, b2) = q.next(10).await.unwrap();
         assert_eq!((g1, b1.len()), ("big", 10));
-        assert_eq!(
-            (g2, b2),
-            ("small", vec![1000]),
-            "the small group is served second, not after 100"
-        );
+        assert_eq!((g2, b2), ("small", vec![1000]), "the small group is served second, not after 100");
         q.done(&"small", &"k");
         // "big" uses its one worker slot: nothing else to take.
-        assert!(
-            tokio::time::timeout(Duration::from_millis(50), q.next(10))
-                .await
-                .is_err()
-        );
+        assert!(tokio::time::timeout(Duration::from_millis(50), q.next(10)).await.is_err());
         q.done(&"big", &"k");
         let (g3, _, b3) = q.next(10).await.unwrap();
         assert_eq!((g3, b3[0]), ("big", 10), "in order within a key");
@@ -355,18 +310,10 @@ mod tests {
         }
         q.try_push(&"t", &"fast", 2, 100).unwrap();
         assert_eq!(q.next(1).await.unwrap().1, "slow");
-        assert_eq!(
-            q.next(1).await.unwrap().1,
-            "fast",
-            "the other key's turn comes next"
-        );
+        assert_eq!(q.next(1).await.unwrap().1, "fast", "the other key's turn comes next");
         assert_eq!(q.next(1).await.unwrap().1, "slow");
         // "slow" holds its two slots: its other items wait, nothing is handed out.
-        assert!(
-            tokio::time::timeout(Duration::from_millis(50), q.next(1))
-                .await
-                .is_err()
-        );
+        assert!(tokio::time::timeout(Duration::from_millis(50), q.next(1)).await.is_err());
         q.done(&"t", &"slow");
         assert_eq!(q.next(1).await.unwrap().2, vec![2]);
     }
@@ -376,20 +323,11 @@ mod tests {
         let q = queue(2, 3, 1);
         q.try_push(&"a", &"x", 1, 1).unwrap();
         q.try_push(&"a", &"x", 1, 2).unwrap();
-        assert!(
-            matches!(q.try_push(&"a", &"x", 1, 3), Err(Refused::Full(3))),
-            "key full"
-        );
+        assert!(matches!(q.try_push(&"a", &"x", 1, 3), Err(Refused::Full(3))), "key full");
         q.try_push(&"a", &"y", 1, 4).unwrap();
-        assert!(
-            matches!(q.try_push(&"a", &"z", 1, 5), Err(Refused::Full(5))),
-            "group full"
-        );
+        assert!(matches!(q.try_push(&"a", &"z", 1, 5), Err(Refused::Full(5))), "group full");
         q.try_push(&"b", &"x", 1, 6).unwrap();
-        assert!(matches!(
-            q.push(&"a", &"z", 1, 7, Duration::from_millis(20)).await,
-            Err(Refused::Full(7))
-        ));
+        assert!(matches!(q.push(&"a", &"z", 1, 7, Duration::from_millis(20)).await, Err(Refused::Full(7))));
         let (groups, keys) = q.full();
         assert_eq!(groups, vec!["a"]);
         assert_eq!(keys, vec!["x"]);
@@ -401,11 +339,7 @@ mod tests {
         q.try_push(&"a", &"k", 1, 1).unwrap();
         let pusher = {
             let q = q.clone();
-            tokio::spawn(async move {
-                q.push(&"a", &"k", 1, 2, Duration::from_secs(5))
-                    .await
-                    .is_ok()
-            })
+            tokio::spawn(async move { q.push(&"a", &"k", 1, 2, Duration::from_secs(5)).await.is_ok() })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(q.next(10).await.unwrap().2, vec![1]);
@@ -426,12 +360,7 @@ mod tests {
             got.push(q.next(1).await.unwrap().0);
         }
         assert_eq!(got, vec!["a", "b", "a"]);
-        assert!(
-            tokio::time::timeout(Duration::from_millis(50), q.next(1))
-                .await
-                .is_err(),
-            "a holds its two slots"
-        );
+        assert!(tokio::time::timeout(Duration::from_millis(50), q.next(1)).await.is_err(), "a holds its two slots");
         q.done(&"a", &"x");
         assert_eq!(q.next(1).await.unwrap().1, "z");
     }

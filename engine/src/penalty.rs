@@ -57,9 +57,7 @@ impl Penalty {
 
     /// How long the script stays paused.
     pub fn remaining(&self) -> Duration {
-        self.lock().not_before.map_or(Duration::ZERO, |t| {
-            t.saturating_duration_since(Instant::now())
-        })
+        self.lock().not_before.map_or(Duration::ZERO, |t| t.saturating_duration_since(Instant::now()))
     }
 
     /// When paused, a slot for one more deferred decision: how long from

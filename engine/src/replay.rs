@@ -310,10 +310,8 @@ impl App {
                 let Some(last) = events.last() else { break };
                 after = EventCursor { received_at: last.received_at, seq: last.seq };
                 let full = events.len() == CHUNK;
-                let mut selected: Vec<EventRecord> = events
-                    .into_iter()
-                    .filter(|e| config.spec.selects(&e.event.event_type, &e.event.organization_unit))
-                    .collect();
+                let mut selected: Vec<EventRecord> =
+                    events.into_iter().filter(|e| config.spec.selects(&e.event.event_type, &e.event.organization_unit)).collect();
                 // Out of room, the scan goes on only to tell whether anything is left.
                 if selected.len() > left {
                     selected.truncate(left);
@@ -376,8 +374,7 @@ impl App {
             events
                 .into_iter()
                 .map(|e| {
-                    let mut d =
-                        route::decide(&sandbox, &config, &e.event, now, route::Pause::Defer);
+                    let mut d = route::decide(&sandbox, &config, &e.event, now, route::Pause::Defer);
                     d.lease_until = None;
                     (e.seq, d)
                 })

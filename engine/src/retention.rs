@@ -29,11 +29,7 @@ pub struct Retention {
 impl Default for Retention {
     fn default() -> Self {
         const DAY: u64 = 24 * 3600;
-        Self {
-            events: Duration::from_secs(60 * DAY),
-            payloads: Duration::from_secs(15 * DAY),
-            interval: Duration::from_secs(3600),
-        }
+        Self { events: Duration::from_secs(60 * DAY), payloads: Duration::from_secs(15 * DAY), interval: Duration::from_secs(3600) }
     }
 }
 

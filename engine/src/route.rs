@@ -86,20 +86,14 @@ impl ConfigCache {
     /// bundle and client certificate load): refused at save, never found
     /// out while routing.
     pub fn check_client(&self, spec: &ExportConfig) -> Result<(), crate::export::ConfigError> {
-        crate::deliver::client_for(spec, &self.shared_client, &self.destinations)
-            .map(drop)
-            .map_err(|e| {
-                let field = if matches!(spec.tls, crate::export::Tls::System) {
-                    "authorization"
-                } else {
-                    "tls"
-                };
-                crate::export::ConfigError {
-                    code: "invalid_tls",
-                    field: field.into(),
-                    reason: format!("cannot be used: {}", describe_error(&e)),
-                }
-            })
+        crate::deliver::client_for(spec, &self.shared_client, &self.destinations).map(drop).map_err(|e| {
+            let field = if matches!(spec.tls, crate::export::Tls::System) { "authorization" } else { "tls" };
+            crate::export::ConfigError {
+                code: "invalid_tls",
+                field: field.into(),
+                reason: format!("cannot be used: {}", describe_error(&e)),
+            }
+        })
     }
 
     /// Forgets everything cached.
@@ -142,47 +136,33 @@ impl ConfigCache {
         if let Some(hit) = lock(&self.by_id).get(&record.id).filter(|c| c.version == record.version) {
             return Ok(hit.clone());
         }
-        let spec: ExportConfig = serde_json::from_str(&record.spec)
-            .map_err(|e| StoreError::Corrupt(format!("configuration {}: {e}", record.id)))?;
+        let spec: ExportConfig =
+            serde_json::from_str(&record.spec).map_err(|e| StoreError::Corrupt(format!("configuration {}: {e}", record.id)))?;
         let script = match &spec.script {
             None => None,
-            Some(s) => Some(
-                match self.store.script_code(&record.tenant_id, &s.id).await {
-                    // Compiling can take a good part of a second: not on the
-                    // threads that serve everyone's requests.
-                    Ok(code) => {
-                        let sandbox = self.sandbox.clone();
-                        match tokio::task::spawn_blocking(move || load_code(&sandbox, &code)).await
-                        {
-                            Ok(loaded) => loaded.map_err(|e| e.to_string()),
-                            Err(e) => Err(format!("loading script {} failed: {e}", s.id)),
-                        }
+            Some(s) => Some(match self.store.script_code(&record.tenant_id, &s.id).await {
+                // Compiling can take a good part of a second: not on the
+                // threads that serve everyone's requests.
+                Ok(code) => {
+                    let sandbox = self.sandbox.clone();
+                    match tokio::task::spawn_blocking(move || load_code(&sandbox, &code)).await {
+                        Ok(loaded) => loaded.map_err(|e| e.to_string()),
+                        Err(e) => Err(format!("loading script {} failed: {e}", s.id)),
                     }
-                    Err(e) => Err(format!("script {} unavailable: {e}", s.id)),
-                },
-            ),
+                }
+                Err(e) => Err(format!("script {} unavailable: {e}", s.id)),
+            }),
         };
-        let params = Arc::new(
-            spec.script
-                .as_ref()
-                .map(|s| s.params.clone())
-                .unwrap_or_default(),
-        );
+        let params = Arc::new(spec.script.as_ref().map(|s| s.params.clone()).unwrap_or_default());
         let client = crate::deliver::client_for(&spec, &self.shared_client, &self.destinations).map_err(|e| {
             tracing::error!(configuration = %record.id, error = %e, "the configuration's TLS settings cannot be used; its deliveries fail");
             format!("the configuration's TLS settings cannot be used: {e}")
         });
         let penalty = match &spec.script {
-            Some(s) => lock(&self.penalties)
-                .entry((record.tenant_id.clone(), s.id.clone()))
-                .or_default()
-                .clone(),
+            Some(s) => lock(&self.penalties).entry((record.tenant_id.clone(), s.id.clone())).or_default().clone(),
             None => Arc::default(),
         };
-        if let Some((true, expires_at)) = spec
-            .authorization
-            .certificate_expiring(time::OffsetDateTime::now_utc())
-        {
+        if let Some((true, expires_at)) = spec.authorization.certificate_expiring(time::OffsetDateTime::now_utc()) {
             tracing::warn!(configuration = %record.id, %expires_at, "the client certificate expires within 30 days (or has expired): upload a new one");
         }
         let active = Arc::new(ActiveConfig {
@@ -272,12 +252,7 @@ impl Router {
             sandbox,
             configs,
             deliver,
-            queue: FairQueue::new(Bounds {
-                per_key: PER_TENANT,
-                per_group: PER_TENANT,
-                total: TOTAL,
-                group_workers: workers / 2,
-            }),
+            queue: FairQueue::new(Bounds { per_key: PER_TENANT, per_group: PER_TENANT, total: TOTAL, group_workers: workers / 2 }),
             queued: Mutex::default(),
         });
         for _ in 0..workers {
@@ -355,10 +330,7 @@ impl Router {
     /// so that one bad row fails only its own event; an event that still
     /// cannot be written is recorded without the details that failed.
     async fn record(&self, routed: Vec<(RouteJob, Decided)>) {
-        let rows: Vec<Routed> = routed
-            .iter()
-            .map(|(job, decided)| routed_row(job, decided))
-            .collect();
+        let rows: Vec<Routed> = routed.iter().map(|(job, decided)| routed_row(job, decided)).collect();
         let recorded = match self.store.record_routing(rows).await {
             Ok(recorded) => recorded,
             Err(StoreError::Closed) => return,
@@ -399,11 +371,7 @@ impl Router {
     }
 
     async fn record_alone(&self, job: &RouteJob, decided: &Decided) -> bool {
-        match self
-            .store
-            .record_routing(vec![routed_row(job, decided)])
-            .await
-        {
+        match self.store.record_routing(vec![routed_row(job, decided)]).await {
             Ok(recorded) => return recorded.first().copied().unwrap_or(false),
             Err(StoreError::Closed) => return false,
             Err(e) => {
@@ -414,10 +382,7 @@ impl Router {
         for d in &mut row.deliveries {
             d.script_logs = None;
             d.reason = Some("the script's decision could not be stored".into());
-            if d.status == DeliveryStatus::Pending
-                && !d.undecided
-                && (d.body.is_some() || d.headers.is_some())
-            {
+            if d.status == DeliveryStatus::Pending && !d.undecided && (d.body.is_some() || d.headers.is_some()) {
                 // Sending without the script's body would send what it replaced.
                 d.status = DeliveryStatus::ScriptError;
                 d.error_kind = Some("unrecordable".into());
@@ -440,11 +405,7 @@ impl Router {
 }
 
 fn routed_row(job: &RouteJob, decided: &Decided) -> Routed {
-    Routed {
-        tenant: job.tenant.clone(),
-        event_seq: job.seq,
-        deliveries: decided.iter().map(|(_, d)| d.clone()).collect(),
-    }
+    Routed { tenant: job.tenant.clone(), event_seq: job.seq, deliveries: decided.iter().map(|(_, d)| d.clone()).collect() }
 }
 
 /// The delivery rows for one event: one per matching configuration.
@@ -453,12 +414,7 @@ pub fn decide_all(sandbox: &Sandbox, configs: &[Arc<ActiveConfig>], event: &Even
     configs
         .iter()
         .filter(|c| c.spec.selects(&event.event_type, &event.organization_unit))
-        .map(|config| {
-            (
-                config.clone(),
-                decide(sandbox, config, event, now, Pause::Defer),
-            )
-        })
+        .map(|config| (config.clone(), decide(sandbox, config, event, now, Pause::Defer)))
         .collect()
 }
 
@@ -475,13 +431,7 @@ pub enum Pause {
 /// or not: its script runs (when it has one) and the delivery row records
 /// the outcome. A pending row is due at `now` and leased to the sender the
 /// router hands it to; an undecided one waits for its script's slot.
-pub fn decide(
-    sandbox: &Sandbox,
-    config: &ActiveConfig,
-    event: &Event,
-    now: i64,
-    pause: Pause,
-) -> NewDelivery {
+pub fn decide(sandbox: &Sandbox, config: &ActiveConfig, event: &Event, now: i64, pause: Pause) -> NewDelivery {
     let mut d = NewDelivery {
         id: DeliveryId::generate(),
         config_id: config.id.clone(),
@@ -514,13 +464,8 @@ pub fn decide(
             }
             let started = Instant::now();
             let outcome = sandbox.run(script, &config.params, event);
-            let exhausted = matches!(
-                outcome.result,
-                OutcomeResult::Error(ScriptError::OutOfFuel { .. } | ScriptError::Timeout { .. })
-            );
-            config
-                .penalty
-                .record(started.elapsed(), exhausted, sandbox.exhaustion_penalty());
+            let exhausted = matches!(outcome.result, OutcomeResult::Error(ScriptError::OutOfFuel { .. } | ScriptError::Timeout { .. }));
+            config.penalty.record(started.elapsed(), exhausted, sandbox.exhaustion_penalty());
             if !outcome.logs.is_empty() {
                 d.script_logs = serde_json::to_string(&outcome.logs).ok();
             }

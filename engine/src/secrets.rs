@@ -67,9 +67,7 @@ impl std::str::FromStr for MasterKey {
     type Err = KeyError;
 
     fn from_str(raw: &str) -> Result<Self, KeyError> {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(raw.trim())
-            .map_err(|_| KeyError::Invalid)?;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(raw.trim()).map_err(|_| KeyError::Invalid)?;
         bytes.try_into().map(Self).map_err(|_| KeyError::Invalid)
     }
 }
@@ -131,9 +129,7 @@ pub enum OpenError {
     #[error("sealed data is malformed")]
     Malformed,
     /// Sealed with a key the keyring does not hold.
-    #[error(
-        "sealed with key {0}, which is not among the configured secret keys (`secret_key`, `old_secret_keys`)"
-    )]
+    #[error("sealed with key {0}, which is not among the configured secret keys (`secret_key`, `old_secret_keys`)")]
     UnknownKey(KeyId),
     /// Authentication failed: altered, or sealed for another row.
     #[error("sealed data failed authentication (altered, or moved from another row)")]
@@ -150,8 +146,7 @@ struct Derived {
 impl Derived {
     fn new(master: &MasterKey) -> Self {
         let derive = |label: &[u8]| -> [u8; 32] {
-            let mut mac = <HmacSha256 as Mac>::new_from_slice(&master.0)
-                .expect("HMAC takes keys of any length");
+            let mut mac = <HmacSha256 as Mac>::new_from_slice(&master.0).expect("HMAC takes keys of any length");
             mac.update(label);
             mac.finalize().into_bytes().into()
         };
@@ -165,8 +160,7 @@ impl Derived {
     }
 
     fn code_tag(&self, subject: &[u8], code: &[u8]) -> HmacSha256 {
-        let mut mac =
-            <HmacSha256 as Mac>::new_from_slice(&self.code).expect("HMAC takes keys of any length");
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.code).expect("HMAC takes keys of any length");
         mac.update(CODE_MAGIC);
         mac.update(&self.id.0);
         mac.update(&(subject.len() as u64).to_le_bytes());
@@ -195,10 +189,7 @@ impl fmt::Debug for Keyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Keyring")
             .field("current", &self.current.id)
-            .field(
-                "older",
-                &self.older.iter().map(|k| k.id).collect::<Vec<_>>(),
-            )
+            .field("older", &self.older.iter().map(|k| k.id).collect::<Vec<_>>())
             .finish()
     }
 }
@@ -213,10 +204,7 @@ impl Keyring {
                 kept.push(key);
             }
         }
-        Self {
-            current,
-            older: kept,
-        }
+        Self { current, older: kept }
     }
 
     /// The keyring from the settings. `key_file` is where the embedded
@@ -224,11 +212,7 @@ impl Keyring {
     /// be configured): read when it exists, made (mode 0600) when no key is
     /// configured, and kept as an older key when one is, so a node moving
     /// from the generated key to a configured one still reads its rows.
-    pub fn load(
-        configured: Option<&MasterKey>,
-        older: &[MasterKey],
-        key_file: Option<&Path>,
-    ) -> Result<(Self, KeySource), KeyError> {
+    pub fn load(configured: Option<&MasterKey>, older: &[MasterKey], key_file: Option<&Path>) -> Result<(Self, KeySource), KeyError> {
         let from_file = match key_file {
             Some(path) => read_key_file(path)?,
             None => None,
@@ -239,22 +223,10 @@ impl Keyring {
                 older.extend(file);
                 Ok((Self::new(current, &older), KeySource::Configured))
             }
-            (None, Some(file), Some(path)) => Ok((
-                Self::new(&file, older),
-                KeySource::File {
-                    path: path.into(),
-                    generated: false,
-                },
-            )),
+            (None, Some(file), Some(path)) => Ok((Self::new(&file, older), KeySource::File { path: path.into(), generated: false })),
             (None, None, Some(path)) => {
                 let key = write_key_file(path)?;
-                Ok((
-                    Self::new(&key, older),
-                    KeySource::File {
-                        path: path.into(),
-                        generated: true,
-                    },
-                ))
+                Ok((Self::new(&key, older), KeySource::File { path: path.into(), generated: true }))
             }
             (None, _, None) => Err(KeyError::Required),
         }
@@ -271,9 +243,7 @@ impl Keyring {
     }
 
     fn key(&self, id: KeyId) -> Option<&Derived> {
-        std::iter::once(&self.current)
-            .chain(&self.older)
-            .find(|k| k.id == id)
+        std::iter::once(&self.current).chain(&self.older).find(|k| k.id == id)
     }
 
     /// Whether `text` is in the sealed format (else it was stored before
@@ -302,13 +272,7 @@ impl Keyring {
         let ciphertext = self
             .current
             .cipher
-            .encrypt(
-                &XNonce::from(nonce),
-                Payload {
-                    msg: plaintext,
-                    aad: &aad,
-                },
-            )
+            .encrypt(&XNonce::from(nonce), Payload { msg: plaintext, aad: &aad })
             .expect("XChaCha20-Poly1305 seals any message an engine holds");
         let mut body = Vec::with_capacity(NONCE_LEN + ciphertext.len());
         body.extend_from_slice(&nonce);
@@ -319,15 +283,11 @@ impl Keyring {
     /// Opens what [`Keyring::seal`] made with the same `context`, under
     /// whichever held key sealed it.
     pub fn open(&self, sealed: &str, context: &[u8]) -> Result<Vec<u8>, OpenError> {
-        let rest = sealed
-            .strip_prefix(SEALED_PREFIX)
-            .ok_or(OpenError::NotSealed)?;
+        let rest = sealed.strip_prefix(SEALED_PREFIX).ok_or(OpenError::NotSealed)?;
         let (id, body) = rest.split_once(':').ok_or(OpenError::Malformed)?;
         let id = parse_key_id(id).ok_or(OpenError::Malformed)?;
         let key = self.key(id).ok_or(OpenError::UnknownKey(id))?;
-        let body = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(body)
-            .map_err(|_| OpenError::Malformed)?;
+        let body = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(body).map_err(|_| OpenError::Malformed)?;
         if body.len() < NONCE_LEN + 16 {
             return Err(OpenError::Malformed);
         }
@@ -335,15 +295,7 @@ impl Keyring {
         let header = &sealed[..SEALED_PREFIX.len() + 9];
         let aad = [header.as_bytes(), context].concat();
         let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| OpenError::Malformed)?;
-        key.cipher
-            .decrypt(
-                &XNonce::from(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| OpenError::Tampered)
+        key.cipher.decrypt(&XNonce::from(nonce), Payload { msg: ciphertext, aad: &aad }).map_err(|_| OpenError::Tampered)
     }
 
     /// Frames compiled `code` with a tag under the current key, bound to
@@ -368,11 +320,7 @@ impl Keyring {
             return Err(OpenError::Malformed);
         }
         let at = CODE_MAGIC.len();
-        let id = KeyId(
-            framed[at..at + 4]
-                .try_into()
-                .map_err(|_| OpenError::Malformed)?,
-        );
+        let id = KeyId(framed[at..at + 4].try_into().map_err(|_| OpenError::Malformed)?);
         let key = self.key(id).ok_or(OpenError::UnknownKey(id))?;
         key.code_tag(subject, &framed[CODE_HEADER_LEN..])
             .verify_slice(&framed[at + 4..CODE_HEADER_LEN])
@@ -388,10 +336,7 @@ fn parse_key_id(hex_id: &str) -> Option<KeyId> {
 }
 
 fn file_error(path: &Path, reason: impl fmt::Display) -> KeyError {
-    KeyError::File {
-        path: path.into(),
-        reason: reason.to_string(),
-    }
+    KeyError::File { path: path.into(), reason: reason.to_string() }
 }
 
 /// The key in `path`, if the file exists.
@@ -423,14 +368,11 @@ fn write_key_file(path: &Path) -> Result<MasterKey, KeyError> {
         Ok(file) => file,
         // Another process made it in between: use that one.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return read_key_file(path)?
-                .ok_or_else(|| file_error(path, "vanished while being read"));
+            return read_key_file(path)?.ok_or_else(|| file_error(path, "vanished while being read"));
         }
         Err(e) => return Err(file_error(path, e)),
     };
-    file.write_all(format!("{}\n", key.to_base64()).as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| file_error(path, e))?;
+    file.write_all(format!("{}\n", key.to_base64()).as_bytes()).and_then(|()| file.sync_all()).map_err(|e| file_error(path, e))?;
     Ok(key)
 }
 
@@ -450,27 +392,16 @@ mod tests {
         assert!(!sealed.contains("very-secret"), "{sealed}");
         assert_eq!(Keyring::sealed_with(&sealed), Some(ring.current_id()));
         assert_eq!(ring.open(&sealed, b"row-1").unwrap(), b"whsec_very-secret");
-        assert_ne!(
-            ring.seal(b"same", b"c"),
-            ring.seal(b"same", b"c"),
-            "a fresh nonce each time"
-        );
+        assert_ne!(ring.seal(b"same", b"c"), ring.seal(b"same", b"c"), "a fresh nonce each time");
     }
 
     #[test]
     fn another_key_or_context_does_not_open() {
         let sealed = Keyring::new(&key(1), &[]).seal(b"secret", b"row-1");
         let other = Keyring::new(&key(2), &[]);
-        assert!(matches!(
-            other.open(&sealed, b"row-1"),
-            Err(OpenError::UnknownKey(_))
-        ));
+        assert!(matches!(other.open(&sealed, b"row-1"), Err(OpenError::UnknownKey(_))));
         let same = Keyring::new(&key(1), &[]);
-        assert_eq!(
-            same.open(&sealed, b"row-2"),
-            Err(OpenError::Tampered),
-            "moved to another row"
-        );
+        assert_eq!(same.open(&sealed, b"row-2"), Err(OpenError::Tampered), "moved to another row");
     }
 
     #[test]
@@ -478,28 +409,15 @@ mod tests {
         let old = Keyring::new(&key(1), &[]);
         let sealed_before = old.seal(b"kept", b"row");
         let rotated = Keyring::new(&key(2), &[key(1), key(2), key(1)]);
-        assert_eq!(
-            rotated.older_ids().collect::<Vec<_>>(),
-            vec![old.current_id()],
-            "duplicates dropped"
-        );
+        assert_eq!(rotated.older_ids().collect::<Vec<_>>(), vec![old.current_id()], "duplicates dropped");
         assert_eq!(rotated.open(&sealed_before, b"row").unwrap(), b"kept");
         let sealed_after = rotated.seal(b"new", b"row");
-        assert_eq!(
-            Keyring::sealed_with(&sealed_after),
-            Some(rotated.current_id())
-        );
+        assert_eq!(Keyring::sealed_with(&sealed_after), Some(rotated.current_id()));
         assert_ne!(rotated.current_id(), old.current_id());
-        assert!(matches!(
-            old.open(&sealed_after, b"row"),
-            Err(OpenError::UnknownKey(_))
-        ));
+        assert!(matches!(old.open(&sealed_after, b"row"), Err(OpenError::UnknownKey(_))));
         // Old keys retired: what they sealed no longer opens.
         let retired = Keyring::new(&key(2), &[]);
-        assert!(matches!(
-            retired.open(&sealed_before, b"row"),
-            Err(OpenError::UnknownKey(_))
-        ));
+        assert!(matches!(retired.open(&sealed_before, b"row"), Err(OpenError::UnknownKey(_))));
     }
 
     #[test]
@@ -507,44 +425,19 @@ mod tests {
         let ring = Keyring::new(&key(1), &[]);
         let sealed = ring.seal(b"{\"token\":\"abc\"}", b"row");
         let (head, body) = sealed.rsplit_once(':').unwrap();
-        let mut bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(body)
-            .unwrap();
+        let mut bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(body).unwrap();
         for at in [0, NONCE_LEN, bytes.len() - 1] {
             bytes[at] ^= 1;
-            let altered = format!(
-                "{head}:{}",
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes)
-            );
-            assert_eq!(
-                ring.open(&altered, b"row"),
-                Err(OpenError::Tampered),
-                "byte {at}"
-            );
+            let altered = format!("{head}:{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes));
+            assert_eq!(ring.open(&altered, b"row"), Err(OpenError::Tampered), "byte {at}");
             bytes[at] ^= 1;
         }
-        let cut = format!(
-            "{head}:{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes[..bytes.len() - 1])
-        );
-        assert_eq!(
-            ring.open(&cut, b"row"),
-            Err(OpenError::Tampered),
-            "cut short"
-        );
+        let cut = format!("{head}:{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes[..bytes.len() - 1]));
+        assert_eq!(ring.open(&cut, b"row"), Err(OpenError::Tampered), "cut short");
         assert!(ring.open(&sealed[..sealed.len() - 3], b"row").is_err());
-        assert_eq!(
-            ring.open("sealed:v1:zz:abc", b"row"),
-            Err(OpenError::Malformed)
-        );
-        assert_eq!(
-            ring.open(&format!("{head}:AAAA"), b"row"),
-            Err(OpenError::Malformed)
-        );
-        assert_eq!(
-            ring.open("{\"plain\":1}", b"row"),
-            Err(OpenError::NotSealed)
-        );
+        assert_eq!(ring.open("sealed:v1:zz:abc", b"row"), Err(OpenError::Malformed));
+        assert_eq!(ring.open(&format!("{head}:AAAA"), b"row"), Err(OpenError::Malformed));
+        assert_eq!(ring.open("{\"plain\":1}", b"row"), Err(OpenError::NotSealed));
     }
 
     #[test]
@@ -552,60 +445,25 @@ mod tests {
         let ring = Keyring::new(&key(1), &[]);
         let subject = [7u8; 32];
         let framed = ring.tag_code(&subject, b"\x7fELF machine code");
-        assert_eq!(
-            ring.verify_code(&subject, framed.clone()).unwrap(),
-            b"\x7fELF machine code"
-        );
+        assert_eq!(ring.verify_code(&subject, framed.clone()).unwrap(), b"\x7fELF machine code");
 
         let mut altered = framed.clone();
         *altered.last_mut().unwrap() ^= 1;
-        assert_eq!(
-            ring.verify_code(&subject, altered),
-            Err(OpenError::Tampered)
-        );
-        assert_eq!(
-            ring.verify_code(&[8u8; 32], framed.clone()),
-            Err(OpenError::Tampered),
-            "another script's code"
-        );
-        assert_eq!(
-            ring.verify_code(&subject, b"\x7fELF untagged".to_vec()),
-            Err(OpenError::NotSealed)
-        );
-        assert_eq!(
-            ring.verify_code(&subject, framed[..20].to_vec()),
-            Err(OpenError::Malformed)
-        );
-        assert!(matches!(
-            Keyring::new(&key(2), &[]).verify_code(&subject, framed.clone()),
-            Err(OpenError::UnknownKey(_))
-        ));
-        assert!(
-            Keyring::new(&key(2), &[key(1)])
-                .verify_code(&subject, framed)
-                .is_ok(),
-            "an older key still verifies"
-        );
+        assert_eq!(ring.verify_code(&subject, altered), Err(OpenError::Tampered));
+        assert_eq!(ring.verify_code(&[8u8; 32], framed.clone()), Err(OpenError::Tampered), "another script's code");
+        assert_eq!(ring.verify_code(&subject, b"\x7fELF untagged".to_vec()), Err(OpenError::NotSealed));
+        assert_eq!(ring.verify_code(&subject, framed[..20].to_vec()), Err(OpenError::Malformed));
+        assert!(matches!(Keyring::new(&key(2), &[]).verify_code(&subject, framed.clone()), Err(OpenError::UnknownKey(_))));
+        assert!(Keyring::new(&key(2), &[key(1)]).verify_code(&subject, framed).is_ok(), "an older key still verifies");
     }
 
     #[test]
     fn keys_parse_from_base64_and_never_show() {
         let written = key(9).to_base64();
         assert_eq!(written.parse::<MasterKey>().unwrap(), key(9));
-        assert_eq!(
-            format!(" {written}\n").parse::<MasterKey>().unwrap(),
-            key(9)
-        );
-        for bad in [
-            "",
-            "not base64!",
-            "AAAA",
-            &base64::engine::general_purpose::STANDARD.encode([0u8; 31]),
-        ] {
-            assert!(
-                matches!(bad.parse::<MasterKey>(), Err(KeyError::Invalid)),
-                "{bad}"
-            );
+        assert_eq!(format!(" {written}\n").parse::<MasterKey>().unwrap(), key(9));
+        for bad in ["", "not base64!", "AAAA", &base64::engine::general_purpose::STANDARD.encode([0u8; 31])] {
+            assert!(matches!(bad.parse::<MasterKey>(), Err(KeyError::Invalid)), "{bad}");
         }
         assert_eq!(format!("{:?}", key(9)), "MasterKey(***)");
         let ring = format!("{:?}", Keyring::new(&key(9), &[key(8)]));
@@ -614,38 +472,20 @@ mod tests {
 
     #[test]
     fn a_key_file_is_generated_once_private_and_kept_when_a_key_is_configured() {
-        let dir = std::env::temp_dir().join(format!(
-            "sluice-secrets-test-{}",
-            uuid::Uuid::now_v7().simple()
-        ));
+        let dir = std::env::temp_dir().join(format!("sluice-secrets-test-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("secret.key");
 
         let (first, source) = Keyring::load(None, &[], Some(&path)).unwrap();
-        assert_eq!(
-            source,
-            KeySource::File {
-                path: path.clone(),
-                generated: true
-            }
-        );
+        assert_eq!(source, KeySource::File { path: path.clone(), generated: true });
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
-            assert_eq!(
-                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-                0o600
-            );
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
         let sealed = first.seal(b"x", b"");
         let (again, source) = Keyring::load(None, &[], Some(&path)).unwrap();
-        assert_eq!(
-            source,
-            KeySource::File {
-                path: path.clone(),
-                generated: false
-            }
-        );
+        assert_eq!(source, KeySource::File { path: path.clone(), generated: false });
         assert_eq!(again.current_id(), first.current_id());
 
         // A configured key takes over; the generated one still reads.
@@ -654,10 +494,7 @@ mod tests {
         assert_eq!(configured.open(&sealed, b"").unwrap(), b"x");
         assert_ne!(configured.current_id(), first.current_id());
 
-        assert!(matches!(
-            Keyring::load(None, &[], None),
-            Err(KeyError::Required)
-        ));
+        assert!(matches!(Keyring::load(None, &[], None), Err(KeyError::Required)));
         std::fs::write(&path, "garbage").unwrap();
         let err = Keyring::load(None, &[], Some(&path)).unwrap_err();
         assert!(matches!(err, KeyError::File { .. }), "{err}");

@@ -26,9 +26,8 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     std::fs::create_dir_all(&settings.data_dir)
         .map_err(|e| format!("cannot create the data directory {}: {e}", settings.data_dir.display()))?;
     // Bound first: the port is part of the default node id.
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(settings.listen).await.map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let keys = Arc::new(secret_keys(&settings)?);
     let store = match &settings.database_url {
@@ -49,7 +48,8 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     if store.tenant_count().await.map_err(|e| e.to_string())? == 0 {
         let (secret, generated) = match &settings.admin_key {
             Some(raw) => (
-                KeySecret::from_operator(raw).ok_or("SLUICE_ADMIN_KEY must be `sk_` followed by at least 32 letters, digits, `-` or `_`")?,
+                KeySecret::from_operator(raw)
+                    .ok_or("SLUICE_ADMIN_KEY must be `sk_` followed by at least 32 letters, digits, `-` or `_`")?,
                 false,
             ),
             None => (KeySecret::generate(), true),
@@ -73,11 +73,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     }
 
     let sandbox = Sandbox::new(SandboxConfig {
-        limits: Limits {
-            fuel: settings.script_fuel,
-            memory_bytes: settings.script_memory_mib << 20,
-            ..Limits::default()
-        },
+        limits: Limits { fuel: settings.script_fuel, memory_bytes: settings.script_memory_mib << 20, ..Limits::default() },
         max_script_bytes: settings.max_script_bytes,
         cache_dir: Some(settings.data_dir.join("compiled")),
         max_concurrent_calls: settings.script_concurrency,
@@ -116,10 +112,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     println!("listening on http://{addr}");
     tracing::info!(%addr, store = store.describe(), data_dir = %settings.data_dir.display(), "sluice serving");
 
-    let limits = ConnectionLimits {
-        header_read_timeout: settings.header_read_timeout.0,
-        max_connections: settings.max_connections,
-    };
+    let limits = ConnectionLimits { header_read_timeout: settings.header_read_timeout.0, max_connections: settings.max_connections };
     serve_api(listener, crate::api::router(app), limits, shutdown_signal()).await;
     store.close().await;
     Ok(())
@@ -139,12 +132,7 @@ pub struct ConnectionLimits {
 /// sends a request head slowly (or half of one) is cut off, and a client
 /// opening connections by the thousand waits instead of taking a task and
 /// a file descriptor each.
-pub async fn serve_api(
-    listener: TcpListener,
-    router: axum::Router,
-    limits: ConnectionLimits,
-    shutdown: impl Future<Output = ()>,
-) {
+pub async fn serve_api(listener: TcpListener, router: axum::Router, limits: ConnectionLimits, shutdown: impl Future<Output = ()>) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -169,10 +157,7 @@ pub async fn serve_api(
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
-            .serve_connection(
-                hyper_util::rt::TokioIo::new(stream),
-                hyper_util::service::TowerToHyperService::new(router.clone()),
-            );
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(router.clone()));
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {

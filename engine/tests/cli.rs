@@ -9,11 +9,7 @@ fn root() -> PathBuf {
 
 fn script(name: &str) -> PathBuf {
     let path = root().join("target/scripts").join(format!("{name}.wasm"));
-    assert!(
-        path.is_file(),
-        "{} missing: run ./scripts/build.sh first",
-        path.display()
-    );
+    assert!(path.is_file(), "{} missing: run ./scripts/build.sh first", path.display());
     path
 }
 
@@ -24,17 +20,10 @@ fn event_file(name: &str, json: &str) -> PathBuf {
 }
 
 fn sluice(args: &[&std::ffi::OsStr]) -> (i32, serde_json::Value, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .output()
-        .expect("run sluice");
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice")).args(args).output().expect("run sluice");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let json = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
-    (
-        out.status.code().unwrap_or(-1),
-        json,
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    (out.status.code().unwrap_or(-1), json, String::from_utf8_lossy(&out.stderr).to_string())
 }
 
 const PAID: &str = r#"{"id":"evt-9","type":"order.paid","organization_unit":"emea/nl","occurred_at":"2026-11-22T10:00:00Z",
@@ -78,31 +67,15 @@ fn script_failure_exits_non_zero_with_the_kind() {
 
 #[test]
 fn bad_event_file_and_refused_script_are_clear_errors() {
-    let bad = event_file(
-        "bad",
-        r#"{"type":"order.paid","occurred_at":"now","payload":{}}"#,
-    );
-    let (code, _, stderr) = sluice(&[
-        "script".as_ref(),
-        "test".as_ref(),
-        script("paid-orders").as_os_str(),
-        "--event".as_ref(),
-        bad.as_os_str(),
-    ]);
+    let bad = event_file("bad", r#"{"type":"order.paid","occurred_at":"now","payload":{}}"#);
+    let (code, _, stderr) =
+        sluice(&["script".as_ref(), "test".as_ref(), script("paid-orders").as_os_str(), "--event".as_ref(), bad.as_os_str()]);
     assert_eq!(code, 1);
     assert!(stderr.contains("occurred_at"), "{stderr}");
 
     let event = event_file("ok", PAID);
-    let (code, _, stderr) = sluice(&[
-        "script".as_ref(),
-        "test".as_ref(),
-        script("hostile-nonconforming").as_os_str(),
-        "--event".as_ref(),
-        event.as_os_str(),
-    ]);
+    let (code, _, stderr) =
+        sluice(&["script".as_ref(), "test".as_ref(), script("hostile-nonconforming").as_os_str(), "--event".as_ref(), event.as_os_str()]);
     assert_eq!(code, 1);
-    assert!(
-        stderr.contains("does not export `sluice:event-export/filter@0.1.0`"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("does not export `sluice:event-export/filter@0.1.0`"), "{stderr}");
 }

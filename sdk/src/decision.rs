@@ -30,12 +30,8 @@ impl Decision {
 
     /// Deliver with `body` serialized as the new request body.
     pub fn deliver_json<T: Serialize + ?Sized>(body: &T) -> Result<Decision, Error> {
-        let body = serde_json::to_string(body)
-            .map_err(|e| Error::msg(format!("cannot serialize the body: {e}")))?;
-        Ok(Decision::Deliver(Delivery {
-            body: Some(body),
-            headers: Vec::new(),
-        }))
+        let body = serde_json::to_string(body).map_err(|e| Error::msg(format!("cannot serialize the body: {e}")))?;
+        Ok(Decision::Deliver(Delivery { body: Some(body), headers: Vec::new() }))
     }
 
     /// Do not deliver, for the given reason.
@@ -76,16 +72,11 @@ impl Decision {
 impl Delivery {
     /// The replacement body parsed as JSON, if there is one.
     pub fn body_json(&self) -> Option<serde_json::Value> {
-        self.body
-            .as_deref()
-            .and_then(|b| serde_json::from_str(b).ok())
+        self.body.as_deref().and_then(|b| serde_json::from_str(b).ok())
     }
 
     /// The first header with this name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }

@@ -13,9 +13,7 @@ pub struct Error {
 impl Error {
     /// An error with this message.
     pub fn msg(message: impl Into<String>) -> Error {
-        Error {
-            message: message.into(),
-        }
+        Error { message: message.into() }
     }
 
     /// The message.

@@ -46,16 +46,7 @@ impl Event {
         related: Vec<String>,
         payload: String,
     ) -> Event {
-        Event {
-            id,
-            event_type,
-            organization_unit,
-            occurred_at,
-            source,
-            related,
-            payload,
-            parsed: OnceCell::new(),
-        }
+        Event { id, event_type, organization_unit, occurred_at, source, related, payload, parsed: OnceCell::new() }
     }
 
     /// Starts an event for a native test: `Event::builder("order.paid")`.
@@ -92,9 +83,7 @@ impl Event {
     pub fn is_in_unit(&self, unit: &str) -> bool {
         let unit = unit.trim_matches('/');
         let ou = self.organization_unit.trim_matches('/');
-        unit.is_empty()
-            || ou == unit
-            || (ou.starts_with(unit) && ou.as_bytes().get(unit.len()) == Some(&b'/'))
+        unit.is_empty() || ou == unit || (ou.starts_with(unit) && ou.as_bytes().get(unit.len()) == Some(&b'/'))
     }
 
     /// When the event happened, RFC 3339 in UTC.
@@ -119,8 +108,7 @@ impl Event {
 
     /// The payload deserialized into your own type.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        serde_json::from_str(&self.payload)
-            .map_err(|e| Error::msg(format!("payload does not match the expected shape: {e}")))
+        serde_json::from_str(&self.payload).map_err(|e| Error::msg(format!("payload does not match the expected shape: {e}")))
     }
 
     /// The payload as a JSON value, parsed once.
@@ -140,8 +128,7 @@ impl Event {
     /// `null`. Reads only the path from the payload text, so it is much
     /// cheaper than [`Event::value`] when a script needs a few fields.
     pub fn get<T: DeserializeOwned>(&self, pointer: &str) -> Result<Option<T>, Error> {
-        crate::pointer::lookup(&self.payload, pointer)
-            .map_err(|e| Error::msg(format!("payload field {pointer}: {e}")))
+        crate::pointer::lookup(&self.payload, pointer).map_err(|e| Error::msg(format!("payload field {pointer}: {e}")))
     }
 
     /// Takes the event apart for the wasm glue.
@@ -178,10 +165,7 @@ impl EventBuilder {
 
     /// Sets the source application and user.
     pub fn source(mut self, application: Option<&str>, user: Option<&str>) -> Self {
-        self.event.source = Some(Source {
-            application: application.map(str::to_owned),
-            user: user.map(str::to_owned),
-        });
+        self.event.source = Some(Source { application: application.map(str::to_owned), user: user.map(str::to_owned) });
         self
     }
 
@@ -223,15 +207,10 @@ mod tests {
         struct Order {
             amount: f64,
         }
-        let e = Event::builder("order.paid")
-            .payload(json!({"amount": 12.5, "customer": {"email": "a@b.c"}}))
-            .build();
+        let e = Event::builder("order.paid").payload(json!({"amount": 12.5, "customer": {"email": "a@b.c"}})).build();
         assert_eq!(e.json::<Order>().unwrap().amount, 12.5);
         assert_eq!(e.pointer("/customer/email"), Some(&json!("a@b.c")));
-        assert_eq!(
-            e.get::<String>("/customer/email").unwrap().as_deref(),
-            Some("a@b.c")
-        );
+        assert_eq!(e.get::<String>("/customer/email").unwrap().as_deref(), Some("a@b.c"));
         assert_eq!(e.get::<String>("/missing").unwrap(), None);
         assert!(e.get::<u32>("/customer").is_err());
     }
@@ -245,9 +224,7 @@ mod tests {
 
     #[test]
     fn unit_tree() {
-        let e = Event::builder("x")
-            .organization_unit("emea/nl/store-12")
-            .build();
+        let e = Event::builder("x").organization_unit("emea/nl/store-12").build();
         assert!(e.is_in_unit("emea"));
         assert!(e.is_in_unit("emea/nl/"));
         assert!(e.is_in_unit("emea/nl/store-12"));

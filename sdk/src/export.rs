@@ -93,19 +93,13 @@ pub(crate) mod wasm {
             event.event_type,
             event.organization_unit,
             event.occurred_at,
-            event.source.map(|s| Source {
-                application: s.application,
-                user: s.user,
-            }),
+            event.source.map(|s| Source { application: s.application, user: s.user }),
             event.related,
             event.payload,
         );
         match filter(&event).into_filter_result() {
             Ok(Decision::Skip(reason)) => Ok(wit::Decision::Skip(reason)),
-            Ok(Decision::Deliver(d)) => Ok(wit::Decision::Deliver(wit::Delivery {
-                body: d.body,
-                headers: d.headers,
-            })),
+            Ok(Decision::Deliver(d)) => Ok(wit::Decision::Deliver(wit::Delivery { body: d.body, headers: d.headers })),
             Err(e) => Err(e.to_string()),
         }
     }

@@ -55,13 +55,7 @@ mod imp {
     }
 
     pub fn params() -> Vec<(String, String)> {
-        NATIVE.with(|n| {
-            n.borrow()
-                .params
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        })
+        NATIVE.with(|n| n.borrow().params.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
     }
 }
 

@@ -25,25 +25,13 @@ where
 {
     match get(name) {
         None => Ok(None),
-        Some(raw) => raw
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|e| Error::msg(format!("parameter `{name}` = {raw:?} is invalid: {e}"))),
+        Some(raw) => raw.trim().parse().map(Some).map_err(|e| Error::msg(format!("parameter `{name}` = {raw:?} is invalid: {e}"))),
     }
 }
 
 /// A comma-separated parameter as a list of trimmed, non-empty items.
 pub fn list(name: &str) -> Vec<String> {
-    get(name)
-        .map(|raw| {
-            raw.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default()
+    get(name).map(|raw| raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()).unwrap_or_default()
 }
 
 /// All parameters, sorted by name.

@@ -7,21 +7,14 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use serde::Deserialize;
-use serde::de::{
-    self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor,
-};
+use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 /// The value at `pointer` (RFC 6901) in `json`, deserialized as `T`;
 /// `Ok(None)` when the path is absent or leads to `null`.
 pub(crate) fn lookup<T: DeserializeOwned>(json: &str, pointer: &str) -> Result<Option<T>, String> {
     let tokens = parse(pointer)?;
     let mut de = serde_json::Deserializer::from_str(json);
-    let found = Seek::<T> {
-        tokens: &tokens,
-        value: PhantomData,
-    }
-    .deserialize(&mut de)
-    .map_err(|e| e.to_string())?;
+    let found = Seek::<T> { tokens: &tokens, value: PhantomData }.deserialize(&mut de).map_err(|e| e.to_string())?;
     de.end().map_err(|e| e.to_string())?;
     Ok(found)
 }
@@ -30,13 +23,8 @@ fn parse(pointer: &str) -> Result<Vec<String>, String> {
     if pointer.is_empty() {
         return Ok(Vec::new());
     }
-    let rest = pointer
-        .strip_prefix('/')
-        .ok_or_else(|| format!("JSON pointer {pointer:?} must start with `/`"))?;
-    Ok(rest
-        .split('/')
-        .map(|t| t.replace("~1", "/").replace("~0", "~"))
-        .collect())
+    let rest = pointer.strip_prefix('/').ok_or_else(|| format!("JSON pointer {pointer:?} must start with `/`"))?;
+    Ok(rest.split('/').map(|t| t.replace("~1", "/").replace("~0", "~")).collect())
 }
 
 struct Seek<'a, T> {
@@ -50,11 +38,7 @@ impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for Seek<'_, T> {
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Option<T>, D::Error> {
         match self.tokens.split_first() {
             None => Option::<T>::deserialize(deserializer),
-            Some((token, rest)) => deserializer.deserialize_any(Step::<T> {
-                token,
-                rest,
-                value: PhantomData,
-            }),
+            Some((token, rest)) => deserializer.deserialize_any(Step::<T> { token, rest, value: PhantomData }),
         }
     }
 }
@@ -78,10 +62,7 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for Step<'_, T> {
         let mut found = None;
         while let Some(matches) = map.next_key_seed(KeyIs(self.token))? {
             if matches && found.is_none() {
-                found = map.next_value_seed(Seek::<T> {
-                    tokens: self.rest,
-                    value: PhantomData,
-                })?;
+                found = map.next_value_seed(Seek::<T> { tokens: self.rest, value: PhantomData })?;
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
@@ -95,10 +76,7 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for Step<'_, T> {
         let mut i = 0;
         loop {
             if Some(i) == index {
-                match seq.next_element_seed(Seek::<T> {
-                    tokens: self.rest,
-                    value: PhantomData,
-                })? {
+                match seq.next_element_seed(Seek::<T> { tokens: self.rest, value: PhantomData })? {
                     Some(value) => found = value,
                     None => break,
                 }
@@ -164,25 +142,9 @@ mod tests {
     fn agrees_with_value_pointer() {
         let doc = json!({"a": {"b/c": [1, {"d": "x"}, null], "m~n": true}, "n": null, "s": "t"});
         let text = doc.to_string();
-        for pointer in [
-            "",
-            "/a",
-            "/a/b~1c",
-            "/a/b~1c/1/d",
-            "/a/b~1c/2",
-            "/a/b~1c/9",
-            "/a/m~0n",
-            "/n",
-            "/s/x",
-            "/zz",
-            "/a/b~1c/x",
-        ] {
+        for pointer in ["", "/a", "/a/b~1c", "/a/b~1c/1/d", "/a/b~1c/2", "/a/b~1c/9", "/a/m~0n", "/n", "/s/x", "/zz", "/a/b~1c/x"] {
             let expected = doc.pointer(pointer).filter(|v| !v.is_null()).cloned();
-            assert_eq!(
-                lookup::<Value>(&text, pointer).unwrap(),
-                expected,
-                "{pointer}"
-            );
+            assert_eq!(lookup::<Value>(&text, pointer).unwrap(), expected, "{pointer}");
         }
     }
 

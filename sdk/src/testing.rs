@@ -86,8 +86,6 @@ impl TestRun {
 
     /// Whether some log line at `level` contains `text`.
     pub fn logged(&self, level: Level, text: &str) -> bool {
-        self.logs
-            .iter()
-            .any(|(l, m)| *l == level && m.contains(text))
+        self.logs.iter().any(|(l, m)| *l == level && m.contains(text))
     }
 }

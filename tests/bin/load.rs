@@ -235,10 +235,7 @@ fn start_text(options: &Options, nodes: usize, label: &str) -> String {
     match &options.database {
         None if label.is_empty() => "starting the engine".to_owned(),
         None => format!("{label}starting a fresh engine"),
-        Some(server) => format!(
-            "{label}starting {nodes} engine node(s) on a fresh database on PostgreSQL at {}",
-            server.label()
-        ),
+        Some(server) => format!("{label}starting {nodes} engine node(s) on a fresh database on PostgreSQL at {}", server.label()),
     }
 }
 
@@ -323,9 +320,7 @@ async fn failure_runs(summary: &mut Summary, clock: Clock, http: &reqwest::Clien
         note(&start_text(&summary.options, nodes, &format!("{label}: ")));
         let cluster = Cluster::start(nodes, summary.options.database.as_ref()).await?;
         let measured = spread_run(&summary.options, clock, http, sink, &cluster, script.clone(), label, failing).await;
-        summary
-            .engine_log
-            .extend(cluster.log_digest().into_iter().map(|(count, message)| (count, format!("[{label}] {message}"))));
+        summary.engine_log.extend(cluster.log_digest().into_iter().map(|(count, message)| (count, format!("[{label}] {message}"))));
         cluster.stop().await;
         sink.fail_paths([]);
         let run = measured?;
@@ -389,12 +384,7 @@ async fn spread_run(
         report::thousands(report::per_second(posted.accepted.len(), posted.window()))
     ));
     // The events bound for the receivers that answer 200 in both runs.
-    let healthy: Vec<String> = posted
-        .accepted
-        .iter()
-        .filter(|id| generator::unit_of(id) != Some(FAILING_UNIT))
-        .cloned()
-        .collect();
+    let healthy: Vec<String> = posted.accepted.iter().filter(|id| generator::unit_of(id) != Some(FAILING_UNIT)).cloned().collect();
     let expected = if failing { &healthy } else { &posted.accepted };
     let arrivals = await_deliveries(sink, expected).await;
     let wall = clock.now().saturating_sub(began);

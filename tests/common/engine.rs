@@ -134,30 +134,42 @@ impl Engine {
         match &self.postgres {
             Some((url, _)) => {
                 let mut c = sqlx::PgConnection::connect(url).await.expect("connect to the engine's database");
-                let (tenant, spec): (String, String) =
-                    sqlx::query_as("SELECT tenant_id, spec FROM configurations WHERE id = $1").bind(id).fetch_one(&mut c).await.expect("the row");
+                let (tenant, spec): (String, String) = sqlx::query_as("SELECT tenant_id, spec FROM configurations WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&mut c)
+                    .await
+                    .expect("the row");
                 let mut spec = open(&tenant, spec);
                 edit(&mut spec);
-                sqlx::query("UPDATE configurations SET spec = $1 WHERE id = $2").bind(spec.to_string()).bind(id).execute(&mut c).await.expect("update");
+                sqlx::query("UPDATE configurations SET spec = $1 WHERE id = $2")
+                    .bind(spec.to_string())
+                    .bind(id)
+                    .execute(&mut c)
+                    .await
+                    .expect("update");
             }
             None => {
                 let url = format!("sqlite://{}", self.dir.path().join("data/sluice.db").display());
                 let mut c = sqlx::SqliteConnection::connect(&url).await.expect("open the engine's database");
-                let (tenant, spec): (String, String) =
-                    sqlx::query_as("SELECT tenant_id, spec FROM configurations WHERE id = ?").bind(id).fetch_one(&mut c).await.expect("the row");
+                let (tenant, spec): (String, String) = sqlx::query_as("SELECT tenant_id, spec FROM configurations WHERE id = ?")
+                    .bind(id)
+                    .fetch_one(&mut c)
+                    .await
+                    .expect("the row");
                 let mut spec = open(&tenant, spec);
                 edit(&mut spec);
-                sqlx::query("UPDATE configurations SET spec = ? WHERE id = ?").bind(spec.to_string()).bind(id).execute(&mut c).await.expect("update");
+                sqlx::query("UPDATE configurations SET spec = ? WHERE id = ?")
+                    .bind(spec.to_string())
+                    .bind(id)
+                    .execute(&mut c)
+                    .await
+                    .expect("update");
             }
         }
     }
 
     async fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("engine log file");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("engine log file");
         let mut command = Command::new(binary());
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -310,8 +322,7 @@ impl PostgresDatabase {
     pub async fn create() -> PostgresDatabase {
         let server = postgres_server();
         let name = format!("sluice_e2e_{}", uuid::Uuid::new_v4().simple());
-        let mut url = url::Url::parse(&server)
-            .unwrap_or_else(|e| panic!("SLUICE_TEST_POSTGRES is not a URL ({e}): {}", redacted(&server)));
+        let mut url = url::Url::parse(&server).unwrap_or_else(|e| panic!("SLUICE_TEST_POSTGRES is not a URL ({e}): {}", redacted(&server)));
         url.set_path(&format!("/{name}"));
         let mut admin = connect(&server).await;
         // The name is ours (letters, digits, `_`), so quoting is all it needs.
@@ -552,10 +563,7 @@ impl Api {
     pub async fn tenant_with_key(&self, name: &str, scopes: &[&str]) -> (String, String) {
         let tenant = self.post("/v1/tenants", &json!({"name": name})).await.expect(201);
         let tenant_id = tenant["id"].as_str().expect("tenant id").to_owned();
-        let key = self
-            .post(&format!("/v1/tenants/{tenant_id}/keys"), &json!({"name": "test", "scopes": scopes}))
-            .await
-            .expect(201);
+        let key = self.post(&format!("/v1/tenants/{tenant_id}/keys"), &json!({"name": "test", "scopes": scopes})).await.expect(201);
         (tenant_id, key["secret"].as_str().expect("key secret").to_owned())
     }
 }

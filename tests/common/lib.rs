@@ -22,25 +22,19 @@ pub fn root() -> PathBuf {
 /// Fails loudly, never skips, when the scripts were not built.
 pub fn script_bytes(name: &str) -> Vec<u8> {
     let path = root().join("target/scripts").join(format!("{name}.wasm"));
-    std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run ./scripts/build.sh first", path.display()))
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run ./scripts/build.sh first", path.display()))
 }
 
 /// The core module (before componentization) of the script crate `name`.
 pub fn core_module_bytes(name: &str) -> Vec<u8> {
-    let path = root()
-        .join("target/wasm/wasm32-unknown-unknown/wasm-release")
-        .join(format!("{}.wasm", name.replace('-', "_")));
-    std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run ./scripts/build.sh first", path.display()))
+    let path = root().join("target/wasm/wasm32-unknown-unknown/wasm-release").join(format!("{}.wasm", name.replace('-', "_")));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run ./scripts/build.sh first", path.display()))
 }
 
 /// An event from its JSON text, validated as the engine does at ingest.
 pub fn event_json(json: serde_json::Value) -> Event {
     EventInput::from_json(&json.to_string())
-        .and_then(|input| {
-            input.validate(|| sluice::event::EventId::parse("evt_generated").expect("literal id"))
-        })
+        .and_then(|input| input.validate(|| sluice::event::EventId::parse("evt_generated").expect("literal id")))
         .expect("test event is valid")
 }
 
@@ -59,10 +53,5 @@ pub fn event(event_type: &str, unit: &str, payload: serde_json::Value) -> Event 
 
 /// Script parameters from pairs.
 pub fn params(pairs: &[(&str, &str)]) -> Arc<Params> {
-    Arc::new(
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    )
+    Arc::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
 }

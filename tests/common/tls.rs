@@ -89,9 +89,8 @@ impl TlsReceiver {
         client_ca: Option<CertificateDer<'static>>,
     ) -> TlsReceiver {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions");
+        let builder =
+            rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().expect("TLS versions");
         let builder = match client_ca {
             Some(ca) => {
                 let mut roots = rustls::RootCertStore::empty();
@@ -118,12 +117,8 @@ impl TlsReceiver {
                 tokio::spawn(async move {
                     match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(socket)).await {
                         Ok(Ok(stream)) => {
-                            let client_certificate = stream
-                                .get_ref()
-                                .1
-                                .peer_certificates()
-                                .and_then(|chain| chain.first())
-                                .map(|c| c.to_vec());
+                            let client_certificate =
+                                stream.get_ref().1.peer_certificates().and_then(|chain| chain.first()).map(|c| c.to_vec());
                             let _ = ready_tx.send((stream, TlsPeer { addr, client_certificate })).await;
                         }
                         Ok(Err(e)) => failures.handshake_failures.lock().expect("receiver lock").push(e.to_string()),

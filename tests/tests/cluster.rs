@@ -58,10 +58,7 @@ async fn three_nodes_share_the_work_and_a_killed_node_loses_nothing() {
 
     // Slow enough that deliveries are in flight on the victim when it dies.
     let rx = Receiver::with(Behaviour { status: 200, delay: Duration::from_millis(200) }).await;
-    let config = nodes[0]
-        .admin()
-        .enabled_config(json!({"name": "cluster", "endpoint": rx.url, "event_types": ["order.*"]}))
-        .await;
+    let config = nodes[0].admin().enabled_config(json!({"name": "cluster", "endpoint": rx.url, "event_types": ["order.*"]})).await;
     let config_id = config["id"].as_str().expect("configuration id").to_owned();
 
     // A configuration saved on one node reaches the others' routing in a
@@ -183,12 +180,7 @@ async fn three_nodes_share_the_work_and_a_killed_node_loses_nothing() {
             if !pending(&deliveries) && !pending(&events) {
                 break;
             }
-            assert!(
-                Instant::now() < deadline,
-                "still pending on {}: deliveries {deliveries}, events {events}\n{}",
-                node(i),
-                logs(&nodes)
-            );
+            assert!(Instant::now() < deadline, "still pending on {}: deliveries {deliveries}, events {events}\n{}", node(i), logs(&nodes));
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -215,9 +207,7 @@ async fn post(load: Arc<Load>, total: usize) -> Result<(), String> {
         while load.released.load(Ordering::SeqCst) <= batch {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let events: Vec<_> = (0..BATCH)
-            .map(|i| event_body(&format!("b{batch}-{i}"), "order.paid", "emea", json!({"amount": i})))
-            .collect();
+        let events: Vec<_> = (0..BATCH).map(|i| event_body(&format!("b{batch}-{i}"), "order.paid", "emea", json!({"amount": i}))).collect();
         let body = json!(events);
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut attempt = 0;

@@ -15,10 +15,7 @@ use sluice_tests::receiver::Receiver;
 async fn every_accepted_event_survives_a_minute_of_kills() {
     let mut engine = Engine::start().await;
     let rx = Receiver::start().await;
-    engine
-        .admin()
-        .enabled_config(json!({"name": "all", "endpoint": rx.url, "event_types": ["*"]}))
-        .await;
+    engine.admin().enabled_config(json!({"name": "all", "endpoint": rx.url, "event_types": ["*"]})).await;
 
     let url = Arc::new(Mutex::new(engine.url.clone()));
     let accepted = Arc::new(Mutex::new(HashSet::<String>::new()));
@@ -27,27 +24,13 @@ async fn every_accepted_event_survives_a_minute_of_kills() {
         let (url, accepted, stop) = (url.clone(), accepted.clone(), stop.clone());
         let key = engine.admin();
         tokio::spawn(async move {
-            let http = reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .expect("client");
+            let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
             let mut n = 0u64;
             let (mut refused, mut sent) = (0u64, 0u64);
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let batch: Vec<_> = (0..10)
-                    .map(|i| {
-                        event_body(
-                            &format!("crash-{}", n + i),
-                            "order.paid",
-                            "emea",
-                            json!({"n": n + i}),
-                        )
-                    })
-                    .collect();
-                let ids: Vec<String> = batch
-                    .iter()
-                    .map(|e| e["id"].as_str().expect("id").to_owned())
-                    .collect();
+                let batch: Vec<_> =
+                    (0..10).map(|i| event_body(&format!("crash-{}", n + i), "order.paid", "emea", json!({"n": n + i}))).collect();
+                let ids: Vec<String> = batch.iter().map(|e| e["id"].as_str().expect("id").to_owned()).collect();
                 n += 10;
                 sent += 1;
                 let base = url.lock().expect("url").clone();
@@ -59,9 +42,7 @@ async fn every_accepted_event_survives_a_minute_of_kills() {
                     .send()
                     .await;
                 match answer {
-                    Ok(r) if r.status().is_success() => {
-                        accepted.lock().expect("accepted").extend(ids)
-                    }
+                    Ok(r) if r.status().is_success() => accepted.lock().expect("accepted").extend(ids),
                     // Down, or killed mid-request: not answered 2xx, so not promised.
                     _ => refused += 1,
                 }
@@ -84,11 +65,7 @@ async fn every_accepted_event_survives_a_minute_of_kills() {
     let (sent, refused) = poster.await.expect("poster");
     let accepted = accepted.lock().expect("accepted").clone();
     assert!(kills >= 10, "{kills} kills");
-    assert!(
-        accepted.len() > 1000,
-        "a steady load: {} accepted of {sent} requests ({refused} refused)",
-        accepted.len()
-    );
+    assert!(accepted.len() > 1000, "a steady load: {} accepted of {sent} requests ({refused} refused)", accepted.len());
 
     // Every accepted event arrives; repeats carry the event's own id.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
@@ -97,25 +74,14 @@ async fn every_accepted_event_survives_a_minute_of_kills() {
         let mut copies: HashMap<String, usize> = HashMap::new();
         for r in &got {
             let id = r.json()["id"].as_str().expect("body id").to_owned();
-            assert_eq!(
-                r.header("idempotency-key"),
-                Some(id.as_str()),
-                "a repeat carries the same id"
-            );
+            assert_eq!(r.header("idempotency-key"), Some(id.as_str()), "a repeat carries the same id");
             assert_eq!(r.header("webhook-id"), Some(id.as_str()));
             *copies.entry(id).or_default() += 1;
         }
-        let missing: Vec<&String> = accepted
-            .iter()
-            .filter(|id| !copies.contains_key(*id))
-            .collect();
+        let missing: Vec<&String> = accepted.iter().filter(|id| !copies.contains_key(*id)).collect();
         if missing.is_empty() {
             let repeats: usize = copies.values().map(|c| c - 1).sum();
-            eprintln!(
-                "{} accepted, {} received, {repeats} repeats after {kills} kills",
-                accepted.len(),
-                got.len()
-            );
+            eprintln!("{} accepted, {} received, {repeats} repeats after {kills} kills", accepted.len(), got.len());
             break;
         }
         assert!(
@@ -124,13 +90,7 @@ async fn every_accepted_event_survives_a_minute_of_kills() {
             missing.len(),
             accepted.len(),
             &missing[..missing.len().min(5)],
-            engine
-                .log()
-                .lines()
-                .rev()
-                .take(40)
-                .collect::<Vec<_>>()
-                .join("\n")
+            engine.log().lines().rev().take(40).collect::<Vec<_>>().join("\n")
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -160,7 +160,9 @@ async fn event_types_are_catalogued_and_lists_filter_and_paginate() {
     api.get("/v1/events?cursor=garbage").await.expect_error(400, "invalid_cursor");
 
     // Filters: type, unit (with its children), time range, and together.
-    let ids = |v: Value| -> Vec<String> { v["items"].as_array().expect("items").iter().map(|e| e["id"].as_str().expect("id").to_owned()).collect() };
+    let ids = |v: Value| -> Vec<String> {
+        v["items"].as_array().expect("items").iter().map(|e| e["id"].as_str().expect("id").to_owned()).collect()
+    };
     assert_eq!(ids(api.get("/v1/events?type=customer.created").await.expect(200)), ["ev5", "ev3", "ev1"]);
     assert_eq!(ids(api.get("/v1/events?organization_unit=emea").await.expect(200)), ["ev6", "ev4", "ev2", "ev0"]);
     assert_eq!(ids(api.get(&format!("/v1/events?since={between}")).await.expect(200)), ["ev6", "ev5", "ev4"]);

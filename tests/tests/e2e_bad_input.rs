@@ -59,7 +59,8 @@ async fn unknown_fields_are_refused_where_they_matter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_and_batches_are_refused() {
-    let engine = Engine::start_with(&[("SLUICE_MAX_BODY_BYTES", "4096"), ("SLUICE_MAX_BATCH", "10"), ("SLUICE_MAX_SCRIPT_BYTES", "65536")]).await;
+    let engine =
+        Engine::start_with(&[("SLUICE_MAX_BODY_BYTES", "4096"), ("SLUICE_MAX_BATCH", "10"), ("SLUICE_MAX_SCRIPT_BYTES", "65536")]).await;
     let api = engine.admin();
     let big = event_body("big", "order.paid", "emea", json!({"blob": "x".repeat(5000)}));
     api.post("/v1/events", &big).await.expect_error(413, "payload_too_large");

@@ -60,10 +60,7 @@ async fn reserved_destinations_are_refused_at_save_and_at_send() {
         "http://10.0.0.1/",
         "http://2130706433/",
     ] {
-        let refused = api
-            .post("/v1/configurations", &config("metadata", endpoint, "a.*"))
-            .await
-            .expect_error(422, "destination_forbidden");
+        let refused = api.post("/v1/configurations", &config("metadata", endpoint, "a.*")).await.expect_error(422, "destination_forbidden");
         assert!(refused["message"].as_str().is_some_and(|m| m.contains("range")), "{endpoint}: {refused}");
     }
 
@@ -86,10 +83,7 @@ async fn reserved_destinations_are_refused_at_save_and_at_send() {
     let errors = attempt_errors(&api, delivery).await;
     assert_eq!(errors.len(), 2);
     for error in &errors {
-        assert!(
-            error.contains("destination_forbidden: localhost resolves to") && error.contains("127.0.0.1 (loopback range)"),
-            "{error}"
-        );
+        assert!(error.contains("destination_forbidden: localhost resolves to") && error.contains("127.0.0.1 (loopback range)"), "{error}");
     }
     assert!(rx.settle(Duration::from_millis(300)).await.is_empty(), "nothing reached the receiver");
     assert_eq!(rx.arrived(), 0, "no request reached the receiver, not even cut off");

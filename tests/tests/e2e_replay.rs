@@ -14,9 +14,7 @@ fn webhook_ids(requests: &[Received]) -> Vec<String> {
 
 /// Now, as RFC 3339 with milliseconds (the engine's clock is this machine's).
 fn now_rfc3339() -> String {
-    time::OffsetDateTime::from(SystemTime::now())
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("formats")
+    time::OffsetDateTime::from(SystemTime::now()).format(&time::format_description::well_known::Rfc3339).expect("formats")
 }
 
 const ANSWERING: Behaviour = Behaviour { status: 200, delay: Duration::ZERO };
@@ -156,10 +154,7 @@ async fn another_tenant_cannot_replay_or_recover_what_is_not_its_own() {
     // Its own event with the same id, naming the operator's configuration.
     other.ingest(&[event_body("shared-id", "order.paid", "emea", json!({}))]).await;
     other.wait_for("/v1/events/shared-id", |e| e["routed"] == true).await;
-    other
-        .post("/v1/events/shared-id/replay", &json!({"configuration_id": config_id}))
-        .await
-        .expect_error(404, "not_found");
+    other.post("/v1/events/shared-id/replay", &json!({"configuration_id": config_id})).await.expect_error(404, "not_found");
     let own = other.post("/v1/events/shared-id/replay", &json!({})).await.expect(202);
     assert_eq!(own["deliveries"], json!([]), "its event has no deliveries: {own}");
     assert_eq!(rx.settle(Duration::from_millis(500)).await.len(), 1, "the operator's receiver got the original only");
@@ -292,12 +287,9 @@ async fn recovery_routes_the_events_that_arrived_while_the_configuration_was_dis
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_purge_job_enforces_the_configured_windows() {
-    let engine = Engine::start_with(&[
-        ("SLUICE_RETENTION_PAYLOADS", "1s"),
-        ("SLUICE_RETENTION_EVENTS", "5s"),
-        ("SLUICE_PURGE_INTERVAL", "1s"),
-    ])
-    .await;
+    let engine =
+        Engine::start_with(&[("SLUICE_RETENTION_PAYLOADS", "1s"), ("SLUICE_RETENTION_EVENTS", "5s"), ("SLUICE_PURGE_INTERVAL", "1s")])
+            .await;
     let api = engine.admin();
     let (ok_rx, busy_rx) = (Receiver::start().await, Receiver::with(Behaviour { status: 503, delay: Duration::ZERO }).await);
     api.enabled_config(json!({"name": "ok", "endpoint": ok_rx.url, "event_types": ["ok.*"]})).await;

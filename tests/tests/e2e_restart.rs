@@ -34,9 +34,8 @@ async fn events_accepted_before_sigkill_are_delivered_after_restart() {
         let (api, accepted) = (api.clone(), accepted.clone());
         posters.push(tokio::spawn(async move {
             for batch in 0.. {
-                let events: Vec<_> = (0..25)
-                    .map(|i| event_body(&format!("p{poster}-b{batch}-{i}"), "order.paid", "emea", json!({"amount": i})))
-                    .collect();
+                let events: Vec<_> =
+                    (0..25).map(|i| event_body(&format!("p{poster}-b{batch}-{i}"), "order.paid", "emea", json!({"amount": i}))).collect();
                 let Some(answer) = api.try_post("/v1/events", &json!(events)).await else { return };
                 if answer.status != 202 {
                     return;
@@ -96,7 +95,10 @@ async fn events_accepted_before_sigkill_are_delivered_after_restart() {
     let deliveries = api.list_all(&format!("/v1/deliveries?configuration_id={config_id}")).await;
     let mut by_event: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for d in &deliveries {
-        by_event.entry(d["event_id"].as_str().expect("event id").to_owned()).or_default().push(d["status"].as_str().expect("status").to_owned());
+        by_event
+            .entry(d["event_id"].as_str().expect("event id").to_owned())
+            .or_default()
+            .push(d["status"].as_str().expect("status").to_owned());
     }
     for id in &accepted {
         assert_eq!(by_event.get(id).map(Vec::as_slice), Some(&["succeeded".to_owned()][..]), "delivery of {id}");

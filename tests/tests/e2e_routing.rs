@@ -66,11 +66,7 @@ async fn scripted_routing_delivers_exactly_the_expected_requests() {
     reshape_rx.wait_for(2).await;
     plain_rx.wait_for(1).await;
     // Nothing else may arrive: give stragglers time to show up.
-    let (paid_got, reshape_got, plain_got) = (
-        paid_rx.settle(Duration::from_millis(500)).await,
-        reshape_rx.received(),
-        plain_rx.received(),
-    );
+    let (paid_got, reshape_got, plain_got) = (paid_rx.settle(Duration::from_millis(500)).await, reshape_rx.received(), plain_rx.received());
     assert_eq!(ids(&paid_got), set(&["e1", "e4"]));
     assert_eq!(paid_got.len(), 2, "each event once");
     assert_eq!(ids(&reshape_got), set(&["e1", "e2"]));
@@ -163,9 +159,7 @@ async fn failing_scripts_are_recorded_with_their_kind_and_nothing_is_sent() {
     let mut configs = Vec::new();
     for (script, kind) in [("hostile-panic", "trapped"), ("hostile-loop", "out_of_fuel"), ("hostile-memory", "out_of_memory")] {
         let id = api.upload_script(script).await;
-        let c = api
-            .enabled_config(json!({"name": script, "endpoint": rx.url, "event_types": ["*"], "script": {"id": id}}))
-            .await;
+        let c = api.enabled_config(json!({"name": script, "endpoint": rx.url, "event_types": ["*"], "script": {"id": id}})).await;
         configs.push((c["id"].as_str().expect("id").to_owned(), kind));
     }
     api.ingest(&[event_body("boom", "order.paid", "emea", json!({"amount": 1}))]).await;
@@ -200,21 +194,12 @@ async fn a_failing_receiver_is_retried_and_every_attempt_logged() {
     api.ingest(&[event_body("flaky-1", "flaky.thing", "emea", json!({}))]).await;
     rx.wait_for(2).await;
     rx.set(Behaviour { status: 200, delay: Duration::ZERO });
-    let event = api
-        .wait_for("/v1/events/flaky-1", |e| e["deliveries"][0]["status"] == "succeeded")
-        .await;
+    let event = api.wait_for("/v1/events/flaky-1", |e| e["deliveries"][0]["status"] == "succeeded").await;
     let delivery = &event["deliveries"][0];
     assert_eq!(delivery["attempts"], 3);
-    let attempts = api
-        .get(&format!("/v1/attempts?delivery_id={}", delivery["id"].as_str().expect("id")))
-        .await
-        .expect(200);
-    let outcomes: Vec<(Value, Value)> = attempts["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|a| (a["response_status"].clone(), a["outcome"].clone()))
-        .collect();
+    let attempts = api.get(&format!("/v1/attempts?delivery_id={}", delivery["id"].as_str().expect("id"))).await.expect(200);
+    let outcomes: Vec<(Value, Value)> =
+        attempts["items"].as_array().expect("items").iter().map(|a| (a["response_status"].clone(), a["outcome"].clone())).collect();
     // Newest first.
     assert_eq!(outcomes, vec![(json!(200), json!("succeeded")), (json!(503), json!("retry")), (json!(503), json!("retry"))]);
     let _ = config;

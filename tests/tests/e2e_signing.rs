@@ -8,18 +8,15 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
-use sluice_tests::engine::{Api, event_body};
 use sluice_tests::engine::Engine;
+use sluice_tests::engine::{Api, event_body};
 use sluice_tests::receiver::{Received, Receiver};
 
 /// What the independent verifier says of `request` with `secret`:
 /// `(standard_webhooks, x_signature)`, `None` for a profile not sent.
 fn verify(secret: &str, request: &Received) -> (Option<bool>, Option<bool>) {
-    let headers: serde_json::Map<String, Value> = request
-        .headers
-        .iter()
-        .map(|(n, v)| (n.as_str().to_owned(), Value::from(v.to_str().expect("ASCII header"))))
-        .collect();
+    let headers: serde_json::Map<String, Value> =
+        request.headers.iter().map(|(n, v)| (n.as_str().to_owned(), Value::from(v.to_str().expect("ASCII header")))).collect();
     let input = json!({
         "secret": secret,
         "headers": headers,
@@ -116,10 +113,7 @@ async fn a_rotation_checks_its_input() {
     let engine = Engine::start().await;
     let api = engine.admin();
     let rx = Receiver::start().await;
-    let created = api
-        .post("/v1/configurations", &json!({"name": "r", "endpoint": rx.url, "event_types": ["*"]}))
-        .await
-        .expect(201);
+    let created = api.post("/v1/configurations", &json!({"name": "r", "endpoint": rx.url, "event_types": ["*"]})).await.expect(201);
     let config = created["id"].as_str().expect("id");
     let path = format!("/v1/configurations/{config}/rotate-secret");
     api.post(&path, &json!({"secret": "not-a-secret"})).await.expect_error(422, "invalid_signing_secret");
@@ -129,12 +123,7 @@ async fn a_rotation_checks_its_input() {
     let rotated = rotate(&api, config, json!({"secret": chosen})).await;
     assert_eq!(secret_of(&rotated), chosen);
     // A stale version is refused.
-    api.send(
-        "POST",
-        &path,
-        Some(("application/json", b"{}".to_vec())),
-        &[("if-match", &created["version"].to_string())],
-    )
-    .await
-    .expect_error(409, "stale_version");
+    api.send("POST", &path, Some(("application/json", b"{}".to_vec())), &[("if-match", &created["version"].to_string())])
+        .await
+        .expect_error(409, "stale_version");
 }

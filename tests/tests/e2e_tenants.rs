@@ -30,15 +30,21 @@ async fn populate(api: &Api, rx: &Receiver, event_id: &str) -> Owned {
         .await;
     let config = config["id"].as_str().expect("id").to_owned();
     api.ingest(&[event_body(event_id, "order.paid", "emea", json!({"amount": 10}))]).await;
-    let event = api
-        .wait_for(&format!("/v1/events/{event_id}"), |e| e["deliveries"][0]["status"] == "succeeded")
-        .await;
+    let event = api.wait_for(&format!("/v1/events/{event_id}"), |e| e["deliveries"][0]["status"] == "succeeded").await;
     let delivery = event["deliveries"][0]["id"].as_str().expect("delivery id").to_owned();
     let attempts = api.get(&format!("/v1/attempts?delivery_id={delivery}")).await.expect(200);
     let attempt = attempts["items"][0]["id"].as_str().expect("attempt id").to_owned();
     let key = api.post("/v1/keys", &json!({"name": "reader", "scopes": ["logs:read"]})).await.expect(201);
     let version = api.get(&format!("/v1/configurations/{config}")).await.expect(200)["version"].as_i64().expect("version");
-    Owned { script, config, config_version: version, event: event_id.to_owned(), delivery, attempt, key: key["id"].as_str().expect("key id").to_owned() }
+    Owned {
+        script,
+        config,
+        config_version: version,
+        event: event_id.to_owned(),
+        delivery,
+        attempt,
+        key: key["id"].as_str().expect("key id").to_owned(),
+    }
 }
 
 fn ids_in(list: &Value) -> Vec<String> {

@@ -8,10 +8,7 @@
 //! rcgen; the engine is a real process.
 
 use base64::Engine as _;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{Value, json};
 use sluice_tests::engine::{Api, Engine, event_body};
@@ -148,7 +145,8 @@ async fn authorization_modes_over_https_and_which_receivers_are_trusted() {
     let (chain, key) = ca.server().chain_and_key();
     let rx = TlsReceiver::start(chain, key, None).await;
 
-    let bearer = configure(&api, &rx.url, "bearer", json!({"tls": custom_ca(&ca), "authorization": {"type": "bearer", "token": "t"}})).await;
+    let bearer =
+        configure(&api, &rx.url, "bearer", json!({"tls": custom_ca(&ca), "authorization": {"type": "bearer", "token": "t"}})).await;
     configure(&api, &rx.url, "token", json!({"tls": custom_ca(&ca), "authorization": {"type": "token", "token": "t"}})).await;
     configure(&api, &rx.url, "none", json!({"tls": custom_ca(&ca), "authorization": {"type": "none"}})).await;
     let trust_all = configure(&api, &rx.url, "trustall", json!({"tls": {"trust": "trust_all"}})).await;
@@ -165,8 +163,7 @@ async fn authorization_modes_over_https_and_which_receivers_are_trusted() {
     assert_eq!(bearer["authorization"], json!({"type": "bearer", "token_set": true}), "the token is never shown");
 
     let names = ["bearer", "token", "none", "trustall", "system", "otherca"];
-    let events: Vec<Value> =
-        names.iter().map(|n| event_body(&format!("{n}-1"), &format!("{n}.sent"), "emea", json!({"n": n}))).collect();
+    let events: Vec<Value> = names.iter().map(|n| event_body(&format!("{n}-1"), &format!("{n}.sent"), "emea", json!({"n": n}))).collect();
     api.ingest(&events).await;
 
     for name in ["bearer", "token", "none", "trustall"] {
@@ -183,10 +180,7 @@ async fn authorization_modes_over_https_and_which_receivers_are_trusted() {
 
     let received = rx.wait_for(4).await;
     let authorization_at = |path: &str| -> Option<Option<String>> {
-        received
-            .iter()
-            .find(|r| r.request.uri.path() == path)
-            .map(|r| r.request.header("authorization").map(str::to_owned))
+        received.iter().find(|r| r.request.uri.path() == path).map(|r| r.request.header("authorization").map(str::to_owned))
     };
     assert_eq!(authorization_at("/bearer"), Some(Some("Bearer t".into())));
     assert_eq!(authorization_at("/token"), Some(Some("t".into())));
@@ -240,8 +234,7 @@ async fn mutual_tls_with_pem_and_pkcs12_client_certificates() {
     assert!(!read.to_string().contains("PRIVATE KEY"), "{read}");
 
     let names = ["pem", "pkcs", "soon", "anonymous"];
-    let events: Vec<Value> =
-        names.iter().map(|n| event_body(&format!("{n}-1"), &format!("{n}.sent"), "emea", json!({}))).collect();
+    let events: Vec<Value> = names.iter().map(|n| event_body(&format!("{n}-1"), &format!("{n}.sent"), "emea", json!({}))).collect();
     api.ingest(&events).await;
 
     for name in ["pem", "pkcs", "soon"] {
@@ -253,16 +246,11 @@ async fn mutual_tls_with_pem_and_pkcs12_client_certificates() {
     let error = only_attempt_error(&api, &delivery).await;
     // TLS 1.3: the client learns of the refusal from the server's alert
     // (or, depending on timing, from the connection it then closed).
-    assert!(
-        ["CertificateRequired", "reset", "closed"].iter().any(|why| error.contains(why)),
-        "the attempt log says {error:?}"
-    );
+    assert!(["CertificateRequired", "reset", "closed"].iter().any(|why| error.contains(why)), "the attempt log says {error:?}");
 
     let received = rx.wait_for(3).await;
     assert_eq!(received.len(), 3, "nothing arrived without a client certificate: {received:?}");
-    let presented = |path: &str| {
-        received.iter().find(|r| r.request.uri.path() == path).and_then(|r| r.client_certificate.clone())
-    };
+    let presented = |path: &str| received.iter().find(|r| r.request.uri.path() == path).and_then(|r| r.client_certificate.clone());
     assert_eq!(presented("/pem"), Some(pem_client.cert_der.to_vec()));
     assert_eq!(presented("/pkcs"), Some(p12_client.cert_der.to_vec()));
     assert_eq!(presented("/soon"), Some(soon_client.cert_der.to_vec()));

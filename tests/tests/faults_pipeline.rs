@@ -21,16 +21,7 @@ async fn two_tenants(engine: &Engine) -> (Api, Api) {
 }
 
 fn events(prefix: &str, event_type: &str, n: usize) -> Vec<Value> {
-    (0..n)
-        .map(|i| {
-            event_body(
-                &format!("{prefix}-{i}"),
-                event_type,
-                "emea",
-                json!({"n": i}),
-            )
-        })
-        .collect()
+    (0..n).map(|i| event_body(&format!("{prefix}-{i}"), event_type, "emea", json!({"n": i}))).collect()
 }
 
 /// Polls until every delivery of `api`'s tenant satisfies `ended`, and
@@ -43,11 +34,7 @@ async fn deliveries_when(api: &Api, expected: usize, ended: impl Fn(&Value) -> b
         if all.len() >= expected && open.is_none() {
             return all;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} of {expected} deliveries, one still open: {open:?}",
-            all.len()
-        );
+        assert!(tokio::time::Instant::now() < deadline, "{} of {expected} deliveries, one still open: {open:?}", all.len());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -64,12 +51,10 @@ async fn a_looping_script_stalls_no_one_else() {
     // pauses are B's own, not shared with A through the module's hash.
     let same_bytes = b.upload_script("hostile-loop").await;
     b.enabled_config(json!({"name": "benign", "endpoint": rx_b.url, "event_types": ["benign"], "script": {"id": same_bytes}})).await;
-    b.enabled_config(json!({"name": "plain", "endpoint": rx_b.url, "event_types": ["order.*"]}))
-        .await;
+    b.enabled_config(json!({"name": "plain", "endpoint": rx_b.url, "event_types": ["order.*"]})).await;
 
     for batch in 0..4 {
-        a.ingest(&events(&format!("a{batch}"), "order.paid", 500))
-            .await;
+        a.ingest(&events(&format!("a{batch}"), "order.paid", 500)).await;
     }
     b.ingest(&events("b-plain", "order.paid", 20)).await;
     b.ingest(&events("b-benign", "benign", 20)).await;
@@ -79,32 +64,14 @@ async fn a_looping_script_stalls_no_one_else() {
     // A's events are all routed; each of A's deliveries is either decided
     // (the script ran out of fuel: recorded as such) or waits, recorded as
     // undecided, for its script's next slot. Nothing reached A's receiver.
-    let all = deliveries_when(&a, 2000, |d| {
-        d["status"] == "script_error" || (d["status"] == "pending" && d["undecided"] == true)
-    })
-    .await;
+    let all = deliveries_when(&a, 2000, |d| d["status"] == "script_error" || (d["status"] == "pending" && d["undecided"] == true)).await;
     assert_eq!(all.len(), 2000, "one delivery per event");
-    let exhausted = all
-        .iter()
-        .filter(|d| d["error_kind"] == "out_of_fuel")
-        .count();
-    assert!(
-        exhausted >= 1,
-        "the script ran and its exhaustion was recorded"
-    );
-    assert!(
-        all.iter()
-            .all(|d| d["status"] != "script_error" || d["error_kind"] == "out_of_fuel"),
-        "no other error"
-    );
+    let exhausted = all.iter().filter(|d| d["error_kind"] == "out_of_fuel").count();
+    assert!(exhausted >= 1, "the script ran and its exhaustion was recorded");
+    assert!(all.iter().all(|d| d["status"] != "script_error" || d["error_kind"] == "out_of_fuel"), "no other error");
     assert_eq!(rx_a.arrived(), 0);
     let b_deliveries = b.list_all("/v1/deliveries").await;
-    assert!(
-        b_deliveries
-            .iter()
-            .all(|d| d["status"] == "succeeded" && d.get("undecided").is_none()),
-        "B never waited on A's pauses"
-    );
+    assert!(b_deliveries.iter().all(|d| d["status"] == "succeeded" && d.get("undecided").is_none()), "B never waited on A's pauses");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,77 +84,32 @@ async fn a_configuration_the_engine_cannot_use_fails_only_its_own_deliveries() {
     // Refused at save: PEM-shaped, but no certificate inside.
     let bogus_ca = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
     let spec = json!({"name": "bad tls", "endpoint": rx_a.url, "event_types": ["*"], "tls": {"trust": "custom_ca", "ca_pem": bogus_ca}});
-    let e = a
-        .post("/v1/configurations", &spec)
-        .await
-        .expect_error(422, "invalid_tls");
-    assert!(
-        e["message"].as_str().is_some_and(|m| m.contains("tls")),
-        "{e}"
-    );
+    let e = a.post("/v1/configurations", &spec).await.expect_error(422, "invalid_tls");
+    assert!(e["message"].as_str().is_some_and(|m| m.contains("tls")), "{e}");
 
     // A row saved before that check existed: the engine loads it, and only
     // its own deliveries fail, each with the reason recorded.
     let created = a.post("/v1/configurations", &json!({"name": "old row", "endpoint": rx_a.url, "event_types": ["*"], "retry": {"max_attempts": 1, "initial_backoff_ms": 1000, "max_backoff_ms": 1000}})).await.expect(201);
     let id = created["id"].as_str().expect("id");
-    engine
-        .edit_stored_config(id, |spec| {
-            spec["tls"] = json!({"trust": "custom_ca", "ca_pem": bogus_ca})
-        })
-        .await;
-    a.post(&format!("/v1/configurations/{id}/enable"), &json!({}))
-        .await
-        .expect(200);
-    a.enabled_config(json!({"name": "fine", "endpoint": rx_a.url, "event_types": ["order.*"]}))
-        .await;
-    b.enabled_config(json!({"name": "b", "endpoint": rx_b.url, "event_types": ["*"]}))
-        .await;
+    engine.edit_stored_config(id, |spec| spec["tls"] = json!({"trust": "custom_ca", "ca_pem": bogus_ca})).await;
+    a.post(&format!("/v1/configurations/{id}/enable"), &json!({})).await.expect(200);
+    a.enabled_config(json!({"name": "fine", "endpoint": rx_a.url, "event_types": ["order.*"]})).await;
+    b.enabled_config(json!({"name": "b", "endpoint": rx_b.url, "event_types": ["*"]})).await;
 
     // Both post at once, interleaved.
     for round in 0..10 {
-        a.ingest(&events(&format!("a{round}"), "order.paid", 20))
-            .await;
-        b.ingest(&events(&format!("b{round}"), "order.paid", 20))
-            .await;
+        a.ingest(&events(&format!("a{round}"), "order.paid", 20)).await;
+        b.ingest(&events(&format!("b{round}"), "order.paid", 20)).await;
     }
-    assert_eq!(
-        rx_b.wait_for(200).await.len(),
-        200,
-        "every one of B's events"
-    );
-    assert_eq!(
-        rx_a.wait_for(200).await.len(),
-        200,
-        "and every one of A's through its good configuration"
-    );
-    let all = deliveries_when(&a, 400, |d| {
-        d["status"] == "succeeded" || d["status"] == "failed"
-    })
-    .await;
+    assert_eq!(rx_b.wait_for(200).await.len(), 200, "every one of B's events");
+    assert_eq!(rx_a.wait_for(200).await.len(), 200, "and every one of A's through its good configuration");
+    let all = deliveries_when(&a, 400, |d| d["status"] == "succeeded" || d["status"] == "failed").await;
     let failed: Vec<&Value> = all.iter().filter(|d| d["configuration_id"] == id).collect();
     assert_eq!(failed.len(), 200);
-    assert!(
-        failed
-            .iter()
-            .all(|d| d["status"] == "failed" && d["attempts"] == 1),
-        "{:?}",
-        failed[0]
-    );
-    let attempts = a
-        .get(&format!(
-            "/v1/attempts?delivery_id={}",
-            failed[0]["id"].as_str().expect("id")
-        ))
-        .await
-        .expect(200);
-    let error = attempts["items"][0]["error"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(
-        error.contains("TLS settings cannot be used"),
-        "the reason is recorded: {error}"
-    );
+    assert!(failed.iter().all(|d| d["status"] == "failed" && d["attempts"] == 1), "{:?}", failed[0]);
+    let attempts = a.get(&format!("/v1/attempts?delivery_id={}", failed[0]["id"].as_str().expect("id"))).await.expect(200);
+    let error = attempts["items"][0]["error"].as_str().unwrap_or_default().to_owned();
+    assert!(error.contains("TLS settings cannot be used"), "the reason is recorded: {error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,20 +117,14 @@ async fn slow_receivers_of_one_tenant_hold_no_one_elses_senders() {
     // A small node, so that the slow tenant could take all of it.
     let engine = Engine::start_with(&[("SLUICE_DELIVERY_CONCURRENCY", "64")]).await;
     let (a, b) = two_tenants(&engine).await;
-    let slow = Receiver::with(Behaviour {
-        status: 200,
-        delay: Duration::from_secs(4),
-    })
-    .await;
+    let slow = Receiver::with(Behaviour { status: 200, delay: Duration::from_secs(4) }).await;
     let fast = Receiver::start().await;
     for i in 0..10 {
         a.enabled_config(json!({"name": format!("slow {i}"), "endpoint": slow.url, "event_types": ["*"], "deadline": "PT10S"})).await;
     }
-    b.enabled_config(json!({"name": "fast", "endpoint": fast.url, "event_types": ["*"]}))
-        .await;
+    b.enabled_config(json!({"name": "fast", "endpoint": fast.url, "event_types": ["*"]})).await;
     for batch in 0..6 {
-        a.ingest(&events(&format!("a{batch}"), "order.paid", 500))
-            .await;
+        a.ingest(&events(&format!("a{batch}"), "order.paid", 500)).await;
     }
     // A's backlog fills every sender it may hold (a quarter of 64).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -217,11 +133,7 @@ async fn slow_receivers_of_one_tenant_hold_no_one_elses_senders() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     b.ingest(&events("b", "order.paid", 20)).await;
-    assert_eq!(
-        fast.wait_for(20).await.len(),
-        20,
-        "B's events all arrive while A's receivers hang"
-    );
+    assert_eq!(fast.wait_for(20).await.len(), 20, "B's events all arrive while A's receivers hang");
 
     // A's deliveries progress at its own receivers' pace, and each has a
     // recorded state meanwhile: none failed, none lost.
@@ -242,16 +154,8 @@ async fn slow_receivers_of_one_tenant_hold_no_one_elses_senders() {
 async fn deleting_a_configuration_ends_its_open_deliveries() {
     let engine = Engine::start().await;
     let (a, b) = two_tenants(&engine).await;
-    let failing = Receiver::with(Behaviour {
-        status: 500,
-        delay: Duration::ZERO,
-    })
-    .await;
-    let hanging = Receiver::with(Behaviour {
-        status: 500,
-        delay: Duration::from_secs(3),
-    })
-    .await;
+    let failing = Receiver::with(Behaviour { status: 500, delay: Duration::ZERO }).await;
+    let hanging = Receiver::with(Behaviour { status: 500, delay: Duration::from_secs(3) }).await;
     let rx_b = Receiver::start().await;
     let retried = a
         .enabled_config(json!({"name": "retried", "endpoint": failing.url, "event_types": ["order.*"], "retry": {"max_attempts": 10, "initial_backoff_ms": 60000, "max_backoff_ms": 60000}}))
@@ -259,45 +163,31 @@ async fn deleting_a_configuration_ends_its_open_deliveries() {
     let in_flight = a
         .enabled_config(json!({"name": "in flight", "endpoint": hanging.url, "event_types": ["order.*"], "retry": {"max_attempts": 10, "initial_backoff_ms": 60000, "max_backoff_ms": 60000}}))
         .await;
-    b.enabled_config(json!({"name": "b", "endpoint": rx_b.url, "event_types": ["*"]}))
-        .await;
+    b.enabled_config(json!({"name": "b", "endpoint": rx_b.url, "event_types": ["*"]})).await;
     a.ingest(&events("a", "order.paid", 1)).await;
     failing.wait_for(1).await;
     // One delivery waits for its retry, the other is in flight.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while hanging.arrived() == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the hanging receiver was never called"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "the hanging receiver was never called");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for config in [&retried, &in_flight] {
-        a.delete(&format!(
-            "/v1/configurations/{}",
-            config["id"].as_str().expect("id")
-        ))
-        .await
-        .expect(204);
+        a.delete(&format!("/v1/configurations/{}", config["id"].as_str().expect("id"))).await.expect(204);
     }
     b.ingest(&events("b", "order.paid", 5)).await;
     rx_b.wait_for(5).await;
 
     let ended = a
         .wait_for("/v1/events/a-0", |e| {
-            e["deliveries"]
-                .as_array()
-                .is_some_and(|d| d.len() == 2 && d.iter().all(|d| d["status"] == "failed"))
+            e["deliveries"].as_array().is_some_and(|d| d.len() == 2 && d.iter().all(|d| d["status"] == "failed"))
         })
         .await;
     for d in ended["deliveries"].as_array().expect("deliveries") {
         assert_eq!(d["error_kind"], "configuration_deleted", "{d}");
     }
     let pending = a.list_all("/v1/events?status=pending").await;
-    assert!(
-        pending.is_empty(),
-        "the event no longer waits on them: {pending:?}"
-    );
+    assert!(pending.is_empty(), "the event no longer waits on them: {pending:?}");
     // The request that was in flight finishes later; its late result is
     // logged, and does not bring the delivery back to life.
     hanging.wait_for(1).await;
@@ -307,19 +197,8 @@ async fn deleting_a_configuration_ends_its_open_deliveries() {
     })
     .await;
     let after = a.get("/v1/events/a-0").await.expect(200);
-    assert!(
-        after["deliveries"]
-            .as_array()
-            .expect("deliveries")
-            .iter()
-            .all(|d| d["status"] == "failed"),
-        "{after}"
-    );
-    assert_eq!(
-        failing.settle(Duration::from_secs(2)).await.len(),
-        1,
-        "no retry after the delete"
-    );
+    assert!(after["deliveries"].as_array().expect("deliveries").iter().all(|d| d["status"] == "failed"), "{after}");
+    assert_eq!(failing.settle(Duration::from_secs(2)).await.len(), 1, "no retry after the delete");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

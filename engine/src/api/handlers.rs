@@ -23,8 +23,7 @@ use crate::ids::{AttemptId, ConfigId, DeliveryId, IdError, KeyId, ScriptId, Tena
 use crate::replay::RecoverRequest;
 use crate::sandbox::Params;
 use crate::store::{
-    AttemptFilter, ConfigRecord, DeliveryFilter, DeliveryStatus, EventFilter, EventRecord, EventStatus, Ingested, NewKey,
-    PageRequest,
+    AttemptFilter, ConfigRecord, DeliveryFilter, DeliveryStatus, EventFilter, EventRecord, EventStatus, Ingested, NewKey, PageRequest,
 };
 
 type AppState = State<Arc<App>>;
@@ -130,11 +129,19 @@ pub async fn upload_script(
     let p = auth.require(Scope::ScriptsWrite)?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !content_type.starts_with("application/wasm") {
-        return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "upload the script as `Content-Type: application/wasm`"));
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "upload the script as `Content-Type: application/wasm`",
+        ));
     }
     let bytes = body_bytes(body).await.map_err(|e| {
         if e.status == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "script_too_large", format!("scripts are limited to {} bytes", app.sandbox.max_script_bytes()))
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "script_too_large",
+                format!("scripts are limited to {} bytes", app.sandbox.max_script_bytes()),
+            )
         } else {
             e
         }
@@ -257,9 +264,8 @@ pub async fn update_config(
 ) -> Result<Response, ApiError> {
     let p = auth.require(Scope::ConfigurationsWrite)?;
     let config_id = id(&raw, ConfigId::parse)?;
-    let expected = if_match(&headers)?.ok_or_else(|| {
-        ApiError::new(StatusCode::PRECONDITION_REQUIRED, "if_match_required", "quote the version you read in `If-Match`")
-    })?;
+    let expected = if_match(&headers)?
+        .ok_or_else(|| ApiError::new(StatusCode::PRECONDITION_REQUIRED, "if_match_required", "quote the version you read in `If-Match`"))?;
     let input: ConfigInput = parse_json(&body_bytes(body).await?)?;
     let (record, spec) = app.update_config(&p.tenant, &config_id, expected, input).await?;
     Ok(with_etag(StatusCode::OK, record.version, config_json(&record, &spec)))
@@ -313,7 +319,9 @@ pub async fn test_config(
     let event = RawValue::from_string(String::from_utf8_lossy(&crate::deliver::default_body(&report.event)).into_owned())
         .unwrap_or_else(|_| RawValue::NULL.to_owned());
     let decision = match &report.decision {
-        None => json!({"status": "not_selected", "reason": "the configuration's event types or organization units do not select this event"}),
+        None => {
+            json!({"status": "not_selected", "reason": "the configuration's event types or organization units do not select this event"})
+        }
         Some(d) => json!({
             "status": if d.status == DeliveryStatus::Pending { "deliver" } else { d.status.as_str() },
             "reason": d.reason,
@@ -409,7 +417,8 @@ pub async fn put_event_type(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let p = auth.require(Scope::ConfigurationsWrite)?;
-    let name = crate::event::EventType::parse(&name).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_event_type", e.to_string()))?;
+    let name = crate::event::EventType::parse(&name)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_event_type", e.to_string()))?;
     let input: EventTypeInput = parse_json(&body_bytes(body).await?)?;
     Ok(Json(json!(app.store.put_event_type(&p.tenant, name.as_str(), input.description.as_deref()).await?)))
 }
@@ -431,7 +440,11 @@ pub async fn ingest(State(app): AppState, auth: Auth, body: Result<Bytes, BytesR
         return Err(ApiError::bad_request("empty_batch", "the batch holds no events"));
     }
     if items.len() > app.limits.max_batch {
-        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large", format!("at most {} events per request", app.limits.max_batch)));
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!("at most {} events per request", app.limits.max_batch),
+        ));
     }
     let mut events = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
@@ -468,12 +481,7 @@ struct EventView<'a> {
 }
 
 fn event_view(e: &EventRecord) -> EventView<'_> {
-    EventView {
-        event: e.event.envelope(),
-        received_at: crate::store::rfc3339::format(e.received_at),
-        routed: e.routed,
-        deliveries: None,
-    }
+    EventView { event: e.event.envelope(), received_at: crate::store::rfc3339::format(e.received_at), routed: e.routed, deliveries: None }
 }
 
 pub async fn list_events(State(app): AppState, auth: Auth, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
@@ -584,7 +592,11 @@ pub async fn list_deliveries(State(app): AppState, auth: Auth, Query(q): Query<L
         status: q
             .status
             .as_deref()
-            .map(|s| DeliveryStatus::parse(s).ok_or_else(|| ApiError::bad_request("invalid_filter", "status is one of pending, filtered, script_error, succeeded, failed")))
+            .map(|s| {
+                DeliveryStatus::parse(s).ok_or_else(|| {
+                    ApiError::bad_request("invalid_filter", "status is one of pending, filtered, script_error, succeeded, failed")
+                })
+            })
             .transpose()?,
         created_after: ListQuery::time(&q.since, "since")?,
         created_before: ListQuery::time(&q.until, "until")?,

@@ -33,9 +33,7 @@ pub fn router(app: Arc<App>) -> Router {
     let body_limit = app.limits.max_body_bytes;
     let script_limit = app.sandbox.max_script_bytes();
     use handlers::*;
-    let scripts = Router::new()
-        .route("/v1/scripts", post(upload_script).get(list_scripts))
-        .layer(DefaultBodyLimit::max(script_limit));
+    let scripts = Router::new().route("/v1/scripts", post(upload_script).get(list_scripts)).layer(DefaultBodyLimit::max(script_limit));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -169,7 +167,9 @@ pub fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError>
     serde_json::from_slice(body).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
-            Category::Syntax | Category::Eof | Category::Io => ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}")),
+            Category::Syntax | Category::Eof | Category::Io => {
+                ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+            }
             Category::Data if e.to_string().starts_with("unknown field") => ApiError::bad_request("unknown_field", e.to_string()),
             Category::Data => ApiError::bad_request("invalid_request", e.to_string()),
         }
@@ -228,10 +228,7 @@ impl FromRequestParts<Arc<App>> for Auth {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| unauthorized("send `Authorization: Bearer <api key>`"))?;
-        let principal = app
-            .authenticate(presented.trim())
-            .await?
-            .ok_or_else(|| unauthorized("unknown or revoked API key"))?;
+        let principal = app.authenticate(presented.trim()).await?.ok_or_else(|| unauthorized("unknown or revoked API key"))?;
         Ok(Auth(principal))
     }
 }

@@ -77,10 +77,7 @@ pub struct PemPair {
 
 impl std::fmt::Debug for PemPair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PemPair")
-            .field("certificate_pem", &self.certificate_pem)
-            .field("private_key_pem", &"***")
-            .finish()
+        f.debug_struct("PemPair").field("certificate_pem", &self.certificate_pem).field("private_key_pem", &"***").finish()
     }
 }
 
@@ -91,9 +88,7 @@ pub fn from_pkcs12_base64(text: &str, password: &str) -> Result<PemPair, Certifi
     if compact.len() > MAX_PKCS12_BYTES.div_ceil(3) * 4 {
         return Err(CertificateError::Pkcs12TooLarge);
     }
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(compact.as_bytes())
-        .map_err(|_| CertificateError::Pkcs12NotBase64)?;
+    let der = base64::engine::general_purpose::STANDARD.decode(compact.as_bytes()).map_err(|_| CertificateError::Pkcs12NotBase64)?;
     from_pkcs12(&der, password)
 }
 
@@ -224,8 +219,8 @@ pub(super) mod fixtures {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::fixtures::{leaf, pkcs12};
+    use super::*;
     use time::Duration;
 
     #[test]

@@ -34,9 +34,7 @@ pub enum LoadError {
     Componentize { reason: String },
     #[error("invalid WebAssembly: {reason}")]
     Invalid { reason: String },
-    #[error(
-        "script imports `{name}`, which sluice does not provide (scripts may import only `{WIT_PACKAGE}/host`)"
-    )]
+    #[error("script imports `{name}`, which sluice does not provide (scripts may import only `{WIT_PACKAGE}/host`)")]
     ForeignImport { name: String },
     #[error("script does not export `{WIT_PACKAGE}/filter@0.1.0`; it exports: {found}")]
     MissingExport { found: String },
@@ -53,9 +51,7 @@ impl LoadError {
             Self::TooLarge { .. } => "script_too_large",
             Self::NotWasm | Self::Invalid { .. } => "invalid_wasm",
             Self::NoWorld | Self::Componentize { .. } => "not_a_script",
-            Self::ForeignImport { .. } | Self::MissingExport { .. } | Self::Mismatch { .. } => {
-                "world_mismatch"
-            }
+            Self::ForeignImport { .. } | Self::MissingExport { .. } | Self::Mismatch { .. } => "world_mismatch",
             Self::UnsupportedVersion { .. } => "unsupported_wit_version",
         }
     }
@@ -116,9 +112,7 @@ pub fn componentize(bytes: &[u8]) -> Result<Vec<u8>, LoadError> {
                 .validate(true)
                 .module(bytes)
                 .and_then(|mut encoder| encoder.encode())
-                .map_err(|e| LoadError::Componentize {
-                    reason: format!("{e:#}"),
-                })
+                .map_err(|e| LoadError::Componentize { reason: format!("{e:#}") })
         }
     }
 }
@@ -126,16 +120,12 @@ pub fn componentize(bytes: &[u8]) -> Result<Vec<u8>, LoadError> {
 fn has_component_type_section(bytes: &[u8]) -> Result<bool, LoadError> {
     for payload in wasmparser::Parser::new(0).parse_all(bytes) {
         match payload {
-            Ok(wasmparser::Payload::CustomSection(section))
-                if section.name().starts_with("component-type") =>
-            {
+            Ok(wasmparser::Payload::CustomSection(section)) if section.name().starts_with("component-type") => {
                 return Ok(true);
             }
             Ok(_) => {}
             Err(e) => {
-                return Err(LoadError::Invalid {
-                    reason: e.to_string(),
-                });
+                return Err(LoadError::Invalid { reason: e.to_string() });
             }
         }
     }
@@ -148,10 +138,7 @@ impl Sandbox {
     pub fn load(&self, bytes: &[u8]) -> Result<Arc<Script>, LoadError> {
         let limit = self.config.max_script_bytes;
         if bytes.len() > limit {
-            return Err(LoadError::TooLarge {
-                size: bytes.len(),
-                limit,
-            });
+            return Err(LoadError::TooLarge { size: bytes.len(), limit });
         }
         let sha256 = Sha256::of(bytes);
         if let Some(script) = self.cached(&sha256) {
@@ -161,20 +148,14 @@ impl Sandbox {
             Some(component) => component,
             None => {
                 let component_bytes = componentize(bytes)?;
-                let component = Component::new(&self.engine, &component_bytes).map_err(|e| {
-                    LoadError::Invalid {
-                        reason: format!("{e:#}"),
-                    }
-                })?;
+                let component =
+                    Component::new(&self.engine, &component_bytes).map_err(|e| LoadError::Invalid { reason: format!("{e:#}") })?;
                 self.write_disk_cache(&sha256, &component);
                 component
             }
         };
         let script = Arc::new(self.link(sha256, &component)?);
-        let mut compiled = self
-            .compiled
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut compiled = self.compiled.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         Ok(compiled.entry(sha256).or_insert(script).clone())
     }
 
@@ -182,14 +163,9 @@ impl Sandbox {
     /// [`Sandbox::load_precompiled`] takes it back.
     pub fn precompile(&self, bytes: &[u8]) -> Result<Vec<u8>, LoadError> {
         let component_bytes = componentize(bytes)?;
-        let component =
-            Component::new(&self.engine, &component_bytes).map_err(|e| LoadError::Invalid {
-                reason: format!("{e:#}"),
-            })?;
+        let component = Component::new(&self.engine, &component_bytes).map_err(|e| LoadError::Invalid { reason: format!("{e:#}") })?;
         self.link(Sha256::of(bytes), &component)?;
-        component.serialize().map_err(|e| LoadError::Invalid {
-            reason: format!("{e:#}"),
-        })
+        component.serialize().map_err(|e| LoadError::Invalid { reason: format!("{e:#}") })
     }
 
     /// Loads code made by [`Sandbox::precompile`] for the script whose
@@ -204,20 +180,14 @@ impl Sandbox {
         // compatibility header and refuses code from another configuration.
         let component = unsafe { Component::deserialize(&self.engine, compiled) }.ok()?;
         let script = Arc::new(self.link(sha256, &component).ok()?);
-        let mut cache = self
-            .compiled
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cache = self.compiled.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         Some(cache.entry(sha256).or_insert(script).clone())
     }
 
     /// Drops a script's compiled code, in memory and on disk (after the
     /// last script with these bytes is deleted).
     pub fn forget(&self, sha256: &Sha256) {
-        self.compiled
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(sha256);
+        self.compiled.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(sha256);
         if let Some(path) = self.disk_cache_path(sha256) {
             let _ = std::fs::remove_file(path);
         }
@@ -229,11 +199,7 @@ impl Sandbox {
     }
 
     fn cached(&self, sha256: &Sha256) -> Option<Arc<Script>> {
-        self.compiled
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(sha256)
-            .cloned()
+        self.compiled.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(sha256).cloned()
     }
 
     /// Checks imports and exports against the world and prepares fast
@@ -242,63 +208,35 @@ impl Sandbox {
         let ty = component.component_type();
         for (name, _) in ty.imports(&self.engine) {
             if !name.starts_with(&format!("{WIT_PACKAGE}/")) {
-                return Err(LoadError::ForeignImport {
-                    name: name.to_owned(),
-                });
+                return Err(LoadError::ForeignImport { name: name.to_owned() });
             }
         }
-        let exports: Vec<(String, ComponentItem)> = ty
-            .exports(&self.engine)
-            .map(|(name, item)| (name.to_owned(), item.ty))
-            .collect();
+        let exports: Vec<(String, ComponentItem)> = ty.exports(&self.engine).map(|(name, item)| (name.to_owned(), item.ty)).collect();
         let filter_prefix = format!("{WIT_PACKAGE}/filter@");
-        let Some(wit_version) = exports
-            .iter()
-            .find_map(|(name, _)| name.strip_prefix(&filter_prefix))
-        else {
-            return Err(LoadError::MissingExport {
-                found: describe_exports(&exports),
-            });
+        let Some(wit_version) = exports.iter().find_map(|(name, _)| name.strip_prefix(&filter_prefix)) else {
+            return Err(LoadError::MissingExport { found: describe_exports(&exports) });
         };
         if !wit_version.starts_with(SUPPORTED_VERSION_PREFIX) {
-            return Err(LoadError::UnsupportedVersion {
-                found: wit_version.to_owned(),
-            });
+            return Err(LoadError::UnsupportedVersion { found: wit_version.to_owned() });
         }
         let wit_version = wit_version.to_owned();
 
-        let mismatch = |e: wasmtime::Error| LoadError::Mismatch {
-            reason: format!("{e:#}"),
-        };
+        let mismatch = |e: wasmtime::Error| LoadError::Mismatch { reason: format!("{e:#}") };
         let instance_pre = self.linker.instantiate_pre(component).map_err(mismatch)?;
         let pre = bindings::ScriptPre::new(instance_pre).map_err(mismatch)?;
         // Export types are checked when an instance is made: make one now,
         // so a mismatch is refused at upload and not at the first event.
-        let mut store = Store::new(
-            &self.engine,
-            CallState::new(Default::default(), &self.config.limits),
-        );
+        let mut store = Store::new(&self.engine, CallState::new(Default::default(), &self.config.limits));
         store.limiter(|state| &mut state.memory);
         let _ = store.set_fuel(self.config.limits.fuel);
         store.set_epoch_deadline(1_000);
         pre.instantiate(&mut store)
-            .map_err(|e| LoadError::Mismatch {
-                reason: format!("`{WIT_PACKAGE}/filter@{wit_version}` function `filter`: {e:#}"),
-            })?;
-        Ok(Script {
-            sha256,
-            wit_version,
-            pre,
-        })
+            .map_err(|e| LoadError::Mismatch { reason: format!("`{WIT_PACKAGE}/filter@{wit_version}` function `filter`: {e:#}") })?;
+        Ok(Script { sha256, wit_version, pre })
     }
 
     fn disk_cache_path(&self, sha256: &Sha256) -> Option<std::path::PathBuf> {
-        Some(
-            self.config
-                .cache_dir
-                .as_ref()?
-                .join(format!("{sha256}.cwasm")),
-        )
+        Some(self.config.cache_dir.as_ref()?.join(format!("{sha256}.cwasm")))
     }
 
     fn read_disk_cache(&self, sha256: &Sha256) -> Option<Component> {

@@ -91,13 +91,7 @@ pub struct SandboxConfig {
 
 impl Default for SandboxConfig {
     fn default() -> Self {
-        Self {
-            limits: Limits::default(),
-            max_script_bytes: 4 << 20,
-            cache_dir: None,
-            max_concurrent_calls: 256,
-            exhaustion_penalty: 9,
-        }
+        Self { limits: Limits::default(), max_script_bytes: 4 << 20, cache_dir: None, max_concurrent_calls: 256, exhaustion_penalty: 9 }
     }
 }
 
@@ -216,10 +210,7 @@ impl Script {
 
 impl std::fmt::Debug for Script {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Script")
-            .field("sha256", &self.sha256)
-            .field("wit_version", &self.wit_version)
-            .finish()
+        f.debug_struct("Script").field("sha256", &self.sha256).field("wit_version", &self.wit_version).finish()
     }
 }
 
@@ -267,22 +258,13 @@ impl Sandbox {
         let engine = Engine::new(&wasm)?;
 
         let mut linker = Linker::new(&engine);
-        bindings::Script::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |state| {
-            state
-        })?;
+        bindings::Script::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |state| state)?;
 
         if let Some(dir) = &config.cache_dir {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| wasmtime::Error::msg(format!("cache dir {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| wasmtime::Error::msg(format!("cache dir {}: {e}", dir.display())))?;
         }
         let ticker = EpochTicker::start(&engine);
-        Ok(Self {
-            engine,
-            linker,
-            config,
-            compiled: Mutex::default(),
-            _ticker: ticker,
-        })
+        Ok(Self { engine, linker, config, compiled: Mutex::default(), _ticker: ticker })
     }
 
     pub fn limits(&self) -> &Limits {
@@ -308,23 +290,17 @@ impl Sandbox {
         store.limiter(|state| &mut state.memory);
         // Both are set before instantiation, which runs guest code too.
         let _ = store.set_fuel(limits.fuel);
-        let ticks = limits
-            .wall_clock
-            .as_millis()
-            .div_ceil(EPOCH_TICK.as_millis()) as u64;
+        let ticks = limits.wall_clock.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64;
         store.set_epoch_deadline(ticks.max(1) + 1);
 
-        let result = script.pre.instantiate(&mut store).and_then(|instance| {
-            instance
-                .sluice_event_export_filter()
-                .call_filter(&mut store, &to_wit(event))
-        });
+        let result = script
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| instance.sluice_event_export_filter().call_filter(&mut store, &to_wit(event)));
         let fuel_used = limits.fuel - store.get_fuel().unwrap_or(0);
         let result = match result {
             Ok(Ok(decision)) => output::check(decision, &limits),
-            Ok(Err(message)) => Err(ScriptError::Returned {
-                message: truncate(message, limits.log_line_bytes),
-            }),
+            Ok(Err(message)) => Err(ScriptError::Returned { message: truncate(message, limits.log_line_bytes) }),
             Err(error) => Err(classify(&error, store.data(), &limits)),
         };
         let state = store.into_data();
@@ -345,15 +321,8 @@ fn to_wit(event: &Event) -> wit::Event {
         event_type: event.event_type.as_str().to_owned(),
         organization_unit: event.organization_unit.as_str().to_owned(),
         occurred_at: event.occurred_at_rfc3339(),
-        source: event.source.as_ref().map(|s| wit::Source {
-            application: s.application.clone(),
-            user: s.user.clone(),
-        }),
-        related: event
-            .related
-            .iter()
-            .map(|r| r.as_str().to_owned())
-            .collect(),
+        source: event.source.as_ref().map(|s| wit::Source { application: s.application.clone(), user: s.user.clone() }),
+        related: event.related.iter().map(|r| r.as_str().to_owned()).collect(),
         payload: event.payload.get().to_owned(),
     }
 }
@@ -361,31 +330,18 @@ fn to_wit(event: &Event) -> wit::Event {
 /// Turns a wasmtime error from instantiation or the call into its kind.
 fn classify(error: &wasmtime::Error, state: &CallState, limits: &Limits) -> ScriptError {
     match error.downcast_ref::<Trap>() {
-        Some(Trap::OutOfFuel) => ScriptError::OutOfFuel {
-            budget: limits.fuel,
-        },
-        Some(Trap::Interrupt) => ScriptError::Timeout {
-            limit_ms: limits.wall_clock.as_millis() as u64,
-        },
-        _ if state.memory.denied => ScriptError::OutOfMemory {
-            limit: limits.memory_bytes,
-        },
+        Some(Trap::OutOfFuel) => ScriptError::OutOfFuel { budget: limits.fuel },
+        Some(Trap::Interrupt) => ScriptError::Timeout { limit_ms: limits.wall_clock.as_millis() as u64 },
+        _ if state.memory.denied => ScriptError::OutOfMemory { limit: limits.memory_bytes },
         Some(trap) => {
             // The SDK logs a panic's message just before the trap it causes.
-            let message = match state
-                .logs
-                .iter()
-                .rev()
-                .find(|l| l.message.starts_with("script panicked"))
-            {
+            let message = match state.logs.iter().rev().find(|l| l.message.starts_with("script panicked")) {
                 Some(panic) => format!("{trap}: {}", panic.message),
                 None => trap.to_string(),
             };
             ScriptError::Trapped { message }
         }
-        None => ScriptError::Trapped {
-            message: format!("{error:#}"),
-        },
+        None => ScriptError::Trapped { message: format!("{error:#}") },
     }
 }
 
@@ -420,10 +376,7 @@ impl CallState {
             dropped_logs: 0,
             max_logs: limits.log_lines,
             max_log_bytes: limits.log_line_bytes,
-            memory: MemoryCap {
-                limit: limits.memory_bytes,
-                denied: false,
-            },
+            memory: MemoryCap { limit: limits.memory_bytes, denied: false },
         }
     }
 
@@ -431,10 +384,7 @@ impl CallState {
         if self.dropped_logs > 0 {
             self.logs.push(LogLine {
                 level: Level::Warn,
-                message: format!(
-                    "{} more log lines dropped (limit {})",
-                    self.dropped_logs, self.max_logs
-                ),
+                message: format!("{} more log lines dropped (limit {})", self.dropped_logs, self.max_logs),
             });
         }
         self.logs
@@ -456,10 +406,7 @@ impl host::Host for CallState {
             wit::Level::Warn => Level::Warn,
             wit::Level::Error => Level::Error,
         };
-        self.logs.push(LogLine {
-            level,
-            message: truncate(message, self.max_log_bytes),
-        });
+        self.logs.push(LogLine { level, message: truncate(message, self.max_log_bytes) });
     }
 
     fn param(&mut self, name: String) -> Option<String> {
@@ -467,10 +414,7 @@ impl host::Host for CallState {
     }
 
     fn params(&mut self) -> Vec<(String, String)> {
-        self.params
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        self.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 }
 
@@ -483,12 +427,7 @@ struct MemoryCap {
 }
 
 impl wasmtime::ResourceLimiter for MemoryCap {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.limit {
             self.denied = true;
             return Ok(false);
@@ -496,12 +435,7 @@ impl wasmtime::ResourceLimiter for MemoryCap {
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }

@@ -62,16 +62,9 @@ impl PartialEq for Decision {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (Self::Skip { reason: a }, Self::Skip { reason: b }) => a == b,
-            (
-                Self::Deliver {
-                    body: a,
-                    headers: ha,
-                },
-                Self::Deliver {
-                    body: b,
-                    headers: hb,
-                },
-            ) => a.as_ref().map(|r| r.get()) == b.as_ref().map(|r| r.get()) && ha == hb,
+            (Self::Deliver { body: a, headers: ha }, Self::Deliver { body: b, headers: hb }) => {
+                a.as_ref().map(|r| r.get()) == b.as_ref().map(|r| r.get()) && ha == hb
+            }
             _ => false,
         }
     }
@@ -82,40 +75,22 @@ pub(super) fn check(decision: wit::Decision, limits: &Limits) -> Result<Decision
     let size = match &decision {
         wit::Decision::Skip(reason) => reason.len(),
         wit::Decision::Deliver(d) => {
-            d.body.as_ref().map_or(0, String::len)
-                + d.headers
-                    .iter()
-                    .map(|(n, v)| n.len() + v.len())
-                    .sum::<usize>()
+            d.body.as_ref().map_or(0, String::len) + d.headers.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>()
         }
     };
     if size > limits.output_bytes {
-        return Err(ScriptError::OutputTooLarge {
-            size,
-            limit: limits.output_bytes,
-        });
+        return Err(ScriptError::OutputTooLarge { size, limit: limits.output_bytes });
     }
     match decision {
         wit::Decision::Skip(reason) => Ok(Decision::Skip { reason }),
         wit::Decision::Deliver(delivery) => {
-            let body = delivery
-                .body
-                .map(|text| {
-                    RawValue::from_string(text)
-                        .map_err(|e| invalid(format!("body is not JSON: {e}")))
-                })
-                .transpose()?;
+            let body =
+                delivery.body.map(|text| RawValue::from_string(text).map_err(|e| invalid(format!("body is not JSON: {e}")))).transpose()?;
             if delivery.headers.len() > MAX_HEADERS {
-                return Err(invalid(format!(
-                    "{} headers, more than {MAX_HEADERS}",
-                    delivery.headers.len()
-                )));
+                return Err(invalid(format!("{} headers, more than {MAX_HEADERS}", delivery.headers.len())));
             }
-            let headers = delivery
-                .headers
-                .into_iter()
-                .map(|(name, value)| check_header(name, value).map_err(invalid))
-                .collect::<Result<_, _>>()?;
+            let headers =
+                delivery.headers.into_iter().map(|(name, value)| check_header(name, value).map_err(invalid)).collect::<Result<_, _>>()?;
             Ok(Decision::Deliver { body, headers })
         }
     }
@@ -129,14 +104,10 @@ fn check_header(name: String, value: String) -> Result<Header, String> {
     }
     let name = name.to_ascii_lowercase();
     if RESERVED_HEADERS.contains(&name.as_str()) {
-        return Err(format!(
-            "header `{name}` is set by the engine and cannot be set by a script"
-        ));
+        return Err(format!("header `{name}` is set by the engine and cannot be set by a script"));
     }
     if value.chars().any(|c| c.is_control() && c != '\t') {
-        return Err(format!(
-            "value of header `{name}` contains a control character"
-        ));
+        return Err(format!("value of header `{name}` contains a control character"));
     }
     Ok(Header { name, value })
 }
@@ -148,58 +119,28 @@ mod tests {
     fn deliver(body: Option<&str>, headers: &[(&str, &str)]) -> wit::Decision {
         wit::Decision::Deliver(wit::Delivery {
             body: body.map(str::to_owned),
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
+            headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
         })
     }
 
     #[test]
     fn accepts_json_body_and_lowercases_headers() {
-        let d = check(
-            deliver(Some(r#"{"a":1}"#), &[("X-Store", "12")]),
-            &Limits::default(),
-        )
-        .unwrap();
-        let Decision::Deliver { body, headers } = d else {
-            panic!("expected deliver")
-        };
+        let d = check(deliver(Some(r#"{"a":1}"#), &[("X-Store", "12")]), &Limits::default()).unwrap();
+        let Decision::Deliver { body, headers } = d else { panic!("expected deliver") };
         assert_eq!(body.unwrap().get(), r#"{"a":1}"#);
-        assert_eq!(
-            headers,
-            vec![Header {
-                name: "x-store".into(),
-                value: "12".into()
-            }]
-        );
+        assert_eq!(headers, vec![Header { name: "x-store".into(), value: "12".into() }]);
     }
 
     #[test]
     fn refuses_bad_output() {
-        let limits = Limits {
-            output_bytes: 100,
-            ..Limits::default()
-        };
+        let limits = Limits { output_bytes: 100, ..Limits::default() };
         let cases = [
             (deliver(Some("not json"), &[]), "invalid_output"),
             (deliver(None, &[("bad header", "x")]), "invalid_output"),
-            (
-                deliver(None, &[("x-a", "line\r\nInjected: yes")]),
-                "invalid_output",
-            ),
-            (
-                deliver(None, &[("Authorization", "Bearer stolen")]),
-                "invalid_output",
-            ),
-            (
-                deliver(None, &[("webhook-signature", "v1,forged")]),
-                "invalid_output",
-            ),
-            (
-                deliver(Some(&format!("\"{}\"", "x".repeat(200))), &[]),
-                "output_too_large",
-            ),
+            (deliver(None, &[("x-a", "line\r\nInjected: yes")]), "invalid_output"),
+            (deliver(None, &[("Authorization", "Bearer stolen")]), "invalid_output"),
+            (deliver(None, &[("webhook-signature", "v1,forged")]), "invalid_output"),
+            (deliver(Some(&format!("\"{}\"", "x".repeat(200))), &[]), "output_too_large"),
             (wit::Decision::Skip("r".repeat(101)), "output_too_large"),
         ];
         for (decision, kind) in cases {

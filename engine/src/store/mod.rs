@@ -81,10 +81,7 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Timestamps are stored as Unix milliseconds and shown as RFC 3339.
@@ -136,9 +133,7 @@ pub struct Page<T> {
 
 impl<T> Page<T> {
     fn from_items(items: Vec<T>, req: &PageRequest, cursor_of: impl Fn(&T) -> String) -> Self {
-        let next_cursor = (items.len() as i64 == req.limit())
-            .then(|| items.last().map(&cursor_of))
-            .flatten();
+        let next_cursor = (items.len() as i64 == req.limit()).then(|| items.last().map(&cursor_of)).flatten();
         Self { items, next_cursor }
     }
 }
@@ -288,9 +283,7 @@ impl DeliveryStatus {
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        [Self::Pending, Self::Filtered, Self::ScriptError, Self::Succeeded, Self::Failed]
-            .into_iter()
-            .find(|s| s.as_str() == raw)
+        [Self::Pending, Self::Filtered, Self::ScriptError, Self::Succeeded, Self::Failed].into_iter().find(|s| s.as_str() == raw)
     }
 }
 
@@ -538,11 +531,18 @@ impl std::fmt::Display for NodeId {
 /// A change made through another node, which this node's caches must drop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    Config { tenant: TenantId, id: ConfigId },
+    Config {
+        tenant: TenantId,
+        id: ConfigId,
+    },
     /// An API key was revoked or deleted.
-    Key { id: KeyId },
+    Key {
+        id: KeyId,
+    },
     /// A tenant's settings (its quota) changed.
-    Tenant { id: TenantId },
+    Tenant {
+        id: TenantId,
+    },
     /// Changes may have been missed (the connection dropped): drop all.
     Lost,
 }
@@ -614,20 +614,14 @@ fn code_subject(bytes: &[u8]) -> [u8; 32] {
 impl Store {
     /// Opens (creating if needed) the SQLite file at `path` and migrates it.
     pub async fn open_sqlite(path: &Path, keys: Arc<Keyring>) -> Result<Self> {
-        Ok(Self {
-            backend: Backend::Sqlite(SqliteStore::open(path).await?),
-            keys,
-        })
+        Ok(Self { backend: Backend::Sqlite(SqliteStore::open(path).await?), keys })
     }
 
     /// Connects to the PostgreSQL database at `url` (which must exist),
     /// migrates it, and serves as `node` among the nodes sharing it. Every
     /// node must hold the same `keys`.
     pub async fn open_postgres(url: &str, node: NodeId, keys: Arc<Keyring>) -> Result<Self> {
-        Ok(Self {
-            backend: Backend::Postgres(PostgresStore::open(url, node).await?),
-            keys,
-        })
+        Ok(Self { backend: Backend::Postgres(PostgresStore::open(url, node).await?), keys })
     }
 
     /// A configuration's spec as stored: sealed, bound to its row.
@@ -644,10 +638,7 @@ impl Store {
     fn opened(&self, mut record: ConfigRecord) -> Result<ConfigRecord> {
         if Keyring::is_sealed(&record.spec) {
             let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("configuration {}: {e}", record.id));
-            let plain = self
-                .keys
-                .open(&record.spec, &config_context(&record.tenant_id, &record.id))
-                .map_err(|e| corrupt(&e))?;
+            let plain = self.keys.open(&record.spec, &config_context(&record.tenant_id, &record.id)).map_err(|e| corrupt(&e))?;
             record.spec = String::from_utf8(plain).map_err(|e| corrupt(&e))?;
         }
         Ok(record)
@@ -782,13 +773,7 @@ impl Store {
         Ok(Page { items, next_cursor: page.next_cursor })
     }
     /// Replaces the configuration if its version is still `expected`.
-    pub async fn update_config(
-        &self,
-        tenant: &TenantId,
-        id: &ConfigId,
-        expected: i64,
-        write: &ConfigWrite,
-    ) -> Result<ConfigRecord> {
+    pub async fn update_config(&self, tenant: &TenantId, id: &ConfigId, expected: i64, write: &ConfigWrite) -> Result<ConfigRecord> {
         let sealed = self.sealed(tenant, id, write);
         let encoded = sealed.encoded();
         let write = encoded.as_ref().unwrap_or(&sealed);

@@ -172,9 +172,8 @@ impl PostgresStore {
     }
 
     pub async fn operator_tenant(&self) -> Result<Option<TenantId>> {
-        let id: Option<String> = sqlx::query_scalar("SELECT id FROM tenants WHERE operator ORDER BY id LIMIT 1")
-            .fetch_optional(&self.pool)
-            .await?;
+        let id: Option<String> =
+            sqlx::query_scalar("SELECT id FROM tenants WHERE operator ORDER BY id LIMIT 1").fetch_optional(&self.pool).await?;
         id.map(|id| parse_id(id, TenantId::parse)).transpose()
     }
 
@@ -251,10 +250,8 @@ impl PostgresStore {
     }
 
     pub async fn find_key(&self, hash: &KeyHash) -> Result<Option<KeyRecord>> {
-        let row = sqlx::query("SELECT * FROM api_keys WHERE hash = $1 AND revoked_at IS NULL")
-            .bind(&hash.0)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT * FROM api_keys WHERE hash = $1 AND revoked_at IS NULL").bind(&hash.0).fetch_optional(&self.pool).await?;
         row.as_ref().map(key_row).transpose()
     }
 
@@ -313,12 +310,7 @@ impl PostgresStore {
     }
 
     pub async fn script_hash_used(&self, sha256: &str) -> Result<bool> {
-        Ok(
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM scripts WHERE sha256 = $1)")
-                .bind(sha256)
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM scripts WHERE sha256 = $1)").bind(sha256).fetch_one(&self.pool).await?)
     }
 
     pub async fn delete_script(&self, tenant: &TenantId, id: &ScriptId) -> Result<()> {
@@ -381,12 +373,13 @@ impl PostgresStore {
     }
 
     pub async fn list_configs(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ConfigRecord>> {
-        let rows = sqlx::query("SELECT * FROM configurations WHERE tenant_id = $1 AND ($2::text IS NULL OR id < $2) ORDER BY id DESC LIMIT $3")
-            .bind(tenant.as_str())
-            .bind(&page.cursor)
-            .bind(page.limit())
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM configurations WHERE tenant_id = $1 AND ($2::text IS NULL OR id < $2) ORDER BY id DESC LIMIT $3")
+                .bind(tenant.as_str())
+                .bind(&page.cursor)
+                .bind(page.limit())
+                .fetch_all(&self.pool)
+                .await?;
         let items = rows.iter().map(config_row).collect::<Result<Vec<_>>>()?;
         Ok(Page::from_items(items, page, |c| c.id.to_string()))
     }
@@ -715,13 +708,12 @@ impl PostgresStore {
     }
 
     pub async fn deliveries_of_event(&self, tenant: &TenantId, event_seq: i64) -> Result<Vec<DeliveryRecord>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.tenant_id = $1 AND d.event_seq = $2 ORDER BY d.id"
-        ))
-        .bind(tenant.as_str())
-        .bind(event_seq)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows =
+            sqlx::query(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.tenant_id = $1 AND d.event_seq = $2 ORDER BY d.id"))
+                .bind(tenant.as_str())
+                .bind(event_seq)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(delivery_row).collect()
     }
 
@@ -803,12 +795,7 @@ impl PostgresStore {
         Ok(hurried)
     }
 
-    pub async fn release_delivery(
-        &self,
-        tenant: &TenantId,
-        id: &DeliveryId,
-        next_attempt_at: i64,
-    ) -> Result<()> {
+    pub async fn release_delivery(&self, tenant: &TenantId, id: &DeliveryId, next_attempt_at: i64) -> Result<()> {
         sqlx::query(
             "UPDATE deliveries SET lease_until = NULL, lease_owner = NULL, next_attempt_at = $1, updated_at = $2
              WHERE tenant_id = $3 AND id = $4 AND status = 'pending'",
@@ -825,12 +812,11 @@ impl PostgresStore {
     /// A start-up query: found through the pending deliveries' index, so
     /// that taking and dropping a lease (every send) maintains no other.
     pub async fn release_leases(&self) -> Result<u64> {
-        let released = sqlx::query(
-            "UPDATE deliveries SET lease_until = NULL, lease_owner = NULL WHERE lease_owner = $1 AND status = 'pending'",
-        )
-        .bind(self.node.as_str())
-        .execute(&self.pool)
-        .await?;
+        let released =
+            sqlx::query("UPDATE deliveries SET lease_until = NULL, lease_owner = NULL WHERE lease_owner = $1 AND status = 'pending'")
+                .bind(self.node.as_str())
+                .execute(&self.pool)
+                .await?;
         Ok(released.rows_affected())
     }
 
@@ -1054,10 +1040,7 @@ impl PostgresStore {
 /// Locks events' rows in `seq` order, so that two writers locking
 /// overlapping sets cannot deadlock.
 async fn lock_events(tx: &mut Transaction<'static, Postgres>, seqs: &[i64]) -> Result<()> {
-    sqlx::query("SELECT 1 FROM events WHERE seq = ANY($1) ORDER BY seq FOR UPDATE")
-        .bind(seqs)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query("SELECT 1 FROM events WHERE seq = ANY($1) ORDER BY seq FOR UPDATE").bind(seqs).execute(&mut **tx).await?;
     Ok(())
 }
 
@@ -1137,11 +1120,12 @@ async fn check_script_owner(tx: &mut Transaction<'static, Postgres>, tenant: &Te
 
 /// After a conditional write matched nothing: was the row missing or stale?
 async fn stale_or_missing(tx: &mut Transaction<'static, Postgres>, tenant: &TenantId, id: &ConfigId) -> StoreError {
-    let current: std::result::Result<Option<i64>, _> = sqlx::query_scalar("SELECT version FROM configurations WHERE tenant_id = $1 AND id = $2")
-        .bind(tenant.as_str())
-        .bind(id.as_str())
-        .fetch_optional(&mut **tx)
-        .await;
+    let current: std::result::Result<Option<i64>, _> =
+        sqlx::query_scalar("SELECT version FROM configurations WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_optional(&mut **tx)
+            .await;
     match current {
         Ok(Some(current)) => StoreError::StaleVersion { current },
         Ok(None) => StoreError::NotFound,
@@ -1220,7 +1204,9 @@ async fn write_attempts(pool: PgPool, mut queue: mpsc::Receiver<AttemptJob>) {
                     }
                     continue;
                 }
-                Err(e) => tracing::debug!(error = %e, attempts = group.len(), "writing a group of attempts failed; writing them one by one"),
+                Err(e) => {
+                    tracing::debug!(error = %e, attempts = group.len(), "writing a group of attempts failed; writing them one by one")
+                }
             }
         }
         for (attempt, reply) in group {

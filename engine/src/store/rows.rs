@@ -89,18 +89,14 @@ pub(super) fn config_row(row: &impl Columns) -> Result<ConfigRecord> {
 
 /// Holds of a delivery `d` that no later delivery of its event to its
 /// configuration (a replay) superseded.
-pub(super) const NEWEST: &str = "NOT EXISTS (SELECT 1 FROM deliveries n WHERE n.event_seq = d.event_seq AND n.config_id = d.config_id AND n.id > d.id)";
+pub(super) const NEWEST: &str =
+    "NOT EXISTS (SELECT 1 FROM deliveries n WHERE n.event_seq = d.event_seq AND n.config_id = d.config_id AND n.id > d.id)";
 
 pub(super) fn event_type_row(row: &impl Columns) -> Result<EventTypeRecord> {
-    Ok(EventTypeRecord {
-        name: row.text("name")?,
-        description: row.opt_free_text("description")?,
-        first_seen: row.int("first_seen")?,
-    })
+    Ok(EventTypeRecord { name: row.text("name")?, description: row.opt_free_text("description")?, first_seen: row.int("first_seen")? })
 }
 
-pub(super) const EVENT_COLUMNS: &str =
-    "e.seq, e.tenant_id, e.id AS event_id, e.type, e.organization_unit, e.occurred_at_ns, e.received_at, e.source, e.related, e.payload, e.routed";
+pub(super) const EVENT_COLUMNS: &str = "e.seq, e.tenant_id, e.id AS event_id, e.type, e.organization_unit, e.occurred_at_ns, e.received_at, e.source, e.related, e.payload, e.routed";
 
 pub(super) fn event_row(row: &impl Columns) -> Result<EventRecord> {
     let related: Vec<String> = match row.opt_text("related")? {
@@ -165,21 +161,11 @@ pub(super) fn attempt_row(row: &impl Columns, with_bodies: bool) -> Result<Attem
     };
     // The answer as received: shown as text, and as base64 too when it is
     // not UTF-8 (the text then shows U+FFFD where bytes were not text).
-    let (response_body, response_body_base64) = match with_bodies
-        .then(|| row.opt_text("response_body"))
-        .transpose()?
-        .flatten()
-    {
+    let (response_body, response_body_base64) = match with_bodies.then(|| row.opt_text("response_body")).transpose()?.flatten() {
         Some(stored) if text::holds_non_utf8(&stored) => {
             let bytes = text::decode_bytes(stored);
             let shown = String::from_utf8_lossy(&bytes).into_owned();
-            (
-                Some(shown),
-                Some(base64::Engine::encode(
-                    &base64::engine::general_purpose::STANDARD,
-                    bytes,
-                )),
-            )
+            (Some(shown), Some(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)))
         }
         Some(stored) => (Some(text::decode(stored)), None),
         None => (None, None),

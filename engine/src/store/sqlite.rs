@@ -56,11 +56,7 @@ impl SqliteStore {
         let mut conn = SqliteConnection::connect_with(&options).await?;
         sqlx::migrate!("./migrations/sqlite").run(&mut conn).await?;
         conn.close().await?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(8)
-            .min_connections(1)
-            .connect_with(options.read_only(true))
-            .await?;
+        let read = SqlitePoolOptions::new().max_connections(8).min_connections(1).connect_with(options.read_only(true)).await?;
         let writer_conn = open_writer(path)?;
         let (writer, jobs) = mpsc::channel(8192);
         std::thread::Builder::new()
@@ -215,7 +211,6 @@ fn conflict_on(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     move |e| if is_unique_violation(&e) { StoreError::Conflict(what) } else { e.into() }
 }
 
-
 impl SqliteStore {
     // Tenants and keys.
 
@@ -250,19 +245,13 @@ impl SqliteStore {
     }
 
     pub async fn operator_tenant(&self) -> Result<Option<TenantId>> {
-        let id: Option<String> = sqlx::query_scalar("SELECT id FROM tenants WHERE operator = 1 ORDER BY id LIMIT 1")
-            .fetch_optional(&self.read)
-            .await?;
+        let id: Option<String> =
+            sqlx::query_scalar("SELECT id FROM tenants WHERE operator = 1 ORDER BY id LIMIT 1").fetch_optional(&self.read).await?;
         id.map(|id| parse_id(id, TenantId::parse)).transpose()
     }
 
     pub async fn create_tenant(&self, name: &str, monthly_quota: Option<i64>) -> Result<TenantRecord> {
-        let record = TenantRecord {
-            id: TenantId::generate(),
-            name: name.to_owned(),
-            monthly_quota,
-            created_at: now_ms(),
-        };
+        let record = TenantRecord { id: TenantId::generate(), name: name.to_owned(), monthly_quota, created_at: now_ms() };
         self.write(move |c| {
             c.execute(
                 "INSERT INTO tenants (id, name, monthly_quota, created_at) VALUES (?, ?, ?, ?)",
@@ -352,10 +341,8 @@ impl SqliteStore {
     }
 
     pub async fn find_key(&self, hash: &KeyHash) -> Result<Option<KeyRecord>> {
-        let row = sqlx::query("SELECT * FROM api_keys WHERE hash = ? AND revoked_at IS NULL")
-            .bind(&hash.0)
-            .fetch_optional(&self.read)
-            .await?;
+        let row =
+            sqlx::query("SELECT * FROM api_keys WHERE hash = ? AND revoked_at IS NULL").bind(&hash.0).fetch_optional(&self.read).await?;
         row.as_ref().map(key_row).transpose()
     }
 
@@ -419,12 +406,7 @@ impl SqliteStore {
     }
 
     pub async fn script_hash_used(&self, sha256: &str) -> Result<bool> {
-        Ok(
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM scripts WHERE sha256 = ?)")
-                .bind(sha256)
-                .fetch_one(&self.read)
-                .await?,
-        )
+        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM scripts WHERE sha256 = ?)").bind(sha256).fetch_one(&self.read).await?)
     }
 
     pub async fn delete_script(&self, tenant: &TenantId, id: &ScriptId) -> Result<()> {
@@ -519,15 +501,7 @@ impl SqliteStore {
                 .query_row(
                     "UPDATE configurations SET name = ?, script_id = ?, spec = ?, version = version + 1, updated_at = ?
                      WHERE tenant_id = ? AND id = ? AND version = ? RETURNING *",
-                    rusqlite::params![
-                        name,
-                        script_id.as_ref().map(|s| s.as_str()),
-                        spec,
-                        now_ms(),
-                        tenant.as_str(),
-                        id.as_str(),
-                        expected
-                    ],
+                    rusqlite::params![name, script_id.as_ref().map(|s| s.as_str()), spec, now_ms(), tenant.as_str(), id.as_str(), expected],
                     |row| Ok(config_row(row)),
                 )
                 .optional()
@@ -635,10 +609,7 @@ impl SqliteStore {
             )?;
             for e in &events {
                 let source = e.source.as_ref().map(serde_json::to_string).transpose().map_err(corrupt)?;
-                let related = (!e.related.is_empty())
-                    .then(|| serde_json::to_string(&e.related))
-                    .transpose()
-                    .map_err(corrupt)?;
+                let related = (!e.related.is_empty()).then(|| serde_json::to_string(&e.related)).transpose().map_err(corrupt)?;
                 let seq: Option<i64> = insert
                     .query_row(
                         rusqlite::params![
@@ -666,11 +637,12 @@ impl SqliteStore {
             if stored == 0 {
                 return Ok(out);
             }
-            let used: i64 = c.prepare_cached(
-                "INSERT INTO usage (tenant_id, month, events) VALUES (?, ?, ?)
+            let used: i64 = c
+                .prepare_cached(
+                    "INSERT INTO usage (tenant_id, month, events) VALUES (?, ?, ?)
                  ON CONFLICT (tenant_id, month) DO UPDATE SET events = events + excluded.events RETURNING events",
-            )?
-            .query_row(rusqlite::params![tenant.as_str(), month_of(now), stored], |row| row.get(0))?;
+                )?
+                .query_row(rusqlite::params![tenant.as_str(), month_of(now), stored], |row| row.get(0))?;
             if let Some(quota) = quota.filter(|&quota| used > quota) {
                 // The savepoint rollback undoes the whole batch.
                 return Err(StoreError::QuotaExceeded { quota, used: used - stored });
@@ -829,23 +801,23 @@ impl SqliteStore {
     }
 
     pub async fn deliveries_of_event(&self, tenant: &TenantId, event_seq: i64) -> Result<Vec<DeliveryRecord>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.tenant_id = ? AND d.event_seq = ? ORDER BY d.id"
-        ))
-        .bind(tenant.as_str())
-        .bind(event_seq)
-        .fetch_all(&self.read)
-        .await?;
+        let rows =
+            sqlx::query(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.tenant_id = ? AND d.event_seq = ? ORDER BY d.id"))
+                .bind(tenant.as_str())
+                .bind(event_seq)
+                .fetch_all(&self.read)
+                .await?;
         rows.iter().map(delivery_row).collect()
     }
 
     pub async fn claim_due(&self, now: i64, lease_ms: i64, limit: i64, skip: &ClaimSkip) -> Result<Vec<DueDelivery>> {
         let skip_tenants = serde_json::to_string(&skip.tenants).map_err(corrupt)?;
         let skip_configs = serde_json::to_string(&skip.configs).map_err(corrupt)?;
-        let claimed: Vec<String> = self.write(move |c| {
-            let claimed: Vec<String> = c
-                .prepare_cached(
-                    "UPDATE deliveries SET lease_until = ?1
+        let claimed: Vec<String> = self
+            .write(move |c| {
+                let claimed: Vec<String> = c
+                    .prepare_cached(
+                        "UPDATE deliveries SET lease_until = ?1
                      WHERE id IN (SELECT id FROM deliveries
                                   WHERE status = 'pending' AND next_attempt_at <= ?2
                                     AND (lease_until IS NULL OR lease_until < ?2)
@@ -854,12 +826,12 @@ impl SqliteStore {
                                     AND config_id NOT IN (SELECT value FROM json_each(?5))
                                   ORDER BY next_attempt_at LIMIT ?3)
                      RETURNING id",
-                )?
-                .query_map(rusqlite::params![now + lease_ms, now, limit, skip_tenants, skip_configs], |row| row.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(claimed)
-        })
-        .await?;
+                    )?
+                    .query_map(rusqlite::params![now + lease_ms, now, limit, skip_tenants, skip_configs], |row| row.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                Ok(claimed)
+            })
+            .await?;
         if claimed.is_empty() {
             return Ok(Vec::new());
         }
@@ -927,12 +899,7 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn release_delivery(
-        &self,
-        tenant: &TenantId,
-        id: &DeliveryId,
-        next_attempt_at: i64,
-    ) -> Result<()> {
+    pub async fn release_delivery(&self, tenant: &TenantId, id: &DeliveryId, next_attempt_at: i64) -> Result<()> {
         let (tenant, id) = (tenant.clone(), id.clone());
         self.write(move |c| {
             c.prepare_cached(
@@ -956,7 +923,8 @@ impl SqliteStore {
 
     pub async fn release_leases(&self) -> Result<u64> {
         self.write(|c| {
-            let released = c.execute("UPDATE deliveries SET lease_until = NULL WHERE status = 'pending' AND lease_until IS NOT NULL", [])?;
+            let released =
+                c.execute("UPDATE deliveries SET lease_until = NULL WHERE status = 'pending' AND lease_until IS NOT NULL", [])?;
             Ok(released as u64)
         })
         .await
@@ -1190,7 +1158,8 @@ impl SqliteStore {
                 "DELETE FROM attempt_payloads WHERE attempt_id IN
                     (SELECT a.id FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE d.event_seq = ?)",
             )?;
-            let mut attempts = c.prepare_cached("DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = ?)")?;
+            let mut attempts =
+                c.prepare_cached("DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = ?)")?;
             let mut deliveries = c.prepare_cached("DELETE FROM deliveries WHERE event_seq = ?")?;
             let mut events = c.prepare_cached("DELETE FROM events WHERE seq = ?")?;
             let mut purged = PurgedEvents::default();

@@ -97,7 +97,9 @@ impl Scratch {
     }
 
     async fn ingest(&self, tenant: &TenantId, id: &str) -> i64 {
-        let json = format!(r#"{{"id": "{id}", "type": "order.paid", "organization_unit": "emea", "occurred_at": "2026-11-22T11:30:00Z", "payload": {{}}}}"#);
+        let json = format!(
+            r#"{{"id": "{id}", "type": "order.paid", "organization_unit": "emea", "occurred_at": "2026-11-22T11:30:00Z", "payload": {{}}}}"#
+        );
         let event = EventInput::from_json(&json).unwrap().validate(|| unreachable!("the id is given")).unwrap();
         match self.store.ingest(tenant, None, vec![event]).await.unwrap()[..] {
             [Ingested::Stored { seq }] => seq,
@@ -131,7 +133,8 @@ impl Scratch {
     async fn route(&self, tenant: &TenantId, seq: i64, config: &ConfigId, status: DeliveryStatus) -> DeliveryId {
         let d = delivery(config, status);
         let id = d.id.clone();
-        let recorded = self.store.record_routing(vec![Routed { tenant: tenant.clone(), event_seq: seq, deliveries: vec![d] }]).await.unwrap();
+        let recorded =
+            self.store.record_routing(vec![Routed { tenant: tenant.clone(), event_seq: seq, deliveries: vec![d] }]).await.unwrap();
         assert_eq!(recorded, vec![true]);
         id
     }
@@ -443,7 +446,8 @@ async fn purge(s: Scratch) {
     assert_eq!(first, PurgedEvents { events: 1, deliveries: 1, attempts: 1, payloads: 0 });
     assert!(matches!(store.get_event(&tenant, "old-done").await, Err(StoreError::NotFound)));
 
-    let retention = Retention { events: Duration::from_secs(60 * 24 * 3600), payloads: Duration::from_secs(15 * 24 * 3600), ..Retention::default() };
+    let retention =
+        Retention { events: Duration::from_secs(60 * 24 * 3600), payloads: Duration::from_secs(15 * 24 * 3600), ..Retention::default() };
     let rest = retention::purge_once(store, &retention, now).await.unwrap();
     assert_eq!(rest.payloads, 2, "old-pending's and recent's first payloads");
     assert_eq!(rest.events, PurgedEvents { events: 1, deliveries: 1, attempts: 0, payloads: 0 }, "old-filtered");
@@ -527,7 +531,6 @@ async fn added_deliveries(s: Scratch) {
     assert!(store.events_without_delivery(&other, &ConfigId::generate(), all, i64::MAX, 10).await.unwrap().is_empty());
 }
 
-
 both_backends!(failure_streaks_count_until_a_success_or_enabling, failure_streaks);
 async fn failure_streaks(s: Scratch) {
     let tenant = s.tenant("t").await;
@@ -568,16 +571,9 @@ async fn send_slots(s: Scratch) {
 both_backends!(free_text_is_stored_as_received, free_text);
 async fn free_text(s: Scratch) {
     const ODD: &str = "a\0b\u{FFFF}0c\u{FFFF}";
-    let tenant = s
-        .store
-        .create_tenant(&format!("tenant {ODD}"), None)
-        .await
-        .unwrap();
+    let tenant = s.store.create_tenant(&format!("tenant {ODD}"), None).await.unwrap();
     assert_eq!(tenant.name, format!("tenant {ODD}"));
-    assert_eq!(
-        s.store.get_tenant(&tenant.id).await.unwrap().name,
-        tenant.name
-    );
+    assert_eq!(s.store.get_tenant(&tenant.id).await.unwrap().name, tenant.name);
     let tenant = tenant.id;
     let key = NewKey {
         id: KeyId::generate(),
@@ -588,21 +584,7 @@ async fn free_text(s: Scratch) {
         scopes: vec![],
     };
     assert_eq!(s.store.create_key(key).await.unwrap().name, ODD);
-    assert_eq!(
-        s.store
-            .list_keys(
-                &tenant,
-                &PageRequest {
-                    limit: 10,
-                    cursor: None
-                }
-            )
-            .await
-            .unwrap()
-            .items[0]
-            .name,
-        ODD
-    );
+    assert_eq!(s.store.list_keys(&tenant, &PageRequest { limit: 10, cursor: None }).await.unwrap().items[0].name, ODD);
     let script = ScriptRecord {
         id: ScriptId::generate(),
         name: ODD.into(),
@@ -611,46 +593,16 @@ async fn free_text(s: Scratch) {
         wit_version: "0.1.0".into(),
         created_at: now_ms(),
     };
-    s.store
-        .insert_script(&tenant, &script, b"\0", None)
-        .await
-        .unwrap();
-    assert_eq!(
-        s.store.get_script(&tenant, &script.id).await.unwrap().name,
-        ODD
-    );
+    s.store.insert_script(&tenant, &script, b"\0", None).await.unwrap();
+    assert_eq!(s.store.get_script(&tenant, &script.id).await.unwrap().name, ODD);
     let config = ConfigId::generate();
-    let write = ConfigWrite {
-        name: ODD.into(),
-        script_id: None,
-        spec: "{}".into(),
-    };
-    assert_eq!(
-        s.store
-            .insert_config(&tenant, &config, &write)
-            .await
-            .unwrap()
-            .name,
-        ODD
-    );
-    let disabled = s
-        .store
-        .set_config_enabled(&tenant, &config, None, false, Some(ODD))
-        .await
-        .unwrap();
+    let write = ConfigWrite { name: ODD.into(), script_id: None, spec: "{}".into() };
+    assert_eq!(s.store.insert_config(&tenant, &config, &write).await.unwrap().name, ODD);
+    let disabled = s.store.set_config_enabled(&tenant, &config, None, false, Some(ODD)).await.unwrap();
     assert_eq!(disabled.disabled_reason.as_deref(), Some(ODD));
-    let described = s
-        .store
-        .put_event_type(&tenant, "order.paid", Some(ODD))
-        .await
-        .unwrap();
+    let described = s.store.put_event_type(&tenant, "order.paid", Some(ODD)).await.unwrap();
     assert_eq!(described.description.as_deref(), Some(ODD));
-    assert_eq!(
-        s.store.list_event_types(&tenant).await.unwrap()[0]
-            .description
-            .as_deref(),
-        Some(ODD)
-    );
+    assert_eq!(s.store.list_event_types(&tenant).await.unwrap()[0].description.as_deref(), Some(ODD));
 
     let seq = s.ingest(&tenant, "evt_1").await;
     let mut d = delivery(&config, DeliveryStatus::Filtered);
@@ -658,27 +610,14 @@ async fn free_text(s: Scratch) {
     d.error_kind = Some(ODD.into());
     let delivery_id = d.id.clone();
     assert_eq!(
-        s.store
-            .record_routing(vec![Routed {
-                tenant: tenant.clone(),
-                event_seq: seq,
-                deliveries: vec![d]
-            }])
-            .await
-            .unwrap(),
+        s.store.record_routing(vec![Routed { tenant: tenant.clone(), event_seq: seq, deliveries: vec![d] }]).await.unwrap(),
         vec![true]
     );
     let stored = s.store.get_delivery(&tenant, &delivery_id).await.unwrap();
-    assert_eq!(
-        (stored.reason.as_deref(), stored.error_kind.as_deref()),
-        (Some(format!("skip {ODD}").as_str()), Some(ODD))
-    );
+    assert_eq!((stored.reason.as_deref(), stored.error_kind.as_deref()), (Some(format!("skip {ODD}").as_str()), Some(ODD)));
 
     // Attempts, alone and in groups (PostgreSQL writes those apart).
-    for (n, body) in [&b"ok\0tail"[..], b"\xff\xfe\0 not utf-8", ODD.as_bytes()]
-        .into_iter()
-        .enumerate()
-    {
+    for (n, body) in [&b"ok\0tail"[..], b"\xff\xfe\0 not utf-8", ODD.as_bytes()].into_iter().enumerate() {
         let id = AttemptId::generate();
         s.store
             .record_attempt(NewAttempt {
@@ -705,18 +644,9 @@ async fn free_text(s: Scratch) {
         let a = s.store.get_attempt(&tenant, &id).await.unwrap();
         assert_eq!(a.error, Some(format!("error {ODD}")));
         assert_eq!(a.request_body.as_deref(), Some(ODD));
-        assert_eq!(
-            a.response_body.as_deref(),
-            Some(&*String::from_utf8_lossy(body))
-        );
-        let exact = a.response_body_base64.map(|b| {
-            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b).unwrap()
-        });
-        assert_eq!(
-            exact.as_deref(),
-            std::str::from_utf8(body).is_err().then_some(body),
-            "base64 only when not UTF-8"
-        );
+        assert_eq!(a.response_body.as_deref(), Some(&*String::from_utf8_lossy(body)));
+        let exact = a.response_body_base64.map(|b| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b).unwrap());
+        assert_eq!(exact.as_deref(), std::str::from_utf8(body).is_err().then_some(body), "base64 only when not UTF-8");
     }
     if let Backend::Postgres(db) = &s.store.backend {
         let attempts: Vec<NewAttempt> = (0..2)
@@ -740,14 +670,9 @@ async fn free_text(s: Scratch) {
                 next_attempt_at: None,
             })
             .collect();
-        postgres::record_group(&db.pool, &attempts.iter().collect::<Vec<_>>())
-            .await
-            .unwrap();
+        postgres::record_group(&db.pool, &attempts.iter().collect::<Vec<_>>()).await.unwrap();
         let a = s.store.get_attempt(&tenant, &attempts[1].id).await.unwrap();
-        assert_eq!(
-            (a.error.as_deref(), a.request_body.as_deref()),
-            (Some(ODD), Some(ODD))
-        );
+        assert_eq!((a.error.as_deref(), a.request_body.as_deref()), (Some(ODD), Some(ODD)));
         assert_eq!(a.response_body_base64.as_deref(), Some("AP8="));
     }
 }
@@ -772,10 +697,7 @@ async fn postgres_nodes_share_work_and_state() {
     let claim_all = |store: Store| async move {
         let mut mine = Vec::new();
         loop {
-            let due = store
-                .claim_due(now_ms(), 60_000, 7, &Default::default())
-                .await
-                .unwrap();
+            let due = store.claim_due(now_ms(), 60_000, 7, &Default::default()).await.unwrap();
             if due.is_empty() {
                 return mine;
             }
@@ -791,20 +713,8 @@ async fn postgres_nodes_share_work_and_state() {
 
     // Node A restarts: its leases are free again, node B's are not.
     assert_eq!(a.release_leases().await.unwrap(), by_a.len() as u64);
-    let again: Vec<_> = b
-        .claim_due(now_ms(), 60_000, 100, &Default::default())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|d| d.delivery.id)
-        .collect();
-    assert_eq!(
-        again
-            .iter()
-            .cloned()
-            .collect::<std::collections::BTreeSet<_>>(),
-        by_a.iter().cloned().collect()
-    );
+    let again: Vec<_> = b.claim_due(now_ms(), 60_000, 100, &Default::default()).await.unwrap().into_iter().map(|d| d.delivery.id).collect();
+    assert_eq!(again.iter().cloned().collect::<std::collections::BTreeSet<_>>(), by_a.iter().cloned().collect());
 
     // One streak for both nodes.
     let d = by_b[0].clone();
@@ -934,7 +844,9 @@ async fn postgres_ingest_groups_store_each_event_once() {
     let Backend::Postgres(db) = &s.store.backend else { unreachable!("a PostgreSQL scratch store") };
     let (t1, t2) = (s.tenant("one").await, s.tenant("two").await);
     let event = |id: &str| {
-        let json = format!(r#"{{"id": "{id}", "type": "order.paid", "organization_unit": "emea", "occurred_at": "2026-11-22T11:30:00Z", "payload": {{}}}}"#);
+        let json = format!(
+            r#"{{"id": "{id}", "type": "order.paid", "organization_unit": "emea", "occurred_at": "2026-11-22T11:30:00Z", "payload": {{}}}}"#
+        );
         EventInput::from_json(&json).unwrap().validate(|| unreachable!("the id is given")).unwrap()
     };
     s.ingest(&t1, "before").await;
@@ -948,25 +860,20 @@ async fn postgres_ingest_groups_store_each_event_once() {
         s.store.get_event(tenant, id).await.unwrap_or_else(|e| panic!("{id}: {e}"));
     }
     let usage: Vec<(String, i64)> =
-        sqlx::query_as("SELECT tenant_id, SUM(events)::bigint FROM usage GROUP BY tenant_id ORDER BY SUM(events)").fetch_all(&db.pool).await.unwrap();
+        sqlx::query_as("SELECT tenant_id, SUM(events)::bigint FROM usage GROUP BY tenant_id ORDER BY SUM(events)")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
     assert_eq!(usage, vec![(t2.to_string(), 1), (t1.to_string(), 4)]);
     assert_eq!(s.store.list_event_types(&t2).await.unwrap().len(), 1, "each tenant's catalog");
 }
 
-both_backends!(
-    deleting_a_configuration_ends_its_open_deliveries,
-    delete_ends_deliveries
-);
+both_backends!(deleting_a_configuration_ends_its_open_deliveries, delete_ends_deliveries);
 async fn delete_ends_deliveries(s: Scratch) {
     let tenant = s.tenant("t").await;
-    let (doomed, kept) = (
-        s.config(&tenant, "doomed").await,
-        s.config(&tenant, "kept").await,
-    );
+    let (doomed, kept) = (s.config(&tenant, "doomed").await, s.config(&tenant, "kept").await);
     let seq = s.ingest(&tenant, "e1").await;
-    let open = s
-        .route(&tenant, seq, &doomed, DeliveryStatus::Pending)
-        .await;
+    let open = s.route(&tenant, seq, &doomed, DeliveryStatus::Pending).await;
     let seq2 = s.ingest(&tenant, "e2").await;
     let other = s.route(&tenant, seq2, &kept, DeliveryStatus::Pending).await;
     s.store.delete_config(&tenant, &doomed, None).await.unwrap();
@@ -974,38 +881,19 @@ async fn delete_ends_deliveries(s: Scratch) {
     assert_eq!(ended.status, DeliveryStatus::Failed);
     assert_eq!(ended.error_kind.as_deref(), Some("configuration_deleted"));
     assert_eq!(ended.next_attempt_at, None);
-    assert_eq!(
-        s.store.get_delivery(&tenant, &other).await.unwrap().status,
-        DeliveryStatus::Pending,
-        "another configuration's"
-    );
+    assert_eq!(s.store.get_delivery(&tenant, &other).await.unwrap().status, DeliveryStatus::Pending, "another configuration's");
 
     // The attempt that was in flight finishes late: logged, and the
     // delivery keeps its newer state.
-    s.attempt_to(
-        &s.store,
-        &tenant,
-        &open,
-        &doomed,
-        1,
-        now_ms(),
-        AttemptOutcome::Retry,
-    )
-    .await;
+    s.attempt_to(&s.store, &tenant, &open, &doomed, 1, now_ms(), AttemptOutcome::Retry).await;
     let after = s.store.get_delivery(&tenant, &open).await.unwrap();
     assert_eq!((after.status, after.attempts), (DeliveryStatus::Failed, 0));
     let logged = s
         .store
         .list_attempts(
             &tenant,
-            &AttemptFilter {
-                delivery_id: Some(open.clone()),
-                ..Default::default()
-            },
-            &PageRequest {
-                limit: 10,
-                cursor: None,
-            },
+            &AttemptFilter { delivery_id: Some(open.clone()), ..Default::default() },
+            &PageRequest { limit: 10, cursor: None },
         )
         .await
         .unwrap();
@@ -1017,35 +905,12 @@ async fn late_attempts(s: Scratch) {
     let tenant = s.tenant("t").await;
     let config = s.config(&tenant, "c").await;
     let seq = s.ingest(&tenant, "e1").await;
-    let d = s
-        .route(&tenant, seq, &config, DeliveryStatus::Pending)
-        .await;
-    s.attempt_to(
-        &s.store,
-        &tenant,
-        &d,
-        &config,
-        2,
-        now_ms(),
-        AttemptOutcome::Succeeded,
-    )
-    .await;
+    let d = s.route(&tenant, seq, &config, DeliveryStatus::Pending).await;
+    s.attempt_to(&s.store, &tenant, &d, &config, 2, now_ms(), AttemptOutcome::Succeeded).await;
     // Attempt 1 of another sender (its lease had run out) answers last.
-    s.attempt_to(
-        &s.store,
-        &tenant,
-        &d,
-        &config,
-        1,
-        now_ms(),
-        AttemptOutcome::Retry,
-    )
-    .await;
+    s.attempt_to(&s.store, &tenant, &d, &config, 1, now_ms(), AttemptOutcome::Retry).await;
     let after = s.store.get_delivery(&tenant, &d).await.unwrap();
-    assert_eq!(
-        (after.status, after.attempts),
-        (DeliveryStatus::Succeeded, 2)
-    );
+    assert_eq!((after.status, after.attempts), (DeliveryStatus::Succeeded, 2));
 }
 
 both_backends!(an_undecided_delivery_is_decided_once, undecided);
@@ -1057,45 +922,20 @@ async fn undecided(s: Scratch) {
     d.undecided = true;
     d.body = None;
     let id = d.id.clone();
-    s.store
-        .record_routing(vec![Routed {
-            tenant: tenant.clone(),
-            event_seq: seq,
-            deliveries: vec![d.clone()],
-        }])
-        .await
-        .unwrap();
+    s.store.record_routing(vec![Routed { tenant: tenant.clone(), event_seq: seq, deliveries: vec![d.clone()] }]).await.unwrap();
     let stored = s.store.get_delivery(&tenant, &id).await.unwrap();
     assert!(stored.undecided && stored.status == DeliveryStatus::Pending);
-    let claimed = s
-        .store
-        .claim_due(now_ms(), 60_000, 10, &Default::default())
-        .await
-        .unwrap();
-    assert!(
-        claimed[0].delivery.undecided,
-        "the sender sees it must decide first"
-    );
+    let claimed = s.store.claim_due(now_ms(), 60_000, 10, &Default::default()).await.unwrap();
+    assert!(claimed[0].delivery.undecided, "the sender sees it must decide first");
 
     let mut decided = d.clone();
     decided.undecided = false;
     decided.status = DeliveryStatus::Filtered;
     decided.reason = Some("not for us".into());
-    assert!(
-        s.store
-            .record_decision(&tenant, decided.clone())
-            .await
-            .unwrap()
-    );
-    assert!(
-        !s.store.record_decision(&tenant, decided).await.unwrap(),
-        "once only"
-    );
+    assert!(s.store.record_decision(&tenant, decided.clone()).await.unwrap());
+    assert!(!s.store.record_decision(&tenant, decided).await.unwrap(), "once only");
     let stored = s.store.get_delivery(&tenant, &id).await.unwrap();
-    assert_eq!(
-        (stored.status, stored.undecided, stored.reason.as_deref()),
-        (DeliveryStatus::Filtered, false, Some("not for us"))
-    );
+    assert_eq!((stored.status, stored.undecided, stored.reason.as_deref()), (DeliveryStatus::Filtered, false, Some("not for us")));
 }
 
 both_backends!(undecided_deliveries_are_brought_forward, hurry);
@@ -1123,27 +963,13 @@ async fn hurry(s: Scratch) {
 both_backends!(a_claim_skips_full_tenants_and_configurations, claim_skips);
 async fn claim_skips(s: Scratch) {
     let (a, b) = (s.tenant("a").await, s.tenant("b").await);
-    let (a1, a2, b1) = (
-        s.config(&a, "a1").await,
-        s.config(&a, "a2").await,
-        s.config(&b, "b1").await,
-    );
+    let (a1, a2, b1) = (s.config(&a, "a1").await, s.config(&a, "a2").await, s.config(&b, "b1").await);
     for (tenant, config, id) in [(&a, &a1, "x1"), (&a, &a2, "x2"), (&b, &b1, "x3")] {
         let seq = s.ingest(tenant, id).await;
         s.route(tenant, seq, config, DeliveryStatus::Pending).await;
     }
-    let skip = ClaimSkip {
-        tenants: vec![b.clone()],
-        configs: vec![a1.clone()],
-    };
-    let claimed = s
-        .store
-        .claim_due(now_ms(), 60_000, 10, &skip)
-        .await
-        .unwrap();
-    let configs: Vec<_> = claimed
-        .iter()
-        .map(|d| d.delivery.configuration_id.clone())
-        .collect();
+    let skip = ClaimSkip { tenants: vec![b.clone()], configs: vec![a1.clone()] };
+    let claimed = s.store.claim_due(now_ms(), 60_000, 10, &skip).await.unwrap();
+    let configs: Vec<_> = claimed.iter().map(|d| d.delivery.configuration_id.clone()).collect();
     assert_eq!(configs, vec![a2]);
 }

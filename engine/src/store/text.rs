@@ -147,16 +147,7 @@ mod tests {
 
     #[test]
     fn nul_and_the_escape_round_trip_and_store_without_nul() {
-        for s in [
-            "ok\0tail",
-            "\0",
-            "\0\0",
-            "\u{FFFF}",
-            "\u{FFFF}0",
-            "a\u{FFFF}F\0x41",
-            "\u{FFFF}x41",
-            "end\u{FFFF}",
-        ] {
+        for s in ["ok\0tail", "\0", "\0\0", "\u{FFFF}", "\u{FFFF}0", "a\u{FFFF}F\0x41", "\u{FFFF}x41", "end\u{FFFF}"] {
             let stored = encode(s).into_owned();
             assert!(!stored.contains('\0'), "{s:?} stored as {stored:?}");
             assert_eq!(decode(stored.clone()), s);
@@ -168,31 +159,18 @@ mod tests {
     #[test]
     fn prefixes_and_equality_are_kept() {
         let (a, b) = ("na\0me", "\u{FFFF}");
-        assert_eq!(
-            encode(&format!("{a}{b}")),
-            format!("{}{}", encode(a), encode(b))
-        );
+        assert_eq!(encode(&format!("{a}{b}")), format!("{}{}", encode(a), encode(b)));
         assert_ne!(encode("\0"), encode("\u{FFFF}"));
     }
 
     #[test]
     fn bytes_that_are_not_utf8_round_trip() {
-        let cases: [&[u8]; 5] = [
-            b"ok\xff\xfe tail",
-            b"\x00\xc3",
-            b"\xef\xbf\xbf\xff",
-            b"plain",
-            b"\xe2\x9c",
-        ];
+        let cases: [&[u8]; 5] = [b"ok\xff\xfe tail", b"\x00\xc3", b"\xef\xbf\xbf\xff", b"plain", b"\xe2\x9c"];
         for raw in cases {
             let stored = encode_bytes(raw).into_owned();
             assert!(!stored.contains('\0'));
             assert_eq!(decode_bytes(stored.clone()), raw, "{raw:?}");
-            assert_eq!(
-                holds_non_utf8(&stored),
-                std::str::from_utf8(raw).is_err(),
-                "{raw:?}"
-            );
+            assert_eq!(holds_non_utf8(&stored), std::str::from_utf8(raw).is_err(), "{raw:?}");
             assert_eq!(decode(stored), String::from_utf8_lossy(raw));
         }
     }

@@ -23,11 +23,6 @@ mod tests {
 
     #[test]
     fn benign_events_pass() {
-        assert!(
-            TestHost::new()
-                .run(filter, &Event::builder("benign").build())
-                .decision()
-                .is_deliver()
-        );
+        assert!(TestHost::new().run(filter, &Event::builder("benign").build()).decision().is_deliver());
     }
 }

@@ -17,19 +17,10 @@ fn filter(event: &Event) -> Result<Decision, Error> {
             // `repeat` doubles with bulk copies: cheap in fuel, big in bytes.
             body.push_str(&"x".repeat(size));
             body.push('"');
-            sluice_sdk::Delivery {
-                body: Some(body),
-                headers: vec![],
-            }
+            sluice_sdk::Delivery { body: Some(body), headers: vec![] }
         }
-        "not-json" => sluice_sdk::Delivery {
-            body: Some("{oops".into()),
-            headers: vec![],
-        },
-        "bad-header" => sluice_sdk::Delivery {
-            body: None,
-            headers: vec![("x-evil\r\ninjected".into(), "1".into())],
-        },
+        "not-json" => sluice_sdk::Delivery { body: Some("{oops".into()), headers: vec![] },
+        "bad-header" => sluice_sdk::Delivery { body: None, headers: vec![("x-evil\r\ninjected".into(), "1".into())] },
         other => return Err(Error::msg(format!("unknown mode {other}"))),
     };
     Ok(Decision::Deliver(delivery))
@@ -46,17 +37,9 @@ mod tests {
     fn produces_what_it_promises() {
         let e = Event::builder("order.paid").build();
         let run = TestHost::new().param("size", "10").run(filter, &e);
-        assert_eq!(
-            run.decision().delivery().unwrap().body.as_deref(),
-            Some("\"xxxxxxxxxx\"")
-        );
+        assert_eq!(run.decision().delivery().unwrap().body.as_deref(), Some("\"xxxxxxxxxx\""));
         let run = TestHost::new().param("mode", "not-json").run(filter, &e);
         assert!(run.decision().delivery().unwrap().body_json().is_none());
-        assert!(
-            TestHost::new()
-                .run(filter, &Event::builder("benign").build())
-                .decision()
-                .is_deliver()
-        );
+        assert!(TestHost::new().run(filter, &Event::builder("benign").build()).decision().is_deliver());
     }
 }

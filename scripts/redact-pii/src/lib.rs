@@ -8,15 +8,9 @@ use std::borrow::Cow;
 use sluice_sdk::{Decision, Error, Event, params};
 
 fn filter(event: &Event) -> Result<Decision, Error> {
-    let extra: Vec<String> = params::list("fields")
-        .iter()
-        .map(|f| normalize(f))
-        .collect();
+    let extra: Vec<String> = params::list("fields").iter().map(|f| normalize(f)).collect();
     let (body, masked) = Redactor::new(event.payload(), &extra).run()?;
-    Ok(Decision::Deliver(sluice_sdk::Delivery {
-        body: Some(body),
-        headers: vec![("x-redacted-fields".into(), masked.to_string())],
-    }))
+    Ok(Decision::Deliver(sluice_sdk::Delivery { body: Some(body), headers: vec![("x-redacted-fields".into(), masked.to_string())] }))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -28,17 +22,13 @@ enum Kind {
 
 /// Field names compared without case, `_` or `-`: `firstName` = `first_name`.
 fn normalize(key: &str) -> String {
-    key.chars()
-        .filter(|c| *c != '_' && *c != '-')
-        .flat_map(char::to_lowercase)
-        .collect()
+    key.chars().filter(|c| *c != '_' && *c != '-').flat_map(char::to_lowercase).collect()
 }
 
 /// Whether `k[i..]` starts with `word`, ignoring ASCII case. `word` must be
 /// lower-case letters: `b | 0x20` equals one only for it and its capital.
 fn has_at(k: &[u8], i: usize, word: &[u8]) -> bool {
-    k.get(i..i + word.len())
-        .is_some_and(|w| w.iter().zip(word).all(|(a, b)| a | 0x20 == *b))
+    k.get(i..i + word.len()).is_some_and(|w| w.iter().zip(word).all(|(a, b)| a | 0x20 == *b))
 }
 
 fn is(k: &[u8], word: &[u8]) -> bool {
@@ -75,18 +65,7 @@ fn kind_of(k: &[u8], extra: &[String]) -> Option<Kind> {
 /// `name`, `firstname`, `surname`...: all end in `name`, which most field
 /// names do not, so that is tested first.
 fn is_name(k: &[u8]) -> bool {
-    const PREFIXES: [&[u8]; 10] = [
-        b"",
-        b"first",
-        b"last",
-        b"full",
-        b"given",
-        b"family",
-        b"sur",
-        b"middle",
-        b"customer",
-        b"contact",
-    ];
+    const PREFIXES: [&[u8]; 10] = [b"", b"first", b"last", b"full", b"given", b"family", b"sur", b"middle", b"customer", b"contact"];
     match k.len().checked_sub(4) {
         Some(n) if has_at(k, n, b"name") => PREFIXES.iter().any(|p| is(&k[..n], p)),
         _ => false,
@@ -144,11 +123,7 @@ fn is_quote_stop(b: u8) -> bool {
 
 /// Ends a plain key: a quote, or what needs normalizing or decoding.
 fn key_stops(w: u64) -> u64 {
-    bytes_equal(w, b'"')
-        | bytes_equal(w, b'\\')
-        | bytes_equal(w, b'_')
-        | bytes_equal(w, b'-')
-        | (w & HIGHS)
+    bytes_equal(w, b'"') | bytes_equal(w, b'\\') | bytes_equal(w, b'_') | bytes_equal(w, b'-') | (w & HIGHS)
 }
 
 fn is_key_stop(b: u8) -> bool {
@@ -220,10 +195,7 @@ impl<'a> Redactor<'a> {
     fn run(mut self) -> Result<(String, usize), Error> {
         if self.value(None).is_err() {
             // Every `Stop` comes with its error.
-            return Err(self
-                .error
-                .take()
-                .unwrap_or_else(|| Error::msg("invalid JSON")));
+            return Err(self.error.take().unwrap_or_else(|| Error::msg("invalid JSON")));
         }
         self.whitespace();
         if self.pos != self.src.len() {
@@ -235,10 +207,7 @@ impl<'a> Redactor<'a> {
 
     #[cold]
     fn invalid(&mut self) -> Stop {
-        self.fail(Error::msg(format!(
-            "payload is not valid JSON at byte {}",
-            self.pos
-        )))
+        self.fail(Error::msg(format!("payload is not valid JSON at byte {}", self.pos)))
     }
 
     #[cold]
@@ -370,10 +339,7 @@ impl<'a> Redactor<'a> {
     #[inline(always)]
     fn scalar(&mut self, first: u8, kind: Option<Kind>) -> Scan {
         let start = self.pos;
-        self.pos += self.src[start..]
-            .iter()
-            .position(|&b| ENDS_SCALAR[b as usize])
-            .unwrap_or(self.src.len() - start);
+        self.pos += self.src[start..].iter().position(|&b| ENDS_SCALAR[b as usize]).unwrap_or(self.src.len() - start);
         let is_number = first == b'-' || first.is_ascii_digit();
         if !is_number && !matches!(&self.src[start..self.pos], b"true" | b"false" | b"null") {
             return Err(self.invalid());
@@ -398,13 +364,7 @@ impl<'a> Redactor<'a> {
     /// Masks a string value of a personal field, or one with an `@` if it
     /// looks like an e-mail address.
     #[inline(never)]
-    fn personal_string(
-        &mut self,
-        start: usize,
-        end: usize,
-        escaped: bool,
-        kind: Option<Kind>,
-    ) -> Scan {
+    fn personal_string(&mut self, start: usize, end: usize, escaped: bool, kind: Option<Kind>) -> Scan {
         // A name goes entirely: nothing to read unless escapes are to check.
         if kind == Some(Kind::Name) && !escaped {
             self.replace_with(start, |out| out.push_str(MASK));
@@ -497,10 +457,7 @@ impl<'a> Redactor<'a> {
         }
         let (mut i, mut escaped) = (self.pos + 1, false);
         loop {
-            let stop = self
-                .src
-                .get(i..)
-                .and_then(|rest| find(rest, string_stops, is_string_stop));
+            let stop = self.src.get(i..).and_then(|rest| find(rest, string_stops, is_string_stop));
             match stop.map(|p| (i + p, self.src[i + p])) {
                 Some((end, b'"')) => {
                     i = end;
@@ -544,10 +501,7 @@ impl<'a> Redactor<'a> {
     #[inline(never)]
     fn after_at(&mut self, mut i: usize) -> Scan {
         loop {
-            let stop = self
-                .src
-                .get(i..)
-                .and_then(|rest| find(rest, quote_stops, is_quote_stop));
+            let stop = self.src.get(i..).and_then(|rest| find(rest, quote_stops, is_quote_stop));
             match stop.map(|p| (i + p, self.src[i + p])) {
                 Some((end, b'"')) => {
                     self.pos = end + 1;
@@ -599,17 +553,12 @@ fn push_escaped(out: &mut String, s: &str) {
 
 /// The text of a string token, decoded if it has escapes.
 fn decode_if(raw: &str, escaped: bool) -> Result<Cow<'_, str>, Error> {
-    if escaped {
-        decode(raw).map(Cow::Owned)
-    } else {
-        Ok(Cow::Borrowed(raw))
-    }
+    if escaped { decode(raw).map(Cow::Owned) } else { Ok(Cow::Borrowed(raw)) }
 }
 
 /// The text of a string token that has escapes.
 fn decode(raw: &str) -> Result<String, Error> {
-    serde_json::from_str::<String>(&format!("\"{raw}\""))
-        .map_err(|e| Error::msg(format!("payload is not valid JSON: {e}")))
+    serde_json::from_str::<String>(&format!("\"{raw}\"")).map_err(|e| Error::msg(format!("payload is not valid JSON: {e}")))
 }
 
 sluice_sdk::export_filter!(filter);
@@ -646,29 +595,18 @@ mod tests {
 
     #[test]
     fn extra_fields_from_parameters() {
-        let event = Event::builder("x")
-            .payload(json!({"loyalty_card": "123", "city": "Delft"}))
-            .build();
-        let run = TestHost::new()
-            .param("fields", "loyaltyCard")
-            .run(filter, &event);
-        assert_eq!(
-            run.decision().delivery().unwrap().body_json().unwrap(),
-            json!({"loyalty_card": "***", "city": "Delft"})
-        );
+        let event = Event::builder("x").payload(json!({"loyalty_card": "123", "city": "Delft"})).build();
+        let run = TestHost::new().param("fields", "loyaltyCard").run(filter, &event);
+        assert_eq!(run.decision().delivery().unwrap().body_json().unwrap(), json!({"loyalty_card": "***", "city": "Delft"}));
     }
 
     #[test]
     fn keeps_escapes_and_structure() {
-        let text =
-            r#" { "a\"b" : [1, -2.5e3, true, null, {"e\u006dail": "x\"y@z.org"}], "s": "q\\" } "#;
+        let text = r#" { "a\"b" : [1, -2.5e3, true, null, {"e\u006dail": "x\"y@z.org"}], "s": "q\\" } "#;
         let event = Event::builder("x").payload_text(text).build();
         let d = TestHost::new().run(filter, &event).decision().clone();
         let body = d.delivery().unwrap().body_json().unwrap();
-        assert_eq!(
-            body,
-            json!({"a\"b": [1, -2.5e3, true, null, {"email": "***@z.org"}], "s": "q\\"})
-        );
+        assert_eq!(body, json!({"a\"b": [1, -2.5e3, true, null, {"email": "***@z.org"}], "s": "q\\"}));
         for bad in ["{\"a\" 1}", "[1,", "{\"a\":tru}", "\"x", "{} x"] {
             let event = Event::builder("x").payload_text(bad).build();
             TestHost::new().run(filter, &event).error();
@@ -704,61 +642,31 @@ mod tests {
 
     #[test]
     fn output_is_the_input_without_whitespace_between_tokens() {
-        let text =
-            "{\n  \"a\" : [ 1 ,\t\"x y\" , { } , [ ] ],\r\n  \"name\":\"Ann\" ,\"b\":\u{c}null }\n";
-        assert_eq!(
-            ok(text),
-            (
-                r#"{"a":[1,"x y",{},[]],"name":"***","b":null}"#.into(),
-                "1".into()
-            )
-        );
+        let text = "{\n  \"a\" : [ 1 ,\t\"x y\" , { } , [ ] ],\r\n  \"name\":\"Ann\" ,\"b\":\u{c}null }\n";
+        assert_eq!(ok(text), (r#"{"a":[1,"x y",{},[]],"name":"***","b":null}"#.into(), "1".into()));
         // Compact input comes back byte for byte where nothing is masked.
-        let compact =
-            r#"{"order_id":"o-1","amount":-2.5e3,"ok":true,"tags":["a","b\"c"],"n":null}"#;
+        let compact = r#"{"order_id":"o-1","amount":-2.5e3,"ok":true,"tags":["a","b\"c"],"n":null}"#;
         assert_eq!(ok(compact), (compact.into(), "0".into()));
     }
 
     #[test]
     fn escaped_strings() {
         // An escaped key is decoded before it is classified.
-        assert_eq!(
-            ok(r#"{"e\u006dail":"a@b.org"}"#).0,
-            r#"{"e\u006dail":"***@b.org"}"#
-        );
+        assert_eq!(ok(r#"{"e\u006dail":"a@b.org"}"#).0, r#"{"e\u006dail":"***@b.org"}"#);
         assert_eq!(ok(r#"{"na\u006De":"x"}"#).0, r#"{"na\u006De":"***"}"#);
         assert_eq!(ok(r#"{"a\"name":"x"}"#).0, r#"{"a\"name":"x"}"#);
         // Escaped quotes and backslashes do not end a string early.
-        assert_eq!(
-            ok(r#"{"s":"a\"b\\","name":"c\"d"}"#).0,
-            r#"{"s":"a\"b\\","name":"***"}"#
-        );
+        assert_eq!(ok(r#"{"s":"a\"b\\","name":"c\"d"}"#).0, r#"{"s":"a\"b\\","name":"***"}"#);
         // The domain kept from an e-mail value is escaped again.
-        assert_eq!(
-            ok(r#"{"email":"x\"y@q\"z\\.org\n"}"#).0,
-            r#"{"email":"***@q\"z\\.org\n"}"#
-        );
+        assert_eq!(ok(r#"{"email":"x\"y@q\"z\\.org\n"}"#).0, r#"{"email":"***@q\"z\\.org\n"}"#);
         assert_eq!(ok(r#"["a@b\u00e9.org"]"#).0, r#"["***@bé.org"]"#);
         // An `@` written as an escape is not looked at; one after an escape is.
-        assert_eq!(
-            ok(r#"["a\u0040b.org"]"#),
-            (r#"["a\u0040b.org"]"#.into(), "0".into())
-        );
+        assert_eq!(ok(r#"["a\u0040b.org"]"#), (r#"["a\u0040b.org"]"#.into(), "0".into()));
         assert_eq!(ok(r#"["\\a@b.org"]"#).0, r#"["***@b.org"]"#);
         // Runs of escapes, and strings longer than a scanned word.
-        let long = format!(
-            r#"{{"note":"{}","phone":"{}12"}}"#,
-            "\\u00e9\\\"".repeat(20),
-            "\\t".repeat(9)
-        );
+        let long = format!(r#"{{"note":"{}","phone":"{}12"}}"#, "\\u00e9\\\"".repeat(20), "\\t".repeat(9));
         let (body, count) = ok(&long);
-        assert_eq!(
-            body,
-            format!(
-                r#"{{"note":"{}","phone":"***12"}}"#,
-                "\\u00e9\\\"".repeat(20)
-            )
-        );
+        assert_eq!(body, format!(r#"{{"note":"{}","phone":"***12"}}"#, "\\u00e9\\\"".repeat(20)));
         assert_eq!(count, "1");
     }
 
@@ -780,21 +688,13 @@ mod tests {
 
     #[test]
     fn unicode_field_names() {
-        let text =
-            r#"{"ÉMAIL":"a","contact_émail":"b","Имя":"c","naïve":"d","Straße":"e","名前":"f"}"#;
+        let text = r#"{"ÉMAIL":"a","contact_émail":"b","Имя":"c","naïve":"d","Straße":"e","名前":"f"}"#;
         assert_eq!(ok(text), (text.into(), "0".into()));
         // Extra fields are compared in the same normalized form, Unicode too.
         let (body, count) = redact(text, Some("NAÏVE, strasse, straße,名前")).unwrap();
-        assert_eq!(
-            body,
-            r#"{"ÉMAIL":"a","contact_émail":"b","Имя":"c","naïve":"***","Straße":"***","名前":"***"}"#
-        );
+        assert_eq!(body, r#"{"ÉMAIL":"a","contact_émail":"b","Имя":"c","naïve":"***","Straße":"***","名前":"***"}"#);
         assert_eq!(count, "3");
-        let (body, _) = redact(
-            r#"{"Loyalty-Card":"1","loyaltycards":"2"}"#,
-            Some("loyalty_card"),
-        )
-        .unwrap();
+        let (body, _) = redact(r#"{"Loyalty-Card":"1","loyaltycards":"2"}"#, Some("loyalty_card")).unwrap();
         assert_eq!(body, r#"{"Loyalty-Card":"***","loyaltycards":"2"}"#);
     }
 
@@ -816,31 +716,20 @@ mod tests {
     fn numbers_as_personal_values() {
         assert_eq!(
             ok(r#"{"phone":31612345678,"name":-1.5e3,"email":0,"amount":12}"#),
-            (
-                r#"{"phone":"***","name":"***","email":"***","amount":12}"#.into(),
-                "3".into()
-            )
+            (r#"{"phone":"***","name":"***","email":"***","amount":12}"#.into(), "3".into())
         );
         // Literals are not personal data.
-        assert_eq!(
-            ok(r#"{"phone":true,"name":null,"email":false}"#),
-            (
-                r#"{"phone":true,"name":null,"email":false}"#.into(),
-                "0".into()
-            )
-        );
+        assert_eq!(ok(r#"{"phone":true,"name":null,"email":false}"#), (r#"{"phone":true,"name":null,"email":false}"#.into(), "0".into()));
         // A phone number keeps its last two digits, wherever they are.
-        assert_eq!(
-            ok(r#"{"tel":"+31 (0)6-1234 56 7 8x"}"#).0,
-            r#"{"tel":"***78"}"#
-        );
+        assert_eq!(ok(r#"{"tel":"+31 (0)6-1234 56 7 8x"}"#).0, r#"{"tel":"***78"}"#);
         assert_eq!(ok(r#"{"fax":"no 7"}"#).0, r#"{"fax":"***7"}"#);
         assert_eq!(ok(r#"{"mobile":"none"}"#).0, r#"{"mobile":"***"}"#);
     }
 
     #[test]
     fn emails_inside_plain_strings() {
-        let text = r#"{"note":"reach me at bob@example.org","to":"bob@example.org","a":"@example.org","b":"a@b","c":"a@b.c@d.e","d":"x@@y.z"}"#;
+        let text =
+            r#"{"note":"reach me at bob@example.org","to":"bob@example.org","a":"@example.org","b":"a@b","c":"a@b.c@d.e","d":"x@@y.z"}"#;
         assert_eq!(
             ok(text),
             (
@@ -870,19 +759,11 @@ mod tests {
         assert_eq!(redact(r#"{"a_b"#, None), at(1));
         assert_eq!(redact(r#"["x\"#, None), at(1));
         assert_eq!(redact("{1:2}", None), at(1));
-        assert_eq!(
-            redact("{} x", None),
-            Err("payload is not valid JSON: trailing characters".into())
-        );
+        assert_eq!(redact("{} x", None), Err("payload is not valid JSON: trailing characters".into()));
         // Escapes are checked where the text is needed: names, personal
         // values, strings with an `@`.
         // (`\@` hides its `@` from the scan, but not from the check.)
-        for bad in [
-            r#"{"e\q":1}"#,
-            r#"{"name":"\x"}"#,
-            r#"["a@b.c\u12"]"#,
-            r#"["a\@b.c"]"#,
-        ] {
+        for bad in [r#"{"e\q":1}"#, r#"{"name":"\x"}"#, r#"["a@b.c\u12"]"#, r#"["a\@b.c"]"#] {
             let e = redact(bad, None).unwrap_err();
             assert!(e.starts_with("payload is not valid JSON: "), "{bad}: {e}");
         }

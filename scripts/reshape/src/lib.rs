@@ -17,9 +17,7 @@ fn pascal_case(s: &str) -> String {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let mut c = p.chars();
-            c.next()
-                .map(|f| f.to_uppercase().chain(c).collect::<String>())
-                .unwrap_or_default()
+            c.next().map(|f| f.to_uppercase().chain(c).collect::<String>()).unwrap_or_default()
         })
         .collect()
 }
@@ -73,9 +71,7 @@ mod tests {
     #[test]
     fn category_parameter_overrides() {
         let event = Event::builder("CreateOrderPaymentEvent").build();
-        let run = TestHost::new()
-            .param("category", "Payments")
-            .run(filter, &event);
+        let run = TestHost::new().param("category", "Payments").run(filter, &event);
         let body = run.decision().delivery().unwrap().body_json().unwrap();
         assert_eq!(body["EventCategory"], "Payments");
         assert_eq!(body["EventType"], "CreateOrderPaymentEvent");

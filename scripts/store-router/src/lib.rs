@@ -10,24 +10,14 @@ fn filter(event: &Event) -> Result<Decision, Error> {
         return Err(Error::msg("parameter `stores` lists no organization unit"));
     }
     if let Some(ex) = params::list("exclude").iter().find(|u| event.is_in_unit(u)) {
-        return Ok(Decision::skip(format!(
-            "unit {} is excluded by {ex}",
-            event.organization_unit()
-        )));
+        return Ok(Decision::skip(format!("unit {} is excluded by {ex}", event.organization_unit())));
     }
     match stores.iter().find(|u| event.is_in_unit(u)) {
         Some(_) => {
-            let store = event
-                .organization_unit()
-                .rsplit('/')
-                .next()
-                .unwrap_or_default();
+            let store = event.organization_unit().rsplit('/').next().unwrap_or_default();
             Ok(Decision::deliver().with_header("x-store", store))
         }
-        None => Ok(Decision::skip(format!(
-            "unit {} is not routed here",
-            event.organization_unit()
-        ))),
+        None => Ok(Decision::skip(format!("unit {} is not routed here", event.organization_unit()))),
     }
 }
 
@@ -39,54 +29,24 @@ mod tests {
     use sluice_sdk::testing::TestHost;
 
     fn at(ou: &str) -> Event {
-        Event::builder("order.created")
-            .organization_unit(ou)
-            .build()
+        Event::builder("order.created").organization_unit(ou).build()
     }
 
     #[test]
     fn routes_listed_units_and_their_children() {
         let host = TestHost::new().param("stores", "emea/nl, us/ca/store-7");
         let run = host.run(filter, &at("emea/nl/store-12"));
-        assert_eq!(
-            run.decision().delivery().unwrap().header("x-store"),
-            Some("store-12")
-        );
-        assert!(
-            host.run(filter, &at("us/ca/store-7"))
-                .decision()
-                .is_deliver()
-        );
-        assert!(
-            !host
-                .run(filter, &at("us/ca/store-70"))
-                .decision()
-                .is_deliver()
-        );
-        assert!(
-            !host
-                .run(filter, &at("emea/be/store-1"))
-                .decision()
-                .is_deliver()
-        );
+        assert_eq!(run.decision().delivery().unwrap().header("x-store"), Some("store-12"));
+        assert!(host.run(filter, &at("us/ca/store-7")).decision().is_deliver());
+        assert!(!host.run(filter, &at("us/ca/store-70")).decision().is_deliver());
+        assert!(!host.run(filter, &at("emea/be/store-1")).decision().is_deliver());
     }
 
     #[test]
     fn exclusions_win() {
-        let host = TestHost::new()
-            .param("stores", "emea")
-            .param("exclude", "emea/nl/store-12");
-        assert!(
-            !host
-                .run(filter, &at("emea/nl/store-12"))
-                .decision()
-                .is_deliver()
-        );
-        assert!(
-            host.run(filter, &at("emea/nl/store-13"))
-                .decision()
-                .is_deliver()
-        );
+        let host = TestHost::new().param("stores", "emea").param("exclude", "emea/nl/store-12");
+        assert!(!host.run(filter, &at("emea/nl/store-12")).decision().is_deliver());
+        assert!(host.run(filter, &at("emea/nl/store-13")).decision().is_deliver());
     }
 
     #[test]

@@ -149,13 +149,7 @@ fn slow_path() -> String {
 
 /// The calibration (unless `--rate` was given), then the clean run and the
 /// chaos run, each on a fresh engine (or fresh nodes on a fresh database).
-pub async fn runs(
-    summary: &mut Summary,
-    clock: Clock,
-    http: &reqwest::Client,
-    sink: &Sink,
-    scripts: Scripts,
-) -> Result<(), String> {
+pub async fn runs(summary: &mut Summary, clock: Clock, http: &reqwest::Client, sink: &Sink, scripts: Scripts) -> Result<(), String> {
     summary.units = TENANTS;
     let options = summary.options.clone();
     let nodes = options.nodes.first().copied().unwrap_or(1);
@@ -165,9 +159,7 @@ pub async fn runs(
             note(&crate::start_text(&options, nodes, "calibration: "));
             let cluster = Cluster::start(nodes, options.database.as_ref()).await?;
             let measured = calibrate(&options, clock, http, sink, &cluster, &scripts).await;
-            summary
-                .engine_log
-                .extend(cluster.log_digest().into_iter().map(|(count, message)| (count, format!("[calibration] {message}"))));
+            summary.engine_log.extend(cluster.log_digest().into_iter().map(|(count, message)| (count, format!("[calibration] {message}"))));
             cluster.stop().await;
             let calibration = measured?;
             let rate = calibration.delivery_rate() / 2.0;
@@ -185,9 +177,7 @@ pub async fn runs(
         note(&crate::start_text(&options, nodes, &format!("{label}: ")));
         let cluster = Cluster::start(nodes, options.database.as_ref()).await?;
         let measured = tenants_run(&options, clock, http, sink, &cluster, &scripts, rate, chaos).await;
-        summary
-            .engine_log
-            .extend(cluster.log_digest().into_iter().map(|(count, message)| (count, format!("[{label}] {message}"))));
+        summary.engine_log.extend(cluster.log_digest().into_iter().map(|(count, message)| (count, format!("[{label}] {message}"))));
         cluster.stop().await;
         sink.slow_paths([]);
         let run = measured?;
@@ -251,13 +241,7 @@ struct Tenants {
 /// Creates the [`TENANTS`] tenants and their configurations; with `chaos`,
 /// the bad tenant's are the hostile ones. Each tenant uploads its own
 /// scripts: a tenant sees no other's.
-async fn set_up(
-    http: &reqwest::Client,
-    sink: &Sink,
-    cluster: &Cluster,
-    scripts: &Scripts,
-    chaos: bool,
-) -> Result<Tenants, String> {
+async fn set_up(http: &reqwest::Client, sink: &Sink, cluster: &Cluster, scripts: &Scripts, chaos: bool) -> Result<Tenants, String> {
     let node = cluster.node_1()?;
     let mut tenants = Tenants { keys: Vec::with_capacity(TENANTS), hostile_config: None, slow_config: None };
     for tenant in 0..TENANTS {
@@ -265,11 +249,8 @@ async fn set_up(
     }
     // The bad tenant first: with several nodes, the probes go to the
     // configuration created last.
-    let order: Vec<usize> = if chaos {
-        std::iter::once(BAD_TENANT).chain((0..TENANTS).filter(|&t| t != BAD_TENANT)).collect()
-    } else {
-        (0..TENANTS).collect()
-    };
+    let order: Vec<usize> =
+        if chaos { std::iter::once(BAD_TENANT).chain((0..TENANTS).filter(|&t| t != BAD_TENANT)).collect() } else { (0..TENANTS).collect() };
     for &tenant in &order {
         let key = &tenants.keys[tenant];
         let paid_orders = node.upload_as(http, key, SCRIPT, scripts.paid_orders.clone()).await?;
@@ -405,12 +386,7 @@ async fn bad_tenant(
 /// with `key`, counted by [`report::delivery_kind`]. A delivery that
 /// moves on between two lists (pending, then succeeded) is counted once,
 /// as the later list shows it: [`STATUSES`] begins with `pending`.
-async fn deliveries(
-    http: &reqwest::Client,
-    node: &engine::Engine,
-    key: &str,
-    config: &str,
-) -> Result<BTreeMap<String, usize>, String> {
+async fn deliveries(http: &reqwest::Client, node: &engine::Engine, key: &str, config: &str) -> Result<BTreeMap<String, usize>, String> {
     let mut kinds: HashMap<String, String> = HashMap::new();
     for status in STATUSES {
         let mut cursor: Option<String> = None;
@@ -495,8 +471,7 @@ const UNEXPECTED_SAMPLES: usize = 5;
 
 impl BadPoster {
     fn new(urls: Vec<String>, key: String) -> BadPoster {
-        let limit =
-            std::env::var("SLUICE_MAX_BODY_BYTES").ok().and_then(|limit| limit.parse().ok()).unwrap_or(DEFAULT_BODY_LIMIT);
+        let limit = std::env::var("SLUICE_MAX_BODY_BYTES").ok().and_then(|limit| limit.parse().ok()).unwrap_or(DEFAULT_BODY_LIMIT);
         let note = "x".repeat(limit + (64 << 10));
         let huge = json!({
             "id": "chaos-bad-huge",
@@ -547,10 +522,8 @@ impl BadPoster {
                 (kind, n, answer)
             });
         }
-        let mut inputs = BadInputs {
-            answers: BadInput::ALL.iter().map(|kind| (kind.name(), BTreeMap::new())).collect(),
-            ..BadInputs::default()
-        };
+        let mut inputs =
+            BadInputs { answers: BadInput::ALL.iter().map(|kind| (kind.name(), BTreeMap::new())).collect(), ..BadInputs::default() };
         while let Some(joined) = requests.join_next().await {
             let (kind, n, answer) = joined.map_err(|e| format!("a bad input's request failed: {e}"))?;
             let kind_of = BadInput::ALL[kind];

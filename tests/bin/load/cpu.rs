@@ -63,10 +63,7 @@ impl Meter {
         let tool = cores(self.tool, now.tool);
         let engine = cores(self.engine, now.engine);
         let database = self.database.as_ref().zip(now.database.as_ref()).and_then(|(before, after)| {
-            let spent = after
-                .iter()
-                .map(|(pid, time)| time.saturating_sub(before.get(pid).copied().unwrap_or_default()))
-                .sum();
+            let spent = after.iter().map(|(pid, time)| time.saturating_sub(before.get(pid).copied().unwrap_or_default())).sum();
             cores(Some(Duration::ZERO), Some(spent))
         });
         let ours = tool.unwrap_or(0.0) + engine.unwrap_or(0.0) + database.unwrap_or(0.0);
@@ -76,10 +73,7 @@ impl Meter {
 
 /// The engine nodes' time together; `None` without any node to read.
 fn engines_time(pids: &[u32]) -> Option<Duration> {
-    pids.iter()
-        .map(|pid| process_time(&format!("/proc/{pid}/stat")))
-        .reduce(|a, b| Some(a? + b?))
-        .flatten()
+    pids.iter().map(|pid| process_time(&format!("/proc/{pid}/stat"))).reduce(|a, b| Some(a? + b?)).flatten()
 }
 
 /// Time spent so far by each process named [`DATABASE_COMM`].

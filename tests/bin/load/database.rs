@@ -60,9 +60,7 @@ impl Server {
             let _ = connection.close().await;
             done
         };
-        tokio::time::timeout(ADMIN_TIMEOUT, work)
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {ADMIN_TIMEOUT:?}")))
+        tokio::time::timeout(ADMIN_TIMEOUT, work).await.unwrap_or_else(|_| Err(format!("no answer within {ADMIN_TIMEOUT:?}")))
     }
 }
 

@@ -69,8 +69,7 @@ impl Engine {
     pub async fn start(node: Option<&Node>) -> Result<Engine, String> {
         let dir = tempfile::tempdir().map_err(|e| format!("cannot make a temporary directory: {e}"))?;
         let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
-        let log = std::fs::File::create(dir.path().join("engine.log"))
-            .map_err(|e| format!("cannot create the engine's log file: {e}"))?;
+        let log = std::fs::File::create(dir.path().join("engine.log")).map_err(|e| format!("cannot create the engine's log file: {e}"))?;
         let mut command = Command::new(exe);
         command.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path().join("data"));
         // Flags, not the variables: an engine that does not know them
@@ -201,9 +200,7 @@ impl Engine {
 
     /// Uploads `script` as `name` with `key` (into that key's tenant); its id.
     pub async fn upload_as(&self, http: &reqwest::Client, key: &str, name: &str, script: Vec<u8>) -> Result<String, String> {
-        let uploaded = self
-            .call_as(http, key, &format!("/v1/scripts?name={name}"), "application/wasm", script, 201)
-            .await?;
+        let uploaded = self.call_as(http, key, &format!("/v1/scripts?name={name}"), "application/wasm", script, 201).await?;
         id_of(&uploaded, "script")
     }
 
@@ -215,9 +212,7 @@ impl Engine {
     /// Creates the configuration `config` with `key` (in that key's
     /// tenant) and enables it; its id.
     pub async fn configure_as(&self, http: &reqwest::Client, key: &str, config: Value) -> Result<String, String> {
-        let created = self
-            .call_as(http, key, "/v1/configurations", "application/json", config.to_string().into_bytes(), 201)
-            .await?;
+        let created = self.call_as(http, key, "/v1/configurations", "application/json", config.to_string().into_bytes(), 201).await?;
         let config_id = id_of(&created, "configuration")?;
         let enable = format!("/v1/configurations/{config_id}/enable");
         self.call_as(http, key, &enable, "application/json", b"{}".to_vec(), 200).await?;
@@ -237,8 +232,7 @@ impl Engine {
 
     /// GETs `path` (with its query) with `key`; the answer, which must be 200.
     pub async fn get_as(&self, http: &reqwest::Client, key: &str, path: &str) -> Result<Value, String> {
-        let response =
-            http.get(format!("{}{path}", self.url)).bearer_auth(key).send().await.map_err(|e| format!("GET {path}: {e}"))?;
+        let response = http.get(format!("{}{path}", self.url)).bearer_auth(key).send().await.map_err(|e| format!("GET {path}: {e}"))?;
         let got = response.status().as_u16();
         let text = response.text().await.map_err(|e| format!("GET {path}: reading the answer: {e}"))?;
         if got != 200 {
@@ -280,8 +274,5 @@ pub fn spread_path(unit: usize) -> String {
 }
 
 fn id_of(answer: &Value, what: &str) -> Result<String, String> {
-    answer["id"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| format!("the {what} answer has no id: {answer}"))
+    answer["id"].as_str().map(str::to_owned).ok_or_else(|| format!("the {what} answer has no id: {answer}"))
 }

@@ -170,9 +170,7 @@ pub async fn run(http: &reqwest::Client, clock: Clock, plan: Plan) -> Result<Pos
     }
     let started = clock.now();
     let phase = Arc::new(Phase { http: http.clone(), clock, started, events: Events::new(), plan });
-    let posters: Vec<_> = (0..phase.plan.concurrency)
-        .map(|index| tokio::spawn(phase.clone().poster(index)))
-        .collect();
+    let posters: Vec<_> = (0..phase.plan.concurrency).map(|index| tokio::spawn(phase.clone().poster(index))).collect();
     let mut posted = Posted { started, ..Posted::default() };
     for poster in posters {
         let tally = poster.await.map_err(|e| format!("a poster failed: {e}"))?;

@@ -191,9 +191,5 @@ fn rate(flag: &str, value: Option<String>) -> Result<f64, String> {
 
 fn count(flag: &str, value: Option<String>) -> Result<usize, String> {
     let value = value.ok_or_else(|| format!("{flag} needs a number"))?;
-    value
-        .parse::<usize>()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| format!("{flag}: {value:?} is not a positive whole number"))
+    value.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| format!("{flag}: {value:?} is not a positive whole number"))
 }

@@ -82,13 +82,7 @@ impl Delivered {
                 None => missing.push(id.clone()),
             }
         }
-        Delivered {
-            received: latencies.len(),
-            missing,
-            repeats: arrivals.repeats,
-            last_arrival,
-            latency: Latency::of(latencies),
-        }
+        Delivered { received: latencies.len(), missing, repeats: arrivals.repeats, last_arrival, latency: Latency::of(latencies) }
     }
 }
 
@@ -350,12 +344,7 @@ impl Summary {
         } else {
             format!(", {} event(s) per ingest request, engine phases {} each", o.batch, secs(o.duration))
         };
-        println!(
-            "sluice-load: {}{} posters, {EVENT_BYTES}-byte events, raw {}{engine}",
-            self.store(),
-            o.concurrency,
-            secs(o.raw_duration)
-        );
+        println!("sluice-load: {}{} posters, {EVENT_BYTES}-byte events, raw {}{engine}", self.store(), o.concurrency, secs(o.raw_duration));
         let raw_rate = self.raw.as_ref().map(RawRun::rate);
         if let Some(raw_rate) = raw_rate {
             println!("{:<24}: {} req/s", "raw POST to sink", thousands(raw_rate));
@@ -618,11 +607,7 @@ impl Summary {
     /// The most CPU other processes took in any phase, when enough to
     /// disturb the figures.
     fn disturbance(&self) -> Option<f64> {
-        self.phase_cpu()
-            .into_iter()
-            .filter_map(|(_, usage)| usage?.other)
-            .reduce(f64::max)
-            .filter(|cores| *cores >= DISTURBING_CORES)
+        self.phase_cpu().into_iter().filter_map(|(_, usage)| usage?.other).reduce(f64::max).filter(|cores| *cores >= DISTURBING_CORES)
     }
 
     /// Each phase's CPU usage; `None` for the phases that did not run.
@@ -701,10 +686,7 @@ fn print_bad_tenant(bad: &BadTenant) {
 
 /// The CPU usage of a run's max and half phases, named with `suffix`.
 fn run_cpu(run: &NodesRun, suffix: &str) -> [(String, Option<Usage>); 2] {
-    [
-        (format!("max{suffix}"), run.max.as_ref().map(|run| run.cpu)),
-        (format!("half{suffix}"), run.half.as_ref().map(|(_, run)| run.cpu)),
-    ]
+    [(format!("max{suffix}"), run.max.as_ref().map(|run| run.cpu)), (format!("half{suffix}"), run.half.as_ref().map(|(_, run)| run.cpu))]
 }
 
 /// Average cores used in each phase by the engine, the database server,
@@ -714,11 +696,10 @@ fn cpu_line(phases: &[(String, Option<Usage>)]) -> Option<String> {
         .iter()
         .filter_map(|(name, usage)| {
             let usage = usage.as_ref()?;
-            let shares: Vec<String> =
-                [("engine", usage.engine), ("db", usage.database), ("tool", usage.tool), ("other", usage.other)]
-                    .into_iter()
-                    .filter_map(|(who, cores)| Some(format!("{who} {:.2}", cores?)))
-                    .collect();
+            let shares: Vec<String> = [("engine", usage.engine), ("db", usage.database), ("tool", usage.tool), ("other", usage.other)]
+                .into_iter()
+                .filter_map(|(who, cores)| Some(format!("{who} {:.2}", cores?)))
+                .collect();
             (!shares.is_empty()).then(|| format!("{name}: {}", shares.join(", ")))
         })
         .collect();

@@ -96,9 +96,7 @@ impl Sink {
                 (StatusCode::OK, "[ACK]")
             }
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| format!("cannot bind the sink: {e}"))?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("cannot bind the sink: {e}"))?;
         let address = listener.local_addr().map_err(|e| format!("the sink's address: {e}"))?;
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
