@@ -55,8 +55,9 @@ impl Penalty {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// How long the script stays paused.
-    pub fn remaining(&self) -> Duration {
+    /// How long the script stays paused (for tests: callers ask [`Penalty::defer`]).
+    #[cfg(test)]
+    fn remaining(&self) -> Duration {
         self.lock().not_before.map_or(Duration::ZERO, |t| t.saturating_duration_since(Instant::now()))
     }
 

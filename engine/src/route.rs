@@ -278,11 +278,6 @@ impl Router {
         }
     }
 
-    /// Stops taking work; what is queued stays stored and unrouted.
-    pub fn close(&self) {
-        self.queue.close();
-    }
-
     async fn work(self: Arc<Self>) {
         while let Some((tenant, (), jobs)) = self.queue.next(BATCH).await {
             let seqs: Vec<i64> = jobs.iter().map(|j| j.seq).collect();
