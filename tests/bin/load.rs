@@ -279,8 +279,9 @@ async fn measure_engine(
     }
 
     let half_rate = delivery_rate / 2.0;
-    note(&format!("half: {} ev/s offered on a schedule for {:.1} s", report::thousands(half_rate), options.duration.as_secs_f64()));
-    let half = engine_phase(clock, http, sink, cluster, plan("half", Pace::EventsPerSecond(half_rate))).await?;
+    let half_plan = Plan { duration: options.soak.unwrap_or(options.duration), ..plan("half", Pace::EventsPerSecond(half_rate)) };
+    note(&format!("half: {} ev/s offered on a schedule for {:.1} s", report::thousands(half_rate), half_plan.duration.as_secs_f64()));
+    let half = engine_phase(clock, http, sink, cluster, half_plan).await?;
     check(&phase_name("half rate", &options, cluster), &half, &mut summary.problems);
     run.half = Some((half_rate, half));
     Ok(())
@@ -297,7 +298,10 @@ async fn engine_phase(clock: Clock, http: &reqwest::Client, sink: &Sink, cluster
     let label = plan.label;
     let cpu = cpu::Meter::start(&cluster.pids(), cluster.on_postgres());
     let began = clock.now();
-    let posted = generator::run(http, clock, plan).await?;
+    let memory = MemorySampler::start(cluster.pids(), clock, began);
+    let posted = generator::run(http, clock, plan).await;
+    let rss = memory.stop();
+    let posted = posted?;
     note(&format!(
         "{label}: {} events accepted at {} ev/s; waiting for the sink",
         report::thousands(posted.accepted.len() as f64),
@@ -306,7 +310,39 @@ async fn engine_phase(clock: Clock, http: &reqwest::Client, sink: &Sink, cluster
     let arrivals = await_deliveries(sink, &posted.accepted).await;
     let wall = clock.now().saturating_sub(began);
     let delivered = Delivered::of(&posted, &arrivals);
-    Ok(EngineRun { cpu: cpu.usage(wall), posted, delivered })
+    Ok(EngineRun { cpu: cpu.usage(wall), posted, delivered, rss })
+}
+
+/// Samples the engine nodes' resident memory (the largest of them) every
+/// second while a phase posts.
+struct MemorySampler {
+    task: tokio::task::JoinHandle<()>,
+    samples: std::sync::Arc<std::sync::Mutex<Vec<(Duration, u64)>>>,
+}
+
+impl MemorySampler {
+    /// Times are from `began`.
+    fn start(pids: Vec<u32>, clock: Clock, began: Duration) -> MemorySampler {
+        let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let task = tokio::spawn({
+            let samples = samples.clone();
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    if let Some(rss) = cpu::rss(&pids) {
+                        samples.lock().unwrap_or_else(|e| e.into_inner()).push((clock.now().saturating_sub(began), rss));
+                    }
+                }
+            }
+        });
+        MemorySampler { task, samples }
+    }
+
+    fn stop(self) -> Vec<(Duration, u64)> {
+        self.task.abort();
+        std::mem::take(&mut *self.samples.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// `--failures`: the clean run, then the failing one, each on a fresh engine
@@ -401,7 +437,7 @@ async fn spread_run(
             events_attempted: arrivals.failed_events.len(),
         }
     });
-    Ok(SpreadRun { run: EngineRun { cpu: cpu.usage(wall), posted, delivered }, missing, failing })
+    Ok(SpreadRun { run: EngineRun { cpu: cpu.usage(wall), posted, delivered, rss: Vec::new() }, missing, failing })
 }
 
 /// Waits until every id in `accepted` reached the sink, or

@@ -344,7 +344,7 @@ async fn tenants_run(
         Some(inputs) => Some(bad_tenant(http, cluster, &tenants, &posted, inputs, &arrivals).await),
         None => None,
     };
-    Ok(TenantsRun { run: EngineRun { cpu, posted, delivered }, missing, bad })
+    Ok(TenantsRun { run: EngineRun { cpu, posted, delivered, rss: Vec::new() }, missing, bad })
 }
 
 /// What became of the bad tenant's events, read from the API as its admin.

@@ -15,7 +15,7 @@ const USER_HZ: u64 = 100;
 const DATABASE_COMM: &str = "postgres";
 
 /// Average cores kept busy over a phase.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Usage {
     /// Every engine node together.
     pub engine: Option<f64>,
@@ -24,6 +24,30 @@ pub struct Usage {
     pub tool: Option<f64>,
     /// Every other process on the machine.
     pub other: Option<f64>,
+    /// CPU time spent over the phase, for costs per event.
+    pub spent: Spent,
+    /// The engine thread that used the most CPU over the phase.
+    pub busiest: Option<BusiestThread>,
+    /// The largest peak resident memory of any engine node since it
+    /// started (`VmHWM`), read at the phase's end.
+    pub peak_rss: Option<u64>,
+}
+
+/// CPU time spent over a phase, by whom.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Spent {
+    pub engine: Option<Duration>,
+    pub database: Option<Duration>,
+    pub tool: Option<Duration>,
+}
+
+/// One engine thread's CPU over a phase.
+#[derive(Debug, Clone)]
+pub struct BusiestThread {
+    /// Its name (`/proc/PID/task/TID/comm`), e.g. `tokio-runtime-w`.
+    pub name: String,
+    /// Its share of every engine thread's time together, in percent.
+    pub share: f64,
 }
 
 /// CPU time spent so far by the machine, this tool, the engine nodes and
@@ -33,6 +57,9 @@ pub struct Meter {
     machine: Option<Duration>,
     tool: Option<Duration>,
     engine: Option<Duration>,
+    /// The engine nodes' threads, by process and thread id: a thread
+    /// started during the phase counts in full.
+    threads: HashMap<(u32, u32), (String, Duration)>,
     /// Per process: a backend started during the phase counts in full,
     /// one that ended during it is lost (a small error for the pooled
     /// connections of the engines).
@@ -48,6 +75,7 @@ impl Meter {
             machine: machine_busy(),
             tool: process_time("/proc/self/stat"),
             engine: engines_time(engine_pids),
+            threads: thread_times(engine_pids),
             database: database.then(database_times).flatten(),
         }
     }
@@ -67,8 +95,61 @@ impl Meter {
             cores(Some(Duration::ZERO), Some(spent))
         });
         let ours = tool.unwrap_or(0.0) + engine.unwrap_or(0.0) + database.unwrap_or(0.0);
-        Usage { engine, database, tool, other: machine.map(|m| (m - ours).max(0.0)) }
+        let spent = |cores: Option<f64>| cores.map(|c| wall.mul_f64(c));
+        let threads: Vec<(String, Duration)> = now
+            .threads
+            .iter()
+            .map(|(id, (name, after))| (name.clone(), after.saturating_sub(self.threads.get(id).map(|(_, t)| *t).unwrap_or_default())))
+            .collect();
+        let all: Duration = threads.iter().map(|(_, t)| *t).sum();
+        let busiest = threads.into_iter().max_by_key(|(_, t)| *t).filter(|_| !all.is_zero()).map(|(name, time)| BusiestThread {
+            name,
+            share: 100.0 * time.as_secs_f64() / all.as_secs_f64(),
+        });
+        Usage {
+            engine,
+            database,
+            tool,
+            other: machine.map(|m| (m - ours).max(0.0)),
+            spent: Spent { engine: spent(engine), database: spent(database), tool: spent(tool) },
+            busiest,
+            peak_rss: peak_rss(&self.engine_pids),
+        }
     }
+}
+
+/// Every thread of the engine nodes, with its name and time so far.
+fn thread_times(pids: &[u32]) -> HashMap<(u32, u32), (String, Duration)> {
+    let mut times = HashMap::new();
+    for &pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        for task in tasks.flatten() {
+            let Some(tid) = task.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+            let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default().trim_end().to_owned();
+            // Ended since the directory was listed: nothing to count.
+            if let Some(time) = process_time(&format!("/proc/{pid}/task/{tid}/stat")) {
+                times.insert((pid, tid), (name, time));
+            }
+        }
+    }
+    times
+}
+
+/// The largest peak resident set (`VmHWM`, bytes) among `pids`.
+pub fn peak_rss(pids: &[u32]) -> Option<u64> {
+    pids.iter().filter_map(|pid| status_kib(*pid, "VmHWM:")).max().map(|kib| kib * 1024)
+}
+
+/// The largest current resident set (`VmRSS`, bytes) among `pids`.
+pub fn rss(pids: &[u32]) -> Option<u64> {
+    pids.iter().filter_map(|pid| status_kib(*pid, "VmRSS:")).max().map(|kib| kib * 1024)
+}
+
+/// A `kB` field of `/proc/PID/status`.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with(field))?;
+    line[field.len()..].split_whitespace().next()?.parse().ok()
 }
 
 /// The engine nodes' time together; `None` without any node to read.

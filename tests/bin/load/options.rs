@@ -10,7 +10,7 @@ usage: sluice-load [--duration SECS] [--raw-duration SECS] [--concurrency N]
                    [--batch N] [--raw-only] [--skip-half] [--failures]
                    [--chaos [--rate EV/S]]
                    [--database-url URL | --postgres] [--nodes N[,N...]]
-                   [--compare]
+                   [--compare] [--soak SECS]
 
   --duration SECS      length of each engine phase (max rate, half rate, the
                        clean and failing runs of --failures, or the
@@ -40,6 +40,9 @@ usage: sluice-load [--duration SECS] [--raw-duration SECS] [--concurrency N]
                        several counts: one run each, then a table; default 1
   --compare            PostgreSQL with 1 node, then 3 nodes, and a table:
                        --nodes 1,3 (and --postgres unless --database-url)
+  --soak SECS          run the half-rate phase this long instead, and report
+                       the engine's resident memory after its first minute
+                       and at its end
 
 `sluice-load serve ...` runs the engine itself (the tool starts itself so).
 ";
@@ -65,6 +68,8 @@ pub struct Options {
     /// Engine nodes per run, one run per count (more than one count only
     /// for the usual phases).
     pub nodes: Vec<usize>,
+    /// The half-rate phase's length when it is a memory soak.
+    pub soak: Option<Duration>,
 }
 
 impl Options {
@@ -88,6 +93,7 @@ impl Default for Options {
             rate: None,
             database: None,
             nodes: vec![1],
+            soak: None,
         }
     }
 }
@@ -119,6 +125,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             "--postgres" => postgres = true,
             "--nodes" => nodes = Some(counts(&flag, args.next())?),
             "--compare" => compare = true,
+            "--soak" => options.soak = Some(seconds(&flag, args.next())?),
             "-h" | "--help" => return Ok(Command::Help),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -128,6 +135,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
     }
     if options.chaos && (options.raw_only || options.skip_half || options.failures) {
         return Err("--chaos runs neither the raw nor the half-rate phase, nor --failures; leave those out".to_owned());
+    }
+    if options.soak.is_some() && (options.skip_half || options.failures || options.chaos || options.raw_only) {
+        return Err("--soak lengthens the half-rate phase; leave out --skip-half, --failures, --chaos and --raw-only".to_owned());
     }
     if options.rate.is_some() && !options.chaos {
         return Err("--rate sets the offered load of --chaos; add --chaos or leave it out".to_owned());

@@ -8,8 +8,16 @@ use crate::generator::{self, EVENT_BYTES, Posted};
 use crate::options::Options;
 use crate::sink::Arrivals;
 
-/// The targets.
-const TARGET_SHARE_OF_RAW: f64 = 40.0;
+/// The targets: end to end as a share of raw, one event per
+/// ingest request and batches…
+const TARGET_SHARE_OF_RAW: f64 = 25.0;
+const TARGET_SHARE_OF_RAW_BATCHED: f64 = 40.0;
+/// …the engine's CPU per delivered event (SQLite) or the database
+/// server's (PostgreSQL), in raw exchanges…
+const TARGET_ENGINE_UNITS: f64 = 1.5;
+const TARGET_DATABASE_UNITS: f64 = 2.0;
+/// …and no engine thread above this share of the engine's CPU at max rate.
+const TARGET_BUSIEST_SHARE: f64 = 35.0;
 const TARGET_P99_AT_HALF: Duration = Duration::from_millis(50);
 /// With one receiver in ten failing, the healthy receivers' delivery rate
 /// as a share of the clean run's.
@@ -97,6 +105,14 @@ impl RawRun {
     pub fn rate(&self) -> f64 {
         per_second(self.posted.requests as usize, self.posted.window())
     }
+
+    /// The unit of CPU cost: this tool's CPU per raw request, which is one
+    /// whole HTTP exchange (the poster's side and the sink's) on this
+    /// machine today.
+    pub fn exchange_cost(&self) -> Option<Duration> {
+        let requests = u32::try_from(self.posted.requests).ok().filter(|n| *n > 0)?;
+        Some(self.cpu.spent.tool? / requests)
+    }
 }
 
 /// A phase through the engine.
@@ -105,6 +121,9 @@ pub struct EngineRun {
     pub posted: Posted,
     pub delivered: Delivered,
     pub cpu: Usage,
+    /// The engine's resident memory while posting: (time into the phase,
+    /// bytes), every second; empty where not sampled.
+    pub rss: Vec<(Duration, u64)>,
 }
 
 impl EngineRun {
@@ -117,6 +136,12 @@ impl EngineRun {
     /// issued to the last event received.
     pub fn delivery_rate(&self) -> f64 {
         per_second(self.delivered.received, self.delivered.last_arrival.saturating_sub(self.posted.started))
+    }
+
+    /// The engine's and the database server's CPU per delivered event.
+    fn cost_per_event(&self) -> (Option<Duration>, Option<Duration>) {
+        let Some(events) = u32::try_from(self.delivered.received).ok().filter(|n| *n > 0) else { return (None, None) };
+        (self.cpu.spent.engine.map(|t| t / events), self.cpu.spent.database.map(|t| t / events))
     }
 }
 
@@ -376,8 +401,13 @@ impl Summary {
         if let Some(line) = cpu_line(&self.phase_cpu()) {
             println!("{:<24}: {line}", "CPU, cores busy");
         }
+        let unit = self.raw.as_ref().and_then(RawRun::exchange_cost);
+        if let Some(run) = run {
+            self.print_costs(run, unit, "");
+        }
+        let target_share = self.target_share();
         if let Some(share) = share {
-            println!("{:<24}: {}", format!("target e2e ≥ {TARGET_SHARE_OF_RAW:.0} % of raw"), verdict(share >= TARGET_SHARE_OF_RAW));
+            println!("{:<24}: {}", format!("target e2e ≥ {target_share:.0} % of raw"), verdict(share >= target_share));
         }
         if let Some(p99) = run.and_then(NodesRun::half_p99) {
             println!("{:<24}: {}", format!("target p99 < {} ms @ half", TARGET_P99_AT_HALF.as_millis()), verdict(p99 < TARGET_P99_AT_HALF));
@@ -418,7 +448,7 @@ impl Summary {
             ]);
         }
         println!();
-        if let Some(line) = cpu_line(&[("raw".to_owned(), self.raw.as_ref().map(|run| run.cpu))]) {
+        if let Some(line) = cpu_line(&[("raw".to_owned(), self.raw.as_ref().map(|run| run.cpu.clone()))]) {
             println!("{:<24}: {line}", "CPU, cores busy");
         }
         for run in &self.runs {
@@ -431,11 +461,82 @@ impl Summary {
                 self.runs.iter().filter_map(|run| Some(format!("{} {}", nodes_text(run.nodes), verdict(of(run)?)))).collect();
             (!parts.is_empty()).then(|| parts.join(", "))
         };
-        if let Some(line) = verdicts(&|run| run.share_of(raw_rate).map(|share| share >= TARGET_SHARE_OF_RAW)) {
-            println!("{:<24}: {line}", format!("target e2e ≥ {TARGET_SHARE_OF_RAW:.0} % of raw"));
+        let unit = self.raw.as_ref().and_then(RawRun::exchange_cost);
+        for run in &self.runs {
+            self.print_costs(run, unit, &format!(", {}", nodes_text(run.nodes)));
+        }
+        let target_share = self.target_share();
+        if let Some(line) = verdicts(&|run| run.share_of(raw_rate).map(|share| share >= target_share)) {
+            println!("{:<24}: {line}", format!("target e2e ≥ {target_share:.0} % of raw"));
         }
         if let Some(line) = verdicts(&|run| run.half_p99().map(|p99| p99 < TARGET_P99_AT_HALF)) {
             println!("{:<24}: {line}", format!("target p99 < {} ms @ half", TARGET_P99_AT_HALF.as_millis()));
+        }
+    }
+
+    /// The end-to-end target for this run's batch size.
+    fn target_share(&self) -> f64 {
+        if self.options.batch > 1 { TARGET_SHARE_OF_RAW_BATCHED } else { TARGET_SHARE_OF_RAW }
+    }
+
+    /// CPU per delivered event (in µs and in raw exchanges, `unit`), the
+    /// busiest engine thread, peak memory, and their targets.
+    fn print_costs(&self, run: &NodesRun, unit: Option<Duration>, suffix: &str) {
+        if let Some(unit) = unit {
+            println!("{:<24}: {:.1} µs of CPU per request, both sides", "raw exchange (1 unit)", micros(unit));
+        }
+        let phases = [("max", run.max.as_ref()), ("half", run.half.as_ref().map(|(_, half)| half))];
+        let in_units = |cost: Duration| unit.map(|u| format!(" = {:.2} units", cost.as_secs_f64() / u.as_secs_f64())).unwrap_or_default();
+        let mut costs = Vec::new();
+        let mut threads = Vec::new();
+        for (name, phase) in phases {
+            let Some(phase) = phase else { continue };
+            let (engine, database) = phase.cost_per_event();
+            let mut parts = Vec::new();
+            if let Some(engine) = engine {
+                parts.push(format!("engine {:.1} µs{}", micros(engine), in_units(engine)));
+            }
+            if let Some(database) = database {
+                parts.push(format!("db {:.1} µs{}", micros(database), in_units(database)));
+            }
+            if !parts.is_empty() {
+                costs.push(format!("{name}: {}", parts.join(", ")));
+            }
+            if let Some(busiest) = &phase.cpu.busiest {
+                threads.push(format!("{name}: {} {:.1} % of the engine", busiest.name, busiest.share));
+            }
+        }
+        if !costs.is_empty() {
+            println!("{:<24}: {}", format!("CPU per event{suffix}"), costs.join("; "));
+        }
+        if !threads.is_empty() {
+            println!("{:<24}: {}", format!("busiest thread{suffix}"), threads.join("; "));
+        }
+        let peak = phases.iter().filter_map(|(_, phase)| (*phase)?.cpu.peak_rss).max();
+        if let Some(peak) = peak {
+            println!("{:<24}: {:.1} MiB", format!("engine peak memory{suffix}"), peak as f64 / (1024.0 * 1024.0));
+        }
+        if let Some((_, half)) = &run.half
+            && let Some(line) = soak_line(&half.rss)
+        {
+            println!("{:<24}: {line}", format!("memory at half{suffix}"));
+        }
+        let Some(max) = run.max.as_ref() else { return };
+        let (engine, database) = max.cost_per_event();
+        let units = |cost: Option<Duration>| Some(cost?.as_secs_f64() / unit?.as_secs_f64());
+        if self.options.database.is_none()
+            && let Some(units) = units(engine)
+        {
+            let target = format!("target ≤ {TARGET_ENGINE_UNITS} units/event{suffix}");
+            println!("{target:<24}: {}", verdict(units <= TARGET_ENGINE_UNITS));
+        }
+        if let Some(units) = units(database) {
+            let target = format!("target db ≤ {TARGET_DATABASE_UNITS} units/event{suffix}");
+            println!("{target:<24}: {}", verdict(units <= TARGET_DATABASE_UNITS));
+        }
+        if let Some(busiest) = &max.cpu.busiest {
+            let target = format!("target thread ≤ {TARGET_BUSIEST_SHARE:.0} %{suffix}");
+            println!("{target:<24}: {}", verdict(busiest.share <= TARGET_BUSIEST_SHARE));
         }
     }
 
@@ -613,17 +714,17 @@ impl Summary {
     /// Each phase's CPU usage; `None` for the phases that did not run.
     /// Comparing node counts, each engine phase's name says the count.
     fn phase_cpu(&self) -> Vec<(String, Option<Usage>)> {
-        let mut phases = vec![("raw".to_owned(), self.raw.as_ref().map(|run| run.cpu))];
+        let mut phases = vec![("raw".to_owned(), self.raw.as_ref().map(|run| run.cpu.clone()))];
         for run in &self.runs {
             let suffix = if self.options.compares_nodes() { format!(", {}", nodes_text(run.nodes)) } else { String::new() };
             phases.extend(run_cpu(run, &suffix));
         }
-        phases.push(("clean".to_owned(), self.clean.as_ref().map(|run| run.run.cpu)));
-        phases.push(("failing".to_owned(), self.failing.as_ref().map(|run| run.run.cpu)));
+        phases.push(("clean".to_owned(), self.clean.as_ref().map(|run| run.run.cpu.clone())));
+        phases.push(("failing".to_owned(), self.failing.as_ref().map(|run| run.run.cpu.clone())));
         let chaos = &self.chaos;
-        phases.push(("calibration".to_owned(), chaos.calibration.as_ref().map(|run| run.cpu)));
-        phases.push(("clean".to_owned(), chaos.clean.as_ref().map(|run| run.run.cpu)));
-        phases.push(("chaos".to_owned(), chaos.chaos.as_ref().map(|run| run.run.cpu)));
+        phases.push(("calibration".to_owned(), chaos.calibration.as_ref().map(|run| run.cpu.clone())));
+        phases.push(("clean".to_owned(), chaos.clean.as_ref().map(|run| run.run.cpu.clone())));
+        phases.push(("chaos".to_owned(), chaos.chaos.as_ref().map(|run| run.run.cpu.clone())));
         phases
     }
 }
@@ -686,7 +787,7 @@ fn print_bad_tenant(bad: &BadTenant) {
 
 /// The CPU usage of a run's max and half phases, named with `suffix`.
 fn run_cpu(run: &NodesRun, suffix: &str) -> [(String, Option<Usage>); 2] {
-    [(format!("max{suffix}"), run.max.as_ref().map(|run| run.cpu)), (format!("half{suffix}"), run.half.as_ref().map(|(_, run)| run.cpu))]
+    [(format!("max{suffix}"), run.max.as_ref().map(|run| run.cpu.clone())), (format!("half{suffix}"), run.half.as_ref().map(|(_, run)| run.cpu.clone()))]
 }
 
 /// Average cores used in each phase by the engine, the database server,
@@ -724,6 +825,28 @@ fn latency(latency: Option<Latency>) -> String {
 
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Resident memory after the first minute of a long phase and at its end:
+/// how much it grew once warm. `None` for phases shorter than two minutes.
+fn soak_line(samples: &[(Duration, u64)]) -> Option<String> {
+    const WARM: Duration = Duration::from_secs(60);
+    let &(end, last) = samples.last().filter(|(at, _)| *at >= 2 * WARM)?;
+    let &(_, warm) = samples.iter().find(|(at, _)| *at >= WARM)?;
+    let peak = samples.iter().map(|(_, rss)| *rss).max().unwrap_or(last);
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    Some(format!(
+        "{:.1} MiB after 1 min, {:.1} MiB after {:.0} s ({:+.1} %), highest {:.1} MiB",
+        mib(warm),
+        mib(last),
+        end.as_secs_f64(),
+        100.0 * (last as f64 - warm as f64) / warm as f64,
+        mib(peak)
+    ))
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
 }
 
 fn secs(d: Duration) -> String {
