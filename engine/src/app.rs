@@ -156,15 +156,12 @@ impl App {
             deliver::shared_client(&limits.destinations),
             limits.destinations.clone(),
         ));
-        let (deliver_tx, deliver_rx) = mpsc::channel::<DeliveryJob>(8192);
-
         let deliverer = Deliverer::new(store.clone(), sandbox.clone(), configs.clone(), limits.delivery_concurrency);
-        tokio::spawn(deliverer.clone().poll_due(deliver_tx.clone(), limits.poll_interval));
-        tokio::spawn(deliverer.run(deliver_rx));
+        deliverer.start(limits.poll_interval);
         // Routing workers wait on the store as often as on the CPU: twice
         // as many as cores keeps both busy.
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
-        let router = Router::start(store.clone(), sandbox.clone(), configs.clone(), deliver_tx, workers);
+        let router = Router::start(store.clone(), sandbox.clone(), configs.clone(), deliverer, workers);
         tokio::spawn(retention::run(store.clone(), limits.retention));
 
         let app = Arc::new(Self {

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 
 use crate::fair::{Bounds, FairQueue, Refused};
 
@@ -119,6 +119,10 @@ pub struct Deliverer {
     configs: Arc<ConfigCache>,
     /// Requests in flight, all endpoints.
     permits: Arc<Semaphore>,
+    /// Attempts answered and being recorded. A request's slot is given
+    /// back once it is answered, not once it is recorded: the store's
+    /// latency must not cap a receiver's rate at `max_in_flight` over it.
+    recording: Arc<Semaphore>,
     queue: FairQueue<TenantId, ConfigId, DeliveryJob>,
     /// Open circuit breakers, per configuration.
     breakers: Mutex<HashMap<ConfigId, Breaker>>,
@@ -204,6 +208,7 @@ impl Deliverer {
             sandbox,
             configs,
             permits: Arc::new(Semaphore::new(concurrency)),
+            recording: Arc::new(Semaphore::new(concurrency)),
             queue: FairQueue::new(Bounds {
                 per_key: queued / CONFIG_SHARE,
                 per_group: queued / TENANT_SHARE,
@@ -214,34 +219,38 @@ impl Deliverer {
         })
     }
 
-    /// Takes deliveries from the router and the retry poller into the
-    /// queues, and sends them in turn; runs until the job channel closes.
-    pub async fn run(self: Arc<Self>, mut jobs: mpsc::Receiver<DeliveryJob>) {
+    /// Starts sending what is queued, and the retry poller (every `poll`).
+    pub fn start(self: &Arc<Self>, poll: Duration) {
         tokio::spawn(self.clone().send_in_turn());
-        while let Some(job) = jobs.recv().await {
-            let limit = match self.configs.get(&job.tenant, &job.config).await {
-                Ok(config) => config.spec.max_in_flight as usize,
-                // The attempt records why (deleted, unreadable).
-                Err(_) => 1,
-            };
-            let (tenant, config) = (job.tenant.clone(), job.config.clone());
-            match self.queue.try_push(&tenant, &config, limit, job) {
-                Ok(()) => {}
-                Err(Refused::Full(job)) => {
-                    // Its queue is full: it waits in the store, and the
-                    // poller fetches it when there is room. The longer the
-                    // queue ahead of it, the later it comes due, so that a
-                    // slow endpoint's backlog is not read again and again.
-                    let turns = self.queue.waiting(&tenant, &config) / limit.max(1);
-                    let wait = (BUSY_RETRY * (1 + turns as u32)).min(MAX_BUSY_RETRY);
-                    let store = self.store.clone();
-                    let later = store::now_ms() + jittered(wait);
-                    tokio::spawn(async move { store.release_delivery(&job.tenant, &job.delivery, later).await });
-                }
-                Err(Refused::Closed(_)) => break,
+        tokio::spawn(self.clone().poll_due(poll));
+    }
+
+    /// Queues a delivery to send, waiting until `deadline` for room in its
+    /// configuration's and tenant's queues. What still does not fit waits
+    /// in the store, and the poller fetches it when there is room: the
+    /// longer the queue ahead of it, the later it comes due, so that a slow
+    /// endpoint's backlog is not read again and again. `false`: shutting
+    /// down (the lease expires and a restart sends it).
+    pub async fn hand(&self, job: DeliveryJob, deadline: tokio::time::Instant) -> bool {
+        let limit = match self.configs.get(&job.tenant, &job.config).await {
+            Ok(config) => config.spec.max_in_flight as usize,
+            // The attempt records why (deleted, unreadable).
+            Err(_) => 1,
+        };
+        let (tenant, config) = (job.tenant.clone(), job.config.clone());
+        let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match self.queue.push(&tenant, &config, limit, job, wait).await {
+            Ok(()) => true,
+            Err(Refused::Full(job)) => {
+                let turns = self.queue.waiting(&tenant, &config) / limit.max(1);
+                let wait = (BUSY_RETRY * (1 + turns as u32)).min(MAX_BUSY_RETRY);
+                let store = self.store.clone();
+                let later = store::now_ms() + jittered(wait);
+                tokio::spawn(async move { store.release_delivery(&job.tenant, &job.delivery, later).await });
+                true
             }
+            Err(Refused::Closed(_)) => false,
         }
-        self.queue.close();
     }
 
     /// Sends queued deliveries, each turn's as soon as a request may start.
@@ -253,13 +262,14 @@ impl Deliverer {
             // so that a configuration never loses a slot for good.
             let turn = Turn { deliverer: self.clone(), tenant, config, _permit: permit };
             tokio::spawn(async move {
-                for job in jobs {
+                // One job per turn (`next(1)`).
+                if let Some(job) = jobs.into_iter().next() {
                     let (delivery, attempt) = (job.delivery.clone(), job.attempt);
-                    if let Err(e) = turn.deliverer.attempt(job).await {
+                    let deliverer = turn.deliverer.clone();
+                    if let Err(e) = deliverer.attempt(job, turn).await {
                         tracing::error!(%delivery, attempt, error = %e, "recording an attempt failed; the lease will expire and it is retried");
                     }
                 }
-                drop(turn);
             });
         }
     }
@@ -267,7 +277,7 @@ impl Deliverer {
     /// Claims deliveries whose retry is due (or whose sender died) and
     /// queues them, every `every`: as many as there is room for, none of a
     /// tenant or configuration whose queue is full (those wait in the store).
-    pub async fn poll_due(self: Arc<Self>, queue: mpsc::Sender<DeliveryJob>, every: Duration) {
+    async fn poll_due(self: Arc<Self>, every: Duration) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -288,8 +298,9 @@ impl Deliverer {
                     }
                 };
                 let n = due.len() as i64;
+                let now = tokio::time::Instant::now();
                 for d in due {
-                    if queue.send(d.into()).await.is_err() {
+                    if !self.hand(d.into(), now).await {
                         return;
                     }
                 }
@@ -300,7 +311,9 @@ impl Deliverer {
         }
     }
 
-    async fn attempt(&self, mut job: DeliveryJob) -> Result<(), StoreError> {
+    /// Makes one attempt in `turn`, which is given back as soon as the
+    /// request is answered (or no request is to be made).
+    async fn attempt(&self, mut job: DeliveryJob, turn: Turn) -> Result<(), StoreError> {
         let config = match self.configs.get(&job.tenant, &job.config).await {
             Ok(c) => c,
             Err(StoreError::NotFound) => {
@@ -340,6 +353,10 @@ impl Deliverer {
             tokio::time::sleep(wait).await;
         }
         let sent = send_once(&config, &job).await;
+        // Answered: the receiver's slot is free while the attempt is
+        // recorded, if there is room to record it.
+        let recording = self.recording.clone().acquire_owned().await.map_err(|_| StoreError::Closed)?;
+        drop(turn);
         let Sent { request, started_at, duration_ms, status, response_headers, response_body, retry_after, succeeded, error } = sent;
         let gone = status == Some(reqwest::StatusCode::GONE);
         let (outcome, next_attempt_at) = if succeeded {
@@ -370,7 +387,9 @@ impl Deliverer {
             response_body,
             next_attempt_at,
         };
-        let streak = self.record(attempt).await?;
+        let streak = self.record(attempt).await;
+        drop(recording);
+        let streak = streak?;
         let disable = if gone { Some("the endpoint answered 410 Gone".to_owned()) } else { self.count_outcome(&config, streak, probe) };
         if let Some(reason) = disable {
             self.disable(&config, &reason).await?;

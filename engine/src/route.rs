@@ -10,9 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-
-use crate::deliver::DeliveryJob;
+use crate::deliver::{Deliverer, DeliveryJob};
 use crate::destination::DestinationPolicy;
 use crate::event::Event;
 use crate::export::ExportConfig;
@@ -216,7 +214,7 @@ pub struct Router {
     store: Store,
     sandbox: Arc<Sandbox>,
     configs: Arc<ConfigCache>,
-    deliver: mpsc::Sender<DeliveryJob>,
+    deliver: Arc<Deliverer>,
     /// One queue per tenant (the key within it is the tenant itself).
     queue: FairQueue<TenantId, (), RouteJob>,
     /// Events queued and not yet routed, so that the recovery scan does not
@@ -231,6 +229,10 @@ const BATCH: usize = 128;
 const PER_TENANT: usize = 4096;
 /// Events all tenants together may have waiting.
 const TOTAL: usize = 32_768;
+/// How long a batch's deliveries wait in all for room in their send
+/// queues: a short stall of the senders slows the tenant's routing (and so
+/// its posters) instead of sending its deliveries to the store to wait.
+const HAND_WAIT: Duration = Duration::from_secs(1);
 
 /// Why an event was not queued: it stays stored and unrouted, and the
 /// recovery scan queues it later.
@@ -239,13 +241,7 @@ pub struct NotQueued;
 
 impl Router {
     /// Starts `workers` routing workers.
-    pub fn start(
-        store: Store,
-        sandbox: Arc<Sandbox>,
-        configs: Arc<ConfigCache>,
-        deliver: mpsc::Sender<DeliveryJob>,
-        workers: usize,
-    ) -> Arc<Self> {
+    pub fn start(store: Store, sandbox: Arc<Sandbox>, configs: Arc<ConfigCache>, deliver: Arc<Deliverer>, workers: usize) -> Arc<Self> {
         let workers = workers.max(2);
         let router = Arc::new(Self {
             store,
@@ -338,6 +334,7 @@ impl Router {
                 recorded
             }
         };
+        let deadline = tokio::time::Instant::now() + HAND_WAIT;
         for ((job, decided), recorded) in routed.into_iter().zip(recorded) {
             // Not recorded: another path routed the event first and its
             // deliveries stand (or it could not be written at all).
@@ -358,7 +355,7 @@ impl Router {
                     attempt: 1,
                     undecided: false,
                 };
-                if self.deliver.send(delivery).await.is_err() {
+                if !self.deliver.hand(delivery, deadline).await {
                     return; // shutting down: the leases expire and a restart sends them
                 }
             }

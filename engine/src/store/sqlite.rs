@@ -1,12 +1,13 @@
-//! The SQLite backend: one file in WAL mode, a pool of readers, and one
-//! writer thread that commits writes in groups.
+//! The SQLite backend: one file in WAL mode, a pool of readers, one writer
+//! thread that commits writes in groups, and one sync thread that flushes
+//! each commit to disk before its callers hear of it.
 //!
 //! Reads go through sqlx's pool. Writes go through a dedicated thread that
 //! owns a synchronous rusqlite connection: sqlx runs each statement as a
 //! round trip to its connection's worker thread, and an ingested event takes
 //! about fourteen statements from arrival to logged attempt. On one thread
-//! the statements of a whole group run back to back, with one wake-up and
-//! one fsync per group.
+//! the statements of a whole group run back to back, with one wake-up per
+//! group; its fsync runs beside the next group, not before it.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -58,11 +59,22 @@ impl SqliteStore {
         conn.close().await?;
         let read = SqlitePoolOptions::new().max_connections(8).min_connections(1).connect_with(options.read_only(true)).await?;
         let writer_conn = open_writer(path)?;
+        let wal = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(wal_path(path))
+            .map_err(|e| StoreError::Commit(format!("cannot open the write-ahead log: {e}")))?;
         let (writer, jobs) = mpsc::channel(8192);
+        let (committed, synced) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("sluice-sqlite-writer".into())
-            .spawn(move || write_loop(writer_conn, jobs))
+            .spawn(move || write_loop(writer_conn, jobs, committed))
             .map_err(|e| StoreError::Commit(format!("cannot start the writer thread: {e}")))?;
+        std::thread::Builder::new()
+            .name("sluice-sqlite-sync".into())
+            .spawn(move || sync_loop(wal, synced))
+            .map_err(|e| StoreError::Commit(format!("cannot start the sync thread: {e}")))?;
         Ok(Self { read, writer, slots: Arc::default() })
     }
 
@@ -101,16 +113,29 @@ impl SqliteStore {
     }
 }
 
+/// The write-ahead log next to the database file.
+fn wal_path(path: &Path) -> std::path::PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    wal.into()
+}
+
 fn open_writer(path: &Path) -> Result<rusqlite::Connection> {
     let conn = rusqlite::Connection::open(path)?;
     // With WAL, NORMAL loses nothing when the process dies (a commit is in
-    // the WAL file before the call returns); FULL also survives power loss.
-    // Group commit makes FULL affordable.
+    // the WAL file before the call returns), but a power loss may take the
+    // last commits. No caller hears of a commit before the sync thread has
+    // flushed the log to disk after it: as durable as FULL, and the writer
+    // goes on with the next group meanwhile instead of waiting for the disk.
+    // (SQLite itself syncs the log before every checkpoint.)
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = FULL;
+         PRAGMA synchronous = NORMAL;
          PRAGMA foreign_keys = ON;
          PRAGMA cache_size = -32768;
+         -- Each job runs in a savepoint, which keeps the pages it changes
+         -- in a sub-journal: in memory, not written to a temporary file.
+         PRAGMA temp_store = MEMORY;
          -- SQLite's default. A checkpoint runs on the writer and stalls
          -- every caller meanwhile: 10,000 pages gave a worse p99 at the
          -- same rate (49-53 ms vs 43-46 ms in sluice-load), and a passive
@@ -122,10 +147,13 @@ fn open_writer(path: &Path) -> Result<rusqlite::Connection> {
     Ok(conn)
 }
 
+/// A committed group's answers, and whether the commit succeeded.
+type Committed = (Vec<Reply>, std::result::Result<(), String>);
+
 /// Takes jobs as they come, up to [`MAX_GROUP`] at a time, and commits each
 /// group in one transaction. A job that fails is rolled back to its own
-/// savepoint; the others still commit.
-fn write_loop(conn: rusqlite::Connection, mut jobs: mpsc::Receiver<Job>) {
+/// savepoint; the others still commit. The answers go to the sync thread.
+fn write_loop(conn: rusqlite::Connection, mut jobs: mpsc::Receiver<Job>, committed: std::sync::mpsc::Sender<Committed>) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = jobs.blocking_recv() {
         group.push(first);
@@ -158,8 +186,25 @@ fn write_loop(conn: rusqlite::Connection, mut jobs: mpsc::Receiver<Job>) {
         if commit.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
-        for reply in replies {
-            (reply.send)(commit.clone());
+        if committed.send((replies, commit)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Flushes the log to disk after each commit (once for all the groups
+/// committed meanwhile), then answers their callers: no one hears of a
+/// commit before it is durable.
+fn sync_loop(wal: std::fs::File, committed: std::sync::mpsc::Receiver<Committed>) {
+    while let Ok(first) = committed.recv() {
+        let mut groups = vec![first];
+        groups.extend(committed.try_iter());
+        let synced = wal.sync_data().map_err(|e| format!("cannot flush the write-ahead log to disk: {e}"));
+        for (replies, commit) in groups {
+            let outcome = commit.and_then(|()| synced.clone());
+            for reply in replies {
+                (reply.send)(outcome.clone());
+            }
         }
     }
 }

@@ -102,10 +102,11 @@ impl Meter {
             .map(|(id, (name, after))| (name.clone(), after.saturating_sub(self.threads.get(id).map(|(_, t)| *t).unwrap_or_default())))
             .collect();
         let all: Duration = threads.iter().map(|(_, t)| *t).sum();
-        let busiest = threads.into_iter().max_by_key(|(_, t)| *t).filter(|_| !all.is_zero()).map(|(name, time)| BusiestThread {
-            name,
-            share: 100.0 * time.as_secs_f64() / all.as_secs_f64(),
-        });
+        let busiest = threads
+            .into_iter()
+            .max_by_key(|(_, t)| *t)
+            .filter(|_| !all.is_zero())
+            .map(|(name, time)| BusiestThread { name, share: 100.0 * time.as_secs_f64() / all.as_secs_f64() });
         Usage {
             engine,
             database,

@@ -787,7 +787,10 @@ fn print_bad_tenant(bad: &BadTenant) {
 
 /// The CPU usage of a run's max and half phases, named with `suffix`.
 fn run_cpu(run: &NodesRun, suffix: &str) -> [(String, Option<Usage>); 2] {
-    [(format!("max{suffix}"), run.max.as_ref().map(|run| run.cpu.clone())), (format!("half{suffix}"), run.half.as_ref().map(|(_, run)| run.cpu.clone()))]
+    [
+        (format!("max{suffix}"), run.max.as_ref().map(|run| run.cpu.clone())),
+        (format!("half{suffix}"), run.half.as_ref().map(|(_, run)| run.cpu.clone())),
+    ]
 }
 
 /// Average cores used in each phase by the engine, the database server,
