@@ -35,10 +35,19 @@ struct Reply {
 /// Most jobs committed together.
 const MAX_GROUP: usize = 1024;
 
+/// An attempt to record, and where its answer goes.
+type AttemptJob = (NewAttempt, oneshot::Sender<Result<FailureStreak>>);
+
+/// Most attempts recorded in one writer job.
+const MAX_ATTEMPT_GROUP: usize = 256;
+
 #[derive(Clone)]
 pub struct SqliteStore {
     pub(super) read: SqlitePool,
     writer: mpsc::Sender<Job>,
+    /// Attempts to record: grouped, one writer job (and one savepoint) for
+    /// all those waiting, since a savepoint copies each page it touches.
+    attempts: mpsc::Sender<AttemptJob>,
     /// Rate-limit slots: with one node they need no database, and writing
     /// them would put a commit before every rate-limited request.
     slots: Arc<Mutex<HashMap<ConfigId, Instant>>>,
@@ -75,7 +84,9 @@ impl SqliteStore {
             .name("sluice-sqlite-sync".into())
             .spawn(move || sync_loop(wal, synced))
             .map_err(|e| StoreError::Commit(format!("cannot start the sync thread: {e}")))?;
-        Ok(Self { read, writer, slots: Arc::default() })
+        let (attempts, queue) = mpsc::channel(4096);
+        tokio::spawn(write_attempts(writer.clone(), queue));
+        Ok(Self { read, writer, attempts, slots: Arc::default() })
     }
 
     /// One node: every change is made through it.
@@ -95,21 +106,59 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel::<Result<T>>();
-        let job: Job = Box::new(move |conn| {
-            let result = f(conn);
-            Reply {
-                failed: result.is_err(),
-                send: Box::new(move |commit| {
-                    let _ = tx.send(match commit {
-                        Ok(()) => result,
-                        Err(e) => Err(StoreError::Commit(e)),
-                    });
-                }),
+        write_with(&self.writer, f).await
+    }
+}
+
+/// [`SqliteStore::write`] through the writer's queue `writer`.
+async fn write_with<T, F>(writer: &mpsc::Sender<Job>, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
+{
+    let (tx, rx) = oneshot::channel::<Result<T>>();
+    let job: Job = Box::new(move |conn| {
+        let result = f(conn);
+        Reply {
+            failed: result.is_err(),
+            send: Box::new(move |commit| {
+                let _ = tx.send(match commit {
+                    Ok(()) => result,
+                    Err(e) => Err(StoreError::Commit(e)),
+                });
+            }),
+        }
+    });
+    writer.send(job).await.map_err(|_| StoreError::Closed)?;
+    rx.await.map_err(|_| StoreError::Closed)?
+}
+
+/// Records the attempts waiting, all in one writer job; when that fails
+/// (one attempt's row cannot be stored), each alone, so that only that one
+/// fails. Meanwhile the next group gathers.
+async fn write_attempts(writer: mpsc::Sender<Job>, mut queue: mpsc::Receiver<AttemptJob>) {
+    let mut jobs = Vec::with_capacity(MAX_ATTEMPT_GROUP);
+    while queue.recv_many(&mut jobs, MAX_ATTEMPT_GROUP).await > 0 {
+        let (attempts, replies): (Vec<NewAttempt>, Vec<_>) = std::mem::take(&mut jobs).into_iter().unzip();
+        if attempts.len() > 1 {
+            let group = attempts.clone();
+            let written = write_with(&writer, move |c| group.iter().map(|a| insert_attempt(c, a)).collect::<Result<Vec<_>>>()).await;
+            match written {
+                Ok(streaks) => {
+                    for (reply, streak) in replies.into_iter().zip(streaks) {
+                        let _ = reply.send(Ok(streak));
+                    }
+                    continue;
+                }
+                Err(StoreError::Closed) => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, attempts = attempts.len(), "writing a group of attempts failed; writing them one by one")
+                }
             }
-        });
-        self.writer.send(job).await.map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        }
+        for (attempt, reply) in attempts.into_iter().zip(replies) {
+            let _ = reply.send(write_with(&writer, move |c| insert_attempt(c, &attempt)).await);
+        }
     }
 }
 
@@ -976,64 +1025,9 @@ impl SqliteStore {
     }
 
     pub async fn record_attempt(&self, a: NewAttempt) -> Result<FailureStreak> {
-        self.write(move |c| {
-            c.prepare_cached(
-                "INSERT INTO attempts (id, tenant_id, delivery_id, number, started_at, duration_ms, method, uri,
-                                       response_status, outcome, error, request_headers, response_headers)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )?
-            .execute(rusqlite::params![
-                a.id.as_str(),
-                a.tenant_id.as_str(),
-                a.delivery_id.as_str(),
-                a.number,
-                a.started_at,
-                a.duration_ms,
-                a.method,
-                a.uri,
-                a.response_status,
-                a.outcome.as_str(),
-                a.error.as_deref().map(text::encode),
-                a.request_headers,
-                a.response_headers
-            ])?;
-            c.prepare_cached("INSERT INTO attempt_payloads (attempt_id, request_body, response_body, created_at) VALUES (?, ?, ?, ?)")?
-                .execute(rusqlite::params![
-                    a.id.as_str(),
-                    a.request_body.as_deref().map(text::encode),
-                    a.response_body.as_deref().map(text::encode_bytes),
-                    a.started_at
-                ])?;
-            let status = match a.outcome {
-                AttemptOutcome::Succeeded => DeliveryStatus::Succeeded,
-                AttemptOutcome::Retry => DeliveryStatus::Pending,
-                AttemptOutcome::Failed => DeliveryStatus::Failed,
-            };
-            c.prepare_cached(
-                "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?, lease_until = NULL, updated_at = ?
-                 WHERE id = ? AND tenant_id = ? AND status = 'pending' AND attempts < ?2",
-            )?
-            .execute(rusqlite::params![
-                status.as_str(),
-                a.number,
-                a.next_attempt_at,
-                now_ms(),
-                a.delivery_id.as_str(),
-                a.tenant_id.as_str()
-            ])?;
-            if a.outcome == AttemptOutcome::Succeeded {
-                c.prepare_cached("DELETE FROM failure_streaks WHERE config_id = ?")?.execute([a.config_id.as_str()])?;
-                return Ok(FailureStreak::default());
-            }
-            let (failures, since) = c
-                .prepare_cached(
-                    "INSERT INTO failure_streaks (config_id, failures, since) VALUES (?, 1, ?)
-                     ON CONFLICT (config_id) DO UPDATE SET failures = failures + 1 RETURNING failures, since",
-                )?
-                .query_row(rusqlite::params![a.config_id.as_str(), now_ms()], |row| Ok((row.get(0)?, row.get(1)?)))?;
-            Ok(FailureStreak { failures, since })
-        })
-        .await
+        let (reply, answer) = oneshot::channel();
+        self.attempts.send((a, reply)).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     pub async fn get_attempt(&self, tenant: &TenantId, id: &AttemptId) -> Result<AttemptRecord> {
@@ -1218,6 +1212,67 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+/// Logs an attempt, updates its delivery, and counts its configuration's
+/// failure streak.
+fn insert_attempt(c: &rusqlite::Connection, a: &NewAttempt) -> Result<FailureStreak> {
+    c.prepare_cached(
+        "INSERT INTO attempts (id, tenant_id, delivery_id, number, started_at, duration_ms, method, uri,
+                                   response_status, outcome, error, request_headers, response_headers)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(rusqlite::params![
+        a.id.as_str(),
+        a.tenant_id.as_str(),
+        a.delivery_id.as_str(),
+        a.number,
+        a.started_at,
+        a.duration_ms,
+        a.method,
+        a.uri,
+        a.response_status,
+        a.outcome.as_str(),
+        a.error.as_deref().map(text::encode),
+        a.request_headers,
+        a.response_headers
+    ])?;
+    c.prepare_cached("INSERT INTO attempt_payloads (attempt_id, request_body, response_body, created_at) VALUES (?, ?, ?, ?)")?.execute(
+        rusqlite::params![
+            a.id.as_str(),
+            a.request_body.as_deref().map(text::encode),
+            a.response_body.as_deref().map(text::encode_bytes),
+            a.started_at
+        ],
+    )?;
+    let status = match a.outcome {
+        AttemptOutcome::Succeeded => DeliveryStatus::Succeeded,
+        AttemptOutcome::Retry => DeliveryStatus::Pending,
+        AttemptOutcome::Failed => DeliveryStatus::Failed,
+    };
+    c.prepare_cached(
+        "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?, lease_until = NULL, updated_at = ?
+             WHERE id = ? AND tenant_id = ? AND status = 'pending' AND attempts < ?2",
+    )?
+    .execute(rusqlite::params![
+        status.as_str(),
+        a.number,
+        a.next_attempt_at,
+        now_ms(),
+        a.delivery_id.as_str(),
+        a.tenant_id.as_str()
+    ])?;
+    if a.outcome == AttemptOutcome::Succeeded {
+        c.prepare_cached("DELETE FROM failure_streaks WHERE config_id = ?")?.execute([a.config_id.as_str()])?;
+        return Ok(FailureStreak::default());
+    }
+    let (failures, since) = c
+        .prepare_cached(
+            "INSERT INTO failure_streaks (config_id, failures, since) VALUES (?, 1, ?)
+                 ON CONFLICT (config_id) DO UPDATE SET failures = failures + 1 RETURNING failures, since",
+        )?
+        .query_row(rusqlite::params![a.config_id.as_str(), now_ms()], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(FailureStreak { failures, since })
 }
 
 /// A script a configuration names must be the tenant's own.
