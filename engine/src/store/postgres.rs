@@ -721,15 +721,23 @@ impl PostgresStore {
         let skip_tenants: Vec<&str> = skip.tenants.iter().map(|t| t.as_str()).collect();
         let skip_configs: Vec<&str> = skip.configs.iter().map(|c| c.as_str()).collect();
         let rows = sqlx::query(&format!(
-            "WITH d AS (
+            "WITH due AS (
+                SELECT id, next_attempt_at FROM deliveries
+                WHERE status = 'pending' AND lease_until IS NULL AND next_attempt_at <= $2
+                  AND config_id IN (SELECT id FROM configurations WHERE enabled)
+                  AND NOT (tenant_id = ANY($5)) AND NOT (config_id = ANY($6))
+                ORDER BY next_attempt_at LIMIT $3
+                FOR UPDATE SKIP LOCKED),
+             lost AS (
+                SELECT id, next_attempt_at FROM deliveries
+                WHERE status = 'pending' AND lease_until IS NOT NULL AND lease_until < $2 AND next_attempt_at <= $2
+                  AND config_id IN (SELECT id FROM configurations WHERE enabled)
+                  AND NOT (tenant_id = ANY($5)) AND NOT (config_id = ANY($6))
+                ORDER BY lease_until LIMIT $3
+                FOR UPDATE SKIP LOCKED),
+             d AS (
                 UPDATE deliveries SET lease_until = $1, lease_owner = $4
-                WHERE id IN (SELECT id FROM deliveries
-                             WHERE status = 'pending' AND next_attempt_at <= $2
-                               AND (lease_until IS NULL OR lease_until < $2)
-                               AND config_id IN (SELECT id FROM configurations WHERE enabled)
-                               AND NOT (tenant_id = ANY($5)) AND NOT (config_id = ANY($6))
-                             ORDER BY next_attempt_at LIMIT $3
-                             FOR UPDATE SKIP LOCKED)
+                WHERE id IN (SELECT id FROM (SELECT * FROM due UNION ALL SELECT * FROM lost) c ORDER BY next_attempt_at LIMIT $3)
                 RETURNING *)
              SELECT {DELIVERY_COLUMNS}, {EVENT_COLUMNS} FROM d JOIN events e ON e.seq = d.event_seq
              ORDER BY d.next_attempt_at"

@@ -935,17 +935,7 @@ impl SqliteStore {
         let claimed: Vec<String> = self
             .write(move |c| {
                 let claimed: Vec<String> = c
-                    .prepare_cached(
-                        "UPDATE deliveries SET lease_until = ?1
-                     WHERE id IN (SELECT id FROM deliveries
-                                  WHERE status = 'pending' AND next_attempt_at <= ?2
-                                    AND (lease_until IS NULL OR lease_until < ?2)
-                                    AND config_id IN (SELECT id FROM configurations WHERE enabled = 1)
-                                    AND tenant_id NOT IN (SELECT value FROM json_each(?4))
-                                    AND config_id NOT IN (SELECT value FROM json_each(?5))
-                                  ORDER BY next_attempt_at LIMIT ?3)
-                     RETURNING id",
-                    )?
+                    .prepare_cached(CLAIM_DUE)?
                     .query_map(rusqlite::params![now + lease_ms, now, limit, skip_tenants, skip_configs], |row| row.get(0))?
                     .collect::<rusqlite::Result<_>>()?;
                 Ok(claimed)
@@ -1238,6 +1228,30 @@ impl SqliteStore {
         .await
     }
 }
+
+/// Leases the deliveries due (`?2` is now), up to `?3`, until `?1`, none
+/// of the tenants in the JSON array `?4` or the configurations in `?5`:
+/// those waiting for an attempt, and those whose sender's lease ran out.
+/// `INDEXED BY`: without statistics SQLite would rather walk every delivery
+/// of each enabled configuration (its `config_id IN` index), all history,
+/// on every poll, on the writer.
+pub(super) const CLAIM_DUE: &str = "
+    WITH due AS (SELECT id, next_attempt_at FROM deliveries INDEXED BY deliveries_due
+                 WHERE status = 'pending' AND lease_until IS NULL AND next_attempt_at <= ?2
+                   AND config_id IN (SELECT id FROM configurations WHERE enabled = 1)
+                   AND tenant_id NOT IN (SELECT value FROM json_each(?4))
+                   AND config_id NOT IN (SELECT value FROM json_each(?5))
+                 ORDER BY next_attempt_at LIMIT ?3),
+         lost AS (SELECT id, next_attempt_at FROM deliveries INDEXED BY deliveries_leased
+                  WHERE status = 'pending' AND lease_until IS NOT NULL AND lease_until < ?2
+                    AND next_attempt_at <= ?2
+                    AND config_id IN (SELECT id FROM configurations WHERE enabled = 1)
+                    AND tenant_id NOT IN (SELECT value FROM json_each(?4))
+                    AND config_id NOT IN (SELECT value FROM json_each(?5))
+                  ORDER BY lease_until LIMIT ?3)
+    UPDATE deliveries SET lease_until = ?1
+    WHERE id IN (SELECT id FROM (SELECT * FROM due UNION ALL SELECT * FROM lost) ORDER BY next_attempt_at LIMIT ?3)
+    RETURNING id";
 
 /// Logs an attempt, updates its delivery, and counts its configuration's
 /// failure streak.

@@ -973,3 +973,42 @@ async fn claim_skips(s: Scratch) {
     let configs: Vec<_> = claimed.iter().map(|d| d.delivery.configuration_id.clone()).collect();
     assert_eq!(configs, vec![a2]);
 }
+
+both_backends!(a_claim_takes_what_is_due_and_what_a_lost_sender_held, claim_due_and_lost);
+async fn claim_due_and_lost(s: Scratch) {
+    let tenant = s.tenant("a").await;
+    let config = s.config(&tenant, "c").await;
+    let now = now_ms();
+    let mut ids = Vec::new();
+    // Due and unleased; leased by a live sender; leased by one whose lease ran out.
+    for (i, lease_until) in [None, Some(now + 60_000), Some(now - 1)].into_iter().enumerate() {
+        let seq = s.ingest(&tenant, &format!("e{i}")).await;
+        let mut d = delivery(&config, DeliveryStatus::Pending);
+        (d.next_attempt_at, d.lease_until) = (Some(now - 10 + i as i64), lease_until);
+        ids.push(d.id.clone());
+        s.store.record_routing(vec![Routed { tenant: tenant.clone(), event_seq: seq, deliveries: vec![d] }]).await.unwrap();
+    }
+    let claimed = s.store.claim_due(now, 60_000, 10, &ClaimSkip::default()).await.unwrap();
+    let claimed: Vec<_> = claimed.into_iter().map(|d| d.delivery.id).collect();
+    assert_eq!(claimed, vec![ids[0].clone(), ids[2].clone()], "in order of when they were due");
+    assert!(s.store.claim_due(now, 60_000, 10, &ClaimSkip::default()).await.unwrap().is_empty(), "leased now");
+}
+
+/// The claim runs on the writer at every poll: it must read the deliveries
+/// due, never the whole history of the configurations it may claim for.
+#[tokio::test]
+async fn the_sqlite_claim_reads_only_pending_deliveries() {
+    let s = Scratch::sqlite().await;
+    let Place::Dir(dir) = &s.place else { unreachable!() };
+    let conn = rusqlite::Connection::open(dir.join("sluice.db")).unwrap();
+    let plan: Vec<String> = conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {}", super::sqlite::CLAIM_DUE))
+        .unwrap()
+        .query_map(rusqlite::params![0, 0, 10, "[]", "[]"], |row| row.get(3))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    let reads: Vec<&String> = plan.iter().filter(|step| step.contains(" deliveries ")).collect();
+    assert!(reads.iter().any(|r| r.contains("deliveries_due")) && reads.iter().any(|r| r.contains("deliveries_leased")), "{plan:#?}");
+    assert!(reads.iter().all(|r| r.contains("deliveries_due") || r.contains("deliveries_leased") || r.contains("(id=?)")), "{plan:#?}");
+}
