@@ -714,9 +714,16 @@ pub fn build(spec: &ExportConfig, job: &DeliveryJob) -> Request {
 /// ones are shown as [`REDACTED`] and sealed at rest, logged ones redacted.
 /// `sig` (signed URLs) and `code` (function keys) count only as whole names.
 pub fn is_secret_name(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
+    // Header names arrive lowercase already; query parameter names may not.
+    let lower;
+    let n = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        lower = name.to_ascii_lowercase();
+        lower.as_str()
+    } else {
+        name
+    };
     (["auth", "token", "secret", "key", "password", "passwd", "cookie", "session", "credential", "signature"].iter().any(|s| n.contains(s))
-        || ["sig", "code"].contains(&n.as_str()))
+        || ["sig", "code"].contains(&n))
         && n != "idempotency-key"
 }
 
@@ -800,12 +807,13 @@ fn percent_decode(raw: &str) -> String {
 fn headers_json(headers: &reqwest::header::HeaderMap, redact: bool) -> String {
     let mut out = BTreeMap::new();
     for (name, value) in headers {
-        let shown = if redact && is_secret_name(name.as_str()) && name.as_str() != "webhook-signature" && name.as_str() != "x-signature" {
-            REDACTED.to_owned()
+        let name = name.as_str();
+        let shown = if redact && is_secret_name(name) && name != "webhook-signature" && name != "x-signature" {
+            std::borrow::Cow::Borrowed(REDACTED)
         } else {
-            String::from_utf8_lossy(value.as_bytes()).into_owned()
+            String::from_utf8_lossy(value.as_bytes())
         };
-        out.insert(name.as_str().to_owned(), shown);
+        out.insert(name, shown);
     }
     serde_json::to_string(&out).unwrap_or_else(|_| "{}".into())
 }
