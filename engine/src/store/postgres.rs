@@ -578,9 +578,9 @@ impl PostgresStore {
                AND ($6::bigint IS NULL OR e.received_at >= $6)
                AND ($7::bigint IS NULL OR e.received_at < $7)
                AND ($8::text IS NULL
-                    OR ($8 = 'pending' AND (NOT e.routed OR EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status = 'pending')))
+                    OR ($8 = 'pending' AND (EXISTS (SELECT 1 FROM unrouted u WHERE u.seq = e.seq) OR EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status = 'pending')))
                     OR ($8 = 'failed' AND EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status IN ('failed', 'script_error') AND {NEWEST}))
-                    OR ($8 = 'done' AND e.routed AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status IN ('pending', 'failed', 'script_error') AND {NEWEST})))
+                    OR ($8 = 'done' AND NOT EXISTS (SELECT 1 FROM unrouted u WHERE u.seq = e.seq) AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status IN ('pending', 'failed', 'script_error') AND {NEWEST})))
              ORDER BY e.seq DESC LIMIT $9"
         ))
         .bind(tenant.as_str())
@@ -600,7 +600,8 @@ impl PostgresStore {
 
     pub async fn unrouted_events(&self, after_seq: i64, received_before: i64, limit: i64) -> Result<Vec<EventRecord>> {
         let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events e WHERE NOT e.routed AND e.seq > $1 AND e.received_at < $2 ORDER BY e.seq LIMIT $3"
+            "SELECT {EVENT_COLUMNS} FROM unrouted r JOIN events e ON e.seq = r.seq
+             WHERE r.seq > $1 AND e.received_at < $2 ORDER BY r.seq LIMIT $3"
         ))
         .bind(after_seq)
         .bind(received_before)
@@ -619,17 +620,18 @@ impl PostgresStore {
                 rows.push(&r.tenant, r.event_seq, d);
             }
         }
-        // One statement: mark the events routed, locked in `seq` order (no
+        // One statement: mark the events routed (their `unrouted` rows gone),
+        // locked in `seq` order (no
         // deadlock with another node routing some of them), skipping those
         // another node (its recovery scan) routed first, and insert the
         // deliveries of the marked ones only.
         let marked: Vec<i64> = sqlx::query_scalar(
             "WITH marked AS (
-                UPDATE events SET routed = true
-                WHERE seq IN (SELECT e.seq FROM events e JOIN unnest($16::bigint[], $17::text[]) AS r(seq, tenant_id)
+                DELETE FROM unrouted
+                WHERE seq IN (SELECT u.seq FROM unrouted u JOIN events e ON e.seq = u.seq
+                                JOIN unnest($16::bigint[], $17::text[]) AS r(seq, tenant_id)
                                 ON e.seq = r.seq AND e.tenant_id = r.tenant_id
-                              WHERE NOT e.routed ORDER BY e.seq FOR UPDATE OF e)
-                  AND NOT routed
+                              ORDER BY u.seq FOR UPDATE OF u)
                 RETURNING seq),
              added AS (
                 INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
@@ -907,7 +909,8 @@ impl PostgresStore {
                                          created_at, updated_at, undecided)
                  SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, CASE WHEN $13::bigint IS NULL THEN NULL ELSE $16 END,
                         $14, $15, $15, $17
-                 WHERE EXISTS (SELECT 1 FROM events WHERE seq = $3 AND tenant_id = $2 AND routed)
+                 WHERE EXISTS (SELECT 1 FROM events WHERE seq = $3 AND tenant_id = $2)
+                   AND NOT EXISTS (SELECT 1 FROM unrouted WHERE seq = $3)
                    AND (SELECT id FROM deliveries WHERE event_seq = $3 AND config_id = $4 ORDER BY id DESC LIMIT 1)
                        IS NOT DISTINCT FROM $14::text",
             )
@@ -979,7 +982,7 @@ impl PostgresStore {
     ) -> Result<Vec<EventRecord>> {
         let rows = sqlx::query(&format!(
             "SELECT {EVENT_COLUMNS} FROM events e
-             WHERE e.tenant_id = $1 AND (e.received_at, e.seq) > ($3, $4) AND e.received_at < $5 AND e.routed
+             WHERE e.tenant_id = $1 AND (e.received_at, e.seq) > ($3, $4) AND e.received_at < $5 AND NOT EXISTS (SELECT 1 FROM unrouted u WHERE u.seq = e.seq)
                AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.config_id = $2)
              ORDER BY e.received_at, e.seq LIMIT $6"
         ))
@@ -1014,7 +1017,7 @@ impl PostgresStore {
         // Skipped if locked: another node is purging or routing it.
         let seqs: Vec<i64> = sqlx::query_scalar(
             "SELECT e.seq FROM events e
-             WHERE e.received_at < $1 AND e.routed
+             WHERE e.received_at < $1 AND NOT EXISTS (SELECT 1 FROM unrouted u WHERE u.seq = e.seq)
                AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status = 'pending')
              ORDER BY e.received_at LIMIT $2
              FOR UPDATE SKIP LOCKED",
@@ -1442,6 +1445,8 @@ pub(super) async fn insert_events<'c>(
                  WITH ORDINALITY AS i(tenant, id, type, ou, occurred, source, related, payload, n)
             ORDER BY i.n
             ON CONFLICT (tenant_id, id) DO NOTHING RETURNING tenant_id, id, seq, type),
+         waiting AS (
+            INSERT INTO unrouted (seq) SELECT seq FROM ins),
          used AS (
             INSERT INTO usage (tenant_id, month, shard, events)
             SELECT tenant_id, $10, CASE WHEN $11 THEN 0 ELSE min(seq) % $12 END, count(*) FROM ins

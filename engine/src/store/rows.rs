@@ -96,7 +96,9 @@ pub(super) fn event_type_row(row: &impl Columns) -> Result<EventTypeRecord> {
     Ok(EventTypeRecord { name: row.text("name")?, description: row.opt_free_text("description")?, first_seen: row.int("first_seen")? })
 }
 
-pub(super) const EVENT_COLUMNS: &str = "e.seq, e.tenant_id, e.id AS event_id, e.type, e.organization_unit, e.occurred_at_ns, e.received_at, e.source, e.related, e.payload, e.routed";
+pub(super) const EVENT_COLUMNS: &str =
+    "e.seq, e.tenant_id, e.id AS event_id, e.type, e.organization_unit, e.occurred_at_ns, e.received_at, e.source, e.related, e.payload,
+     NOT EXISTS (SELECT 1 FROM unrouted u WHERE u.seq = e.seq) AS routed";
 
 pub(super) fn event_row(row: &impl Columns) -> Result<EventRecord> {
     let related: Vec<String> = match row.opt_text("related")? {

@@ -740,6 +740,7 @@ impl SqliteStore {
                 "INSERT INTO events (tenant_id, id, type, organization_unit, occurred_at_ns, received_at, source, related, payload)
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, id) DO NOTHING RETURNING seq",
             )?;
+            let mut unrouted = c.prepare_cached("INSERT INTO unrouted (seq) VALUES (?)")?;
             for e in &events {
                 let source = e.source.as_ref().map(serde_json::to_string).transpose().map_err(corrupt)?;
                 let related = (!e.related.is_empty()).then(|| serde_json::to_string(&e.related)).transpose().map_err(corrupt)?;
@@ -761,6 +762,7 @@ impl SqliteStore {
                     .optional()?;
                 match seq {
                     Some(seq) => {
+                        unrouted.execute([seq])?;
                         stored += 1;
                         out.push(Ingested::Stored { seq });
                     }
@@ -822,9 +824,9 @@ impl SqliteStore {
                AND (?6 IS NULL OR e.received_at >= ?6)
                AND (?7 IS NULL OR e.received_at < ?7)
                AND (?8 IS NULL
-                    OR (?8 = 'pending' AND (e.routed = 0 OR EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status = 'pending')))
+                    OR (?8 = 'pending' AND (EXISTS (SELECT 1 FROM unrouted u WHERE u.seq = e.seq) OR EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status = 'pending')))
                     OR (?8 = 'failed' AND EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status IN ('failed', 'script_error') AND {NEWEST}))
-                    OR (?8 = 'done' AND e.routed = 1 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status IN ('pending', 'failed', 'script_error') AND {NEWEST})))
+                    OR (?8 = 'done' AND NOT EXISTS (SELECT 1 FROM unrouted u WHERE u.seq = e.seq) AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status IN ('pending', 'failed', 'script_error') AND {NEWEST})))
              ORDER BY e.seq DESC LIMIT ?9"
         ))
         .bind(tenant.as_str())
@@ -844,7 +846,8 @@ impl SqliteStore {
 
     pub async fn unrouted_events(&self, after_seq: i64, received_before: i64, limit: i64) -> Result<Vec<EventRecord>> {
         let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events e WHERE e.routed = 0 AND e.seq > ? AND e.received_at < ? ORDER BY e.seq LIMIT ?"
+            "SELECT {EVENT_COLUMNS} FROM unrouted r JOIN events e ON e.seq = r.seq
+             WHERE r.seq > ? AND e.received_at < ? ORDER BY r.seq LIMIT ?"
         ))
         .bind(after_seq)
         .bind(received_before)
@@ -857,7 +860,9 @@ impl SqliteStore {
     pub async fn record_routing(&self, routed: Vec<Routed>) -> Result<Vec<bool>> {
         self.write(move |c| {
             let now = now_ms();
-            let mut mark = c.prepare_cached("UPDATE events SET routed = 1 WHERE seq = ? AND tenant_id = ? AND routed = 0")?;
+            let mut mark = c.prepare_cached(
+                "DELETE FROM unrouted WHERE seq = ?1 AND EXISTS (SELECT 1 FROM events WHERE seq = ?1 AND tenant_id = ?2)",
+            )?;
             let mut insert = c.prepare_cached(
                 "INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
                                          script_logs, body, headers, undecided, next_attempt_at, lease_until, created_at, updated_at)
@@ -1107,7 +1112,8 @@ impl SqliteStore {
                                          script_logs, body, headers, next_attempt_at, lease_until, replay_of, created_at, updated_at,
                                          undecided)
                  SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16
-                 WHERE EXISTS (SELECT 1 FROM events WHERE seq = ?3 AND tenant_id = ?2 AND routed = 1)
+                 WHERE EXISTS (SELECT 1 FROM events WHERE seq = ?3 AND tenant_id = ?2)
+                   AND NOT EXISTS (SELECT 1 FROM unrouted WHERE seq = ?3)
                    AND (SELECT id FROM deliveries WHERE event_seq = ?3 AND config_id = ?4 ORDER BY id DESC LIMIT 1) IS ?14",
             )?;
             let mut added = Vec::with_capacity(rows.len());
@@ -1180,7 +1186,7 @@ impl SqliteStore {
     ) -> Result<Vec<EventRecord>> {
         let rows = sqlx::query(&format!(
             "SELECT {EVENT_COLUMNS} FROM events e
-             WHERE e.tenant_id = ?1 AND (e.received_at, e.seq) > (?3, ?4) AND e.received_at < ?5 AND e.routed = 1
+             WHERE e.tenant_id = ?1 AND (e.received_at, e.seq) > (?3, ?4) AND e.received_at < ?5 AND NOT EXISTS (SELECT 1 FROM unrouted u WHERE u.seq = e.seq)
                AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.config_id = ?2)
              ORDER BY e.received_at, e.seq LIMIT ?6"
         ))
@@ -1215,7 +1221,7 @@ impl SqliteStore {
             let seqs: Vec<i64> = c
                 .prepare_cached(
                     "SELECT e.seq FROM events e
-                     WHERE e.received_at < ?1 AND e.routed = 1
+                     WHERE e.received_at < ?1 AND NOT EXISTS (SELECT 1 FROM unrouted u WHERE u.seq = e.seq)
                        AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status = 'pending')
                      ORDER BY e.received_at LIMIT ?2",
                 )?
