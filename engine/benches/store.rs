@@ -1,0 +1,120 @@
+//! The durable write path alone, on a SQLite file: what each delivered
+//! event costs the store (accept it, record its decision, log its one
+//! successful attempt), without HTTP, scripts or signing around it.
+//!
+//! Posters work concurrently as in production, so write groups form as they
+//! do under load. `cargo bench -p sluice --bench store`; the figure is wall
+//! time per event, which the single writer thread bounds.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use sluice::event::{Event, EventInput};
+use sluice::ids::{AttemptId, ConfigId, DeliveryId, TenantId};
+use sluice::secrets::Keyring;
+use sluice::store::{self, AttemptOutcome, DeliveryStatus, Ingested, NewAttempt, NewDelivery, Routed, Store};
+
+/// Concurrent posters, as `sluice-load` runs by default.
+const POSTERS: usize = 64;
+
+/// A 500-byte `order.paid` event, as `sluice-load` posts.
+fn event(id: &str) -> Event {
+    let json = serde_json::json!({
+        "id": id, "type": "order.paid", "organization_unit": "emea/nl",
+        "occurred_at": "2026-11-22T10:00:00Z",
+        "payload": {"order_id": "ord_8f1b2c", "amount": 129.95, "currency": "EUR", "note": "x".repeat(400)},
+    })
+    .to_string();
+    EventInput::from_json(&json).and_then(|i| i.validate(|| unreachable!())).expect("valid event")
+}
+
+/// One event's walk through the store.
+async fn deliver_one(store: &Store, tenant: &TenantId, config: &ConfigId, id: String) {
+    let seq = match store.ingest(tenant, None, vec![event(&id)]).await.expect("ingest")[..] {
+        [Ingested::Stored { seq }] => seq,
+        ref other => panic!("{other:?}"),
+    };
+    let now = store::now_ms();
+    let delivery = NewDelivery {
+        id: DeliveryId::generate(),
+        config_id: config.clone(),
+        config_version: 1,
+        status: DeliveryStatus::Pending,
+        reason: None,
+        error_kind: None,
+        script_logs: None,
+        body: None,
+        headers: None,
+        undecided: false,
+        next_attempt_at: Some(now),
+        lease_until: Some(now + 300_000),
+    };
+    let delivery_id = delivery.id.clone();
+    let routed = Routed { tenant: tenant.clone(), event_seq: seq, deliveries: vec![delivery] };
+    assert_eq!(store.record_routing(vec![routed]).await.expect("routing"), vec![true]);
+    store
+        .record_attempt(NewAttempt {
+            id: AttemptId::generate(),
+            tenant_id: tenant.clone(),
+            delivery_id,
+            config_id: config.clone(),
+            number: 1,
+            started_at: now,
+            duration_ms: 2,
+            method: "POST".into(),
+            uri: "http://127.0.0.1:9/orders".into(),
+            response_status: Some(200),
+            outcome: AttemptOutcome::Succeeded,
+            error: None,
+            request_headers: r#"{"content-type":"application/json","webhook-id":"msg_0000000000000000000000000000","webhook-signature":"v1,***","webhook-timestamp":"1764000000"}"#.into(),
+            response_headers: Some(r#"{"content-length":"5"}"#.into()),
+            request_body: Some("x".repeat(500)),
+            response_body: Some(b"[ACK]".to_vec()),
+            next_attempt_at: None,
+        })
+        .await
+        .expect("attempt");
+}
+
+fn write_path(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let dir = std::env::temp_dir().join(format!("sluice-bench-store-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    let keys = Arc::new(Keyring::new(&"AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=".parse().expect("key"), &[]));
+    let store = runtime.block_on(Store::open_sqlite(&dir.join("sluice.db"), keys)).expect("store");
+    let tenant = runtime.block_on(store.create_tenant("bench", None)).expect("tenant").id;
+    let config = ConfigId::generate();
+    let mut next = 0u64;
+
+    let mut group = c.benchmark_group("store");
+    group.throughput(Throughput::Elements(1)).sample_size(20).measurement_time(Duration::from_secs(10));
+    group.bench_function("sqlite: accept, route, log one attempt (64 posters)", |b| {
+        b.iter_custom(|events| {
+            let first = next;
+            next += events;
+            runtime.block_on(async {
+                let started = Instant::now();
+                let mut posters = tokio::task::JoinSet::new();
+                for p in 0..POSTERS as u64 {
+                    let (store, tenant, config) = (store.clone(), tenant.clone(), config.clone());
+                    posters.spawn(async move {
+                        let mut n = first + p;
+                        while n < first + events {
+                            deliver_one(&store, &tenant, &config, format!("evt_{n:012}")).await;
+                            n += POSTERS as u64;
+                        }
+                    });
+                }
+                posters.join_all().await;
+                started.elapsed()
+            })
+        })
+    });
+    group.finish();
+    runtime.block_on(store.close());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, write_path);
+criterion_main!(benches);
