@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sluice::event::{Event, EventInput};
-use sluice::ids::{AttemptId, ConfigId, DeliveryId, TenantId};
+use sluice::ids::{AttemptId, ConfigId, TenantId};
 use sluice::secrets::Keyring;
-use sluice::store::{self, AttemptOutcome, DeliveryStatus, Ingested, NewAttempt, NewDelivery, Routed, Store};
+use sluice::store::{self, AttemptOutcome, Ingested, NewAttempt, NewDelivery, Routed, Store};
 
 /// Concurrent posters, as `sluice-load` runs by default.
 const POSTERS: usize = 64;
@@ -36,20 +36,7 @@ async fn deliver_one(store: &Store, tenant: &TenantId, config: &ConfigId, id: St
         ref other => panic!("{other:?}"),
     };
     let now = store::now_ms();
-    let delivery = NewDelivery {
-        id: DeliveryId::generate(),
-        config_id: config.clone(),
-        config_version: 1,
-        status: DeliveryStatus::Pending,
-        reason: None,
-        error_kind: None,
-        script_logs: None,
-        body: None,
-        headers: None,
-        undecided: false,
-        next_attempt_at: Some(now),
-        lease_until: Some(now + 300_000),
-    };
+    let delivery = NewDelivery::due_now(config.clone(), 1, now, now + 300_000);
     let delivery_id = delivery.id.clone();
     let routed = Routed { tenant: tenant.clone(), event_seq: seq, deliveries: vec![delivery] };
     assert_eq!(store.record_routing(vec![routed]).await.expect("routing"), vec![true]);

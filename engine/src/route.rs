@@ -15,7 +15,7 @@ use crate::destination::DestinationPolicy;
 use crate::event::Event;
 use crate::export::ExportConfig;
 use crate::fair::{Bounds, FairQueue};
-use crate::ids::{ConfigId, DeliveryId, ScriptId, TenantId};
+use crate::ids::{ConfigId, ScriptId, TenantId};
 use crate::penalty::Penalty;
 use crate::sandbox::{Decision, OutcomeResult, Params, Sandbox, Script, ScriptError};
 use crate::store::{self, DeliveryStatus, NewDelivery, Routed, Store, StoreError};
@@ -424,20 +424,7 @@ pub enum Pause {
 /// the outcome. A pending row is due at `now` and leased to the sender the
 /// router hands it to; an undecided one waits for its script's slot.
 pub fn decide(sandbox: &Sandbox, config: &ActiveConfig, event: &Event, now: i64, pause: Pause) -> NewDelivery {
-    let mut d = NewDelivery {
-        id: DeliveryId::generate(),
-        config_id: config.id.clone(),
-        config_version: config.version,
-        status: DeliveryStatus::Pending,
-        reason: None,
-        error_kind: None,
-        script_logs: None,
-        body: None,
-        headers: None,
-        undecided: false,
-        next_attempt_at: Some(now),
-        lease_until: Some(now + LEASE_MS),
-    };
+    let mut d = NewDelivery::due_now(config.id.clone(), config.version, now, now + LEASE_MS);
     match &config.script {
         None => {}
         Some(Err(why)) => {

@@ -319,6 +319,25 @@ pub struct NewDelivery {
 }
 
 impl NewDelivery {
+    /// A fresh delivery to send now, leased until `lease_until` to the
+    /// sender it is handed to; nothing decided against it yet.
+    pub fn due_now(config_id: ConfigId, config_version: i64, now: i64, lease_until: i64) -> Self {
+        Self {
+            id: DeliveryId::generate(),
+            config_id,
+            config_version,
+            status: DeliveryStatus::Pending,
+            reason: None,
+            error_kind: None,
+            script_logs: None,
+            body: None,
+            headers: None,
+            undecided: false,
+            next_attempt_at: Some(now),
+            lease_until: Some(lease_until),
+        }
+    }
+
     /// Its free text as stored (logs, headers and body are JSON).
     fn encode(&mut self) {
         text::encode_opt(&mut self.reason);

@@ -578,9 +578,9 @@ impl PostgresStore {
                AND ($6::bigint IS NULL OR e.received_at >= $6)
                AND ($7::bigint IS NULL OR e.received_at < $7)
                AND ($8::text IS NULL
-                    OR ($8 = 'pending' AND (EXISTS (SELECT 1 FROM unrouted u WHERE u.seq = e.seq) OR EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status = 'pending')))
+                    OR ($8 = 'pending' AND (NOT {ROUTED} OR EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status = 'pending')))
                     OR ($8 = 'failed' AND EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status IN ('failed', 'script_error') AND {NEWEST}))
-                    OR ($8 = 'done' AND NOT EXISTS (SELECT 1 FROM unrouted u WHERE u.seq = e.seq) AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status IN ('pending', 'failed', 'script_error') AND {NEWEST})))
+                    OR ($8 = 'done' AND {ROUTED} AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status IN ('pending', 'failed', 'script_error') AND {NEWEST})))
              ORDER BY e.seq DESC LIMIT $9"
         ))
         .bind(tenant.as_str())
@@ -620,11 +620,10 @@ impl PostgresStore {
                 rows.push(&r.tenant, r.event_seq, d);
             }
         }
-        // One statement: mark the events routed (their `unrouted` rows gone),
-        // locked in `seq` order (no
-        // deadlock with another node routing some of them), skipping those
-        // another node (its recovery scan) routed first, and insert the
-        // deliveries of the marked ones only.
+        // One statement: mark the events routed (delete their `unrouted`
+        // rows), locked in `seq` order (no deadlock with another node routing
+        // some of them), skipping those another node (its recovery scan)
+        // routed first, and insert the deliveries of the marked ones only.
         let marked: Vec<i64> = sqlx::query_scalar(
             "WITH marked AS (
                 DELETE FROM unrouted
@@ -982,7 +981,7 @@ impl PostgresStore {
     ) -> Result<Vec<EventRecord>> {
         let rows = sqlx::query(&format!(
             "SELECT {EVENT_COLUMNS} FROM events e
-             WHERE e.tenant_id = $1 AND (e.received_at, e.seq) > ($3, $4) AND e.received_at < $5 AND NOT EXISTS (SELECT 1 FROM unrouted u WHERE u.seq = e.seq)
+             WHERE e.tenant_id = $1 AND (e.received_at, e.seq) > ($3, $4) AND e.received_at < $5 AND {ROUTED}
                AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.config_id = $2)
              ORDER BY e.received_at, e.seq LIMIT $6"
         ))
@@ -1015,13 +1014,13 @@ impl PostgresStore {
         let mut tx = self.begin().await?;
         // Locked: a replay adding a delivery waits, then finds no event.
         // Skipped if locked: another node is purging or routing it.
-        let seqs: Vec<i64> = sqlx::query_scalar(
+        let seqs: Vec<i64> = sqlx::query_scalar(&format!(
             "SELECT e.seq FROM events e
-             WHERE e.received_at < $1 AND NOT EXISTS (SELECT 1 FROM unrouted u WHERE u.seq = e.seq)
+             WHERE e.received_at < $1 AND {ROUTED}
                AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status = 'pending')
              ORDER BY e.received_at LIMIT $2
-             FOR UPDATE SKIP LOCKED",
-        )
+             FOR UPDATE SKIP LOCKED"
+        ))
         .bind(before)
         .bind(limit)
         .fetch_all(&mut *tx)

@@ -96,9 +96,20 @@ pub(super) fn event_type_row(row: &impl Columns) -> Result<EventTypeRecord> {
     Ok(EventTypeRecord { name: row.text("name")?, description: row.opt_free_text("description")?, first_seen: row.int("first_seen")? })
 }
 
-pub(super) const EVENT_COLUMNS: &str =
-    "e.seq, e.tenant_id, e.id AS event_id, e.type, e.organization_unit, e.occurred_at_ns, e.received_at, e.source, e.related, e.payload,
-     NOT EXISTS (SELECT 1 FROM unrouted u WHERE u.seq = e.seq) AS routed";
+/// Whether the event `e` has been routed: its decisions are recorded (the
+/// state lives in `unrouted`, not in the wide event row).
+macro_rules! routed {
+    () => {
+        "NOT EXISTS (SELECT 1 FROM unrouted u WHERE u.seq = e.seq)"
+    };
+}
+pub(super) const ROUTED: &str = routed!();
+
+pub(super) const EVENT_COLUMNS: &str = concat!(
+    "e.seq, e.tenant_id, e.id AS event_id, e.type, e.organization_unit, e.occurred_at_ns, e.received_at, e.source, e.related, e.payload, ",
+    routed!(),
+    " AS routed"
+);
 
 pub(super) fn event_row(row: &impl Columns) -> Result<EventRecord> {
     let related: Vec<String> = match row.opt_text("related")? {

@@ -824,9 +824,9 @@ impl SqliteStore {
                AND (?6 IS NULL OR e.received_at >= ?6)
                AND (?7 IS NULL OR e.received_at < ?7)
                AND (?8 IS NULL
-                    OR (?8 = 'pending' AND (EXISTS (SELECT 1 FROM unrouted u WHERE u.seq = e.seq) OR EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status = 'pending')))
+                    OR (?8 = 'pending' AND (NOT {ROUTED} OR EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status = 'pending')))
                     OR (?8 = 'failed' AND EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status IN ('failed', 'script_error') AND {NEWEST}))
-                    OR (?8 = 'done' AND NOT EXISTS (SELECT 1 FROM unrouted u WHERE u.seq = e.seq) AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status IN ('pending', 'failed', 'script_error') AND {NEWEST})))
+                    OR (?8 = 'done' AND {ROUTED} AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status IN ('pending', 'failed', 'script_error') AND {NEWEST})))
              ORDER BY e.seq DESC LIMIT ?9"
         ))
         .bind(tenant.as_str())
@@ -1186,7 +1186,7 @@ impl SqliteStore {
     ) -> Result<Vec<EventRecord>> {
         let rows = sqlx::query(&format!(
             "SELECT {EVENT_COLUMNS} FROM events e
-             WHERE e.tenant_id = ?1 AND (e.received_at, e.seq) > (?3, ?4) AND e.received_at < ?5 AND NOT EXISTS (SELECT 1 FROM unrouted u WHERE u.seq = e.seq)
+             WHERE e.tenant_id = ?1 AND (e.received_at, e.seq) > (?3, ?4) AND e.received_at < ?5 AND {ROUTED}
                AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.config_id = ?2)
              ORDER BY e.received_at, e.seq LIMIT ?6"
         ))
@@ -1219,12 +1219,12 @@ impl SqliteStore {
     pub async fn purge_events(&self, before: i64, limit: i64) -> Result<PurgedEvents> {
         self.write(move |c| {
             let seqs: Vec<i64> = c
-                .prepare_cached(
+                .prepare_cached(&format!(
                     "SELECT e.seq FROM events e
-                     WHERE e.received_at < ?1 AND NOT EXISTS (SELECT 1 FROM unrouted u WHERE u.seq = e.seq)
+                     WHERE e.received_at < ?1 AND {ROUTED}
                        AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status = 'pending')
-                     ORDER BY e.received_at LIMIT ?2",
-                )?
+                     ORDER BY e.received_at LIMIT ?2"
+                ))?
                 .query_map(rusqlite::params![before, limit], |row| row.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
             // Children first: the foreign keys are enforced.
