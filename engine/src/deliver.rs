@@ -181,6 +181,13 @@ struct Breaker {
     probe_sent: Option<i64>,
 }
 
+impl Breaker {
+    /// Whether a probe is in flight and not yet given up for lost.
+    fn probe_out(&self, now: i64) -> bool {
+        self.probe_sent.is_some_and(|sent| now - sent < PROBE_LOST_MS)
+    }
+}
+
 /// Failed attempts in a row after which the breaker opens.
 const BREAKER_AFTER: i64 = 20;
 const FIRST_PAUSE_MS: i64 = 1_000;
@@ -287,7 +294,12 @@ impl Deliverer {
                 if room == 0 {
                     break;
                 }
-                let (tenants, configs) = self.queue.full();
+                let (tenants, mut configs) = self.queue.full();
+                // A configuration whose breaker holds its deliveries gets
+                // none claimed until its probe may go: claiming them only
+                // to hand them back would rewrite its whole backlog every
+                // pause, on the writer everyone shares.
+                configs.extend(self.held());
                 let skip = store::ClaimSkip { tenants, configs };
                 let due = match self.store.claim_due(store::now_ms(), LEASE_MS, room, &skip).await {
                     Ok(due) => due,
@@ -461,14 +473,21 @@ impl Deliverer {
     }
 
     /// Whether the configuration's breaker lets a delivery through now.
+    /// The configurations whose breaker holds their deliveries now: paused,
+    /// or waiting for the answer to its probe.
+    fn held(&self) -> Vec<ConfigId> {
+        let now = store::now_ms();
+        let breakers = lock(&self.breakers);
+        breakers.iter().filter(|(_, b)| now < b.paused_until || b.probe_out(now)).map(|(id, _)| id.clone()).collect()
+    }
+
     fn admit(&self, config: &ConfigId) -> Admission {
         let mut breakers = lock(&self.breakers);
         let Some(breaker) = breakers.get_mut(config) else {
             return Admission::Send { probe: false };
         };
         let now = store::now_ms();
-        let probe_out = breaker.probe_sent.is_some_and(|sent| now - sent < PROBE_LOST_MS);
-        if now < breaker.paused_until || probe_out {
+        if now < breaker.paused_until || breaker.probe_out(now) {
             // Spread over a quarter pause, so the held ones do not all come due at once.
             let jitter = (random_fraction() * breaker.pause_ms as f64 / 4.0) as i64;
             return Admission::Defer(breaker.paused_until.max(now + breaker.pause_ms / 2) + jitter);

@@ -722,13 +722,18 @@ impl PostgresStore {
         let skip_tenants: Vec<&str> = skip.tenants.iter().map(|t| t.as_str()).collect();
         let skip_configs: Vec<&str> = skip.configs.iter().map(|c| c.as_str()).collect();
         let rows = sqlx::query(&format!(
+            // Per configuration that may be claimed for, its first due ones
+            // through its own range of `deliveries_due`: one left alone
+            // (queue full, breaker open) costs nothing however long its
+            // backlog, and no backlog costs more than `$3` rows.
             "WITH due AS (
-                SELECT id, next_attempt_at FROM deliveries
-                WHERE status = 'pending' AND lease_until IS NULL AND next_attempt_at <= $2
-                  AND config_id IN (SELECT id FROM configurations WHERE enabled)
-                  AND NOT (tenant_id = ANY($5)) AND NOT (config_id = ANY($6))
-                ORDER BY next_attempt_at LIMIT $3
-                FOR UPDATE SKIP LOCKED),
+                SELECT d.id, d.next_attempt_at FROM configurations c CROSS JOIN LATERAL (
+                    SELECT id, next_attempt_at FROM deliveries
+                    WHERE config_id = c.id AND status = 'pending' AND lease_until IS NULL AND next_attempt_at <= $2
+                    ORDER BY next_attempt_at LIMIT $3
+                    FOR UPDATE SKIP LOCKED) d
+                WHERE c.enabled AND NOT (c.tenant_id = ANY($5)) AND NOT (c.id = ANY($6))
+                ORDER BY d.next_attempt_at LIMIT $3),
              lost AS (
                 SELECT id, next_attempt_at FROM deliveries
                 WHERE status = 'pending' AND lease_until IS NOT NULL AND lease_until < $2 AND next_attempt_at <= $2

@@ -1252,16 +1252,27 @@ impl SqliteStore {
 /// Leases the deliveries due (`?2` is now), up to `?3`, until `?1`, none
 /// of the tenants in the JSON array `?4` or the configurations in `?5`:
 /// those waiting for an attempt, and those whose sender's lease ran out.
-/// `INDEXED BY`: without statistics SQLite would rather walk every delivery
-/// of each enabled configuration (its `config_id IN` index), all history,
-/// on every poll, on the writer.
+///
+/// Waiting deliveries are read per configuration that may be claimed for,
+/// through its own range of `deliveries_due` (configuration, then due
+/// time), and only up to its `?3`-th due one: a configuration left alone
+/// (queue full, breaker open) costs nothing however long its backlog, nor
+/// does a long backlog cost more than `?3` rows. `CROSS JOIN` keeps the
+/// configurations the outer loop, `INDEXED BY` keeps SQLite (without
+/// statistics) from walking every delivery of a configuration instead.
 pub(super) const CLAIM_DUE: &str = "
-    WITH due AS (SELECT id, next_attempt_at FROM deliveries INDEXED BY deliveries_due
-                 WHERE status = 'pending' AND lease_until IS NULL AND next_attempt_at <= ?2
-                   AND config_id IN (SELECT id FROM configurations WHERE enabled = 1)
-                   AND tenant_id NOT IN (SELECT value FROM json_each(?4))
-                   AND config_id NOT IN (SELECT value FROM json_each(?5))
-                 ORDER BY next_attempt_at LIMIT ?3),
+    WITH due AS (SELECT d.id, d.next_attempt_at
+                 FROM configurations c CROSS JOIN deliveries d INDEXED BY deliveries_due
+                 WHERE c.enabled = 1
+                   AND c.tenant_id NOT IN (SELECT value FROM json_each(?4))
+                   AND c.id NOT IN (SELECT value FROM json_each(?5))
+                   AND d.config_id = c.id AND d.status = 'pending' AND d.lease_until IS NULL
+                   AND d.next_attempt_at <= coalesce(
+                       (SELECT next_attempt_at FROM deliveries INDEXED BY deliveries_due
+                        WHERE config_id = c.id AND status = 'pending' AND lease_until IS NULL AND next_attempt_at <= ?2
+                        ORDER BY next_attempt_at LIMIT 1 OFFSET ?3 - 1),
+                       ?2)
+                 ORDER BY d.next_attempt_at LIMIT ?3),
          lost AS (SELECT id, next_attempt_at FROM deliveries INDEXED BY deliveries_leased
                   WHERE status = 'pending' AND lease_until IS NOT NULL AND lease_until < ?2
                     AND next_attempt_at <= ?2

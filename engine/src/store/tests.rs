@@ -974,6 +974,32 @@ async fn claim_skips(s: Scratch) {
     assert_eq!(configs, vec![a2]);
 }
 
+both_backends!(a_claim_takes_the_earliest_due_across_configurations, claim_across_configurations);
+async fn claim_across_configurations(s: Scratch) {
+    let tenant = s.tenant("a").await;
+    let (busy, quiet) = (s.config(&tenant, "busy").await, s.config(&tenant, "quiet").await);
+    let now = now_ms();
+    // `busy` has a backlog of five, due at now-100..now-96; `quiet` one,
+    // due between its second and third.
+    let mut due = Vec::new();
+    for (i, config, at) in [(0, &busy, 100), (1, &busy, 99), (2, &quiet, 98), (3, &busy, 97), (4, &busy, 96), (5, &busy, 95)] {
+        let seq = s.ingest(&tenant, &format!("e{i}")).await;
+        let mut d = delivery(config, DeliveryStatus::Pending);
+        (d.next_attempt_at, d.lease_until) = (Some(now - at), None);
+        due.push(d.id.clone());
+        s.store.record_routing(vec![Routed { tenant: tenant.clone(), event_seq: seq, deliveries: vec![d] }]).await.unwrap();
+    }
+    let claim = |limit, skip: ClaimSkip| {
+        let store = s.store.clone();
+        async move { store.claim_due(now, 60_000, limit, &skip).await.unwrap().into_iter().map(|d| d.delivery.id).collect::<Vec<_>>() }
+    };
+    assert_eq!(claim(3, ClaimSkip::default()).await, due[..3].to_vec(), "the earliest three, whichever configuration");
+    let skip_busy = ClaimSkip { tenants: vec![], configs: vec![busy.clone()] };
+    assert!(claim(3, skip_busy.clone()).await.is_empty(), "quiet's one is leased already; busy's are left alone");
+    assert_eq!(claim(2, ClaimSkip::default()).await, due[3..5].to_vec());
+    assert_eq!(claim(10, ClaimSkip::default()).await, due[5..].to_vec());
+}
+
 both_backends!(a_claim_takes_what_is_due_and_what_a_lost_sender_held, claim_due_and_lost);
 async fn claim_due_and_lost(s: Scratch) {
     let tenant = s.tenant("a").await;
@@ -1008,7 +1034,9 @@ async fn the_sqlite_claim_reads_only_pending_deliveries() {
         .unwrap()
         .collect::<rusqlite::Result<_>>()
         .unwrap();
-    let reads: Vec<&String> = plan.iter().filter(|step| step.contains(" deliveries ")).collect();
+    // Waiting deliveries are read per configuration, through its own range.
+    assert!(plan.iter().any(|step| step.contains("USING INDEX deliveries_due (config_id=?")), "{plan:#?}");
+    let reads: Vec<&String> = plan.iter().filter(|step| step.contains(" deliveries ") || step.contains(" d ")).collect();
     assert!(reads.iter().any(|r| r.contains("deliveries_due")) && reads.iter().any(|r| r.contains("deliveries_leased")), "{plan:#?}");
     assert!(reads.iter().all(|r| r.contains("deliveries_due") || r.contains("deliveries_leased") || r.contains("(id=?)")), "{plan:#?}");
 }
