@@ -58,6 +58,8 @@
 #[global_allocator]
 static ALLOCATOR: sluice::Allocator = sluice::Allocator;
 
+#[path = "load/backlog.rs"]
+mod backlog;
 #[path = "load/chaos.rs"]
 mod chaos;
 #[path = "load/cluster.rs"]
@@ -198,6 +200,10 @@ async fn run_phases(summary: &mut Summary) -> Result<(), String> {
     note(&format!("raw: {} req/s", report::thousands(raw.rate())));
     summary.raw = Some(raw);
     let Some(script) = script else { return Ok(()) };
+    if let Some(target) = options.backlog {
+        summary.backlog = Some(backlog::run(&options, clock, &http, &sink, script, target).await?);
+        return Ok(());
+    }
 
     for &nodes in &options.nodes {
         note(&start_text(&options, nodes, ""));

@@ -10,7 +10,7 @@ usage: sluice-load [--duration SECS] [--raw-duration SECS] [--concurrency N]
                    [--batch N] [--raw-only] [--skip-half] [--failures]
                    [--chaos [--rate EV/S]]
                    [--database-url URL | --postgres] [--nodes N[,N...]]
-                   [--compare] [--soak SECS]
+                   [--compare] [--soak SECS] [--backlog N]
 
   --duration SECS      length of each engine phase (max rate, half rate, the
                        clean and failing runs of --failures, or the
@@ -43,6 +43,10 @@ usage: sluice-load [--duration SECS] [--raw-duration SECS] [--concurrency N]
   --soak SECS          run the half-rate phase this long instead, and report
                        the engine's resident memory after its first minute
                        and at its end
+  --backlog N          instead of the max and half phases, post as fast as
+                       the engine answers until N events were accepted for
+                       a receiver that answers 500, and report the engine's
+                       resident memory as the backlog grows (see tests/LOAD.md)
 
 `sluice-load serve ...` runs the engine itself (the tool starts itself so).
 ";
@@ -70,6 +74,8 @@ pub struct Options {
     pub nodes: Vec<usize>,
     /// The half-rate phase's length when it is a memory soak.
     pub soak: Option<Duration>,
+    /// `--backlog`: the pending deliveries to build up.
+    pub backlog: Option<usize>,
 }
 
 impl Options {
@@ -94,6 +100,7 @@ impl Default for Options {
             database: None,
             nodes: vec![1],
             soak: None,
+            backlog: None,
         }
     }
 }
@@ -126,6 +133,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             "--nodes" => nodes = Some(counts(&flag, args.next())?),
             "--compare" => compare = true,
             "--soak" => options.soak = Some(seconds(&flag, args.next())?),
+            "--backlog" => options.backlog = Some(count(&flag, args.next())?),
             "-h" | "--help" => return Ok(Command::Help),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -138,6 +146,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
     }
     if options.soak.is_some() && (options.skip_half || options.failures || options.chaos || options.raw_only) {
         return Err("--soak lengthens the half-rate phase; leave out --skip-half, --failures, --chaos and --raw-only".to_owned());
+    }
+    if options.backlog.is_some() && (options.soak.is_some() || options.failures || options.chaos || options.raw_only) {
+        return Err("--backlog replaces the max and half phases; leave out --soak, --failures, --chaos and --raw-only".to_owned());
     }
     if options.rate.is_some() && !options.chaos {
         return Err("--rate sets the offered load of --chaos; add --chaos or leave it out".to_owned());
@@ -163,6 +174,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
     }
     if options.failures && options.compares_nodes() {
         return Err("--failures runs one node count; give --nodes a single number and leave out --compare".to_owned());
+    }
+    if options.backlog.is_some() && options.compares_nodes() {
+        return Err("--backlog runs one node count; give --nodes a single number and leave out --compare".to_owned());
     }
     if options.chaos && options.compares_nodes() {
         return Err("--chaos runs one node count; give --nodes a single number and leave out --compare".to_owned());

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::backlog::BacklogRun;
 use crate::cpu::Usage;
 use crate::generator::{self, EVENT_BYTES, Posted};
 use crate::options::Options;
@@ -325,6 +326,8 @@ pub struct Summary {
     pub units: usize,
     /// `--chaos`: the runs.
     pub chaos: ChaosRuns,
+    /// `--backlog`: the run.
+    pub backlog: Option<BacklogRun>,
     /// Warnings and errors the engine logged: each distinct message with
     /// its count, in order of first occurrence.
     pub engine_log: Vec<(usize, String)>,
@@ -342,6 +345,7 @@ impl Summary {
             failing: None,
             units: 0,
             chaos: ChaosRuns::default(),
+            backlog: None,
             engine_log: Vec::new(),
             problems: Vec::new(),
         }
@@ -352,6 +356,8 @@ impl Summary {
             self.print_failures();
         } else if self.options.chaos {
             self.print_chaos();
+        } else if let Some(backlog) = &self.backlog {
+            backlog.print(self.raw.as_ref().map(RawRun::rate));
         } else if self.options.compares_nodes() {
             self.print_table();
         } else {
