@@ -128,7 +128,7 @@ fn main() -> ExitCode {
         return sluice::cli::main();
     }
     let options = match options::parse(std::env::args().skip(1)) {
-        Ok(Command::Run(options)) => options,
+        Ok(Command::Run(options)) => *options,
         Ok(Command::Help) => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;

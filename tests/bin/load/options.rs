@@ -107,7 +107,7 @@ impl Default for Options {
 
 /// The command line, understood.
 pub enum Command {
-    Run(Options),
+    Run(Box<Options>),
     Help,
 }
 
@@ -181,7 +181,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
     if options.chaos && options.compares_nodes() {
         return Err("--chaos runs one node count; give --nodes a single number and leave out --compare".to_owned());
     }
-    Ok(Command::Run(options))
+    Ok(Command::Run(Box::new(options)))
 }
 
 fn text(flag: &str, value: Option<String>, what: &str) -> Result<String, String> {
