@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sluice::event::{Event, EventInput};
 use sluice::sandbox::{Params, Sandbox, SandboxConfig, Script};
+use sluice::{Event, EventInput};
 
 fn script(sandbox: &Sandbox, name: &str) -> Arc<Script> {
     let path = format!("{}/../target/scripts/{name}.wasm", env!("CARGO_MANIFEST_DIR"));

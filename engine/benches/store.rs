@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sluice::event::{Event, EventInput};
-use sluice::ids::{AttemptId, ConfigId, TenantId};
-use sluice::secrets::Keyring;
+use sluice::Keyring;
 use sluice::store::{self, AttemptOutcome, Ingested, NewAttempt, NewDelivery, Routed, Store};
+use sluice::{AttemptId, ConfigId, TenantId};
+use sluice::{Event, EventInput};
 
 /// Concurrent posters, as `sluice-load` runs by default.
 const POSTERS: usize = 64;

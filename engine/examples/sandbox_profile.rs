@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use sluice::event::EventInput;
+use sluice::EventInput;
 use sluice::sandbox::{Params, Sandbox, SandboxConfig};
 
 fn main() {

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use crate::catch::CatchOptions;
-use crate::event::{EventId, EventInput};
-use crate::export::{ResponseMode, SigningSecret};
+use crate::model::event::{EventId, EventInput};
+use crate::model::export::{ResponseMode, SigningSecret};
 use crate::sandbox::{self, Limits, OutcomeResult, Params, Sandbox, SandboxConfig};
+use crate::tools::catch::CatchOptions;
 
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, about = "A WebAssembly-scripted event router.")]
@@ -186,7 +186,7 @@ fn catch(options: CatchOptions) -> Result<ExitCode, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(crate::catch::run(options)).map_err(|e| e.to_string())?;
+    runtime.block_on(crate::tools::catch::run(options)).map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,41 +1,49 @@
 //! sluice: a WebAssembly-scripted event router.
 //!
-//! Modules, in the direction dependencies point:
-//! - [`cli`] and [`server`]: the command line and `sluice serve`'s start-up;
-//! - `catch`: `sluice catch`, the test receiver, apart from the engine;
-//! - [`api`]: the HTTP API, the only module that speaks HTTP to callers;
-//! - [`app`]: the operations the API performs, and the pipeline's wiring;
-//! - [`route`] and [`deliver`]: matching and scripts, then sending, both
-//!   served from [`fair`] queues per tenant; [`penalty`] pauses a script that
-//!   keeps exhausting its budget without pausing anyone else;
-//! - [`replay`] and [`retention`]: sending again, and purging what is old;
-//! - [`destination`]: which addresses deliveries may connect to;
-//! - [`sandbox`]: validating, compiling and running export scripts;
-//! - [`export`], [`event`], [`auth`], [`sign`], [`ids`]: the domain types and rules;
-//! - [`secrets`]: the keys that seal secrets at rest and authenticate stored code;
-//! - [`store`]: every SQL statement.
+//! The folders, in the order an event walks them:
+//!
+//! - `api/`: `POST /v1/events` parses the request at
+//!   the edge (ids, types, sizes, nesting) and nothing else; every other
+//!   resource of the HTTP API lives beside it. The API reaches the engine
+//!   only through the service.
+//! - `service.rs`: `App`, the one door: every
+//!   operation the API offers (ingest with the tenant's quota, the
+//!   configurations and scripts, replay, keys, tenants), and the wiring of
+//!   the pipeline's tasks.
+//! - [`store`]: the event made durable in one group commit (the 202 is
+//!   sent after it), and later every decision, delivery state and attempt;
+//!   SQLite embedded, PostgreSQL for several nodes.
+//! - `pipeline/`: routing (per-tenant queues, the configurations matched,
+//!   the script deciding in the [`sandbox`]), then delivery
+//!   (per-configuration gates, the breaker, retries; the request built and
+//!   signed; the HTTP client behind the destination guard), then the
+//!   attempt recorded; and replay and retention.
+//! - `model/`: what all of them speak: events and ids, export
+//!   configurations, keys and scopes, signatures, sealed secrets, time.
+//!
+//! Around them: `server.rs` starts `sluice serve`, `settings.rs` reads its
+//! settings, `cli.rs` is the command line, and `tools/` holds what ships in
+//! the binary for integrators but is not the engine (`sluice catch`).
+//!
+//! No import runs back up this list: the model imports nothing of sluice,
+//! the sandbox and the store only the model, the pipeline neither the
+//! service nor the API.
 
-pub mod api;
-pub mod app;
-pub mod auth;
-mod catch;
-pub mod cli;
-pub mod deliver;
-pub mod destination;
-pub mod event;
-pub mod export;
-pub mod fair;
-pub mod ids;
-pub mod penalty;
-pub mod replay;
-pub mod retention;
-pub mod route;
+mod api;
+mod cli;
+mod model;
+mod pipeline;
 pub mod sandbox;
-pub mod secrets;
-pub mod server;
-pub mod settings;
-pub mod sign;
+mod server;
+mod service;
+mod settings;
 pub mod store;
+mod tools;
+
+pub use cli::main;
+pub use model::event::{Event, EventId, EventInput};
+pub use model::ids::{AttemptId, ConfigId, DeliveryId, ScriptId, TenantId};
+pub use model::secrets::{Keyring, MasterKey};
 
 /// The allocator sluice's binaries install: the engine makes many small,
 /// short-lived allocations on many threads (requests, events, rows), where

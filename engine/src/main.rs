@@ -4,5 +4,5 @@ use std::process::ExitCode;
 static ALLOCATOR: sluice::Allocator = sluice::Allocator;
 
 fn main() -> ExitCode {
-    sluice::cli::main()
+    sluice::main()
 }

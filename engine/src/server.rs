@@ -12,13 +12,13 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::app::{App, AppLimits};
-use crate::auth::{KeySecret, Scope};
-use crate::destination::DestinationPolicy;
-use crate::ids::{KeyId, TenantId};
-use crate::retention::Retention;
+use crate::model::auth::{KeySecret, Scope};
+use crate::model::ids::{KeyId, TenantId};
+use crate::model::secrets::{KeySource, Keyring};
+use crate::pipeline::destination::DestinationPolicy;
+use crate::pipeline::retention::Retention;
 use crate::sandbox::{Limits, Sandbox, SandboxConfig};
-use crate::secrets::{KeySource, Keyring};
+use crate::service::{App, AppLimits};
 use crate::settings::Settings;
 use crate::store::{NewKey, NodeId, Store};
 

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::destination::IpRange;
-use crate::secrets::MasterKey;
+use crate::model::secrets::MasterKey;
+use crate::pipeline::destination::IpRange;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -182,7 +182,7 @@ impl Settings {
             self.admin_key = Some(key);
         }
         // The error names the variable, never its value.
-        let key_error = |name: &str, e: crate::secrets::KeyError| SettingsError::Env { name: name.into(), reason: e.to_string() };
+        let key_error = |name: &str, e: crate::model::secrets::KeyError| SettingsError::Env { name: name.into(), reason: e.to_string() };
         if let Some(raw) = var("SLUICE_SECRET_KEY").filter(|k| !k.is_empty()) {
             self.secret_key = Some(raw.parse().map_err(|e| key_error("SLUICE_SECRET_KEY", e))?);
         }

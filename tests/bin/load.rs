@@ -125,7 +125,7 @@ impl Clock {
 
 fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("serve") {
-        return sluice::cli::main();
+        return sluice::main();
     }
     let options = match options::parse(std::env::args().skip(1)) {
         Ok(Command::Run(options)) => *options,

@@ -5,5 +5,5 @@
 static ALLOCATOR: sluice::Allocator = sluice::Allocator;
 
 fn main() -> std::process::ExitCode {
-    sluice::cli::main()
+    sluice::main()
 }

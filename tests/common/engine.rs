@@ -115,7 +115,7 @@ impl Engine {
     /// edited, in the clear, as such a version wrote it. The engine sees it
     /// the next time it loads the configuration (enable it through the API).
     pub async fn edit_stored_config(&self, id: &str, edit: impl FnOnce(&mut Value)) {
-        use sluice::secrets::{Keyring, MasterKey};
+        use sluice::{Keyring, MasterKey};
         use sqlx::Connection;
         let key: MasterKey = match &self.postgres {
             Some(_) => POSTGRES_SECRET_KEY.parse().expect("the test key"),

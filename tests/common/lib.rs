@@ -10,8 +10,8 @@ pub mod verify;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use sluice::event::{Event, EventInput};
 use sluice::sandbox::Params;
+use sluice::{Event, EventInput};
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -34,7 +34,7 @@ pub fn core_module_bytes(name: &str) -> Vec<u8> {
 /// An event from its JSON text, validated as the engine does at ingest.
 pub fn event_json(json: serde_json::Value) -> Event {
     EventInput::from_json(&json.to_string())
-        .and_then(|input| input.validate(|| sluice::event::EventId::parse("evt_generated").expect("literal id")))
+        .and_then(|input| input.validate(|| sluice::EventId::parse("evt_generated").expect("literal id")))
         .expect("test event is valid")
 }
 

@@ -15,13 +15,13 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::{ApiError, Auth, Query, body_bytes, if_match, parse_json};
-use crate::app::{App, AppError, parse_spec};
-use crate::auth::{KeySecret, Scope};
-use crate::event::{EventId, EventInput};
-use crate::export::{ConfigInput, DEFAULT_ROTATION_GRACE, ExportConfig, MAX_ROTATION_GRACE, SigningSecret};
-use crate::ids::{AttemptId, ConfigId, DeliveryId, IdError, KeyId, ScriptId, TenantId};
-use crate::replay::RecoverRequest;
+use crate::model::auth::{KeySecret, Scope};
+use crate::model::event::{EventId, EventInput};
+use crate::model::export::{ConfigInput, DEFAULT_ROTATION_GRACE, ExportConfig, MAX_ROTATION_GRACE, SigningSecret};
+use crate::model::ids::{AttemptId, ConfigId, DeliveryId, IdError, KeyId, ScriptId, TenantId};
+use crate::pipeline::replay::RecoverRequest;
 use crate::sandbox::Params;
+use crate::service::{App, AppError, parse_spec};
 use crate::store::{
     AttemptFilter, ConfigRecord, DeliveryFilter, DeliveryStatus, EventFilter, EventRecord, EventStatus, Ingested, NewKey, PageRequest,
 };
@@ -93,7 +93,7 @@ fn page_json<T>(page: crate::store::Page<T>, f: impl Fn(T) -> Value) -> Json<Val
 }
 
 fn rfc3339_ms(ms: i64) -> Value {
-    crate::store::rfc3339::format(ms).into()
+    crate::model::timestamp::rfc3339::format(ms).into()
 }
 
 // Health and the document.
@@ -316,7 +316,7 @@ pub async fn test_config(
     };
     let report = app.test_send(&p.tenant, &config_id, event).await?;
     // The event as sent, payload as posted (see `EventView`).
-    let event = RawValue::from_string(String::from_utf8_lossy(&crate::deliver::default_body(&report.event)).into_owned())
+    let event = RawValue::from_string(String::from_utf8_lossy(&crate::pipeline::request::default_body(&report.event)).into_owned())
         .unwrap_or_else(|_| RawValue::NULL.to_owned());
     let decision = match &report.decision {
         None => {
@@ -334,7 +334,7 @@ pub async fn test_config(
             "succeeded": sent.succeeded,
             "method": "POST",
             "uri": sent.request.logged_uri,
-            "request_headers": serde_json::from_str::<Value>(&crate::deliver::logged_headers(&sent.request)).unwrap_or_default(),
+            "request_headers": serde_json::from_str::<Value>(&crate::pipeline::request::logged_headers(&sent.request)).unwrap_or_default(),
             "request_body": String::from_utf8_lossy(&sent.request.body),
             "response_status": sent.status.map(|s| s.as_u16()),
             "response_body": sent.response_body.as_deref().map(String::from_utf8_lossy),
@@ -417,7 +417,7 @@ pub async fn put_event_type(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let p = auth.require(Scope::ConfigurationsWrite)?;
-    let name = crate::event::EventType::parse(&name)
+    let name = crate::model::event::EventType::parse(&name)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_event_type", e.to_string()))?;
     let input: EventTypeInput = parse_json(&body_bytes(body).await?)?;
     Ok(Json(json!(app.store.put_event_type(&p.tenant, name.as_str(), input.description.as_deref()).await?)))
@@ -473,7 +473,7 @@ pub async fn ingest(State(app): AppState, auth: Auth, body: Result<Bytes, BytesR
 #[derive(serde::Serialize)]
 struct EventView<'a> {
     #[serde(flatten)]
-    event: crate::event::Envelope<'a>,
+    event: crate::model::event::Envelope<'a>,
     received_at: String,
     routed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -481,7 +481,12 @@ struct EventView<'a> {
 }
 
 fn event_view(e: &EventRecord) -> EventView<'_> {
-    EventView { event: e.event.envelope(), received_at: crate::store::rfc3339::format(e.received_at), routed: e.routed, deliveries: None }
+    EventView {
+        event: e.event.envelope(),
+        received_at: crate::model::timestamp::rfc3339::format(e.received_at),
+        routed: e.routed,
+        deliveries: None,
+    }
 }
 
 pub async fn list_events(State(app): AppState, auth: Auth, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
@@ -573,7 +578,7 @@ pub async fn recover_config(
         since: time(&input.since, "since")?,
         until: match &input.until {
             Some(until) => time(until, "until")?,
-            None => crate::store::now_ms(),
+            None => crate::model::timestamp::now_ms(),
         },
         include_disabled_period: input.include_disabled_period,
     };
@@ -697,7 +702,7 @@ struct TenantInput {
 
 /// Tenants are managed by the operator's admin keys only: a tenant's own
 /// admin must not reach other tenants.
-fn require_operator<'a>(app: &App, auth: &'a Auth) -> Result<&'a crate::auth::Principal, ApiError> {
+fn require_operator<'a>(app: &App, auth: &'a Auth) -> Result<&'a crate::model::auth::Principal, ApiError> {
     let p = auth.require(Scope::Admin)?;
     if p.tenant != app.operator {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only the operator's admin keys manage tenants"));

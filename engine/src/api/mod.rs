@@ -2,7 +2,7 @@
 //! mapping from engine errors to HTTP answers (`{code, message}`).
 //!
 //! This module owns everything HTTP-facing. It must never run SQL or
-//! scripts itself: it calls [`crate::app`] and [`crate::store`], and it must
+//! scripts itself: it calls [`crate::service`] and [`crate::store`], and it must
 //! never answer with a secret beyond the one-time key and signing secret
 //! shown at creation.
 
@@ -20,10 +20,10 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::app::{App, AppError};
-use crate::auth::{Principal, Scope};
-use crate::replay::ReplayError;
+use crate::model::auth::{Principal, Scope};
+use crate::pipeline::replay::ReplayError;
 use crate::sandbox::LoadError;
+use crate::service::{App, AppError};
 use crate::store::StoreError;
 
 pub use openapi::document as openapi_document;

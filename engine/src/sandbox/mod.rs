@@ -2,7 +2,7 @@
 //! world in `wit/world.wit`, one fresh instance per event, under hard limits.
 //!
 //! It owns the one shared wasmtime [`Engine`], upload validation and
-//! componentization ([`load`]), the compile cache, the per-call limits, and
+//! componentization (`load`), the compile cache, the per-call limits, and
 //! the translation of a script's output into a checked [`Decision`].
 //!
 //! It must never give a script anything beyond the event, its parameters and
@@ -22,9 +22,9 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
 pub use load::{LoadError, Sha256, WIT_PACKAGE, componentize};
-pub use output::{Decision, Header, is_reserved_header};
+pub use output::{Decision, Header};
 
-use crate::event::Event;
+use crate::model::event::Event;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -85,7 +85,7 @@ pub struct SandboxConfig {
     /// script this many times as long as it ran, so a script that keeps
     /// doing so gets at most `1 / (1 + factor)` of a core and leaves the CPU
     /// to everyone else's scripts. The router keeps the pauses (per tenant
-    /// and script, see `crate::penalty`); 0 turns them off.
+    /// and script, see `crate::pipeline::penalty`); 0 turns them off.
     pub exhaustion_penalty: u32,
 }
 

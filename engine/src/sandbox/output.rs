@@ -6,30 +6,10 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::{Limits, ScriptError, wit};
+use crate::model::headers::is_reserved_header;
 
 /// Most headers a script may add.
 pub const MAX_HEADERS: usize = 64;
-
-/// Headers a script must not set: the engine sets them, and letting a script
-/// forge them would break authentication, signing or HTTP framing.
-const RESERVED_HEADERS: &[&str] = &[
-    "authorization",
-    "connection",
-    "content-length",
-    "content-type",
-    "host",
-    "idempotency-key",
-    "transfer-encoding",
-    "webhook-id",
-    "webhook-signature",
-    "webhook-timestamp",
-    "x-signature",
-];
-
-/// Whether `name` (any case) is a header the engine sets itself.
-pub fn is_reserved_header(name: &str) -> bool {
-    RESERVED_HEADERS.iter().any(|r| r.eq_ignore_ascii_case(name))
-}
 
 /// One header a script added, name lowercased.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -103,7 +83,7 @@ fn check_header(name: String, value: String) -> Result<Header, String> {
         return Err(format!("header name {name:?} is not a valid HTTP token"));
     }
     let name = name.to_ascii_lowercase();
-    if RESERVED_HEADERS.contains(&name.as_str()) {
+    if is_reserved_header(&name) {
         return Err(format!("header `{name}` is set by the engine and cannot be set by a script"));
     }
     if value.chars().any(|c| c.is_control() && c != '\t') {

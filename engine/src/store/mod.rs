@@ -32,10 +32,10 @@ use std::path::Path;
 use serde::Serialize;
 use std::sync::Arc;
 
-use crate::auth::{KeyHash, Scope};
-use crate::event::Event;
-use crate::ids::{AttemptId, ConfigId, DeliveryId, KeyId, ScriptId, TenantId};
-use crate::secrets::{Keyring, OpenError};
+use crate::model::auth::{KeyHash, Scope};
+use crate::model::event::Event;
+use crate::model::ids::{AttemptId, ConfigId, DeliveryId, KeyId, ScriptId, TenantId};
+use crate::model::secrets::{Keyring, OpenError};
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -79,35 +79,7 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-/// Timestamps are stored as Unix milliseconds and shown as RFC 3339.
-pub mod rfc3339 {
-    use serde::Serializer;
-
-    /// `2026-11-23T09:58:29.631Z`; milliseconds outside the calendar's range
-    /// (never written by sluice) show as the number itself.
-    pub fn format(ms: i64) -> String {
-        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-            .ok()
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-            .unwrap_or_else(|| ms.to_string())
-    }
-
-    pub fn serialize<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format(*ms))
-    }
-
-    pub fn serialize_option<S: Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
-        match ms {
-            Some(ms) => serialize(ms, s),
-            None => s.serialize_none(),
-        }
-    }
-}
+pub use crate::model::timestamp::{now_ms, rfc3339};
 
 /// A page request: newest first, `cursor` is the last id of the previous page.
 #[derive(Debug, Clone, Default)]

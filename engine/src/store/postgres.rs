@@ -1067,7 +1067,7 @@ async fn insert_key(
     name: &str,
     prefix: &str,
     hash: &str,
-    scopes: &[crate::auth::Scope],
+    scopes: &[crate::model::auth::Scope],
     now: i64,
 ) -> Result<()> {
     let scopes: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();

@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 
 use super::text;
 use super::*;
-use crate::event::{EventId, EventType, OrgUnit, Source};
+use crate::model::event::{EventId, EventType, OrgUnit, Source};
 
 /// Column access common to the drivers (sqlx rows of either database,
 /// rusqlite rows in the SQLite writer), so that each record has one mapping.
@@ -37,7 +37,7 @@ pub(super) fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
 }
 
-pub(super) fn parse_id<T>(raw: String, parse: fn(&str) -> std::result::Result<T, crate::ids::IdError>) -> Result<T> {
+pub(super) fn parse_id<T>(raw: String, parse: fn(&str) -> std::result::Result<T, crate::model::ids::IdError>) -> Result<T> {
     parse(&raw).map_err(corrupt)
 }
 

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use super::*;
-use crate::event::EventInput;
-use crate::retention::{self, Retention};
+use crate::model::event::EventInput;
+use crate::pipeline::retention::{self, Retention};
 
 const DAY: i64 = 24 * 3600 * 1000;
 
@@ -336,11 +336,11 @@ async fn sealed_configs(s: Scratch) {
     assert_eq!(s.store.get_config(&tenant, &b).await.unwrap().spec, "{}");
 
     // Another key does not open it; a rotation reads it and rewrites it with the new key.
-    let new_key: crate::secrets::MasterKey = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=".parse().unwrap();
+    let new_key: crate::model::secrets::MasterKey = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=".parse().unwrap();
     let stranger = s.with_keys(Arc::new(Keyring::new(&new_key, &[])));
     let err = stranger.get_config(&tenant, &a).await.unwrap_err();
     assert!(err.to_string().contains("not among the configured secret keys") && !err.to_string().contains("PLAIN"), "{err}");
-    let old_key: crate::secrets::MasterKey = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=".parse().unwrap();
+    let old_key: crate::model::secrets::MasterKey = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=".parse().unwrap();
     let rotated = s.with_keys(Arc::new(Keyring::new(&new_key, &[old_key])));
     let current = rotated.get_config(&tenant, &a).await.unwrap();
     assert_eq!(current.spec, spec);
@@ -580,7 +580,7 @@ async fn free_text(s: Scratch) {
         tenant_id: tenant.clone(),
         name: ODD.into(),
         prefix: "sk_test".into(),
-        hash: crate::auth::KeyHash("h".repeat(64)),
+        hash: crate::model::auth::KeyHash("h".repeat(64)),
         scopes: vec![],
     };
     assert_eq!(s.store.create_key(key).await.unwrap().name, ODD);
@@ -757,7 +757,7 @@ async fn postgres_bootstrap_happens_once() {
         name: "first admin key".into(),
         prefix: "sk_x".into(),
         hash: KeyHash(format!("hash-{n}")),
-        scopes: vec![crate::auth::Scope::Admin],
+        scopes: vec![crate::model::auth::Scope::Admin],
     };
     let (first, second) = tokio::join!(s.store.bootstrap(key(1), "operator"), b.bootstrap(key(2), "operator"));
     let made: Vec<_> = [first.unwrap(), second.unwrap()].into_iter().flatten().collect();

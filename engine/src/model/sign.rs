@@ -8,7 +8,7 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::export::{SigningProfile, SigningSecret};
+use crate::model::export::{SigningProfile, SigningSecret};
 
 type HmacSha256 = Hmac<Sha256>;
 

@@ -37,10 +37,12 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::app::App;
-use crate::ids::{ConfigId, DeliveryId, TenantId};
-use crate::route::{self, ActiveConfig};
-use crate::store::{self, AddedDelivery, DeliveryRecord, DeliveryStatus, EventCursor, EventRecord, NewDelivery, StoreError};
+use crate::model::ids::{ConfigId, DeliveryId, TenantId};
+use crate::model::timestamp;
+use crate::pipeline::configs::{ActiveConfig, ConfigCache};
+use crate::pipeline::decide::{Pause, decide};
+use crate::sandbox::Sandbox;
+use crate::store::{AddedDelivery, DeliveryRecord, DeliveryStatus, EventCursor, EventRecord, NewDelivery, Store, StoreError};
 
 /// Most deliveries one recovery call adds.
 pub const MAX_RECOVERED: usize = 10_000;
@@ -152,9 +154,9 @@ pub struct RecoverRequest {
 #[derive(Debug, Serialize)]
 pub struct Recovered {
     pub configuration_id: ConfigId,
-    #[serde(serialize_with = "store::rfc3339::serialize")]
+    #[serde(serialize_with = "timestamp::rfc3339::serialize")]
     pub since: i64,
-    #[serde(serialize_with = "store::rfc3339::serialize")]
+    #[serde(serialize_with = "timestamp::rfc3339::serialize")]
     pub until: i64,
     /// Failed deliveries replayed.
     pub failed_requeued: u64,
@@ -177,7 +179,20 @@ pub struct LateRouted {
     pub script_error: u64,
 }
 
-impl App {
+/// Replays and recovers, for the service: reads through the store and the
+/// configuration cache, decides again in the sandbox where asked, and
+/// records new deliveries for the retry poller to send.
+pub struct Replayer {
+    store: Store,
+    configs: Arc<ConfigCache>,
+    sandbox: Arc<Sandbox>,
+}
+
+impl Replayer {
+    pub fn new(store: Store, configs: Arc<ConfigCache>, sandbox: Arc<Sandbox>) -> Self {
+        Self { store, configs, sandbox }
+    }
+
     /// Replays one event: to every configuration it was delivered to (or
     /// failed to), or to the one named. See the module docs.
     pub async fn replay_event(&self, tenant: &TenantId, event_id: &str, only: Option<&ConfigId>) -> Result<Replayed, ReplayError> {
@@ -197,7 +212,7 @@ impl App {
         for d in self.store.deliveries_of_event(tenant, event.seq).await? {
             newest.insert(d.configuration_id.clone(), d);
         }
-        let now = store::now_ms();
+        let now = timestamp::now_ms();
         let mut rows = Vec::new();
         let mut skipped = Vec::new();
         match named {
@@ -285,7 +300,7 @@ impl App {
             if found.len() > left {
                 out.truncated = true;
             }
-            let now = store::now_ms();
+            let now = timestamp::now_ms();
             let rows: Vec<AddedDelivery> = found.iter().take(left).map(|(_, d)| reuse(d, now)).collect();
             left -= rows.len();
             out.failed_requeued += count_added(&self.store.add_deliveries(tenant, rows).await?);
@@ -370,11 +385,11 @@ impl App {
     async fn decide(&self, config: Arc<ActiveConfig>, events: Vec<EventRecord>) -> Result<Vec<(i64, NewDelivery)>, StoreError> {
         let sandbox = self.sandbox.clone();
         tokio::task::spawn_blocking(move || {
-            let now = store::now_ms();
+            let now = timestamp::now_ms();
             events
                 .into_iter()
                 .map(|e| {
-                    let mut d = route::decide(&sandbox, &config, &e.event, now, route::Pause::Defer);
+                    let mut d = decide(&sandbox, &config, &e.event, now, Pause::Defer);
                     d.lease_until = None;
                     (e.seq, d)
                 })

@@ -28,7 +28,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use crate::export::ConfigError;
+use crate::model::export::ConfigError;
 
 /// A range of addresses as operators write it: `10.0.0.0/8`, `fc00::/7`,
 /// or one address (`::1`, the same as `::1/128`).
@@ -180,7 +180,7 @@ pub enum Reserved {
     Broadcast,
     /// 240.0.0.0/4, 192.0.0.0/24 (protocol assignments), 198.18.0.0/15
     /// (benchmarking), 100::/64 (discard).
-    Reserved,
+    Special,
 }
 
 impl fmt::Display for Reserved {
@@ -193,7 +193,7 @@ impl fmt::Display for Reserved {
             Self::Unspecified => "unspecified range",
             Self::Multicast => "multicast range",
             Self::Broadcast => "broadcast address",
-            Self::Reserved => "reserved range",
+            Self::Special => "reserved range",
         })
     }
 }
@@ -207,16 +207,16 @@ const RESERVED: &[(IpRange, Reserved)] = &[
     (IpRange::v4(127, 0, 0, 0, 8), Reserved::Loopback),
     (IpRange::v4(169, 254, 0, 0, 16), Reserved::LinkLocal),
     (IpRange::v4(172, 16, 0, 0, 12), Reserved::Private),
-    (IpRange::v4(192, 0, 0, 0, 24), Reserved::Reserved),
+    (IpRange::v4(192, 0, 0, 0, 24), Reserved::Special),
     (IpRange::v4(192, 168, 0, 0, 16), Reserved::Private),
-    (IpRange::v4(198, 18, 0, 0, 15), Reserved::Reserved),
+    (IpRange::v4(198, 18, 0, 0, 15), Reserved::Special),
     (IpRange::v4(224, 0, 0, 0, 4), Reserved::Multicast),
     (IpRange::v4(255, 255, 255, 255, 32), Reserved::Broadcast),
-    (IpRange::v4(240, 0, 0, 0, 4), Reserved::Reserved),
+    (IpRange::v4(240, 0, 0, 0, 4), Reserved::Special),
     (IpRange::v6([0, 0, 0, 0, 0, 0, 0, 0], 128), Reserved::Unspecified),
     (IpRange::v6([0, 0, 0, 0, 0, 0, 0, 1], 128), Reserved::Loopback),
     (IpRange::v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48), Reserved::Private),
-    (IpRange::v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64), Reserved::Reserved),
+    (IpRange::v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64), Reserved::Special),
     (IpRange::v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7), Reserved::Private),
     (IpRange::v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10), Reserved::LinkLocal),
     (IpRange::v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10), Reserved::Private),
@@ -512,10 +512,10 @@ mod tests {
             ("239.255.255.250", Reserved::Multicast),
             ("ff02::1", Reserved::Multicast),
             ("255.255.255.255", Reserved::Broadcast),
-            ("240.0.0.1", Reserved::Reserved),
-            ("198.18.0.1", Reserved::Reserved),
-            ("192.0.0.170", Reserved::Reserved),
-            ("100::1", Reserved::Reserved),
+            ("240.0.0.1", Reserved::Special),
+            ("198.18.0.1", Reserved::Special),
+            ("192.0.0.170", Reserved::Special),
+            ("100::1", Reserved::Special),
         ] {
             assert_eq!(p.check(ip(addr)), Err(Forbidden { ip: ip(addr), range: kind }), "{addr}");
         }

@@ -4,7 +4,7 @@
 //! configuration id is expected.
 //!
 //! This module owns the id formats. It must never generate ids from
-//! caller input: callers' own ids (event ids) are [`crate::event::EventId`].
+//! caller input: callers' own ids (event ids) are [`crate::model::event::EventId`].
 
 use std::fmt;
 

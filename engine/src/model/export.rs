@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::deliver::{REDACTED, is_secret_name};
-use crate::event::{EventType, OrgUnit};
-use crate::ids::ScriptId;
+use crate::model::event::{EventType, OrgUnit};
+use crate::model::headers::{REDACTED, is_secret_name};
+use crate::model::ids::ScriptId;
 
 mod certificate;
 
@@ -699,12 +699,12 @@ fn keep_secrets(
 /// The endpoint on save: a credential parameter of its query sent back as
 /// `***` (as answers show it) gets the stored endpoint's value of that name.
 fn keep_url_secrets(raw: &str, previous: Option<&str>) -> Result<String, ConfigError> {
-    let (base, Some(params)) = crate::deliver::query_params(raw) else { return Ok(raw.to_owned()) };
+    let (base, Some(params)) = crate::model::headers::query_params(raw) else { return Ok(raw.to_owned()) };
     let redacted = |v: Option<&str>| matches!(v, Some(v) if v == REDACTED || v.eq_ignore_ascii_case("%2A%2A%2A"));
     if !params.iter().any(|p| is_secret_name(&p.name) && redacted(p.raw_value)) {
         return Ok(raw.to_owned());
     }
-    let stored = previous.and_then(|p| crate::deliver::query_params(p).1).unwrap_or_default();
+    let stored = previous.and_then(|p| crate::model::headers::query_params(p).1).unwrap_or_default();
     let mut kept = Vec::with_capacity(params.len());
     for p in &params {
         let value = if is_secret_name(&p.name) && redacted(p.raw_value) {
@@ -717,13 +717,13 @@ fn keep_url_secrets(raw: &str, previous: Option<&str>) -> Result<String, ConfigE
         };
         kept.push((p.raw_name, value));
     }
-    Ok(crate::deliver::join_query(base, &kept))
+    Ok(crate::model::headers::join_query(base, &kept))
 }
 
 /// An endpoint as an error message may show it: no userinfo, credential
 /// parameters redacted, at most 200 characters.
 fn shown_endpoint(raw: &str) -> String {
-    let mut shown = crate::deliver::redact_url(raw);
+    let mut shown = crate::model::headers::redact_url(raw);
     if let Some(scheme_end) = shown.find("://") {
         let authority_end = shown[scheme_end + 3..].find(['/', '?', '#']).map_or(shown.len(), |i| scheme_end + 3 + i);
         if let Some(at) = shown[scheme_end + 3..authority_end].rfind('@') {
@@ -834,7 +834,7 @@ fn validate_headers(headers: &BTreeMap<String, String>) -> Result<(), ConfigErro
         if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
             return Err(err("invalid_header", field, "not a valid header name"));
         }
-        if crate::sandbox::is_reserved_header(name) {
+        if crate::model::headers::is_reserved_header(name) {
             return Err(err("invalid_header", field, "set by sluice itself; use `authorization` or `signing`"));
         }
         if reqwest::header::HeaderValue::from_str(value).is_err() {
@@ -860,7 +860,7 @@ impl ExportConfig {
     pub fn view(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or_default();
         if let Some(obj) = v.as_object_mut() {
-            obj.insert("endpoint".into(), crate::deliver::redact_url(&self.endpoint).into());
+            obj.insert("endpoint".into(), crate::model::headers::redact_url(&self.endpoint).into());
             for custom in ["headers", "query"] {
                 if let Some(map) = obj.get_mut(custom).and_then(|m| m.as_object_mut()) {
                     for (_, value) in map.iter_mut().filter(|(name, _)| is_secret_name(name)) {
@@ -883,7 +883,7 @@ impl ExportConfig {
                 signing.remove("secret");
                 if let Some(previous) = signing.remove("previous").and_then(|p| p.get("expires_at").cloned()) {
                     let ms = previous.as_i64().unwrap_or_default();
-                    signing.insert("previous_secret_expires_at".into(), crate::store::rfc3339::format(ms).into());
+                    signing.insert("previous_secret_expires_at".into(), crate::model::timestamp::rfc3339::format(ms).into());
                 }
             }
             obj.insert("trust_all_tls".into(), matches!(self.tls, Tls::TrustAll).into());

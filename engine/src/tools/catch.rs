@@ -4,7 +4,7 @@
 //! secrets it was given, and answers the way a response mode expects.
 //!
 //! This module owns the receiver and signature *verification*; the signature
-//! formats themselves are [`crate::sign`]'s, reused here to compute what a
+//! formats themselves are [`crate::model::sign`]'s, reused here to compute what a
 //! signature should be. It must never print a secret or a credential
 //! (`authorization` keeps only its scheme; credential-like headers and query
 //! parameters read `***`), never compare a signature in
@@ -28,8 +28,8 @@ use subtle::ConstantTimeEq as _;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::export::{ResponseMode, SigningSecret};
-use crate::sign;
+use crate::model::export::{ResponseMode, SigningSecret};
+use crate::model::sign;
 
 /// A Standard Webhooks timestamp further than this from now, either way, is
 /// refused (the tolerance the Standard Webhooks libraries use).
@@ -299,7 +299,7 @@ fn shown_header(name: &HeaderName, value: &HeaderValue) -> String {
     }
     // Signatures are not secrets, and showing them helps debug a mismatch.
     let signature = name == "webhook-signature" || name == "x-signature";
-    if crate::deliver::is_secret_name(name.as_str()) && !signature {
+    if crate::model::headers::is_secret_name(name.as_str()) && !signature {
         return "***".to_owned();
     }
     text.into_owned()
@@ -311,7 +311,7 @@ fn shown_query(query: &str) -> String {
     query
         .split('&')
         .map(|pair| match pair.split_once('=') {
-            Some((name, _)) if crate::deliver::is_secret_name(name) => format!("{name}=***"),
+            Some((name, _)) if crate::model::headers::is_secret_name(name) => format!("{name}=***"),
             _ => pair.to_owned(),
         })
         .collect::<Vec<_>>()

@@ -241,7 +241,9 @@ impl<G: Eq + Hash + Clone, K: Eq + Hash + Clone, T> FairQueue<G, K, T> {
     }
 
     /// Stops the workers; what is left in the queues is dropped (it is
-    /// stored, and found again after a restart).
+    /// stored, and found again after a restart). Only the tests close a
+    /// queue: the engine's end with its process.
+    #[cfg(test)]
     pub fn close(&self) {
         self.lock().closed = true;
         self.work.notify_waiters();

@@ -12,15 +12,20 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use crate::auth::{KeyHash, Principal};
-use crate::deliver::{self, Deliverer, DeliveryJob};
-use crate::destination::DestinationPolicy;
-use crate::event::Event;
-use crate::export::{ConfigError, ConfigInput, ExportConfig, SigningSecret};
-use crate::ids::{ConfigId, KeyId, ScriptId, TenantId};
-use crate::replay::ReplayError;
-use crate::retention::{self, Retention};
-use crate::route::{ConfigCache, RouteJob, Router};
+use crate::model::auth::{KeyHash, Principal};
+use crate::model::event::Event;
+use crate::model::export::{ConfigError, ConfigInput, ExportConfig, SigningSecret};
+use crate::model::ids::{ConfigId, KeyId, ScriptId, TenantId};
+use crate::model::timestamp;
+use crate::pipeline::client;
+use crate::pipeline::configs::{self, ConfigCache};
+use crate::pipeline::decide::{Pause, decide};
+use crate::pipeline::deliver::Deliverer;
+use crate::pipeline::destination::DestinationPolicy;
+use crate::pipeline::job::DeliveryJob;
+use crate::pipeline::replay::{RecoverRequest, Recovered, ReplayError, Replayed, Replayer};
+use crate::pipeline::retention::{self, Retention};
+use crate::pipeline::route::{RouteJob, Router};
 use crate::sandbox::{LoadError, Sandbox, Script};
 use crate::store::{self, ConfigRecord, ConfigWrite, Ingested, KeyRecord, NewKey, ScriptRecord, Store, StoreError};
 
@@ -65,6 +70,7 @@ pub struct App {
     /// The tenant whose admin keys manage tenants.
     pub operator: TenantId,
     router: Arc<Router>,
+    replayer: Replayer,
     /// Live keys by hash, and tenants' quotas: read on every request.
     keys: Recent<KeyHash, Principal>,
     /// Hashes no live key has, so that a client retrying a wrong or revoked
@@ -153,7 +159,7 @@ impl App {
         let configs = Arc::new(ConfigCache::new(
             store.clone(),
             sandbox.clone(),
-            deliver::shared_client(&limits.destinations),
+            client::shared_client(&limits.destinations),
             limits.destinations.clone(),
         ));
         let deliverer = Deliverer::new(store.clone(), sandbox.clone(), configs.clone(), limits.delivery_concurrency);
@@ -164,6 +170,7 @@ impl App {
         let router = Router::start(store.clone(), sandbox.clone(), configs.clone(), deliverer, workers);
         tokio::spawn(retention::run(store.clone(), limits.retention));
 
+        let replayer = Replayer::new(store.clone(), configs.clone(), sandbox.clone());
         let app = Arc::new(Self {
             store,
             sandbox,
@@ -171,6 +178,7 @@ impl App {
             limits,
             operator,
             router,
+            replayer,
             keys: Recent::new(RECENT_TTL, 100_000),
             misses: Recent::new(MISS_TTL, MAX_MISSES),
             quotas: Recent::new(RECENT_TTL, 100_000),
@@ -181,6 +189,16 @@ impl App {
             tokio::spawn(app.clone().follow_changes(changes));
         }
         Ok(app)
+    }
+
+    /// Replays one event (see [`crate::pipeline::replay`]).
+    pub async fn replay_event(&self, tenant: &TenantId, event_id: &str, only: Option<&ConfigId>) -> Result<Replayed, ReplayError> {
+        self.replayer.replay_event(tenant, event_id, only).await
+    }
+
+    /// Recovers a configuration's failures over a window (see [`crate::pipeline::replay`]).
+    pub async fn recover(&self, tenant: &TenantId, id: &ConfigId, request: RecoverRequest) -> Result<Recovered, ReplayError> {
+        self.replayer.recover(tenant, id, request).await
     }
 
     /// Drops what this node cached of what other nodes change.
@@ -210,7 +228,7 @@ impl App {
             let complete = self.route_unrouted_once(before).await;
             tokio::time::sleep(Duration::from_secs(if complete { 30 } else { 1 })).await;
             if complete {
-                before = store::now_ms() - 30_000;
+                before = timestamp::now_ms() - 30_000;
             }
         }
     }
@@ -325,7 +343,7 @@ impl App {
             sha256: script.sha256().to_string(),
             size: bytes.len() as i64,
             wit_version: script.wit_version().to_owned(),
-            created_at: store::now_ms(),
+            created_at: timestamp::now_ms(),
         };
         self.store.insert_script(tenant, &record, bytes, compiled.as_deref()).await?;
         Ok(record)
@@ -360,7 +378,7 @@ impl App {
     /// uploading node compiled, or compiled here from its bytes.
     pub async fn script(&self, tenant: &TenantId, id: &ScriptId) -> Result<Result<Arc<Script>, LoadError>, StoreError> {
         let code = self.store.script_code(tenant, id).await?;
-        Ok(self.compile(move |sandbox| crate::route::load_code(sandbox, &code)).await)
+        Ok(self.compile(move |sandbox| configs::load_code(sandbox, &code)).await)
     }
 
     pub async fn create_config(&self, tenant: &TenantId, input: ConfigInput) -> Result<(ConfigRecord, ExportConfig), AppError> {
@@ -402,10 +420,9 @@ impl App {
             return Ok(TestSend { event, decision: None, sent: None });
         }
         let (sandbox, routed, on) = (self.sandbox.clone(), event.clone(), config.clone());
-        let decision =
-            tokio::task::spawn_blocking(move || crate::route::decide(&sandbox, &on, &routed, store::now_ms(), crate::route::Pause::Ignore))
-                .await
-                .map_err(|e| StoreError::Corrupt(format!("test send: {e}")))?;
+        let decision = tokio::task::spawn_blocking(move || decide(&sandbox, &on, &routed, timestamp::now_ms(), Pause::Ignore))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("test send: {e}")))?;
         let sent = if decision.status == store::DeliveryStatus::Pending {
             let job = DeliveryJob {
                 tenant: tenant.clone(),
@@ -417,7 +434,7 @@ impl App {
                 attempt: 1,
                 undecided: false,
             };
-            Some(deliver::send_once(&config, &job).await)
+            Some(client::send_once(&config.spec, &config.client, &job).await)
         } else {
             None
         };
@@ -439,7 +456,7 @@ impl App {
             return Err(StoreError::StaleVersion { current: current.version }.into());
         }
         let mut spec = parse_spec(&current)?;
-        spec.signing.rotate(secret.unwrap_or_else(SigningSecret::generate), grace, store::now_ms());
+        spec.signing.rotate(secret.unwrap_or_else(SigningSecret::generate), grace, timestamp::now_ms());
         let record = self.store.update_config(tenant, id, current.version, &write_of(&spec)).await?;
         self.configs.invalidate(tenant, Some(id));
         Ok((record, spec))
@@ -469,14 +486,14 @@ impl App {
 pub struct TestSend {
     pub event: Arc<Event>,
     pub decision: Option<store::NewDelivery>,
-    pub sent: Option<deliver::Sent>,
+    pub sent: Option<client::Sent>,
 }
 
 /// An event the configuration selects: its first type (`order.*` gives
 /// `order.test`), its first included organization unit.
 fn synthetic_event(spec: &ExportConfig) -> Event {
-    use crate::event::{EventId, EventType, OrgUnit};
-    use crate::export::TypePattern;
+    use crate::model::event::{EventId, EventType, OrgUnit};
+    use crate::model::export::TypePattern;
     let event_type = match spec.event_types.first() {
         Some(TypePattern::Exact(t)) => t.clone(),
         Some(TypePattern::Prefix(p)) => EventType::parse(&format!("{p}test")).unwrap_or_else(|_| fallback_type()),
@@ -495,8 +512,8 @@ fn synthetic_event(spec: &ExportConfig) -> Event {
     }
 }
 
-fn fallback_type() -> crate::event::EventType {
-    crate::event::EventType::parse("sluice.test").expect("a valid literal type")
+fn fallback_type() -> crate::model::event::EventType {
+    crate::model::event::EventType::parse("sluice.test").expect("a valid literal type")
 }
 
 /// Validates a configuration on a blocking thread: unlocking a PKCS#12

@@ -13,7 +13,8 @@
 
 use std::time::Duration;
 
-use crate::store::{self, PurgedEvents, Store, StoreError};
+use crate::model::timestamp;
+use crate::store::{PurgedEvents, Store, StoreError};
 
 /// The retention windows and how often they are enforced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +59,7 @@ pub async fn run(store: Store, retention: Retention) {
     let interval = retention.interval.max(Duration::from_secs(1));
     tokio::time::sleep(interval.min(FIRST_RUN)).await;
     loop {
-        match purge_once(&store, &retention, store::now_ms()).await {
+        match purge_once(&store, &retention, timestamp::now_ms()).await {
             Ok(p) if p == Purged::default() => tracing::debug!("retention purge: nothing to remove"),
             Ok(p) => tracing::info!(
                 payloads = p.payloads + p.events.payloads,

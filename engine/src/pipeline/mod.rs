@@ -1,0 +1,27 @@
+//! The pipeline, in the order an event walks it once it is stored:
+//!
+//! - [`route`]: per-tenant queues ([`fair`]); each event matched against
+//!   the tenant's [`configs`] and decided ([`decide`], the script running
+//!   in the sandbox, paused by [`penalty`] when it keeps exhausting its
+//!   budget); the decisions recorded, deliveries handed on as [`job`]s;
+//! - [`deliver`]: per-configuration gates (in-flight, rate limit, breaker),
+//!   the retry poller; each attempt's [`request`] built and signed, sent by
+//!   the [`client`] behind the [`destination`] guard, then recorded;
+//! - [`replay`] and [`retention`]: sending again on demand, and purging
+//!   what is old.
+//!
+//! Route and deliver never import each other: what both need (the job,
+//! the ready-made configuration, the decision) sits in the modules beneath.
+
+pub mod client;
+pub mod configs;
+pub mod decide;
+pub mod deliver;
+pub mod destination;
+pub mod fair;
+pub mod job;
+pub mod penalty;
+pub mod replay;
+pub mod request;
+pub mod retention;
+pub mod route;

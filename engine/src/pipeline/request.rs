@@ -1,0 +1,153 @@
+//! The request for one attempt: URL and query, headers (the
+//! configuration's, the script's, authorization, signatures), and body;
+//! and the request headers as the attempt log shows them, credentials
+//! redacted.
+//!
+//! It builds; it must never send, and never log a credential.
+
+use std::collections::BTreeMap;
+
+use crate::model::event::Event;
+use crate::model::export::{Authorization, ExportConfig};
+use crate::model::headers::{REDACTED, is_secret_name, redact_url};
+use crate::model::sign;
+use crate::model::timestamp;
+use crate::pipeline::job::DeliveryJob;
+use crate::sandbox::Header;
+
+/// A request ready to send, and its URI as logged.
+pub struct Request {
+    pub url: reqwest::Url,
+    pub logged_uri: String,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// The body receivers get when the script does not replace it: the event
+/// in the shape it was posted.
+pub fn default_body(event: &Event) -> Vec<u8> {
+    serde_json::to_vec(&event.envelope()).unwrap_or_default()
+}
+
+/// Builds the request for one attempt. Everything here was validated when
+/// the configuration was saved, so failures only drop the offending part.
+pub fn build(spec: &ExportConfig, job: &DeliveryJob) -> Request {
+    use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+    let body = match &job.body {
+        Some(b) => b.clone().into_bytes(),
+        None => default_body(&job.event),
+    };
+    let mut url = reqwest::Url::parse(&spec.endpoint).expect("endpoints are validated on save");
+    // The endpoint's own query may carry a credential (`?token=…`).
+    let mut logged = reqwest::Url::parse(&redact_url(&spec.endpoint)).unwrap_or_else(|_| {
+        let mut bare = url.clone();
+        bare.set_query(None);
+        bare
+    });
+    if !spec.query.is_empty() {
+        let mut q = url.query_pairs_mut();
+        let mut lq = logged.query_pairs_mut();
+        for (k, v) in &spec.query {
+            q.append_pair(k, v);
+            lq.append_pair(k, if is_secret_name(k) { REDACTED } else { v });
+        }
+    }
+
+    let mut headers = HeaderMap::new();
+    let mut put = |name: &str, value: &str| {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            headers.insert(n, v);
+        }
+    };
+    for (k, v) in &spec.headers {
+        put(k, v);
+    }
+    if let Some(script_headers) = job.headers.as_deref().and_then(|h| serde_json::from_str::<Vec<Header>>(h).ok()) {
+        for h in script_headers {
+            put(&h.name, &h.value);
+        }
+    }
+    put("content-type", "application/json");
+    put("idempotency-key", job.event.id.as_str());
+    // Who caused the event, for receivers that audit it.
+    if let Some(source) = &job.event.source {
+        if let Some(user) = &source.user {
+            put("sluice-source-user", user);
+        }
+        if let Some(application) = &source.application {
+            put("sluice-source-application", application);
+        }
+    }
+    match &spec.authorization {
+        Authorization::Bearer { token } => put("authorization", &format!("Bearer {token}")),
+        Authorization::Token { token } => put("authorization", token),
+        Authorization::None | Authorization::ClientCertificate { .. } => {}
+    }
+    let now = timestamp::now_ms();
+    let secrets = spec.signing.secrets_at(now);
+    for (name, value) in sign::headers(&spec.signing.profiles, &secrets, job.event.id.as_str(), now / 1000, &body) {
+        put(name, &value);
+    }
+    Request { url, logged_uri: logged.to_string(), headers, body }
+}
+
+/// Request headers as logged: credentials redacted.
+pub fn logged_headers(request: &Request) -> String {
+    headers_json(&request.headers, true)
+}
+
+/// Headers as a JSON object; with `redact`, credential values read `***`.
+pub fn headers_json(headers: &reqwest::header::HeaderMap, redact: bool) -> String {
+    let mut out = BTreeMap::new();
+    for (name, value) in headers {
+        let name = name.as_str();
+        let shown = if redact && is_secret_name(name) && name != "webhook-signature" && name != "x-signature" {
+            std::borrow::Cow::Borrowed(REDACTED)
+        } else {
+            String::from_utf8_lossy(value.as_bytes())
+        };
+        out.insert(name, shown);
+    }
+    serde_json::to_string(&out).unwrap_or_else(|_| "{}".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::model::ids::{ConfigId, DeliveryId, TenantId};
+
+    #[test]
+    fn the_logged_uri_hides_the_endpoints_own_credentials_and_the_request_keeps_them() {
+        let spec: ExportConfig = serde_json::from_value::<crate::model::export::ConfigInput>(serde_json::json!({
+            "name": "n", "endpoint": "https://x.example/hook?token=abc&v=1", "event_types": ["*"],
+            "query": {"key": "k-123", "page": "2"}, "headers": {"X-Api-Key": "h-456"}
+        }))
+        .expect("shape")
+        .validate(None)
+        .expect("valid");
+        let event = crate::model::event::EventInput::from_json(
+            r#"{"type": "a.b", "organization_unit": "x", "occurred_at": "2026-01-01T00:00:00Z", "payload": {}}"#,
+        )
+        .and_then(|e| e.validate(|| crate::model::event::EventId::parse("evt_1").expect("id")))
+        .expect("event");
+        let job = DeliveryJob {
+            tenant: TenantId::generate(),
+            delivery: DeliveryId::generate(),
+            config: ConfigId::generate(),
+            event: Arc::new(event),
+            body: None,
+            headers: None,
+            attempt: 1,
+            undecided: false,
+        };
+        let request = build(&spec, &job);
+        assert_eq!(request.url.as_str(), "https://x.example/hook?token=abc&v=1&key=k-123&page=2");
+        assert_eq!(request.logged_uri, "https://x.example/hook?token=***&v=1&key=***&page=2");
+        assert_eq!(request.headers["x-api-key"], "h-456");
+        let logged = logged_headers(&request);
+        assert!(!logged.contains("h-456") && logged.contains(r#""x-api-key":"***""#), "{logged}");
+    }
+}

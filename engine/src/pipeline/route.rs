@@ -1,0 +1,227 @@
+//! Routing: which configurations take an event, and what each one's script
+//! decides. The decisions are recorded on deliveries; those to deliver are
+//! handed to the deliverer through [`Handoff`](crate::pipeline::job::Handoff).
+//!
+//! This module owns matching and the per-tenant cache of active
+//! configurations. It must never send anything over the network, and never
+//! look at another tenant's configurations for an event.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::model::event::Event;
+use crate::model::ids::TenantId;
+use crate::pipeline::configs::ConfigCache;
+use crate::pipeline::decide::{Decided, decide_all};
+use crate::pipeline::fair::{Bounds, FairQueue};
+use crate::pipeline::job::{DeliveryJob, Handoff};
+use crate::sandbox::Sandbox;
+use crate::store::{DeliveryStatus, Routed, Store, StoreError};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// An accepted event waiting to be routed.
+pub struct RouteJob {
+    pub tenant: TenantId,
+    pub seq: i64,
+    pub event: Arc<Event>,
+}
+
+/// Routes events: matches, runs scripts (on blocking threads: a script may
+/// use its whole budget), records the decisions and hands deliveries on.
+///
+/// Events wait in one queue per tenant, and the workers serve the tenants
+/// in turn, a batch at a time: a tenant with a backlog or costly scripts
+/// makes its own queue long, and holds at most half of the workers.
+pub struct Router {
+    store: Store,
+    sandbox: Arc<Sandbox>,
+    configs: Arc<ConfigCache>,
+    deliver: Arc<dyn Handoff>,
+    /// One queue per tenant (the key within it is the tenant itself).
+    queue: FairQueue<TenantId, (), RouteJob>,
+    /// Events queued and not yet routed, so that the recovery scan does not
+    /// queue them twice.
+    queued: Mutex<HashSet<i64>>,
+}
+
+/// Events one worker routes per turn.
+const BATCH: usize = 128;
+/// Events one tenant may have waiting; its producers wait (backpressure)
+/// or leave the rest to the recovery scan.
+const PER_TENANT: usize = 4096;
+/// Events all tenants together may have waiting.
+const TOTAL: usize = 32_768;
+/// How long a batch's deliveries wait in all for room in their send
+/// queues: a short stall of the senders slows the tenant's routing (and so
+/// its posters) instead of sending its deliveries to the store to wait.
+const HAND_WAIT: Duration = Duration::from_secs(1);
+
+/// Why an event was not queued: it stays stored and unrouted, and the
+/// recovery scan queues it later.
+#[derive(Debug)]
+pub struct NotQueued;
+
+impl Router {
+    /// Starts `workers` routing workers.
+    pub fn start(store: Store, sandbox: Arc<Sandbox>, configs: Arc<ConfigCache>, deliver: Arc<dyn Handoff>, workers: usize) -> Arc<Self> {
+        let workers = workers.max(2);
+        let router = Arc::new(Self {
+            store,
+            sandbox,
+            configs,
+            deliver,
+            queue: FairQueue::new(Bounds { per_key: PER_TENANT, per_group: PER_TENANT, total: TOTAL, group_workers: workers / 2 }),
+            queued: Mutex::default(),
+        });
+        for _ in 0..workers {
+            tokio::spawn(router.clone().work());
+        }
+        router
+    }
+
+    /// Queues an event for routing, waiting up to `wait` while its tenant's
+    /// queue is full.
+    pub async fn queue(&self, job: RouteJob, wait: Duration) -> Result<(), NotQueued> {
+        let seq = job.seq;
+        if !lock(&self.queued).insert(seq) {
+            return Ok(()); // already waiting
+        }
+        let tenant = job.tenant.clone();
+        match self.queue.push(&tenant, &(), usize::MAX, job, wait).await {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                lock(&self.queued).remove(&seq);
+                Err(NotQueued)
+            }
+        }
+    }
+
+    async fn work(self: Arc<Self>) {
+        while let Some((tenant, (), jobs)) = self.queue.next(BATCH).await {
+            let seqs: Vec<i64> = jobs.iter().map(|j| j.seq).collect();
+            self.route_batch(&tenant, jobs).await;
+            {
+                let mut queued = lock(&self.queued);
+                for seq in seqs {
+                    queued.remove(&seq);
+                }
+            }
+            self.queue.done(&tenant, &());
+        }
+    }
+
+    /// Routes one tenant's batch. Whatever fails stays unrouted, for the
+    /// recovery scan; nothing here fails another tenant's events.
+    async fn route_batch(&self, tenant: &TenantId, jobs: Vec<RouteJob>) {
+        let configs = match self.configs.enabled(tenant).await {
+            Ok(configs) => configs,
+            Err(e) => {
+                tracing::error!(%tenant, events = jobs.len(), error = %e, "loading configurations failed; the events wait for the recovery scan");
+                return;
+            }
+        };
+        let sandbox = self.sandbox.clone();
+        let routed = tokio::task::spawn_blocking(move || {
+            jobs.into_iter()
+                .map(|job| {
+                    let decided = decide_all(&sandbox, &configs, &job.event);
+                    (job, decided)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        match routed {
+            Ok(routed) => self.record(routed).await,
+            Err(e) => {
+                tracing::error!(%tenant, error = %e, "a routing thread failed; its events wait for the recovery scan")
+            }
+        }
+    }
+
+    /// Records a batch's decisions in one write, then hands its deliveries
+    /// to the senders. When the write fails, each event is written alone,
+    /// so that one bad row fails only its own event; an event that still
+    /// cannot be written is recorded without the details that failed.
+    async fn record(&self, routed: Vec<(RouteJob, Decided)>) {
+        let rows: Vec<Routed> = routed.iter().map(|(job, decided)| routed_row(job, decided)).collect();
+        let recorded = match self.store.record_routing(rows).await {
+            Ok(recorded) => recorded,
+            Err(StoreError::Closed) => return,
+            Err(e) => {
+                tracing::warn!(events = routed.len(), error = %e, "recording a routing batch failed; recording its events one by one");
+                let mut recorded = Vec::with_capacity(routed.len());
+                for (job, decided) in &routed {
+                    recorded.push(self.record_alone(job, decided).await);
+                }
+                recorded
+            }
+        };
+        let deadline = tokio::time::Instant::now() + HAND_WAIT;
+        for ((job, decided), recorded) in routed.into_iter().zip(recorded) {
+            // Not recorded: another path routed the event first and its
+            // deliveries stand (or it could not be written at all).
+            if !recorded {
+                continue;
+            }
+            for (config, d) in decided {
+                if d.status != DeliveryStatus::Pending || d.undecided {
+                    continue;
+                }
+                let delivery = DeliveryJob {
+                    tenant: job.tenant.clone(),
+                    delivery: d.id,
+                    config: config.id.clone(),
+                    event: job.event.clone(),
+                    body: d.body,
+                    headers: d.headers,
+                    attempt: 1,
+                    undecided: false,
+                };
+                if !self.deliver.hand(delivery, deadline).await {
+                    return; // shutting down: the leases expire and a restart sends them
+                }
+            }
+        }
+    }
+
+    async fn record_alone(&self, job: &RouteJob, decided: &Decided) -> bool {
+        match self.store.record_routing(vec![routed_row(job, decided)]).await {
+            Ok(recorded) => return recorded.first().copied().unwrap_or(false),
+            Err(StoreError::Closed) => return false,
+            Err(e) => {
+                tracing::warn!(event = %job.event.id, error = %e, "recording an event's routing failed; recording it without the script's output")
+            }
+        }
+        let mut row = routed_row(job, decided);
+        for d in &mut row.deliveries {
+            d.script_logs = None;
+            d.reason = Some("the script's decision could not be stored".into());
+            if d.status == DeliveryStatus::Pending && !d.undecided && (d.body.is_some() || d.headers.is_some()) {
+                // Sending without the script's body would send what it replaced.
+                d.status = DeliveryStatus::ScriptError;
+                d.error_kind = Some("unrecordable".into());
+                d.next_attempt_at = None;
+                d.lease_until = None;
+            }
+            d.body = None;
+            d.headers = None;
+        }
+        match self.store.record_routing(vec![row]).await {
+            // Recorded without details: its pending deliveries are due and
+            // the retry poller sends them; nothing is handed on from here.
+            Ok(_) => false,
+            Err(e) => {
+                tracing::error!(event = %job.event.id, error = %e, "recording an event's routing failed; it waits for the recovery scan");
+                false
+            }
+        }
+    }
+}
+
+fn routed_row(job: &RouteJob, decided: &Decided) -> Routed {
+    Routed { tenant: job.tenant.clone(), event_seq: job.seq, deliveries: decided.iter().map(|(_, d)| d.clone()).collect() }
+}
