@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use crate::model::auth::{KeyHash, Principal};
 use crate::model::event::Event;
 use crate::model::export::{ConfigError, ConfigInput, ExportConfig, SigningSecret};
-use crate::model::ids::{ConfigId, KeyId, ScriptId, TenantId};
+use crate::model::ids::{AttemptId, ConfigId, DeliveryId, KeyId, ScriptId, TenantId};
 use crate::model::timestamp;
 use crate::pipeline::client;
 use crate::pipeline::configs::{self, ConfigCache};
@@ -27,7 +27,13 @@ use crate::pipeline::replay::{RecoverRequest, Recovered, ReplayError, Replayed, 
 use crate::pipeline::retention::{self, Retention};
 use crate::pipeline::route::{RouteJob, Router};
 use crate::sandbox::{LoadError, Sandbox, Script};
-use crate::store::{self, ConfigRecord, ConfigWrite, Ingested, KeyRecord, NewKey, ScriptRecord, Store, StoreError};
+use crate::sandbox::{Outcome, Params};
+use crate::store::{self, ConfigWrite, Store};
+// The store's vocabulary the API speaks through this door.
+pub use crate::store::{
+    AttemptFilter, AttemptRecord, ConfigRecord, DeliveryFilter, DeliveryRecord, DeliveryStatus, EventFilter, EventRecord, EventStatus,
+    EventTypeRecord, Ingested, KeyRecord, NewKey, Page, PageRequest, ScriptRecord, StoreError, TenantRecord,
+};
 
 /// Limits the engine enforces on callers.
 #[derive(Debug, Clone)]
@@ -63,12 +69,12 @@ impl Default for AppLimits {
 }
 
 pub struct App {
-    pub store: Store,
-    pub sandbox: Arc<Sandbox>,
-    pub configs: Arc<ConfigCache>,
-    pub limits: AppLimits,
+    store: Store,
+    sandbox: Arc<Sandbox>,
+    configs: Arc<ConfigCache>,
+    limits: AppLimits,
     /// The tenant whose admin keys manage tenants.
-    pub operator: TenantId,
+    operator: TenantId,
     router: Arc<Router>,
     replayer: Replayer,
     /// Live keys by hash, and tenants' quotas: read on every request.
@@ -535,6 +541,110 @@ fn write_of(spec: &ExportConfig) -> ConfigWrite {
         script_id: spec.script.as_ref().map(|s| s.id.clone()),
         // Serializing plain data with string keys cannot fail.
         spec: serde_json::to_string(spec).expect("configuration serializes"),
+    }
+}
+
+/// What the API reads, each a tenant's own rows (tenants: the operator's),
+/// as the store keeps them. The API reaches the store only through these.
+impl App {
+    /// The limits this node was started with.
+    pub fn limits(&self) -> &AppLimits {
+        &self.limits
+    }
+
+    /// Largest script upload, in bytes.
+    pub fn max_script_bytes(&self) -> usize {
+        self.sandbox.max_script_bytes()
+    }
+
+    /// Whether `tenant` is the operator's, whose admins manage tenants.
+    pub fn is_operator(&self, tenant: &TenantId) -> bool {
+        *tenant == self.operator
+    }
+
+    /// Whether the store answers.
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        self.store.tenant_count().await.map(drop)
+    }
+
+    /// Runs `script` on `event` once (on a blocking thread: a script may
+    /// use its whole budget), recording nothing.
+    pub async fn run_script(&self, script: Arc<Script>, params: Arc<Params>, event: Event) -> Result<Outcome, tokio::task::JoinError> {
+        let sandbox = self.sandbox.clone();
+        tokio::task::spawn_blocking(move || sandbox.run(&script, &params, &event)).await
+    }
+
+    pub async fn list_scripts(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ScriptRecord>, StoreError> {
+        self.store.list_scripts(tenant, page).await
+    }
+
+    pub async fn get_script(&self, tenant: &TenantId, id: &ScriptId) -> Result<ScriptRecord, StoreError> {
+        self.store.get_script(tenant, id).await
+    }
+
+    pub async fn list_configs(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ConfigRecord>, StoreError> {
+        self.store.list_configs(tenant, page).await
+    }
+
+    pub async fn get_config(&self, tenant: &TenantId, id: &ConfigId) -> Result<ConfigRecord, StoreError> {
+        self.store.get_config(tenant, id).await
+    }
+
+    pub async fn list_event_types(&self, tenant: &TenantId) -> Result<Vec<EventTypeRecord>, StoreError> {
+        self.store.list_event_types(tenant).await
+    }
+
+    pub async fn put_event_type(&self, tenant: &TenantId, name: &str, description: Option<&str>) -> Result<EventTypeRecord, StoreError> {
+        self.store.put_event_type(tenant, name, description).await
+    }
+
+    pub async fn list_events(&self, tenant: &TenantId, filter: &EventFilter, page: &PageRequest) -> Result<Page<EventRecord>, StoreError> {
+        self.store.list_events(tenant, filter, page).await
+    }
+
+    /// An event with its deliveries, oldest first.
+    pub async fn get_event(&self, tenant: &TenantId, id: &str) -> Result<(EventRecord, Vec<DeliveryRecord>), StoreError> {
+        let event = self.store.get_event(tenant, id).await?;
+        let deliveries = self.store.deliveries_of_event(tenant, event.seq).await?;
+        Ok((event, deliveries))
+    }
+
+    pub async fn list_deliveries(
+        &self,
+        tenant: &TenantId,
+        filter: &DeliveryFilter,
+        page: &PageRequest,
+    ) -> Result<Page<DeliveryRecord>, StoreError> {
+        self.store.list_deliveries(tenant, filter, page).await
+    }
+
+    pub async fn get_delivery(&self, tenant: &TenantId, id: &DeliveryId) -> Result<DeliveryRecord, StoreError> {
+        self.store.get_delivery(tenant, id).await
+    }
+
+    pub async fn list_attempts(
+        &self,
+        tenant: &TenantId,
+        filter: &AttemptFilter,
+        page: &PageRequest,
+    ) -> Result<Page<AttemptRecord>, StoreError> {
+        self.store.list_attempts(tenant, filter, page).await
+    }
+
+    pub async fn get_attempt(&self, tenant: &TenantId, id: &AttemptId) -> Result<AttemptRecord, StoreError> {
+        self.store.get_attempt(tenant, id).await
+    }
+
+    pub async fn list_keys(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<KeyRecord>, StoreError> {
+        self.store.list_keys(tenant, page).await
+    }
+
+    pub async fn create_tenant(&self, name: &str, monthly_quota: Option<i64>) -> Result<TenantRecord, StoreError> {
+        self.store.create_tenant(name, monthly_quota).await
+    }
+
+    pub async fn list_tenants(&self, page: &PageRequest) -> Result<Page<TenantRecord>, StoreError> {
+        self.store.list_tenants(page).await
     }
 }
 

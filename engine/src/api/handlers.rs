@@ -21,9 +21,9 @@ use crate::model::export::{ConfigInput, DEFAULT_ROTATION_GRACE, ExportConfig, MA
 use crate::model::ids::{AttemptId, ConfigId, DeliveryId, IdError, KeyId, ScriptId, TenantId};
 use crate::pipeline::replay::RecoverRequest;
 use crate::sandbox::Params;
-use crate::service::{App, AppError, parse_spec};
-use crate::store::{
-    AttemptFilter, ConfigRecord, DeliveryFilter, DeliveryStatus, EventFilter, EventRecord, EventStatus, Ingested, NewKey, PageRequest,
+use crate::service::{
+    App, AppError, AttemptFilter, ConfigRecord, DeliveryFilter, DeliveryRecord, DeliveryStatus, EventFilter, EventRecord, EventStatus,
+    Ingested, NewKey, Page, PageRequest, StoreError, parse_spec,
 };
 
 type AppState = State<Arc<App>>;
@@ -84,7 +84,7 @@ impl ListQuery {
     }
 }
 
-fn page_json<T>(page: crate::store::Page<T>, f: impl Fn(T) -> Value) -> Json<Value> {
+fn page_json<T>(page: Page<T>, f: impl Fn(T) -> Value) -> Json<Value> {
     let mut out = json!({"items": page.items.into_iter().map(f).collect::<Vec<_>>()});
     if let Some(c) = page.next_cursor {
         out["next_cursor"] = c.into();
@@ -103,7 +103,7 @@ pub async fn healthz() -> &'static str {
 }
 
 pub async fn readyz(State(app): AppState) -> Result<&'static str, ApiError> {
-    app.store.tenant_count().await?;
+    app.ready().await?;
     Ok("ready")
 }
 
@@ -140,7 +140,7 @@ pub async fn upload_script(
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "script_too_large",
-                format!("scripts are limited to {} bytes", app.sandbox.max_script_bytes()),
+                format!("scripts are limited to {} bytes", app.max_script_bytes()),
             )
         } else {
             e
@@ -157,12 +157,12 @@ pub async fn upload_script(
 pub async fn list_scripts(State(app): AppState, auth: Auth, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
     let p = auth.require(Scope::ConfigurationsRead)?;
     q.only(&[])?;
-    Ok(page_json(app.store.list_scripts(&p.tenant, &q.page()).await?, |s| json!(s)))
+    Ok(page_json(app.list_scripts(&p.tenant, &q.page()).await?, |s| json!(s)))
 }
 
 pub async fn get_script(State(app): AppState, auth: Auth, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
     let p = auth.require(Scope::ConfigurationsRead)?;
-    let record = app.store.get_script(&p.tenant, &id(&raw, ScriptId::parse)?).await.map_err(|_| ApiError::not_found("script"))?;
+    let record = app.get_script(&p.tenant, &id(&raw, ScriptId::parse)?).await.map_err(|_| ApiError::not_found("script"))?;
     Ok(Json(json!(record)))
 }
 
@@ -193,9 +193,8 @@ pub async fn test_script(
         .and_then(|e| e.validate(|| EventId::parse("evt_test").expect("a valid literal id")))
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_event", e.to_string()))?;
     let script = app.script(&p.tenant, &script_id).await.map_err(|_| ApiError::not_found("script"))??;
-    let sandbox = app.sandbox.clone();
-    let params = Arc::new(req.params);
-    let outcome = tokio::task::spawn_blocking(move || sandbox.run(&script, &params, &event))
+    let outcome = app
+        .run_script(script, Arc::new(req.params), event)
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     Ok(Json(json!(outcome)))
@@ -237,7 +236,7 @@ pub async fn create_config(State(app): AppState, auth: Auth, body: Result<Bytes,
 pub async fn list_configs(State(app): AppState, auth: Auth, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
     let p = auth.require(Scope::ConfigurationsRead)?;
     q.only(&[])?;
-    let page = app.store.list_configs(&p.tenant, &q.page()).await?;
+    let page = app.list_configs(&p.tenant, &q.page()).await?;
     let mut items = Vec::with_capacity(page.items.len());
     for record in &page.items {
         items.push(config_json(record, &parse_spec(record)?));
@@ -251,7 +250,7 @@ pub async fn list_configs(State(app): AppState, auth: Auth, Query(q): Query<List
 
 pub async fn get_config(State(app): AppState, auth: Auth, Path(raw): Path<String>) -> Result<Response, ApiError> {
     let p = auth.require(Scope::ConfigurationsRead)?;
-    let record = app.store.get_config(&p.tenant, &id(&raw, ConfigId::parse)?).await?;
+    let record = app.get_config(&p.tenant, &id(&raw, ConfigId::parse)?).await?;
     Ok(with_etag(StatusCode::OK, record.version, config_json(&record, &parse_spec(&record)?)))
 }
 
@@ -401,7 +400,7 @@ pub async fn delete_config(State(app): AppState, auth: Auth, Path(raw): Path<Str
 
 pub async fn list_event_types(State(app): AppState, auth: Auth) -> Result<Json<Value>, ApiError> {
     let p = auth.require(Scope::ConfigurationsRead)?;
-    Ok(Json(json!({"items": app.store.list_event_types(&p.tenant).await?})))
+    Ok(Json(json!({"items": app.list_event_types(&p.tenant).await?})))
 }
 
 #[derive(Deserialize)]
@@ -420,7 +419,7 @@ pub async fn put_event_type(
     let name = crate::model::event::EventType::parse(&name)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_event_type", e.to_string()))?;
     let input: EventTypeInput = parse_json(&body_bytes(body).await?)?;
-    Ok(Json(json!(app.store.put_event_type(&p.tenant, name.as_str(), input.description.as_deref()).await?)))
+    Ok(Json(json!(app.put_event_type(&p.tenant, name.as_str(), input.description.as_deref()).await?)))
 }
 
 // Events.
@@ -439,11 +438,11 @@ pub async fn ingest(State(app): AppState, auth: Auth, body: Result<Bytes, BytesR
     if items.is_empty() {
         return Err(ApiError::bad_request("empty_batch", "the batch holds no events"));
     }
-    if items.len() > app.limits.max_batch {
+    if items.len() > app.limits().max_batch {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "batch_too_large",
-            format!("at most {} events per request", app.limits.max_batch),
+            format!("at most {} events per request", app.limits().max_batch),
         ));
     }
     let mut events = Vec::with_capacity(items.len());
@@ -477,7 +476,7 @@ struct EventView<'a> {
     received_at: String,
     routed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    deliveries: Option<&'a [crate::store::DeliveryRecord]>,
+    deliveries: Option<&'a [DeliveryRecord]>,
 }
 
 fn event_view(e: &EventRecord) -> EventView<'_> {
@@ -511,15 +510,17 @@ pub async fn list_events(State(app): AppState, auth: Auth, Query(q): Query<ListQ
         return Err(ApiError::bad_request("invalid_cursor", "not a cursor from this list"));
     }
     page.limit = page.limit.max(1);
-    let page = app.store.list_events(&p.tenant, &filter, &page).await?;
+    let page = app.list_events(&p.tenant, &filter, &page).await?;
     let items: Vec<EventView<'_>> = page.items.iter().map(event_view).collect();
-    Ok(Json(crate::store::Page { items, next_cursor: page.next_cursor }).into_response())
+    Ok(Json(Page { items, next_cursor: page.next_cursor }).into_response())
 }
 
 pub async fn get_event(State(app): AppState, auth: Auth, Path(raw): Path<String>) -> Result<Response, ApiError> {
     let p = auth.require(Scope::LogsRead)?;
-    let event = app.store.get_event(&p.tenant, &raw).await.map_err(|_| ApiError::not_found("event"))?;
-    let deliveries = app.store.deliveries_of_event(&p.tenant, event.seq).await?;
+    let (event, deliveries) = app.get_event(&p.tenant, &raw).await.map_err(|e| match e {
+        StoreError::NotFound => ApiError::not_found("event"),
+        e => e.into(),
+    })?;
     Ok(Json(EventView { deliveries: Some(&deliveries), ..event_view(&event) }).into_response())
 }
 
@@ -606,12 +607,12 @@ pub async fn list_deliveries(State(app): AppState, auth: Auth, Query(q): Query<L
         created_after: ListQuery::time(&q.since, "since")?,
         created_before: ListQuery::time(&q.until, "until")?,
     };
-    Ok(page_json(app.store.list_deliveries(&p.tenant, &filter, &q.page()).await?, |d| json!(d)))
+    Ok(page_json(app.list_deliveries(&p.tenant, &filter, &q.page()).await?, |d| json!(d)))
 }
 
 pub async fn get_delivery(State(app): AppState, auth: Auth, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
     let p = auth.require(Scope::LogsRead)?;
-    let d = app.store.get_delivery(&p.tenant, &id(&raw, DeliveryId::parse)?).await?;
+    let d = app.get_delivery(&p.tenant, &id(&raw, DeliveryId::parse)?).await?;
     let mut v = json!(d);
     if let Some(body) = &d.body {
         v["body"] = serde_json::from_str(body).unwrap_or(Value::Null);
@@ -631,12 +632,12 @@ pub async fn list_attempts(State(app): AppState, auth: Auth, Query(q): Query<Lis
         started_after: ListQuery::time(&q.since, "since")?,
         started_before: ListQuery::time(&q.until, "until")?,
     };
-    Ok(page_json(app.store.list_attempts(&p.tenant, &filter, &q.page()).await?, |a| json!(a)))
+    Ok(page_json(app.list_attempts(&p.tenant, &filter, &q.page()).await?, |a| json!(a)))
 }
 
 pub async fn get_attempt(State(app): AppState, auth: Auth, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
     let p = auth.require(Scope::LogsRead)?;
-    Ok(Json(json!(app.store.get_attempt(&p.tenant, &id(&raw, AttemptId::parse)?).await?)))
+    Ok(Json(json!(app.get_attempt(&p.tenant, &id(&raw, AttemptId::parse)?).await?)))
 }
 
 // Keys and tenants.
@@ -668,7 +669,7 @@ async fn make_key(app: &App, tenant: TenantId, body: Result<Bytes, BytesRejectio
         })
         .await
         .map_err(|e| match e {
-            crate::store::StoreError::NotFound => ApiError::not_found("tenant"),
+            StoreError::NotFound => ApiError::not_found("tenant"),
             e => e.into(),
         })?;
     let mut v = json!(record);
@@ -685,7 +686,7 @@ pub async fn create_key(State(app): AppState, auth: Auth, body: Result<Bytes, By
 pub async fn list_keys(State(app): AppState, auth: Auth, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
     let p = auth.require(Scope::Admin)?;
     q.only(&[])?;
-    Ok(page_json(app.store.list_keys(&p.tenant, &q.page()).await?, |k| json!(k)))
+    Ok(page_json(app.list_keys(&p.tenant, &q.page()).await?, |k| json!(k)))
 }
 
 pub async fn revoke_key(State(app): AppState, auth: Auth, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -704,7 +705,7 @@ struct TenantInput {
 /// admin must not reach other tenants.
 fn require_operator<'a>(app: &App, auth: &'a Auth) -> Result<&'a crate::model::auth::Principal, ApiError> {
     let p = auth.require(Scope::Admin)?;
-    if p.tenant != app.operator {
+    if !app.is_operator(&p.tenant) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only the operator's admin keys manage tenants"));
     }
     Ok(p)
@@ -719,14 +720,14 @@ pub async fn create_tenant(State(app): AppState, auth: Auth, body: Result<Bytes,
     if input.monthly_quota.is_some_and(|q| q < 0) {
         return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_quota", "the quota is a number of events, 0 or more"));
     }
-    let record = app.store.create_tenant(input.name.trim(), input.monthly_quota).await?;
+    let record = app.create_tenant(input.name.trim(), input.monthly_quota).await?;
     Ok((StatusCode::CREATED, Json(json!(record))).into_response())
 }
 
 pub async fn list_tenants(State(app): AppState, auth: Auth, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
     require_operator(&app, &auth)?;
     q.only(&[])?;
-    Ok(page_json(app.store.list_tenants(&q.page()).await?, |t| json!(t)))
+    Ok(page_json(app.list_tenants(&q.page()).await?, |t| json!(t)))
 }
 
 pub async fn create_tenant_key(

@@ -2,7 +2,7 @@
 //! mapping from engine errors to HTTP answers (`{code, message}`).
 //!
 //! This module owns everything HTTP-facing. It must never run SQL or
-//! scripts itself: it calls [`crate::service`] and [`crate::store`], and it must
+//! scripts itself: it calls [`crate::service`] only, and it must
 //! never answer with a secret beyond the one-time key and signing secret
 //! shown at creation.
 
@@ -23,15 +23,14 @@ use serde::de::DeserializeOwned;
 use crate::model::auth::{Principal, Scope};
 use crate::pipeline::replay::ReplayError;
 use crate::sandbox::LoadError;
-use crate::service::{App, AppError};
-use crate::store::StoreError;
+use crate::service::{App, AppError, StoreError};
 
 pub use openapi::document as openapi_document;
 
 /// The whole HTTP surface.
 pub fn router(app: Arc<App>) -> Router {
-    let body_limit = app.limits.max_body_bytes;
-    let script_limit = app.sandbox.max_script_bytes();
+    let body_limit = app.limits().max_body_bytes;
+    let script_limit = app.max_script_bytes();
     use handlers::*;
     let scripts = Router::new().route("/v1/scripts", post(upload_script).get(list_scripts)).layer(DefaultBodyLimit::max(script_limit));
     Router::new()
