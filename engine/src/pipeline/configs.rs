@@ -11,6 +11,7 @@ use crate::model::export::ExportConfig;
 use crate::model::ids::{ConfigId, ScriptId, TenantId};
 use crate::pipeline::client;
 use crate::pipeline::destination::DestinationPolicy;
+use crate::pipeline::lock;
 use crate::pipeline::penalty::Penalty;
 use crate::sandbox::{Params, Sandbox, Script};
 use crate::store::{self, Store, StoreError};
@@ -188,8 +189,4 @@ pub fn load_code(sandbox: &Sandbox, code: &store::ScriptCode) -> Result<Arc<crat
         return Ok(script);
     }
     sandbox.load(&code.bytes)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

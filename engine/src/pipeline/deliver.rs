@@ -20,6 +20,7 @@ use crate::pipeline::configs::{ActiveConfig, ConfigCache};
 use crate::pipeline::decide::{Pause, decide};
 use crate::pipeline::fair::{Bounds, FairQueue, Refused};
 use crate::pipeline::job::{DeliveryJob, Handoff, LEASE_MS};
+use crate::pipeline::lock;
 use crate::pipeline::request;
 use crate::sandbox::Sandbox;
 use crate::store::{self, AttemptOutcome, DeliveryStatus, FailureStreak, NewAttempt, Store, StoreError};
@@ -456,10 +457,6 @@ impl Deliverer {
         tracing::warn!(configuration = %config.id, reason, "configuration disabled");
         Ok(())
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The attempt recorded, without a request, when the configuration is gone

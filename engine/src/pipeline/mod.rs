@@ -25,3 +25,9 @@ pub mod replay;
 pub mod request;
 pub mod retention;
 pub mod route;
+
+/// A lock whose holder panicked is still good: every critical section in
+/// the pipeline leaves its map whole, so the poison is ignored.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -16,12 +16,9 @@ use crate::pipeline::configs::ConfigCache;
 use crate::pipeline::decide::{Decided, decide_all};
 use crate::pipeline::fair::{Bounds, FairQueue};
 use crate::pipeline::job::{DeliveryJob, Handoff};
+use crate::pipeline::lock;
 use crate::sandbox::Sandbox;
 use crate::store::{DeliveryStatus, Routed, Store, StoreError};
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// An accepted event waiting to be routed.
 pub struct RouteJob {
