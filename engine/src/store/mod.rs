@@ -11,7 +11,9 @@
 //! commits them in groups: one fsync for many requests. PostgreSQL is the
 //! second backend, for several nodes sharing one database: the same methods,
 //! with leases owned by a [`NodeId`], and [`Change`]s announced to the other
-//! nodes. Nothing above this module knows which backend runs.
+//! nodes. Nothing above this module knows which backend runs. Reads whose
+//! SQL is the same in both are written once, in `reads`; each backend keeps
+//! what truly differs: writes, claims and leases, notifications.
 //!
 //! Secrets at rest are sealed here, at the boundary, with the store's
 //! [`Keyring`]: a configuration's `spec` is written sealed (bound to its
@@ -20,6 +22,7 @@
 //! caller compiles the uploaded bytes). Callers never see either format.
 
 mod postgres;
+mod reads;
 mod rows;
 mod sqlite;
 #[cfg(test)]
@@ -36,6 +39,7 @@ use crate::model::auth::{KeyHash, Scope};
 use crate::model::event::Event;
 use crate::model::ids::{AttemptId, ConfigId, DeliveryId, KeyId, ScriptId, TenantId};
 use crate::model::secrets::{Keyring, OpenError};
+use reads::Reads;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -581,6 +585,17 @@ macro_rules! dispatch {
     };
 }
 
+/// Runs a read both backends share (see [`reads`]) on the backend's reader
+/// pool.
+macro_rules! read {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match &$self.backend {
+            Backend::Sqlite(db) => Reads(&db.read).$method($($arg),*).await,
+            Backend::Postgres(db) => Reads(&db.pool).$method($($arg),*).await,
+        }
+    };
+}
+
 /// What [`Store::reseal_configs`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Resealed {
@@ -657,7 +672,7 @@ impl Store {
     // Tenants and keys.
 
     pub async fn tenant_count(&self) -> Result<i64> {
-        dispatch!(self.tenant_count())
+        read!(self.tenant_count())
     }
     /// The operator's tenant, created with its first admin key on first
     /// start; `None` when another node made it first.
@@ -667,7 +682,7 @@ impl Store {
         dispatch!(self.bootstrap(admin, &tenant_name))
     }
     pub async fn operator_tenant(&self) -> Result<Option<TenantId>> {
-        dispatch!(self.operator_tenant())
+        read!(self.operator_tenant())
     }
     pub async fn create_tenant(&self, name: &str, monthly_quota: Option<i64>) -> Result<TenantRecord> {
         let stored = text::encode(name);
@@ -676,10 +691,10 @@ impl Store {
         Ok(record)
     }
     pub async fn get_tenant(&self, id: &TenantId) -> Result<TenantRecord> {
-        dispatch!(self.get_tenant(id))
+        read!(self.get_tenant(id))
     }
     pub async fn list_tenants(&self, page: &PageRequest) -> Result<Page<TenantRecord>> {
-        dispatch!(self.list_tenants(page))
+        read!(self.list_tenants(page))
     }
     pub async fn create_key(&self, mut key: NewKey) -> Result<KeyRecord> {
         let name = key.name.clone();
@@ -689,14 +704,14 @@ impl Store {
         Ok(record)
     }
     pub async fn list_keys(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<KeyRecord>> {
-        dispatch!(self.list_keys(tenant, page))
+        read!(self.list_keys(tenant, page))
     }
     pub async fn revoke_key(&self, tenant: &TenantId, id: &KeyId) -> Result<KeyRecord> {
         dispatch!(self.revoke_key(tenant, id))
     }
     /// The live key with this hash.
     pub async fn find_key(&self, hash: &KeyHash) -> Result<Option<KeyRecord>> {
-        dispatch!(self.find_key(hash))
+        read!(self.find_key(hash))
     }
 
     // Scripts.
@@ -716,12 +731,12 @@ impl Store {
         dispatch!(self.insert_script(tenant, script, bytes, compiled))
     }
     pub async fn get_script(&self, tenant: &TenantId, id: &ScriptId) -> Result<ScriptRecord> {
-        dispatch!(self.get_script(tenant, id))
+        read!(self.get_script(tenant, id))
     }
     /// A script's uploaded bytes, and the compiled code stored with them
     /// only when its tag checks.
     pub async fn script_code(&self, tenant: &TenantId, id: &ScriptId) -> Result<ScriptCode> {
-        let mut code: ScriptCode = dispatch!(self.script_code(tenant, id))?;
+        let mut code: ScriptCode = read!(self.script_code(tenant, id))?;
         code.compiled = code.compiled.take().and_then(|framed| match self.keys.verify_code(&code_subject(&code.bytes), framed) {
             Ok(compiled) => Some(compiled),
             Err(OpenError::NotSealed) => {
@@ -736,11 +751,11 @@ impl Store {
         Ok(code)
     }
     pub async fn list_scripts(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ScriptRecord>> {
-        dispatch!(self.list_scripts(tenant, page))
+        read!(self.list_scripts(tenant, page))
     }
     /// Whether a stored script of any tenant has these bytes.
     pub async fn script_hash_used(&self, sha256: &str) -> Result<bool> {
-        dispatch!(self.script_hash_used(sha256))
+        read!(self.script_hash_used(sha256))
     }
     /// Refused with [`StoreError::InUse`] while a configuration uses it.
     pub async fn delete_script(&self, tenant: &TenantId, id: &ScriptId) -> Result<()> {
@@ -756,10 +771,10 @@ impl Store {
         self.opened(dispatch!(self.insert_config(tenant, id, write))?)
     }
     pub async fn get_config(&self, tenant: &TenantId, id: &ConfigId) -> Result<ConfigRecord> {
-        self.opened(dispatch!(self.get_config(tenant, id))?)
+        self.opened(read!(self.get_config(tenant, id))?)
     }
     pub async fn list_configs(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ConfigRecord>> {
-        let page: Page<ConfigRecord> = dispatch!(self.list_configs(tenant, page))?;
+        let page: Page<ConfigRecord> = read!(self.list_configs(tenant, page))?;
         let items = page.items.into_iter().map(|r| self.opened(r)).collect::<Result<_>>()?;
         Ok(Page { items, next_cursor: page.next_cursor })
     }
@@ -793,7 +808,7 @@ impl Store {
         let mut done = Resealed::default();
         let mut after = String::new();
         loop {
-            let page: Vec<ConfigRecord> = dispatch!(self.configs_after(&after, 256))?;
+            let page: Vec<ConfigRecord> = read!(self.configs_after(&after, 256))?;
             let Some(last) = page.last() else { return Ok(done) };
             after = last.id.as_str().to_owned();
             for stored in page {
@@ -821,14 +836,14 @@ impl Store {
     }
 
     pub async fn enabled_configs(&self, tenant: &TenantId) -> Result<Vec<ConfigRecord>> {
-        let records: Vec<ConfigRecord> = dispatch!(self.enabled_configs(tenant))?;
+        let records: Vec<ConfigRecord> = read!(self.enabled_configs(tenant))?;
         records.into_iter().map(|r| self.opened(r)).collect()
     }
 
     // Events.
 
     pub async fn list_event_types(&self, tenant: &TenantId) -> Result<Vec<EventTypeRecord>> {
-        dispatch!(self.list_event_types(tenant))
+        read!(self.list_event_types(tenant))
     }
     pub async fn put_event_type(&self, tenant: &TenantId, name: &str, description: Option<&str>) -> Result<EventTypeRecord> {
         let description = description.map(text::encode);
@@ -839,15 +854,15 @@ impl Store {
         dispatch!(self.ingest(tenant, quota, events))
     }
     pub async fn get_event(&self, tenant: &TenantId, id: &str) -> Result<EventRecord> {
-        dispatch!(self.get_event(tenant, id))
+        read!(self.get_event(tenant, id))
     }
     pub async fn list_events(&self, tenant: &TenantId, filter: &EventFilter, page: &PageRequest) -> Result<Page<EventRecord>> {
-        dispatch!(self.list_events(tenant, filter, page))
+        read!(self.list_events(tenant, filter, page))
     }
     /// Events accepted before `received_before` but not routed yet (after a
     /// restart, or when the routing queue was full).
     pub async fn unrouted_events(&self, after_seq: i64, received_before: i64, limit: i64) -> Result<Vec<EventRecord>> {
-        dispatch!(self.unrouted_events(after_seq, received_before, limit))
+        read!(self.unrouted_events(after_seq, received_before, limit))
     }
     /// Records events' routing: their deliveries, and that they are routed.
     /// For each, whether it was recorded: `false` when another path (the
@@ -860,13 +875,13 @@ impl Store {
     // Deliveries and attempts.
 
     pub async fn get_delivery(&self, tenant: &TenantId, id: &DeliveryId) -> Result<DeliveryRecord> {
-        dispatch!(self.get_delivery(tenant, id))
+        read!(self.get_delivery(tenant, id))
     }
     pub async fn list_deliveries(&self, tenant: &TenantId, filter: &DeliveryFilter, page: &PageRequest) -> Result<Page<DeliveryRecord>> {
-        dispatch!(self.list_deliveries(tenant, filter, page))
+        read!(self.list_deliveries(tenant, filter, page))
     }
     pub async fn deliveries_of_event(&self, tenant: &TenantId, event_seq: i64) -> Result<Vec<DeliveryRecord>> {
-        dispatch!(self.deliveries_of_event(tenant, event_seq))
+        read!(self.deliveries_of_event(tenant, event_seq))
     }
     /// Claims pending deliveries due at `now` that no sender holds and whose
     /// configuration is enabled, oldest due first, for `lease_ms`, for this
@@ -910,10 +925,10 @@ impl Store {
         dispatch!(self.reserve_send_slot(config, interval))
     }
     pub async fn get_attempt(&self, tenant: &TenantId, id: &AttemptId) -> Result<AttemptRecord> {
-        dispatch!(self.get_attempt(tenant, id))
+        read!(self.get_attempt(tenant, id))
     }
     pub async fn list_attempts(&self, tenant: &TenantId, filter: &AttemptFilter, page: &PageRequest) -> Result<Page<AttemptRecord>> {
-        dispatch!(self.list_attempts(tenant, filter, page))
+        read!(self.list_attempts(tenant, filter, page))
     }
 
     // Replay and recovery.
@@ -936,7 +951,7 @@ impl Store {
         until: i64,
         limit: i64,
     ) -> Result<Vec<(EventCursor, DeliveryRecord)>> {
-        dispatch!(self.failed_deliveries(tenant, config, after, until, limit))
+        read!(self.failed_deliveries(tenant, config, after, until, limit))
     }
     /// Routed events received after `after` and before `until` that have no
     /// delivery to `config`, in arrival order, at most `limit`.
@@ -948,7 +963,7 @@ impl Store {
         until: i64,
         limit: i64,
     ) -> Result<Vec<EventRecord>> {
-        dispatch!(self.events_without_delivery(tenant, config, after, until, limit))
+        read!(self.events_without_delivery(tenant, config, after, until, limit))
     }
 
     // Retention: system jobs, across tenants. Cutoffs are arguments so that

@@ -19,6 +19,8 @@ pub(super) trait Columns {
     fn opt_int(&self, col: &str) -> Result<Option<i64>>;
     /// A boolean: an integer in SQLite, a `boolean` in PostgreSQL.
     fn flag(&self, col: &str) -> Result<bool>;
+    fn bytes(&self, col: &str) -> Result<Vec<u8>>;
+    fn opt_bytes(&self, col: &str) -> Result<Option<Vec<u8>>>;
 
     /// A free-text column, decoded (see [`text`](super::text)).
     fn free_text(&self, col: &str) -> Result<String> {

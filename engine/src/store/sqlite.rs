@@ -2,7 +2,8 @@
 //! thread that commits writes in groups, and one sync thread that flushes
 //! each commit to disk before its callers hear of it.
 //!
-//! Reads go through sqlx's pool. Writes go through a dedicated thread that
+//! Reads go through sqlx's pool (those whose SQL PostgreSQL shares are in
+//! `reads`; here only the claim's). Writes go through a dedicated thread that
 //! owns a synchronous rusqlite connection: sqlx runs each statement as a
 //! round trip to its connection's worker thread, and an ingested event takes
 //! about fourteen statements from arrival to logged attempt. On one thread
@@ -313,6 +314,12 @@ impl Columns for SqliteRow {
     fn flag(&self, col: &str) -> Result<bool> {
         Ok(self.try_get::<i64, _>(col)? != 0)
     }
+    fn bytes(&self, col: &str) -> Result<Vec<u8>> {
+        Ok(self.try_get(col)?)
+    }
+    fn opt_bytes(&self, col: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.try_get(col)?)
+    }
 }
 
 impl Columns for rusqlite::Row<'_> {
@@ -331,6 +338,12 @@ impl Columns for rusqlite::Row<'_> {
     fn flag(&self, col: &str) -> Result<bool> {
         Ok(self.get::<_, i64>(col)? != 0)
     }
+    fn bytes(&self, col: &str) -> Result<Vec<u8>> {
+        Ok(self.get(col)?)
+    }
+    fn opt_bytes(&self, col: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.get(col)?)
+    }
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
@@ -346,10 +359,6 @@ fn conflict_on(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
 
 impl SqliteStore {
     // Tenants and keys.
-
-    pub async fn tenant_count(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM tenants").fetch_one(&self.read).await?)
-    }
 
     pub async fn bootstrap(&self, admin: NewKey, tenant_name: &str) -> Result<Option<TenantId>> {
         let name = tenant_name.to_owned();
@@ -377,12 +386,6 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn operator_tenant(&self) -> Result<Option<TenantId>> {
-        let id: Option<String> =
-            sqlx::query_scalar("SELECT id FROM tenants WHERE operator = 1 ORDER BY id LIMIT 1").fetch_optional(&self.read).await?;
-        id.map(|id| parse_id(id, TenantId::parse)).transpose()
-    }
-
     pub async fn create_tenant(&self, name: &str, monthly_quota: Option<i64>) -> Result<TenantRecord> {
         let record = TenantRecord { id: TenantId::generate(), name: name.to_owned(), monthly_quota, created_at: now_ms() };
         self.write(move |c| {
@@ -394,22 +397,6 @@ impl SqliteStore {
             Ok(record)
         })
         .await
-    }
-
-    pub async fn get_tenant(&self, id: &TenantId) -> Result<TenantRecord> {
-        let row = sqlx::query("SELECT * FROM tenants WHERE id = ?").bind(id.as_str()).fetch_optional(&self.read).await?;
-        tenant_row(&not_found_if_none(row)?)
-    }
-
-    pub async fn list_tenants(&self, page: &PageRequest) -> Result<Page<TenantRecord>> {
-        let rows = sqlx::query("SELECT * FROM tenants WHERE (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?")
-            .bind(&page.cursor)
-            .bind(&page.cursor)
-            .bind(page.limit())
-            .fetch_all(&self.read)
-            .await?;
-        let items = rows.iter().map(tenant_row).collect::<Result<Vec<_>>>()?;
-        Ok(Page::from_items(items, page, |t| t.id.to_string()))
     }
 
     pub async fn create_key(&self, key: NewKey) -> Result<KeyRecord> {
@@ -446,18 +433,6 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn list_keys(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<KeyRecord>> {
-        let rows = sqlx::query("SELECT * FROM api_keys WHERE tenant_id = ? AND (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?")
-            .bind(tenant.as_str())
-            .bind(&page.cursor)
-            .bind(&page.cursor)
-            .bind(page.limit())
-            .fetch_all(&self.read)
-            .await?;
-        let items = rows.iter().map(key_row).collect::<Result<Vec<_>>>()?;
-        Ok(Page::from_items(items, page, |k| k.id.to_string()))
-    }
-
     pub async fn revoke_key(&self, tenant: &TenantId, id: &KeyId) -> Result<KeyRecord> {
         let (tenant, id) = (tenant.clone(), id.clone());
         self.write(move |c| {
@@ -471,12 +446,6 @@ impl SqliteStore {
             not_found_if_none(row)?
         })
         .await
-    }
-
-    pub async fn find_key(&self, hash: &KeyHash) -> Result<Option<KeyRecord>> {
-        let row =
-            sqlx::query("SELECT * FROM api_keys WHERE hash = ? AND revoked_at IS NULL").bind(&hash.0).fetch_optional(&self.read).await?;
-        row.as_ref().map(key_row).transpose()
     }
 
     // Scripts.
@@ -502,44 +471,6 @@ impl SqliteStore {
             Ok(())
         })
         .await
-    }
-
-    pub async fn get_script(&self, tenant: &TenantId, id: &ScriptId) -> Result<ScriptRecord> {
-        let row = sqlx::query("SELECT id, name, sha256, size, wit_version, created_at FROM scripts WHERE tenant_id = ? AND id = ?")
-            .bind(tenant.as_str())
-            .bind(id.as_str())
-            .fetch_optional(&self.read)
-            .await?;
-        script_row(&not_found_if_none(row)?)
-    }
-
-    pub async fn script_code(&self, tenant: &TenantId, id: &ScriptId) -> Result<ScriptCode> {
-        let row = sqlx::query("SELECT sha256, bytes, compiled FROM scripts WHERE tenant_id = ? AND id = ?")
-            .bind(tenant.as_str())
-            .bind(id.as_str())
-            .fetch_optional(&self.read)
-            .await?;
-        let row = not_found_if_none(row)?;
-        Ok(ScriptCode { sha256: row.try_get("sha256")?, bytes: row.try_get("bytes")?, compiled: row.try_get("compiled")? })
-    }
-
-    pub async fn list_scripts(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ScriptRecord>> {
-        let rows = sqlx::query(
-            "SELECT id, name, sha256, size, wit_version, created_at FROM scripts
-             WHERE tenant_id = ? AND (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?",
-        )
-        .bind(tenant.as_str())
-        .bind(&page.cursor)
-        .bind(&page.cursor)
-        .bind(page.limit())
-        .fetch_all(&self.read)
-        .await?;
-        let items = rows.iter().map(script_row).collect::<Result<Vec<_>>>()?;
-        Ok(Page::from_items(items, page, |s| s.id.to_string()))
-    }
-
-    pub async fn script_hash_used(&self, sha256: &str) -> Result<bool> {
-        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM scripts WHERE sha256 = ?)").bind(sha256).fetch_one(&self.read).await?)
     }
 
     pub async fn delete_script(&self, tenant: &TenantId, id: &ScriptId) -> Result<()> {
@@ -579,37 +510,6 @@ impl SqliteStore {
             .map_err(conflict_on("configuration name"))?
         })
         .await
-    }
-
-    pub async fn get_config(&self, tenant: &TenantId, id: &ConfigId) -> Result<ConfigRecord> {
-        let row = sqlx::query("SELECT * FROM configurations WHERE tenant_id = ? AND id = ?")
-            .bind(tenant.as_str())
-            .bind(id.as_str())
-            .fetch_optional(&self.read)
-            .await?;
-        config_row(&not_found_if_none(row)?)
-    }
-
-    pub async fn list_configs(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ConfigRecord>> {
-        let rows = sqlx::query("SELECT * FROM configurations WHERE tenant_id = ? AND (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?")
-            .bind(tenant.as_str())
-            .bind(&page.cursor)
-            .bind(&page.cursor)
-            .bind(page.limit())
-            .fetch_all(&self.read)
-            .await?;
-        let items = rows.iter().map(config_row).collect::<Result<Vec<_>>>()?;
-        Ok(Page::from_items(items, page, |c| c.id.to_string()))
-    }
-
-    /// Every tenant's configurations by id after `after`, for re-sealing.
-    pub async fn configs_after(&self, after: &str, limit: i64) -> Result<Vec<ConfigRecord>> {
-        let rows = sqlx::query("SELECT * FROM configurations WHERE id > ? ORDER BY id LIMIT ?")
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter().map(config_row).collect()
     }
 
     /// Replaces a spec by the same settings sealed anew, if it is still `old`.
@@ -698,23 +598,7 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn enabled_configs(&self, tenant: &TenantId) -> Result<Vec<ConfigRecord>> {
-        let rows = sqlx::query("SELECT * FROM configurations WHERE tenant_id = ? AND enabled = 1 ORDER BY id")
-            .bind(tenant.as_str())
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter().map(config_row).collect()
-    }
-
     // Events.
-
-    pub async fn list_event_types(&self, tenant: &TenantId) -> Result<Vec<EventTypeRecord>> {
-        let rows = sqlx::query("SELECT name, description, first_seen FROM event_types WHERE tenant_id = ? ORDER BY name")
-            .bind(tenant.as_str())
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter().map(event_type_row).collect()
-    }
 
     pub async fn put_event_type(&self, tenant: &TenantId, name: &str, description: Option<&str>) -> Result<EventTypeRecord> {
         let (tenant, name, description) = (tenant.clone(), name.to_owned(), description.map(str::to_owned));
@@ -795,68 +679,6 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn get_event(&self, tenant: &TenantId, id: &str) -> Result<EventRecord> {
-        let row = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events e WHERE e.tenant_id = ? AND e.id = ?"))
-            .bind(tenant.as_str())
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?;
-        event_row(&not_found_if_none(row)?)
-    }
-
-    pub async fn list_events(&self, tenant: &TenantId, filter: &EventFilter, page: &PageRequest) -> Result<Page<EventRecord>> {
-        let cursor: Option<i64> = match &page.cursor {
-            Some(c) => Some(c.parse().map_err(|_| StoreError::NotFound)?),
-            None => None,
-        };
-        let status = filter.status.map(|s| match s {
-            EventStatus::Pending => "pending",
-            EventStatus::Done => "done",
-            EventStatus::Failed => "failed",
-        });
-        let ou_prefix = filter.organization_unit.as_ref().map(|ou| format!("{ou}/"));
-        let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events e
-             WHERE e.tenant_id = ?1
-               AND (?2 IS NULL OR e.seq < ?2)
-               AND (?3 IS NULL OR e.type = ?3)
-               AND (?4 IS NULL OR ?4 = '' OR e.organization_unit = ?4 OR substr(e.organization_unit, 1, length(?5)) = ?5)
-               AND (?6 IS NULL OR e.received_at >= ?6)
-               AND (?7 IS NULL OR e.received_at < ?7)
-               AND (?8 IS NULL
-                    OR (?8 = 'pending' AND (NOT {ROUTED} OR EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status = 'pending')))
-                    OR (?8 = 'failed' AND EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status IN ('failed', 'script_error') AND {NEWEST}))
-                    OR (?8 = 'done' AND {ROUTED} AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status IN ('pending', 'failed', 'script_error') AND {NEWEST})))
-             ORDER BY e.seq DESC LIMIT ?9"
-        ))
-        .bind(tenant.as_str())
-        .bind(cursor)
-        .bind(&filter.event_type)
-        .bind(&filter.organization_unit)
-        .bind(&ou_prefix)
-        .bind(filter.received_after)
-        .bind(filter.received_before)
-        .bind(status)
-        .bind(page.limit())
-        .fetch_all(&self.read)
-        .await?;
-        let items = rows.iter().map(event_row).collect::<Result<Vec<_>>>()?;
-        Ok(Page::from_items(items, page, |e| e.seq.to_string()))
-    }
-
-    pub async fn unrouted_events(&self, after_seq: i64, received_before: i64, limit: i64) -> Result<Vec<EventRecord>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM unrouted r JOIN events e ON e.seq = r.seq
-             WHERE r.seq > ? AND e.received_at < ? ORDER BY r.seq LIMIT ?"
-        ))
-        .bind(after_seq)
-        .bind(received_before)
-        .bind(limit)
-        .fetch_all(&self.read)
-        .await?;
-        rows.iter().map(event_row).collect()
-    }
-
     pub async fn record_routing(&self, routed: Vec<Routed>) -> Result<Vec<bool>> {
         self.write(move |c| {
             let now = now_ms();
@@ -902,51 +724,6 @@ impl SqliteStore {
     }
 
     // Deliveries and attempts.
-
-    pub async fn get_delivery(&self, tenant: &TenantId, id: &DeliveryId) -> Result<DeliveryRecord> {
-        let row = sqlx::query(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.tenant_id = ? AND d.id = ?"))
-            .bind(tenant.as_str())
-            .bind(id.as_str())
-            .fetch_optional(&self.read)
-            .await?;
-        delivery_row(&not_found_if_none(row)?)
-    }
-
-    pub async fn list_deliveries(&self, tenant: &TenantId, filter: &DeliveryFilter, page: &PageRequest) -> Result<Page<DeliveryRecord>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries d
-             WHERE d.tenant_id = ?1
-               AND (?2 IS NULL OR d.id < ?2)
-               AND (?3 IS NULL OR d.config_id = ?3)
-               AND (?4 IS NULL OR d.event_seq = (SELECT seq FROM events WHERE tenant_id = ?1 AND id = ?4))
-               AND (?5 IS NULL OR d.status = ?5)
-               AND (?6 IS NULL OR d.created_at >= ?6)
-               AND (?7 IS NULL OR d.created_at < ?7)
-             ORDER BY d.id DESC LIMIT ?8"
-        ))
-        .bind(tenant.as_str())
-        .bind(&page.cursor)
-        .bind(filter.configuration_id.as_ref().map(|c| c.as_str()))
-        .bind(&filter.event_id)
-        .bind(filter.status.map(DeliveryStatus::as_str))
-        .bind(filter.created_after)
-        .bind(filter.created_before)
-        .bind(page.limit())
-        .fetch_all(&self.read)
-        .await?;
-        let items = rows.iter().map(delivery_row).collect::<Result<Vec<_>>>()?;
-        Ok(Page::from_items(items, page, |d| d.id.to_string()))
-    }
-
-    pub async fn deliveries_of_event(&self, tenant: &TenantId, event_seq: i64) -> Result<Vec<DeliveryRecord>> {
-        let rows =
-            sqlx::query(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.tenant_id = ? AND d.event_seq = ? ORDER BY d.id"))
-                .bind(tenant.as_str())
-                .bind(event_seq)
-                .fetch_all(&self.read)
-                .await?;
-        rows.iter().map(delivery_row).collect()
-    }
 
     pub async fn claim_due(&self, now: i64, lease_ms: i64, limit: i64, skip: &ClaimSkip) -> Result<Vec<DueDelivery>> {
         let skip_tenants = serde_json::to_string(&skip.tenants).map_err(corrupt)?;
@@ -1064,42 +841,6 @@ impl SqliteStore {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    pub async fn get_attempt(&self, tenant: &TenantId, id: &AttemptId) -> Result<AttemptRecord> {
-        let row = sqlx::query(
-            "SELECT a.*, p.request_body, p.response_body FROM attempts a
-             LEFT JOIN attempt_payloads p ON p.attempt_id = a.id WHERE a.tenant_id = ? AND a.id = ?",
-        )
-        .bind(tenant.as_str())
-        .bind(id.as_str())
-        .fetch_optional(&self.read)
-        .await?;
-        attempt_row(&not_found_if_none(row)?, true)
-    }
-
-    pub async fn list_attempts(&self, tenant: &TenantId, filter: &AttemptFilter, page: &PageRequest) -> Result<Page<AttemptRecord>> {
-        let rows = sqlx::query(
-            "SELECT a.* FROM attempts a
-             WHERE a.tenant_id = ?1
-               AND (?2 IS NULL OR a.id < ?2)
-               AND (?3 IS NULL OR a.delivery_id = ?3)
-               AND (?4 IS NULL OR a.delivery_id IN (SELECT id FROM deliveries WHERE tenant_id = ?1 AND config_id = ?4))
-               AND (?5 IS NULL OR a.started_at >= ?5)
-               AND (?6 IS NULL OR a.started_at < ?6)
-             ORDER BY a.id DESC LIMIT ?7",
-        )
-        .bind(tenant.as_str())
-        .bind(&page.cursor)
-        .bind(filter.delivery_id.as_ref().map(|d| d.as_str()))
-        .bind(filter.configuration_id.as_ref().map(|c| c.as_str()))
-        .bind(filter.started_after)
-        .bind(filter.started_before)
-        .bind(page.limit())
-        .fetch_all(&self.read)
-        .await?;
-        let items = rows.iter().map(|r| attempt_row(r, false)).collect::<Result<Vec<_>>>()?;
-        Ok(Page::from_items(items, page, |a| a.id.to_string()))
-    }
-
     // Replay and recovery.
 
     pub async fn add_deliveries(&self, tenant: &TenantId, rows: Vec<AddedDelivery>) -> Result<Vec<bool>> {
@@ -1142,63 +883,6 @@ impl SqliteStore {
             Ok(added)
         })
         .await
-    }
-
-    pub async fn failed_deliveries(
-        &self,
-        tenant: &TenantId,
-        config: &ConfigId,
-        after: EventCursor,
-        until: i64,
-        limit: i64,
-    ) -> Result<Vec<(EventCursor, DeliveryRecord)>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {DELIVERY_COLUMNS}, e.received_at AS cursor_received_at
-             FROM events e JOIN deliveries d ON d.event_seq = e.seq
-             WHERE e.tenant_id = ?1 AND (e.received_at, e.seq) > (?3, ?4) AND e.received_at < ?5
-               AND d.tenant_id = ?1 AND d.config_id = ?2 AND d.status = 'failed' AND {NEWEST}
-             ORDER BY e.received_at, e.seq LIMIT ?6"
-        ))
-        .bind(tenant.as_str())
-        .bind(config.as_str())
-        .bind(after.received_at)
-        .bind(after.seq)
-        .bind(until)
-        .bind(limit)
-        .fetch_all(&self.read)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let delivery = delivery_row(row)?;
-                let cursor = EventCursor { received_at: row.int("cursor_received_at")?, seq: delivery.event_seq };
-                Ok((cursor, delivery))
-            })
-            .collect()
-    }
-
-    pub async fn events_without_delivery(
-        &self,
-        tenant: &TenantId,
-        config: &ConfigId,
-        after: EventCursor,
-        until: i64,
-        limit: i64,
-    ) -> Result<Vec<EventRecord>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events e
-             WHERE e.tenant_id = ?1 AND (e.received_at, e.seq) > (?3, ?4) AND e.received_at < ?5 AND {ROUTED}
-               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.config_id = ?2)
-             ORDER BY e.received_at, e.seq LIMIT ?6"
-        ))
-        .bind(tenant.as_str())
-        .bind(config.as_str())
-        .bind(after.received_at)
-        .bind(after.seq)
-        .bind(until)
-        .bind(limit)
-        .fetch_all(&self.read)
-        .await?;
-        rows.iter().map(event_row).collect()
     }
 
     // Retention.

@@ -1,0 +1,373 @@
+//! Reads whose SQL is the same in SQLite and PostgreSQL, written once and
+//! run through sqlx on the reader pool of the backend that runs.
+//!
+//! One text serves both: placeholders are numbered (`$1`, which both
+//! drivers bind by number), a parameter tested for NULL is `CAST` first
+//! (PostgreSQL wants its type; SQLite ignores it), and a flag is tested
+//! bare (a `boolean` in PostgreSQL, 0 or 1 in SQLite; SQLite plans
+//! `flag = TRUE` worse than `flag = 1` or `flag`).
+//!
+//! Nothing here may write, lock rows, or depend on the backend: what truly
+//! differs (writes, claims and leases, notifications, statements shaped
+//! for one planner) stays in `sqlite.rs` and `postgres.rs`.
+
+use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Type};
+
+use super::rows::*;
+use super::*;
+
+/// A backend's reader pool, with the reads the backends share.
+pub(super) struct Reads<'p, DB: Database>(pub(super) &'p Pool<DB>);
+
+impl<DB> Reads<'_, DB>
+where
+    DB: Database,
+    DB::Row: Columns,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+{
+    // Tenants and keys.
+
+    pub async fn tenant_count(&self) -> Result<i64> {
+        sqlx::query("SELECT COUNT(*) AS n FROM tenants").fetch_one(self.0).await?.int("n")
+    }
+
+    pub async fn operator_tenant(&self) -> Result<Option<TenantId>> {
+        let row = sqlx::query("SELECT id FROM tenants WHERE operator ORDER BY id LIMIT 1").fetch_optional(self.0).await?;
+        row.map(|row| parse_id(row.text("id")?, TenantId::parse)).transpose()
+    }
+
+    pub async fn get_tenant(&self, id: &TenantId) -> Result<TenantRecord> {
+        let row = sqlx::query("SELECT * FROM tenants WHERE id = $1").bind(id.as_str()).fetch_optional(self.0).await?;
+        tenant_row(&not_found_if_none(row)?)
+    }
+
+    pub async fn list_tenants(&self, page: &PageRequest) -> Result<Page<TenantRecord>> {
+        let rows = sqlx::query("SELECT * FROM tenants WHERE (CAST($1 AS TEXT) IS NULL OR id < $1) ORDER BY id DESC LIMIT $2")
+            .bind(page.cursor.as_deref())
+            .bind(page.limit())
+            .fetch_all(self.0)
+            .await?;
+        let items = rows.iter().map(tenant_row).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_items(items, page, |t| t.id.to_string()))
+    }
+
+    pub async fn list_keys(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<KeyRecord>> {
+        let rows =
+            sqlx::query("SELECT * FROM api_keys WHERE tenant_id = $1 AND (CAST($2 AS TEXT) IS NULL OR id < $2) ORDER BY id DESC LIMIT $3")
+                .bind(tenant.as_str())
+                .bind(page.cursor.as_deref())
+                .bind(page.limit())
+                .fetch_all(self.0)
+                .await?;
+        let items = rows.iter().map(key_row).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_items(items, page, |k| k.id.to_string()))
+    }
+
+    pub async fn find_key(&self, hash: &KeyHash) -> Result<Option<KeyRecord>> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE hash = $1 AND revoked_at IS NULL")
+            .bind(hash.0.as_str())
+            .fetch_optional(self.0)
+            .await?;
+        row.as_ref().map(key_row).transpose()
+    }
+
+    // Scripts.
+
+    pub async fn get_script(&self, tenant: &TenantId, id: &ScriptId) -> Result<ScriptRecord> {
+        let row = sqlx::query("SELECT id, name, sha256, size, wit_version, created_at FROM scripts WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_optional(self.0)
+            .await?;
+        script_row(&not_found_if_none(row)?)
+    }
+
+    pub async fn script_code(&self, tenant: &TenantId, id: &ScriptId) -> Result<ScriptCode> {
+        let row = sqlx::query("SELECT sha256, bytes, compiled FROM scripts WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_optional(self.0)
+            .await?;
+        let row = not_found_if_none(row)?;
+        Ok(ScriptCode { sha256: row.text("sha256")?, bytes: row.bytes("bytes")?, compiled: row.opt_bytes("compiled")? })
+    }
+
+    pub async fn list_scripts(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ScriptRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, name, sha256, size, wit_version, created_at FROM scripts
+             WHERE tenant_id = $1 AND (CAST($2 AS TEXT) IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+        )
+        .bind(tenant.as_str())
+        .bind(page.cursor.as_deref())
+        .bind(page.limit())
+        .fetch_all(self.0)
+        .await?;
+        let items = rows.iter().map(script_row).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_items(items, page, |s| s.id.to_string()))
+    }
+
+    pub async fn script_hash_used(&self, sha256: &str) -> Result<bool> {
+        sqlx::query("SELECT EXISTS (SELECT 1 FROM scripts WHERE sha256 = $1) AS used").bind(sha256).fetch_one(self.0).await?.flag("used")
+    }
+
+    // Configurations.
+
+    pub async fn get_config(&self, tenant: &TenantId, id: &ConfigId) -> Result<ConfigRecord> {
+        let row = sqlx::query("SELECT * FROM configurations WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_optional(self.0)
+            .await?;
+        config_row(&not_found_if_none(row)?)
+    }
+
+    pub async fn list_configs(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ConfigRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM configurations WHERE tenant_id = $1 AND (CAST($2 AS TEXT) IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+        )
+        .bind(tenant.as_str())
+        .bind(page.cursor.as_deref())
+        .bind(page.limit())
+        .fetch_all(self.0)
+        .await?;
+        let items = rows.iter().map(config_row).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_items(items, page, |c| c.id.to_string()))
+    }
+
+    /// Every tenant's configurations by id after `after`, for re-sealing.
+    pub async fn configs_after(&self, after: &str, limit: i64) -> Result<Vec<ConfigRecord>> {
+        let rows = sqlx::query("SELECT * FROM configurations WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(after)
+            .bind(limit)
+            .fetch_all(self.0)
+            .await?;
+        rows.iter().map(config_row).collect()
+    }
+
+    pub async fn enabled_configs(&self, tenant: &TenantId) -> Result<Vec<ConfigRecord>> {
+        let rows = sqlx::query("SELECT * FROM configurations WHERE tenant_id = $1 AND enabled ORDER BY id")
+            .bind(tenant.as_str())
+            .fetch_all(self.0)
+            .await?;
+        rows.iter().map(config_row).collect()
+    }
+
+    // Events.
+
+    pub async fn list_event_types(&self, tenant: &TenantId) -> Result<Vec<EventTypeRecord>> {
+        let rows = sqlx::query("SELECT name, description, first_seen FROM event_types WHERE tenant_id = $1 ORDER BY name")
+            .bind(tenant.as_str())
+            .fetch_all(self.0)
+            .await?;
+        rows.iter().map(event_type_row).collect()
+    }
+
+    pub async fn get_event(&self, tenant: &TenantId, id: &str) -> Result<EventRecord> {
+        let row = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events e WHERE e.tenant_id = $1 AND e.id = $2"))
+            .bind(tenant.as_str())
+            .bind(id)
+            .fetch_optional(self.0)
+            .await?;
+        event_row(&not_found_if_none(row)?)
+    }
+
+    pub async fn list_events(&self, tenant: &TenantId, filter: &EventFilter, page: &PageRequest) -> Result<Page<EventRecord>> {
+        let cursor: Option<i64> = match &page.cursor {
+            Some(c) => Some(c.parse().map_err(|_| StoreError::NotFound)?),
+            None => None,
+        };
+        let status = filter.status.map(|s| match s {
+            EventStatus::Pending => "pending",
+            EventStatus::Done => "done",
+            EventStatus::Failed => "failed",
+        });
+        let ou_prefix = filter.organization_unit.as_ref().map(|ou| format!("{ou}/"));
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events e
+             WHERE e.tenant_id = $1
+               AND (CAST($2 AS BIGINT) IS NULL OR e.seq < $2)
+               AND (CAST($3 AS TEXT) IS NULL OR e.type = $3)
+               AND (CAST($4 AS TEXT) IS NULL OR $4 = '' OR e.organization_unit = $4 OR substr(e.organization_unit, 1, length($5)) = $5)
+               AND (CAST($6 AS BIGINT) IS NULL OR e.received_at >= $6)
+               AND (CAST($7 AS BIGINT) IS NULL OR e.received_at < $7)
+               AND (CAST($8 AS TEXT) IS NULL
+                    OR ($8 = 'pending' AND (NOT {ROUTED} OR EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status = 'pending')))
+                    OR ($8 = 'failed' AND EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status IN ('failed', 'script_error') AND {NEWEST}))
+                    OR ($8 = 'done' AND {ROUTED} AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status IN ('pending', 'failed', 'script_error') AND {NEWEST})))
+             ORDER BY e.seq DESC LIMIT $9"
+        ))
+        .bind(tenant.as_str())
+        .bind(cursor)
+        .bind(filter.event_type.as_deref())
+        .bind(filter.organization_unit.as_deref())
+        .bind(ou_prefix.as_deref())
+        .bind(filter.received_after)
+        .bind(filter.received_before)
+        .bind(status)
+        .bind(page.limit())
+        .fetch_all(self.0)
+        .await?;
+        let items = rows.iter().map(event_row).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_items(items, page, |e| e.seq.to_string()))
+    }
+
+    pub async fn unrouted_events(&self, after_seq: i64, received_before: i64, limit: i64) -> Result<Vec<EventRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM unrouted r JOIN events e ON e.seq = r.seq
+             WHERE r.seq > $1 AND e.received_at < $2 ORDER BY r.seq LIMIT $3"
+        ))
+        .bind(after_seq)
+        .bind(received_before)
+        .bind(limit)
+        .fetch_all(self.0)
+        .await?;
+        rows.iter().map(event_row).collect()
+    }
+
+    // Deliveries and attempts.
+
+    pub async fn get_delivery(&self, tenant: &TenantId, id: &DeliveryId) -> Result<DeliveryRecord> {
+        let row = sqlx::query(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.tenant_id = $1 AND d.id = $2"))
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_optional(self.0)
+            .await?;
+        delivery_row(&not_found_if_none(row)?)
+    }
+
+    pub async fn list_deliveries(&self, tenant: &TenantId, filter: &DeliveryFilter, page: &PageRequest) -> Result<Page<DeliveryRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries d
+             WHERE d.tenant_id = $1
+               AND (CAST($2 AS TEXT) IS NULL OR d.id < $2)
+               AND (CAST($3 AS TEXT) IS NULL OR d.config_id = $3)
+               AND (CAST($4 AS TEXT) IS NULL OR d.event_seq = (SELECT seq FROM events WHERE tenant_id = $1 AND id = $4))
+               AND (CAST($5 AS TEXT) IS NULL OR d.status = $5)
+               AND (CAST($6 AS BIGINT) IS NULL OR d.created_at >= $6)
+               AND (CAST($7 AS BIGINT) IS NULL OR d.created_at < $7)
+             ORDER BY d.id DESC LIMIT $8"
+        ))
+        .bind(tenant.as_str())
+        .bind(page.cursor.as_deref())
+        .bind(filter.configuration_id.as_ref().map(|c| c.as_str()))
+        .bind(filter.event_id.as_deref())
+        .bind(filter.status.map(DeliveryStatus::as_str))
+        .bind(filter.created_after)
+        .bind(filter.created_before)
+        .bind(page.limit())
+        .fetch_all(self.0)
+        .await?;
+        let items = rows.iter().map(delivery_row).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_items(items, page, |d| d.id.to_string()))
+    }
+
+    pub async fn deliveries_of_event(&self, tenant: &TenantId, event_seq: i64) -> Result<Vec<DeliveryRecord>> {
+        let rows =
+            sqlx::query(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.tenant_id = $1 AND d.event_seq = $2 ORDER BY d.id"))
+                .bind(tenant.as_str())
+                .bind(event_seq)
+                .fetch_all(self.0)
+                .await?;
+        rows.iter().map(delivery_row).collect()
+    }
+
+    pub async fn get_attempt(&self, tenant: &TenantId, id: &AttemptId) -> Result<AttemptRecord> {
+        let row = sqlx::query(
+            "SELECT a.*, p.request_body, p.response_body FROM attempts a
+             LEFT JOIN attempt_payloads p ON p.attempt_id = a.id WHERE a.tenant_id = $1 AND a.id = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .fetch_optional(self.0)
+        .await?;
+        attempt_row(&not_found_if_none(row)?, true)
+    }
+
+    pub async fn list_attempts(&self, tenant: &TenantId, filter: &AttemptFilter, page: &PageRequest) -> Result<Page<AttemptRecord>> {
+        let rows = sqlx::query(
+            "SELECT a.* FROM attempts a
+             WHERE a.tenant_id = $1
+               AND (CAST($2 AS TEXT) IS NULL OR a.id < $2)
+               AND (CAST($3 AS TEXT) IS NULL OR a.delivery_id = $3)
+               AND (CAST($4 AS TEXT) IS NULL OR a.delivery_id IN (SELECT id FROM deliveries WHERE tenant_id = $1 AND config_id = $4))
+               AND (CAST($5 AS BIGINT) IS NULL OR a.started_at >= $5)
+               AND (CAST($6 AS BIGINT) IS NULL OR a.started_at < $6)
+             ORDER BY a.id DESC LIMIT $7",
+        )
+        .bind(tenant.as_str())
+        .bind(page.cursor.as_deref())
+        .bind(filter.delivery_id.as_ref().map(|d| d.as_str()))
+        .bind(filter.configuration_id.as_ref().map(|c| c.as_str()))
+        .bind(filter.started_after)
+        .bind(filter.started_before)
+        .bind(page.limit())
+        .fetch_all(self.0)
+        .await?;
+        let items = rows.iter().map(|r| attempt_row(r, false)).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_items(items, page, |a| a.id.to_string()))
+    }
+
+    // Replay and recovery.
+
+    pub async fn failed_deliveries(
+        &self,
+        tenant: &TenantId,
+        config: &ConfigId,
+        after: EventCursor,
+        until: i64,
+        limit: i64,
+    ) -> Result<Vec<(EventCursor, DeliveryRecord)>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS}, e.received_at AS cursor_received_at
+             FROM events e JOIN deliveries d ON d.event_seq = e.seq
+             WHERE e.tenant_id = $1 AND (e.received_at, e.seq) > ($3, $4) AND e.received_at < $5
+               AND d.tenant_id = $1 AND d.config_id = $2 AND d.status = 'failed' AND {NEWEST}
+             ORDER BY e.received_at, e.seq LIMIT $6"
+        ))
+        .bind(tenant.as_str())
+        .bind(config.as_str())
+        .bind(after.received_at)
+        .bind(after.seq)
+        .bind(until)
+        .bind(limit)
+        .fetch_all(self.0)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let delivery = delivery_row(row)?;
+                let cursor = EventCursor { received_at: row.int("cursor_received_at")?, seq: delivery.event_seq };
+                Ok((cursor, delivery))
+            })
+            .collect()
+    }
+
+    pub async fn events_without_delivery(
+        &self,
+        tenant: &TenantId,
+        config: &ConfigId,
+        after: EventCursor,
+        until: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events e
+             WHERE e.tenant_id = $1 AND (e.received_at, e.seq) > ($3, $4) AND e.received_at < $5 AND {ROUTED}
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.config_id = $2)
+             ORDER BY e.received_at, e.seq LIMIT $6"
+        ))
+        .bind(tenant.as_str())
+        .bind(config.as_str())
+        .bind(after.received_at)
+        .bind(after.seq)
+        .bind(until)
+        .bind(limit)
+        .fetch_all(self.0)
+        .await?;
+        rows.iter().map(event_row).collect()
+    }
+}
