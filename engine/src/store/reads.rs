@@ -19,6 +19,8 @@ use super::*;
 /// A backend's reader pool, with the reads the backends share.
 pub(super) struct Reads<'p, DB: Database>(pub(super) &'p Pool<DB>);
 
+// What the reads need of a database, each named: sqlx implements them per
+// database (even an `Option`'s encoding), not once for all.
 impl<DB> Reads<'_, DB>
 where
     DB: Database,
