@@ -86,6 +86,55 @@ async fn the_openapi_document_lists_every_endpoint() {
     }
 }
 
+/// The document against the running router, both ways: every documented
+/// operation is served, every other method on a documented path is refused
+/// with 405 (the engine's unit test holds the set of paths), and each
+/// operation's scope is the one enforced: a key with only that scope passes
+/// the check, a key with every other scope (admin aside) is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_serves_exactly_the_documented_operations_with_the_documented_scopes() {
+    const SCOPES: [&str; 6] = ["events:write", "configurations:read", "configurations:write", "scripts:write", "logs:read", "admin"];
+    let engine = Engine::start().await;
+    let admin = engine.admin();
+    let mut only = std::collections::HashMap::new();
+    let mut all_but = std::collections::HashMap::new();
+    for scope in SCOPES {
+        let key = admin.post("/v1/keys", &json!({"name": format!("only {scope}"), "scopes": [scope]})).await.expect(201);
+        only.insert(scope, engine.api(key["secret"].as_str().expect("secret")));
+        let others: Vec<&str> = SCOPES.into_iter().filter(|s| *s != scope && *s != "admin").collect();
+        let key = admin.post("/v1/keys", &json!({"name": format!("all but {scope}"), "scopes": others})).await.expect(201);
+        all_but.insert(scope, engine.api(key["secret"].as_str().expect("secret")));
+    }
+
+    let doc = engine.anonymous().get("/v1/openapi.json").await.expect(200);
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        // Ids that name nothing: no request below changes anything.
+        let concrete = path.replace("{id}", "x_1").replace("{name}", "order.paid");
+        for method in ["get", "post", "put", "delete", "patch"] {
+            let verb = method.to_uppercase();
+            let anonymous = engine.anonymous().send(&verb, &concrete, None, &[]).await;
+            let Some(op) = item.get(method) else {
+                assert_eq!(anonymous.status, 405, "{verb} {path} is served but not documented: {}", anonymous.body);
+                continue;
+            };
+            checked += 1;
+            assert!(![404, 405].contains(&anonymous.status), "{verb} {path} is documented but not served: {}", anonymous.status);
+            let Some(scope) = op["x-scope"].as_str() else {
+                assert_eq!(op["security"], json!([]), "{verb} {path}");
+                assert_ne!(anonymous.status, 401, "{verb} {path} is documented as public");
+                continue;
+            };
+            assert_eq!(op["security"], json!([{"bearer": [scope]}]), "{verb} {path}");
+            anonymous.expect_error(401, "unauthorized");
+            let with = only[scope].send(&verb, &concrete, None, &[]).await;
+            assert!(![401, 403].contains(&with.status), "{verb} {path}: a key with `{scope}` was refused: {}", with.body);
+            all_but[scope].send(&verb, &concrete, None, &[]).await.expect_error(403, "forbidden");
+        }
+    }
+    assert!(checked >= 34, "{checked} operations checked");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_script_can_be_tried_on_a_sample_event() {
     let engine = Engine::start().await;

@@ -1,243 +1,116 @@
-//! The HTTP API under `/v1`: authentication, request parsing, and the one
-//! mapping from engine errors to HTTP answers (`{code, message}`).
+//! The HTTP API under `/v1`: one file per resource, each with its handlers
+//! and its `router()`; requests parsed at the edge (`extract`), answers
+//! shaped by `views`, failures mapped once (`error`), and the OpenAPI
+//! document generated from the handlers' own annotations (`doc`).
 //!
 //! This module owns everything HTTP-facing. It must never run SQL or
-//! scripts itself: it calls [`crate::service`] only, and it must
-//! never answer with a secret beyond the one-time key and signing secret
-//! shown at creation.
+//! scripts itself: it calls [`crate::service`] only, and it must never
+//! answer with a secret beyond the one-time key and signing secret shown at
+//! creation. Every route is added through a resource's `router()`, which
+//! documents it: the router and the document cannot drift apart.
 
-mod handlers;
-mod openapi;
+mod attempts;
+mod configurations;
+mod deliveries;
+mod doc;
+mod error;
+mod event_types;
+mod events;
+mod extract;
+mod health;
+mod keys;
+mod scripts;
+mod tenants;
+mod views;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequestParts};
-use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use serde::Deserialize;
-use serde::de::DeserializeOwned;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use utoipa_axum::router::OpenApiRouter;
 
-use crate::model::auth::{Principal, Scope};
-use crate::pipeline::replay::ReplayError;
-use crate::sandbox::LoadError;
-use crate::service::{App, AppError, StoreError};
+use crate::service::App;
 
-pub use openapi::document as openapi_document;
+pub use error::ApiError;
 
 /// The whole HTTP surface.
 pub fn router(app: Arc<App>) -> Router {
-    let body_limit = app.limits().max_body_bytes;
-    let script_limit = app.max_script_bytes();
-    use handlers::*;
-    let scripts = Router::new().route("/v1/scripts", post(upload_script).get(list_scripts)).layer(DefaultBodyLimit::max(script_limit));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/v1/openapi.json", get(openapi))
-        .route("/v1/scripts/{id}", get(get_script).delete(delete_script))
-        .route("/v1/scripts/{id}/test", post(test_script))
-        .route("/v1/configurations", post(create_config).get(list_configs))
-        .route("/v1/configurations/{id}", get(get_config).put(update_config).delete(delete_config))
-        .route("/v1/configurations/{id}/enable", post(enable_config))
-        .route("/v1/configurations/{id}/disable", post(disable_config))
-        .route("/v1/configurations/{id}/recover", post(recover_config))
-        .route("/v1/configurations/{id}/rotate-secret", post(rotate_secret))
-        .route("/v1/configurations/{id}/test", post(test_config))
-        .route("/v1/event-types", get(list_event_types))
-        .route("/v1/event-types/{name}", axum::routing::put(put_event_type))
-        .route("/v1/events", post(ingest).get(list_events))
-        .route("/v1/events/{id}", get(get_event))
-        .route("/v1/events/{id}/replay", post(replay_event))
-        .route("/v1/deliveries", get(list_deliveries))
-        .route("/v1/deliveries/{id}", get(get_delivery))
-        .route("/v1/attempts", get(list_attempts))
-        .route("/v1/attempts/{id}", get(get_attempt))
-        .route("/v1/keys", post(create_key).get(list_keys))
-        .route("/v1/keys/{id}", axum::routing::delete(revoke_key))
-        .route("/v1/tenants", post(create_tenant).get(list_tenants))
-        .route("/v1/tenants/{id}/keys", post(create_tenant_key))
+    let (router, _) = routes(app.limits().max_body_bytes, app.max_script_bytes()).split_for_parts();
+    router.fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") }).with_state(app)
+}
+
+/// The OpenAPI document of [`router`], as served at `/v1/openapi.json`.
+pub fn document() -> &'static serde_json::Value {
+    static DOCUMENT: OnceLock<serde_json::Value> = OnceLock::new();
+    DOCUMENT.get_or_init(|| doc::finish(routes(0, 0).into_openapi()))
+}
+
+/// Every operation, documented, with its body limit.
+fn routes(body_limit: usize, script_limit: usize) -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::with_openapi(doc::base())
+        .merge(health::router())
+        .merge(scripts::router())
+        .merge(configurations::router())
+        .merge(event_types::router())
+        .merge(events::router())
+        .merge(deliveries::router())
+        .merge(attempts::router())
+        .merge(keys::router())
+        .merge(tenants::router())
         .layer(DefaultBodyLimit::max(body_limit))
-        .merge(scripts)
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
-        .with_state(app)
+        // Scripts are larger than any JSON body.
+        .merge(scripts::upload_router().layer(DefaultBodyLimit::max(script_limit)))
 }
 
-/// An error answer: a status, a stable code, a message for humans.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-}
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
 
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+    use super::*;
+
+    /// The paths axum routes, read from the router itself (its `Debug`
+    /// lists them): whatever way a route was added, it shows up here. The
+    /// fallback's own router (after `fallback_router`) is not a route.
+    fn routed_paths(router: &Router<Arc<App>>) -> BTreeSet<String> {
+        let text = format!("{router:?}");
+        let routes = text.split("fallback_router").next().unwrap_or_default();
+        routes.split('"').filter(|s| s.starts_with('/') && !s.contains(' ')).map(str::to_owned).collect()
     }
 
-    fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
+    #[test]
+    fn every_routed_path_is_documented_and_every_documented_path_routed() {
+        let (router, document) = routes(1, 1).split_for_parts();
+        let documented: BTreeSet<String> = document.paths.paths.keys().cloned().collect();
+        let routed = routed_paths(&router);
+        assert!(routed.len() > 20, "the router's paths could not be read: {routed:?}");
+        assert_eq!(routed, documented, "routed (left) and documented (right) paths differ");
     }
 
-    fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("no such {what}"))
+    #[test]
+    fn a_route_added_without_documentation_is_caught() {
+        let (router, document) = routes(1, 1).route("/v1/undocumented", axum::routing::get(|| async {})).split_for_parts();
+        let documented: BTreeSet<String> = document.paths.paths.keys().cloned().collect();
+        assert!(routed_paths(&router).difference(&documented).any(|p| p == "/v1/undocumented"));
     }
-}
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            tracing::error!(code = self.code, message = %self.message, "request failed");
-        }
-        let body = serde_json::json!({"code": self.code, "message": self.message});
-        (self.status, axum::Json(body)).into_response()
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound => Self::new(StatusCode::NOT_FOUND, "not_found", "not found"),
-            StoreError::Conflict(what) => Self::new(StatusCode::CONFLICT, "conflict", format!("{what} is already taken")),
-            StoreError::UnknownReference(what) => {
-                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_reference", format!("unknown {what} for this tenant"))
+    #[test]
+    fn every_operation_names_its_scope_or_is_public() {
+        let document = document();
+        let mut operations = 0;
+        for (path, item) in document["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("path item") {
+                operations += 1;
+                let public = op["security"] == serde_json::json!([]);
+                let scope = op["x-scope"].as_str();
+                assert!(public != scope.is_some(), "{method} {path}: public {public}, scope {scope:?}");
+                if let Some(scope) = scope {
+                    assert_eq!(op["security"], serde_json::json!([{"bearer": [scope]}]), "{method} {path}");
+                    assert!(crate::model::auth::Scope::parse(scope).is_some(), "{method} {path}: unknown scope {scope}");
+                }
+                assert!(op["responses"]["default"].is_object(), "{method} {path}: no error answer");
             }
-            StoreError::StaleVersion { current } => Self::new(
-                StatusCode::CONFLICT,
-                "stale_version",
-                format!("the configuration changed meanwhile: its version is now {current}; re-read it and retry"),
-            ),
-            StoreError::InUse(n) => Self::new(
-                StatusCode::CONFLICT,
-                "script_in_use",
-                format!("{n} configuration(s) use this script; point them elsewhere first"),
-            ),
-            StoreError::QuotaExceeded { quota, used } => Self::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "quota_exceeded",
-                format!("the tenant's monthly quota of {quota} events is used up ({used} this month); nothing was stored"),
-            ),
-            StoreError::Closed => Self::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down"),
-            other => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", other.to_string()),
         }
+        assert!(operations >= 34, "{operations} operations");
     }
-}
-
-impl From<AppError> for ApiError {
-    fn from(e: AppError) -> Self {
-        match e {
-            AppError::Store(e) => e.into(),
-            AppError::Config(e) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, e.code, e.to_string()),
-            AppError::Script(e) => e.into(),
-            AppError::Replay(e) => e.into(),
-        }
-    }
-}
-
-impl From<ReplayError> for ApiError {
-    fn from(e: ReplayError) -> Self {
-        if let ReplayError::Store(e) = e {
-            return e.into();
-        }
-        let status = match &e {
-            ReplayError::UnknownEvent | ReplayError::UnknownConfiguration => StatusCode::NOT_FOUND,
-            ReplayError::NotRouted | ReplayError::ConfigurationDisabled(_) | ReplayError::StillPending(_) => StatusCode::CONFLICT,
-            ReplayError::NotMatched(_) | ReplayError::EmptyWindow | ReplayError::Store(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        };
-        Self::new(status, e.code(), e.to_string())
-    }
-}
-
-impl From<LoadError> for ApiError {
-    fn from(e: LoadError) -> Self {
-        let status = match e {
-            LoadError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            _ => StatusCode::UNPROCESSABLE_ENTITY,
-        };
-        Self::new(status, e.code(), e.to_string())
-    }
-}
-
-/// Parses a JSON body, telling malformed JSON from a wrong shape.
-pub fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        use serde_json::error::Category;
-        match e.classify() {
-            Category::Syntax | Category::Eof | Category::Io => {
-                ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
-            }
-            Category::Data if e.to_string().starts_with("unknown field") => ApiError::bad_request("unknown_field", e.to_string()),
-            Category::Data => ApiError::bad_request("invalid_request", e.to_string()),
-        }
-    })
-}
-
-/// A body that may have been cut by the size limit.
-pub async fn body_bytes(body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>) -> Result<axum::body::Bytes, ApiError> {
-    body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is over the size limit")
-        } else {
-            ApiError::bad_request("unreadable_body", r.body_text())
-        }
-    })
-}
-
-/// A query string, refused with a JSON error (`unknown_filter` for a name
-/// the endpoint does not know, `invalid_query` otherwise).
-pub struct Query<T>(pub T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        axum::extract::Query::try_from_uri(&parts.uri).map(|q| Query(q.0)).map_err(|rejection| {
-            let text = rejection.body_text();
-            let code = if text.contains("unknown field") { "unknown_filter" } else { "invalid_query" };
-            ApiError::bad_request(code, text)
-        })
-    }
-}
-
-/// The authenticated caller.
-pub struct Auth(pub Principal);
-
-impl Auth {
-    /// 403 unless the key has `scope` (or `admin`).
-    pub fn require(&self, scope: Scope) -> Result<&Principal, ApiError> {
-        if self.0.may(scope) {
-            Ok(&self.0)
-        } else {
-            Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("this key lacks the `{scope}` scope")))
-        }
-    }
-}
-
-impl FromRequestParts<Arc<App>> for Auth {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
-        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-        let presented = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| unauthorized("send `Authorization: Bearer <api key>`"))?;
-        let principal = app.authenticate(presented.trim()).await?.ok_or_else(|| unauthorized("unknown or revoked API key"))?;
-        Ok(Auth(principal))
-    }
-}
-
-/// The version an update quotes in `If-Match` (`"3"`, `3` or `W/"3"`).
-pub fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
-    let Some(raw) = headers.get(axum::http::header::IF_MATCH) else { return Ok(None) };
-    let text = raw.to_str().unwrap_or_default().trim();
-    let text = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
-    text.parse()
-        .map(Some)
-        .map_err(|_| ApiError::bad_request("invalid_if_match", "If-Match must carry the configuration's version, e.g. \"3\""))
 }

@@ -99,11 +99,10 @@ impl PageRequest {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct Page<T> {
     pub items: Vec<T>,
     /// Pass as `cursor` for the next page; absent on the last one.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
 }
 
@@ -114,16 +113,15 @@ impl<T> Page<T> {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct TenantRecord {
     pub id: TenantId,
     pub name: String,
     pub monthly_quota: Option<i64>,
-    #[serde(serialize_with = "rfc3339::serialize")]
     pub created_at: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct KeyRecord {
     pub id: KeyId,
     pub tenant_id: TenantId,
@@ -131,9 +129,7 @@ pub struct KeyRecord {
     /// The first characters of the secret, to tell keys apart.
     pub prefix: String,
     pub scopes: Vec<Scope>,
-    #[serde(serialize_with = "rfc3339::serialize")]
     pub created_at: i64,
-    #[serde(serialize_with = "rfc3339::serialize_option")]
     pub revoked_at: Option<i64>,
 }
 
@@ -147,14 +143,13 @@ pub struct NewKey {
     pub scopes: Vec<Scope>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ScriptRecord {
     pub id: ScriptId,
     pub name: String,
     pub sha256: String,
     pub size: i64,
     pub wit_version: String,
-    #[serde(serialize_with = "rfc3339::serialize")]
     pub created_at: i64,
 }
 
@@ -190,11 +185,10 @@ impl ConfigWrite {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct EventTypeRecord {
     pub name: String,
     pub description: Option<String>,
-    #[serde(serialize_with = "rfc3339::serialize")]
     pub first_seen: i64,
 }
 
@@ -321,36 +315,26 @@ impl NewDelivery {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct DeliveryRecord {
     pub id: DeliveryId,
     pub event_id: String,
-    #[serde(skip)]
     pub event_seq: i64,
     pub configuration_id: ConfigId,
     pub configuration_version: i64,
     pub status: DeliveryStatus,
     /// The delivery this one replays (whose decision it reuses).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub replay_of: Option<DeliveryId>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error_kind: Option<String>,
     pub script_logs: serde_json::Value,
-    #[serde(skip)]
     pub body: Option<String>,
-    #[serde(skip)]
     pub headers: Option<String>,
     /// Waiting for its paused script to decide (see [`NewDelivery::undecided`]).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub undecided: bool,
     pub attempts: i64,
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "rfc3339::serialize_option")]
     pub next_attempt_at: Option<i64>,
-    #[serde(serialize_with = "rfc3339::serialize")]
     pub created_at: i64,
-    #[serde(serialize_with = "rfc3339::serialize")]
     pub updated_at: i64,
 }
 
@@ -409,29 +393,24 @@ pub struct NewAttempt {
     pub next_attempt_at: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct AttemptRecord {
     pub id: AttemptId,
     pub delivery_id: DeliveryId,
     pub number: i64,
-    #[serde(serialize_with = "rfc3339::serialize")]
     pub started_at: i64,
     pub duration_ms: i64,
     pub method: String,
     pub uri: String,
     pub response_status: Option<i64>,
     pub outcome: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub request_headers: serde_json::Value,
     pub response_headers: serde_json::Value,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub request_body: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub response_body: Option<String>,
     /// The answer's exact bytes, when they are not UTF-8 (`response_body`
     /// then shows U+FFFD for what is not text).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub response_body_base64: Option<String>,
 }
 

@@ -1,0 +1,198 @@
+//! `/v1/events`: ingest (one event or a batch), the event log, and replay.
+//! A 2xx to an ingest means the events are durably stored; routing and
+//! delivery follow in the pipeline.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::ApiError;
+use super::doc::EventInput as EventInputSchema;
+use super::extract::{Auth, Query, body_bytes, id, page, parse_json, parse_optional_json, time_filter};
+use super::views::{DeliveryView, EventView, IngestView, IngestedView, Page, ReplayView};
+use crate::model::auth::Scope;
+use crate::model::event::{EventId, EventInput};
+use crate::model::ids::ConfigId;
+use crate::service::{App, EventFilter, EventStatus, Ingested, StoreError};
+
+pub fn router() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new().routes(routes!(ingest, list_events)).routes(routes!(get_event)).routes(routes!(replay_event))
+}
+
+/// Ingest one event or a batch (array)
+///
+/// The answer lists each event's id (generated when left out) and whether
+/// it was `accepted` or a `duplicate` of one the tenant already has. A 202
+/// means every event is stored durably; a refusal stores none of them.
+///
+/// Error codes: `malformed_json`, `invalid_request`, `unknown_field`,
+/// `empty_batch`, `invalid_event` (400 or 422, with the event's index in a
+/// batch), `batch_too_large`, `payload_too_large` (413), `quota_exceeded` (429).
+#[utoipa::path(post, path = "/v1/events", tag = "events",
+    request_body(content = EventInputSchema, description = "one event, or an array of them"),
+    responses((status = 202, body = IngestView)),
+    security(("bearer" = ["events:write"])))]
+async fn ingest(
+    State(app): State<Arc<App>>,
+    auth: Auth,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<IngestView>), ApiError> {
+    let p = auth.require(Scope::EventsWrite)?;
+    let body = body_bytes(body).await?;
+    // Parsed as raw JSON down to each event, so that every payload keeps
+    // the posted bytes (number spelling, key order) through to receivers.
+    let raw: &RawValue = parse_json(&body)?;
+    let (items, single): (Vec<&RawValue>, bool) = match raw.get().trim_start().as_bytes().first() {
+        Some(b'[') => (parse_json(raw.get().as_bytes())?, false),
+        Some(b'{') => (vec![raw], true),
+        _ => return Err(ApiError::bad_request("invalid_request", "post one event object or an array of events")),
+    };
+    if items.is_empty() {
+        return Err(ApiError::bad_request("empty_batch", "the batch holds no events"));
+    }
+    if items.len() > app.limits().max_batch {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!("at most {} events per request", app.limits().max_batch),
+        ));
+    }
+    let mut events = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let at = if single { String::new() } else { format!("event {i}: ") };
+        let input: EventInput = serde_json::from_str(item.get()).map_err(|e| {
+            let code = if e.to_string().starts_with("unknown field") { "unknown_field" } else { "invalid_event" };
+            ApiError::new(StatusCode::BAD_REQUEST, code, format!("{at}{e}"))
+        })?;
+        let event = input
+            .validate(|| EventId::parse(&format!("evt_{}", uuid::Uuid::now_v7().simple())).expect("a generated id is valid"))
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_event", format!("{at}{e}")))?;
+        events.push(event);
+    }
+    let ids: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
+    let results = app.ingest(&p.tenant, events).await?;
+    let events = ids
+        .into_iter()
+        .zip(results)
+        .map(|(id, r)| IngestedView { id, status: if matches!(r, Ingested::Stored { .. }) { "accepted" } else { "duplicate" } })
+        .collect();
+    Ok((StatusCode::ACCEPTED, Json(IngestView { events })))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct EventsQuery {
+    /// Items per page, 1 to 500 (default 50).
+    limit: Option<u32>,
+    /// The `next_cursor` of the page before.
+    cursor: Option<String>,
+    /// An exact event type.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    event_type: Option<String>,
+    /// An organization unit and everything under it.
+    organization_unit: Option<String>,
+    /// `pending`, `done` or `failed`.
+    status: Option<String>,
+    /// Received at or after (RFC 3339).
+    since: Option<String>,
+    /// Received before (RFC 3339).
+    until: Option<String>,
+}
+
+/// List events
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventsQuery),
+    responses((status = 200, body = Page<EventView>)),
+    security(("bearer" = ["logs:read"])))]
+async fn list_events(State(app): State<Arc<App>>, auth: Auth, Query(q): Query<EventsQuery>) -> Result<Json<Page<EventView>>, ApiError> {
+    let p = auth.require(Scope::LogsRead)?;
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => Some(
+            serde_json::from_value::<EventStatus>(serde_json::json!(s))
+                .map_err(|_| ApiError::bad_request("invalid_filter", "status is one of pending, done, failed"))?,
+        ),
+    };
+    let filter = EventFilter {
+        event_type: q.event_type.clone(),
+        organization_unit: q.organization_unit.as_ref().map(|ou| ou.trim_matches('/').to_owned()),
+        received_after: time_filter(&q.since, "since")?,
+        received_before: time_filter(&q.until, "until")?,
+        status,
+    };
+    let mut page = page(q.limit, &q.cursor);
+    if page.cursor.as_ref().is_some_and(|c| c.parse::<i64>().is_err()) {
+        return Err(ApiError::bad_request("invalid_cursor", "not a cursor from this list"));
+    }
+    page.limit = page.limit.max(1);
+    Ok(Json(Page::of(app.list_events(&p.tenant, &filter, &page).await?, EventView::new)))
+}
+
+/// Get an event with its deliveries
+#[utoipa::path(get, path = "/v1/events/{id}", tag = "events", params(("id" = String, Path)),
+    responses((status = 200, body = EventView)),
+    security(("bearer" = ["logs:read"])))]
+async fn get_event(State(app): State<Arc<App>>, auth: Auth, Path(raw): Path<String>) -> Result<Json<EventView>, ApiError> {
+    let p = auth.require(Scope::LogsRead)?;
+    let (event, deliveries) = app.get_event(&p.tenant, &raw).await.map_err(|e| match e {
+        StoreError::NotFound => ApiError::not_found("event"),
+        e => e.into(),
+    })?;
+    let deliveries = deliveries.into_iter().map(DeliveryView::new).collect();
+    Ok(Json(EventView { deliveries: Some(deliveries), ..EventView::new(event) }))
+}
+
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ReplayInput {
+    /// Replay to this configuration only (and let its script decide again
+    /// when its newest delivery was filtered or errored).
+    configuration_id: Option<String>,
+}
+
+/// Send an event again, keeping its id
+///
+/// Creates a new delivery (status `pending`, no attempts, due at once) of
+/// the event to each configuration whose newest delivery of it `succeeded`
+/// or `failed`, reusing the body and headers its script decided then: the
+/// script does not run again. The receiver gets the same event id
+/// (`webhook-id`, `idempotency-key`) and can dedupe. Each new delivery names
+/// the one it replays in `replay_of`. Configurations whose newest delivery
+/// is `pending`, `filtered` or `script_error`, or that are now disabled or
+/// deleted, are listed in `skipped` with the reason.
+///
+/// With `configuration_id`, only that configuration: the event must have a
+/// delivery to it (`not_matched` otherwise), it must be enabled, and its
+/// newest delivery must not be pending. When that delivery was `filtered`
+/// or `script_error`, the configuration's current script decides again (it
+/// may have been fixed); the new delivery is then sent, filtered or errored
+/// accordingly.
+///
+/// Error codes: `not_found` (404: no such event or configuration in the
+/// tenant), `not_matched` (422), `event_not_routed`,
+/// `configuration_disabled`, `delivery_pending` (409).
+#[utoipa::path(post, path = "/v1/events/{id}/replay", tag = "events", params(("id" = String, Path)),
+    request_body(content = Option<ReplayInput>, description = "optional"),
+    responses((status = 202, description = "queued", body = ReplayView)),
+    security(("bearer" = ["configurations:write"])))]
+async fn replay_event(
+    State(app): State<Arc<App>>,
+    auth: Auth,
+    Path(raw): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<ReplayView>), ApiError> {
+    let p = auth.require(Scope::ConfigurationsWrite)?;
+    let input: ReplayInput = parse_optional_json(&body_bytes(body).await?)?;
+    let only = input.configuration_id.as_deref().map(|c| id(c, ConfigId::parse)).transpose()?;
+    Ok((StatusCode::ACCEPTED, Json(app.replay_event(&p.tenant, &raw, only.as_ref()).await?.into())))
+}
