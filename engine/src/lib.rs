@@ -2,10 +2,12 @@
 //!
 //! The folders, in the order an event walks them:
 //!
-//! - `api/`: `POST /v1/events` parses the request at
+//! - `api/`: `POST /v1/events` (`api/events.rs`) parses the request at
 //!   the edge (ids, types, sizes, nesting) and nothing else; every other
-//!   resource of the HTTP API lives beside it. The API reaches the engine
-//!   only through the service.
+//!   resource of the HTTP API is a file beside it with its own `router()`,
+//!   answers are shaped by `api/views.rs`, and the OpenAPI document is
+//!   generated from the same handlers. The API reaches the engine only
+//!   through the service.
 //! - `service.rs`: `App`, the one door: every
 //!   operation the API offers (ingest with the tenant's quota, the
 //!   configurations and scripts, replay, keys, tenants), and the wiring of
