@@ -1,5 +1,5 @@
 //! The sandbox: runs export scripts, WebAssembly components implementing the
-//! world in `wit/world.wit`, one fresh instance per event, under hard limits.
+//! world in `wit/0.1/world.wit`, one fresh instance per event, under hard limits.
 //!
 //! It owns the one shared wasmtime [`Engine`], upload validation and
 //! componentization (`load`), the compile cache, the per-call limits, and
@@ -28,7 +28,7 @@ use crate::model::event::Event;
 
 mod bindings {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../wit/0.1",
         world: "script",
     });
 }
