@@ -40,9 +40,10 @@ MSG
 fi
 
 # Core modules carry the component-type section; make them components.
+# The binary lands in CARGO_TARGET_DIR when one is set (a shared target dir).
 cargo build --quiet -p sluice --bin sluice
 for s in "${scripts[@]}"; do
     core="$wasm_target_dir/wasm32-unknown-unknown/wasm-release/${s//-/_}.wasm"
-    "$root/target/debug/sluice" script componentize "$core" -o "$out/$s.wasm"
+    "${CARGO_TARGET_DIR:-$root/target}/debug/sluice" script componentize "$core" -o "$out/$s.wasm"
 done
 ls -l "$out" >&2

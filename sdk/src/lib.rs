@@ -84,7 +84,8 @@ pub use log::{Level, log};
 #[allow(missing_docs)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        // The world the SDK builds scripts against: the newest frozen one.
+        path: "../wit/0.1",
         world: "script",
         // The export macro is used from script crates, through `export_filter!`.
         pub_export_macro: true,

@@ -1,6 +1,9 @@
 //! Upload-time work: recognise the bytes, componentize a core module,
-//! check that the component implements the world, compile it, and cache the
-//! compiled form by sha256 in memory and on disk.
+//! check that the component implements a world version this engine runs,
+//! compile it, and cache the compiled form by sha256 in memory and on disk.
+//!
+//! It must never depend on one WIT version: it reads the version from the
+//! script's export name and leaves linking to that version's module (`abi`).
 
 use std::fmt;
 use std::path::Path;
@@ -11,12 +14,11 @@ use wasmtime::Store;
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
-use super::{CallState, Sandbox, Script, bindings};
+use super::abi::WitVersion;
+use super::{CallState, Sandbox, Script};
 
 /// The WIT package scripts implement.
 pub const WIT_PACKAGE: &str = "sluice:event-export";
-/// The versions of [`WIT_PACKAGE`] this engine runs: `0.1.x`.
-const SUPPORTED_VERSION_PREFIX: &str = "0.1.";
 
 /// Why a script was refused at upload.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,9 +38,9 @@ pub enum LoadError {
     Invalid { reason: String },
     #[error("script imports `{name}`, which sluice does not provide (scripts may import only `{WIT_PACKAGE}/host`)")]
     ForeignImport { name: String },
-    #[error("script does not export `{WIT_PACKAGE}/filter@0.1.0`; it exports: {found}")]
+    #[error("script does not export {}; it exports: {found}", expected_exports())]
     MissingExport { found: String },
-    #[error("script targets `{WIT_PACKAGE}@{found}`, but this engine runs 0.1.x")]
+    #[error("script targets `{WIT_PACKAGE}@{found}`, but this engine runs {}", WitVersion::supported())]
     UnsupportedVersion { found: String },
     #[error("script does not match the world: {reason}")]
     Mismatch { reason: String },
@@ -216,14 +218,12 @@ impl Sandbox {
         let Some(wit_version) = exports.iter().find_map(|(name, _)| name.strip_prefix(&filter_prefix)) else {
             return Err(LoadError::MissingExport { found: describe_exports(&exports) });
         };
-        if !wit_version.starts_with(SUPPORTED_VERSION_PREFIX) {
+        let Some(version) = WitVersion::parse(wit_version) else {
             return Err(LoadError::UnsupportedVersion { found: wit_version.to_owned() });
-        }
+        };
         let wit_version = wit_version.to_owned();
 
-        let mismatch = |e: wasmtime::Error| LoadError::Mismatch { reason: format!("{e:#}") };
-        let instance_pre = self.linker.instantiate_pre(component).map_err(mismatch)?;
-        let pre = bindings::ScriptPre::new(instance_pre).map_err(mismatch)?;
+        let pre = self.linkers.prepare(version, component).map_err(|e| LoadError::Mismatch { reason: format!("{e:#}") })?;
         // Export types are checked when an instance is made: make one now,
         // so a mismatch is refused at upload and not at the first event.
         let mut store = Store::new(&self.engine, CallState::new(Default::default(), &self.config.limits));
@@ -265,6 +265,12 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
+}
+
+/// The filter exports a script may have, one per version this engine runs:
+/// `` `sluice:event-export/filter@0.1.0` ``.
+fn expected_exports() -> String {
+    WitVersion::ALL.iter().map(|v| format!("`{WIT_PACKAGE}/filter@{}`", v.export_version())).collect::<Vec<_>>().join(" or ")
 }
 
 fn describe_exports(exports: &[(String, ComponentItem)]) -> String {

@@ -1,14 +1,19 @@
-//! The sandbox: runs export scripts, WebAssembly components implementing the
-//! world in `wit/world.wit`, one fresh instance per event, under hard limits.
+//! The sandbox: runs export scripts, WebAssembly components implementing a
+//! version of the world in `wit/` (`wit/0.1/world.wit`, ...), one fresh
+//! instance per event, under hard limits.
 //!
 //! It owns the one shared wasmtime [`Engine`], upload validation and
-//! componentization (`load`), the compile cache, the per-call limits, and
-//! the translation of a script's output into a checked [`Decision`].
+//! componentization (`load`), the compile cache, the per-call limits, the
+//! host functions, and the checking of a script's output into a [`Decision`]
+//! (`output`). What differs between WIT versions (bindings, conversions,
+//! linking) is in `abi`, one module per version, picked by the version a
+//! script was built against; nothing else here depends on a version.
 //!
 //! It must never give a script anything beyond the event, its parameters and
 //! a log function (no clock, randomness, files or network), and it knows
 //! nothing of HTTP, tenants or storage.
 
+mod abi;
 mod load;
 mod output;
 
@@ -18,22 +23,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
 pub use load::{LoadError, Sha256, WIT_PACKAGE, componentize};
 pub use output::{Decision, Header};
 
 use crate::model::event::Event;
-
-mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "script",
-    });
-}
-
-use bindings::sluice::event_export::{host, types as wit};
 
 /// Parameters of an export configuration, handed to its script.
 pub type Params = BTreeMap<String, String>;
@@ -186,8 +181,10 @@ impl Outcome {
 /// A validated, compiled script, ready to be instantiated cheaply.
 pub struct Script {
     sha256: Sha256,
+    /// As named in the script's export, e.g. `0.1.0`; stored with it.
     wit_version: String,
-    pre: bindings::ScriptPre<CallState>,
+    /// Linked for the bindings of `wit_version`, which it also names.
+    pre: abi::Pre,
 }
 
 impl Script {
@@ -199,7 +196,7 @@ impl Script {
     /// The machine code, for other nodes of the same build to load with
     /// [`Sandbox::load_precompiled`] instead of compiling.
     pub fn compiled(&self) -> Option<Vec<u8>> {
-        self.pre.instance_pre().component().serialize().ok()
+        self.pre.component().serialize().ok()
     }
 
     /// The version of the `sluice:event-export` package the script targets.
@@ -218,7 +215,7 @@ impl std::fmt::Debug for Script {
 /// cheap to share behind an `Arc`.
 pub struct Sandbox {
     engine: Engine,
-    linker: Linker<CallState>,
+    linkers: abi::Linkers,
     config: SandboxConfig,
     compiled: Mutex<HashMap<Sha256, Arc<Script>>>,
     _ticker: EpochTicker,
@@ -257,14 +254,13 @@ impl Sandbox {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&wasm)?;
 
-        let mut linker = Linker::new(&engine);
-        bindings::Script::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |state| state)?;
+        let linkers = abi::Linkers::new(&engine)?;
 
         if let Some(dir) = &config.cache_dir {
             std::fs::create_dir_all(dir).map_err(|e| wasmtime::Error::msg(format!("cache dir {}: {e}", dir.display())))?;
         }
         let ticker = EpochTicker::start(&engine);
-        Ok(Self { engine, linker, config, compiled: Mutex::default(), _ticker: ticker })
+        Ok(Self { engine, linkers, config, compiled: Mutex::default(), _ticker: ticker })
     }
 
     pub fn limits(&self) -> &Limits {
@@ -293,10 +289,7 @@ impl Sandbox {
         let ticks = limits.wall_clock.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64;
         store.set_epoch_deadline(ticks.max(1) + 1);
 
-        let result = script
-            .pre
-            .instantiate(&mut store)
-            .and_then(|instance| instance.sluice_event_export_filter().call_filter(&mut store, &to_wit(event)));
+        let result = script.pre.call(&mut store, event);
         let fuel_used = limits.fuel - store.get_fuel().unwrap_or(0);
         let result = match result {
             Ok(Ok(decision)) => output::check(decision, &limits),
@@ -312,18 +305,6 @@ impl Sandbox {
             logs: state.finish_logs(),
             fuel_used,
         }
-    }
-}
-
-fn to_wit(event: &Event) -> wit::Event {
-    wit::Event {
-        id: event.id.as_str().to_owned(),
-        event_type: event.event_type.as_str().to_owned(),
-        organization_unit: event.organization_unit.as_str().to_owned(),
-        occurred_at: event.occurred_at_rfc3339(),
-        source: event.source.as_ref().map(|s| wit::Source { application: s.application.clone(), user: s.user.clone() }),
-        related: event.related.iter().map(|r| r.as_str().to_owned()).collect(),
-        payload: event.payload.get().to_owned(),
     }
 }
 
@@ -391,29 +372,23 @@ impl CallState {
     }
 }
 
-impl wit::Host for CallState {}
-
-impl host::Host for CallState {
-    fn log(&mut self, level: wit::Level, message: String) {
+/// The host functions, once for every WIT version: each version's `host`
+/// forwards here (see `abi`).
+impl CallState {
+    fn record_log(&mut self, level: Level, message: String) {
         if self.logs.len() >= self.max_logs {
             self.dropped_logs += 1;
             return;
         }
-        let level = match level {
-            wit::Level::Trace => Level::Trace,
-            wit::Level::Debug => Level::Debug,
-            wit::Level::Info => Level::Info,
-            wit::Level::Warn => Level::Warn,
-            wit::Level::Error => Level::Error,
-        };
         self.logs.push(LogLine { level, message: truncate(message, self.max_log_bytes) });
     }
 
-    fn param(&mut self, name: String) -> Option<String> {
-        self.params.get(&name).cloned()
+    fn param_value(&self, name: &str) -> Option<String> {
+        self.params.get(name).cloned()
     }
 
-    fn params(&mut self) -> Vec<(String, String)> {
+    /// Sorted by name (a `BTreeMap`), as the world promises.
+    fn param_list(&self) -> Vec<(String, String)> {
         self.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 }

@@ -1,11 +1,15 @@
 //! A script's decision, checked: the body must be JSON, headers must be
 //! well-formed and must not touch what the engine owns (authentication,
 //! signatures, framing), and the whole must fit the output cap.
+//!
+//! It works on the engine's own [`Proposed`] decision, which every WIT
+//! version's module converts its `decision` into, so that the rules are the
+//! same for every version. It must never know a WIT version's types.
 
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::{Limits, ScriptError, wit};
+use super::{Limits, ScriptError};
 use crate::model::headers::is_reserved_header;
 
 /// Most headers a script may add.
@@ -50,27 +54,38 @@ impl PartialEq for Decision {
     }
 }
 
-pub(super) fn check(decision: wit::Decision, limits: &Limits) -> Result<Decision, ScriptError> {
+/// A decision as the script returned it, not yet checked.
+#[derive(Debug)]
+pub(super) enum Proposed {
+    Skip {
+        reason: String,
+    },
+    /// `body` is meant to be JSON text; `headers` are (name, value).
+    Deliver {
+        body: Option<String>,
+        headers: Vec<(String, String)>,
+    },
+}
+
+pub(super) fn check(decision: Proposed, limits: &Limits) -> Result<Decision, ScriptError> {
     let invalid = |reason: String| ScriptError::InvalidOutput { reason };
     let size = match &decision {
-        wit::Decision::Skip(reason) => reason.len(),
-        wit::Decision::Deliver(d) => {
-            d.body.as_ref().map_or(0, String::len) + d.headers.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>()
+        Proposed::Skip { reason } => reason.len(),
+        Proposed::Deliver { body, headers } => {
+            body.as_ref().map_or(0, String::len) + headers.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>()
         }
     };
     if size > limits.output_bytes {
         return Err(ScriptError::OutputTooLarge { size, limit: limits.output_bytes });
     }
     match decision {
-        wit::Decision::Skip(reason) => Ok(Decision::Skip { reason }),
-        wit::Decision::Deliver(delivery) => {
-            let body =
-                delivery.body.map(|text| RawValue::from_string(text).map_err(|e| invalid(format!("body is not JSON: {e}")))).transpose()?;
-            if delivery.headers.len() > MAX_HEADERS {
-                return Err(invalid(format!("{} headers, more than {MAX_HEADERS}", delivery.headers.len())));
+        Proposed::Skip { reason } => Ok(Decision::Skip { reason }),
+        Proposed::Deliver { body, headers } => {
+            let body = body.map(|text| RawValue::from_string(text).map_err(|e| invalid(format!("body is not JSON: {e}")))).transpose()?;
+            if headers.len() > MAX_HEADERS {
+                return Err(invalid(format!("{} headers, more than {MAX_HEADERS}", headers.len())));
             }
-            let headers =
-                delivery.headers.into_iter().map(|(name, value)| check_header(name, value).map_err(invalid)).collect::<Result<_, _>>()?;
+            let headers = headers.into_iter().map(|(name, value)| check_header(name, value).map_err(invalid)).collect::<Result<_, _>>()?;
             Ok(Decision::Deliver { body, headers })
         }
     }
@@ -96,11 +111,8 @@ fn check_header(name: String, value: String) -> Result<Header, String> {
 mod tests {
     use super::*;
 
-    fn deliver(body: Option<&str>, headers: &[(&str, &str)]) -> wit::Decision {
-        wit::Decision::Deliver(wit::Delivery {
-            body: body.map(str::to_owned),
-            headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
-        })
+    fn deliver(body: Option<&str>, headers: &[(&str, &str)]) -> Proposed {
+        Proposed::Deliver { body: body.map(str::to_owned), headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect() }
     }
 
     #[test]
@@ -121,7 +133,7 @@ mod tests {
             (deliver(None, &[("Authorization", "Bearer stolen")]), "invalid_output"),
             (deliver(None, &[("webhook-signature", "v1,forged")]), "invalid_output"),
             (deliver(Some(&format!("\"{}\"", "x".repeat(200))), &[]), "output_too_large"),
-            (wit::Decision::Skip("r".repeat(101)), "output_too_large"),
+            (Proposed::Skip { reason: "r".repeat(101) }, "output_too_large"),
         ];
         for (decision, kind) in cases {
             let text = format!("{decision:?}");
