@@ -622,28 +622,27 @@ impl SqliteStore {
             let mut stored = 0i64;
             let mut insert = c.prepare_cached(
                 "INSERT INTO events (tenant_id, id, type, organization_unit, occurred_at_ns, received_at, source, related, payload)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, id) DO NOTHING RETURNING seq",
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, id) DO NOTHING",
             )?;
             let mut unrouted = c.prepare_cached("INSERT INTO unrouted (seq) VALUES (?)")?;
             for e in &events {
                 let source = e.source.as_ref().map(serde_json::to_string).transpose().map_err(corrupt)?;
                 let related = (!e.related.is_empty()).then(|| serde_json::to_string(&e.related)).transpose().map_err(corrupt)?;
-                let seq: Option<i64> = insert
-                    .query_row(
-                        rusqlite::params![
-                            tenant.as_str(),
-                            e.id.as_str(),
-                            e.event_type.as_str(),
-                            e.organization_unit.as_str(),
-                            e.occurred_at.unix_timestamp_nanos() as i64,
-                            now,
-                            source,
-                            related,
-                            e.payload.get()
-                        ],
-                        |row| row.get(0),
-                    )
-                    .optional()?;
+                // Not `RETURNING seq`: a statement that returns rows runs in
+                // a statement journal of its own, one more copy of each page
+                // it changes.
+                let inserted = insert.execute(rusqlite::params![
+                    tenant.as_str(),
+                    e.id.as_str(),
+                    e.event_type.as_str(),
+                    e.organization_unit.as_str(),
+                    e.occurred_at.unix_timestamp_nanos() as i64,
+                    now,
+                    source,
+                    related,
+                    e.payload.get()
+                ])?;
+                let seq = (inserted == 1).then(|| c.last_insert_rowid());
                 match seq {
                     Some(seq) => {
                         unrouted.execute([seq])?;
