@@ -8,8 +8,6 @@ pub fn now_ms() -> i64 {
 
 /// Timestamps are stored as Unix milliseconds and shown as RFC 3339.
 pub mod rfc3339 {
-    use serde::Serializer;
-
     /// `2026-11-23T09:58:29.631Z`; milliseconds outside the calendar's range
     /// (never written by sluice) show as the number itself.
     pub fn format(ms: i64) -> String {
@@ -17,16 +15,5 @@ pub mod rfc3339 {
             .ok()
             .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
             .unwrap_or_else(|| ms.to_string())
-    }
-
-    pub fn serialize<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format(*ms))
-    }
-
-    pub fn serialize_option<S: Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
-        match ms {
-            Some(ms) => serialize(ms, s),
-            None => s.serialize_none(),
-        }
     }
 }

@@ -97,7 +97,7 @@ impl ReplayError {
 }
 
 /// The outcome of replaying one event.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct Replayed {
     pub event_id: String,
     /// The new deliveries.
@@ -106,7 +106,7 @@ pub struct Replayed {
     pub skipped: Vec<Skipped>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct ReplayedDelivery {
     pub id: DeliveryId,
     pub configuration_id: ConfigId,
@@ -116,7 +116,7 @@ pub struct ReplayedDelivery {
     pub replay_of: DeliveryId,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct Skipped {
     pub configuration_id: ConfigId,
     pub reason: SkipReason,
@@ -151,18 +151,15 @@ pub struct RecoverRequest {
 }
 
 /// The outcome of a recovery.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct Recovered {
     pub configuration_id: ConfigId,
-    #[serde(serialize_with = "timestamp::rfc3339::serialize")]
     pub since: i64,
-    #[serde(serialize_with = "timestamp::rfc3339::serialize")]
     pub until: i64,
     /// Failed deliveries replayed.
     pub failed_requeued: u64,
     /// Present when the disabled period was included: the new deliveries
     /// by the script's decision.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled_period: Option<LateRouted>,
     /// More remained than one call adds: call again with the same window.
     pub truncated: bool,
@@ -171,7 +168,7 @@ pub struct Recovered {
 }
 
 /// Deliveries made by routing events late.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default)]
 pub struct LateRouted {
     /// To be sent.
     pub pending: u64,
