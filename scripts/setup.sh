@@ -2,7 +2,8 @@
 # What the tests need on a Debian machine, installed or started only where
 # missing: Debian's Rust with its std sources (scripts build for wasm with
 # it when rustup has no wasm target), a PostgreSQL server on 127.0.0.1:5432
-# that trusts the `postgres` user, and the `standardwebhooks` Python package.
+# that trusts the `postgres` user, the `standardwebhooks` Python package, and
+# Chromium with chromedriver for the console's browser tests.
 # `./scripts/test.sh` runs it first; on a machine that has all of it, it
 # does nothing. Set SLUICE_TEST_POSTGRES to use another server instead.
 set -euo pipefail
@@ -19,6 +20,9 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknow
     [ -x /usr/bin/rustc ] && [ -x /usr/bin/cargo ] && [ -d /usr/lib/rustlib/src ] && command -v rust-lld >/dev/null \
         || packages+=(rustc-web cargo-web rust-web-src rust-web-llvm lld-22)
 fi
+# The console's tests drive Debian's Chromium headless through chromedriver.
+[ -x /usr/bin/chromium ] || packages+=(chromium)
+[ -x /usr/bin/chromedriver ] || packages+=(chromium-driver)
 # The PostgreSQL backend's tests need a server on 127.0.0.1:5432.
 command -v pg_ctlcluster >/dev/null || packages+=(postgresql)
 command -v pg_isready >/dev/null || packages+=(postgresql-client)

@@ -11,6 +11,7 @@ use crate::model::event::{EventId, EventInput};
 use crate::model::export::{ResponseMode, SigningSecret};
 use crate::sandbox::{self, Limits, OutcomeResult, Params, Sandbox, SandboxConfig};
 use crate::tools::catch::CatchOptions;
+use crate::tools::{admin, author};
 
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, about = "A WebAssembly-scripted event router.")]
@@ -65,6 +66,55 @@ enum Command {
     /// Work with export scripts locally.
     #[command(subcommand)]
     Script(ScriptCommand),
+    /// Export configurations on a server: list, show, create and update
+    /// from a JSON or TOML file, enable, disable, test, rotate-secret,
+    /// recover, stats, delete.
+    Configurations {
+        #[command(flatten)]
+        connection: admin::Connection,
+        #[command(subcommand)]
+        command: admin::Configurations,
+    },
+    /// Script versions on a server: list, show, delete (upload with `script push`).
+    Scripts {
+        #[command(flatten)]
+        connection: admin::Connection,
+        #[command(subcommand)]
+        command: admin::Scripts,
+    },
+    /// Events on a server: list, show, replay, and tail (follow deliveries live).
+    Events {
+        #[command(flatten)]
+        connection: admin::Connection,
+        #[command(subcommand)]
+        command: admin::Events,
+    },
+    /// Deliveries on a server: list, show with their attempts, explain.
+    Deliveries {
+        #[command(flatten)]
+        connection: admin::Connection,
+        #[command(subcommand)]
+        command: admin::Deliveries,
+    },
+    /// API keys of the key's tenant: list, create (secret shown once), revoke.
+    Keys {
+        #[command(flatten)]
+        connection: admin::Connection,
+        #[command(subcommand)]
+        command: admin::Keys,
+    },
+    /// Tenants (operator keys): list, create, update.
+    Tenants {
+        #[command(flatten)]
+        connection: admin::Connection,
+        #[command(subcommand)]
+        command: admin::Tenants,
+    },
+    /// Prints a shell completion script: `sluice completions bash > /etc/bash_completion.d/sluice`.
+    Completions {
+        /// bash, elvish, fish, powershell or zsh.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,6 +143,62 @@ enum ScriptCommand {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// Creates a script crate that builds as it is: a filter with a native
+    /// test, a sample event, and a copy of the SDK.
+    New {
+        /// The crate's name (lowercase, `-` and `_`).
+        name: String,
+        /// Where to create it (default ./NAME; must not exist).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Builds a script crate to a component, ready to push.
+    Build {
+        /// The crate's folder (default: the current one).
+        dir: Option<PathBuf>,
+    },
+    /// Uploads a script as the next version of its name.
+    Push {
+        /// A component (`.wasm`), or a script crate's folder to build first.
+        #[arg(default_value = ".")]
+        script: PathBuf,
+        /// The script's name on the server (default: the file's or crate's name).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Shows what a candidate would change on a configuration's stored
+    /// events: the summary, then the first events whose decision or request changes.
+    Preview {
+        /// The configuration (`cfg_…`).
+        #[arg(long)]
+        configuration: String,
+        /// The candidate script version (`scr_…`; default: the configured one).
+        #[arg(long)]
+        script: Option<String>,
+        /// A candidate parameter, `name=value`; repeatable (default: the configured ones).
+        #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// On the last N events the configuration selected (default 100).
+        #[arg(long)]
+        last: Option<u64>,
+        /// How many changed events to print.
+        #[arg(long, default_value_t = 10)]
+        show: usize,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ServerArgs {
+    /// The server's URL.
+    #[arg(long, env = "SLUICE_URL", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// An API key (with `scripts:write` to push, `logs:read` to preview).
+    #[arg(long, env = "SLUICE_KEY", hide_env_values = true)]
+    key: String,
 }
 
 fn parse_param(raw: &str) -> Result<(String, String), String> {
@@ -135,6 +241,32 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Script(ScriptCommand::Test { script, event, params, fuel }) => script_test(script, event, params, fuel),
         Command::Script(ScriptCommand::Check { script }) => script_check(script),
         Command::Script(ScriptCommand::Componentize { input, output }) => componentize(input, output),
+        Command::Script(ScriptCommand::New { name, dir }) => script_new(&name, dir.as_deref()),
+        Command::Script(ScriptCommand::Build { dir }) => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+            author::build(&dir).map(|out| {
+                println!("{}", out.display());
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Script(ScriptCommand::Push { script, name, server }) => script_push(script, name, server),
+        Command::Script(ScriptCommand::Preview { configuration, script, params, last, show, server }) => {
+            let params = (!params.is_empty()).then(|| params.into_iter().collect());
+            script_preview(author::PreviewRequest { configuration, script, params, last }, show, server)
+        }
+        Command::Configurations { connection, command } => admin(connection, async |c| admin::configurations(c, command).await),
+        Command::Scripts { connection, command } => admin(connection, async |c| admin::scripts(c, command).await),
+        Command::Events { connection, command } => {
+            let json = connection.json;
+            admin(connection, async |c| admin::events(c, command, json).await)
+        }
+        Command::Deliveries { connection, command } => admin(connection, async |c| admin::deliveries(c, command).await),
+        Command::Keys { connection, command } => admin(connection, async |c| admin::keys(c, command).await),
+        Command::Tenants { connection, command } => admin(connection, async |c| admin::tenants(c, command).await),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "sluice", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
@@ -237,5 +369,60 @@ fn script_check(script: PathBuf) -> Result<ExitCode, String> {
 fn componentize(input: PathBuf, output: PathBuf) -> Result<ExitCode, String> {
     let component = sandbox::componentize(&read(&input)?).map_err(|e| format!("{}: {e}", input.display()))?;
     std::fs::write(&output, component).map_err(|e| format!("cannot write {}: {e}", output.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn script_new(name: &str, dir: Option<&std::path::Path>) -> Result<ExitCode, String> {
+    let made = author::new(name, dir)?;
+    println!("{}", made.display());
+    eprintln!(
+        "created {name}: `cargo test` runs its filter natively; `sluice script build` makes the component; \
+         `sluice script push` uploads it"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A runtime for one client call.
+fn client_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+fn script_push(script: PathBuf, name: Option<String>, server: ServerArgs) -> Result<ExitCode, String> {
+    let component = if script.is_dir() { author::build(&script)? } else { script };
+    let name = match name {
+        Some(name) => name,
+        None => component.file_stem().map(|s| s.to_string_lossy().into_owned()).ok_or("give the script a --name")?,
+    };
+    let server = author::Server { url: server.server, key: server.key };
+    let pushed = client_runtime()?.block_on(author::push(&server, &component, &name))?;
+    println!("{pushed}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs an admin command against a server and prints its answer: a table,
+/// or with `--json` the API's JSON.
+fn admin(
+    connection: admin::Connection,
+    run: impl AsyncFnOnce(&admin::Client) -> Result<admin::Output, String>,
+) -> Result<ExitCode, String> {
+    let client = admin::Client::new(&connection)?;
+    let output = client_runtime()?.block_on(run(&client))?;
+    if connection.json {
+        if !output.answer.is_null() {
+            println!("{}", serde_json::to_string_pretty(&output.answer).map_err(|e| e.to_string())?);
+        }
+    } else if !output.table.is_empty() {
+        println!("{}", output.table);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn script_preview(req: author::PreviewRequest, show: usize, server: ServerArgs) -> Result<ExitCode, String> {
+    let server = author::Server { url: server.server, key: server.key };
+    let (summary, changed) = client_runtime()?.block_on(author::preview(&server, &req, show))?;
+    println!("{summary}");
+    for line in &changed {
+        println!("{}", author::describe(line));
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -27,12 +27,17 @@
 //! settings, `cli.rs` is the command line, and `tools/` holds what ships in
 //! the binary for integrators but is not the engine (`sluice catch`).
 //!
+//! Beside all of them, `telemetry.rs` names what sluice counts and measures
+//! and renders it for `/metrics`; like the model it imports nothing of
+//! sluice, and every layer records through it.
+//!
 //! No import runs back up this list: the model imports nothing of sluice,
 //! the sandbox and the store only the model, the pipeline neither the
 //! service nor the API.
 
 mod api;
 mod cli;
+mod console;
 mod model;
 mod pipeline;
 pub mod sandbox;
@@ -40,6 +45,7 @@ mod server;
 mod service;
 mod settings;
 pub mod store;
+mod telemetry;
 mod tools;
 
 pub use cli::main;

@@ -29,6 +29,18 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     let listener =
         tokio::net::TcpListener::bind(settings.listen).await.map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let metrics_listener = match settings.metrics_listen {
+        Some(at) => Some(tokio::net::TcpListener::bind(at).await.map_err(|e| format!("cannot listen for metrics on {at}: {e}"))?),
+        None => None,
+    };
+    if settings.metrics && !crate::telemetry::install() {
+        tracing::warn!("another metrics recorder is installed in this process; /metrics shows nothing of sluice's");
+    }
+    if let Some(endpoint) = &settings.otlp_endpoint {
+        crate::telemetry::traces::install(endpoint, tokio::runtime::Handle::current())
+            .map_err(|e| format!("cannot export traces to {endpoint}: {e}"))?;
+        tracing::info!(endpoint, "exporting each event's trace over OTLP");
+    }
     let keys = Arc::new(secret_keys(&settings)?);
     let store = match &settings.database_url {
         Some(url) => {
@@ -61,6 +73,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
             prefix: secret.display_prefix(),
             hash: secret.hash(),
             scopes: vec![Scope::Admin],
+            expires_at: None,
         };
         // `None`: another node starting at the same moment made it.
         if let Some(tenant) = store.bootstrap(admin, "operator").await.map_err(|e| e.to_string())? {
@@ -84,7 +97,11 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         max_body_bytes: settings.max_body_bytes,
         max_batch: settings.max_batch,
         delivery_concurrency: settings.delivery_concurrency,
-        destinations: Arc::new(DestinationPolicy::new(settings.allow_destinations.clone())),
+        preview_max_events: settings.preview_max_events.max(1),
+        public_url: settings.public_url.clone(),
+        destinations: Arc::new(
+            DestinationPolicy::new(settings.allow_destinations.clone()).with_own_origins(own_origins(addr, settings.public_url.as_deref())),
+        ),
         retention: Retention {
             events: settings.retention_events.0,
             payloads: settings.retention_payloads.0,
@@ -109,13 +126,50 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     }
     let app = App::start(store.clone(), Arc::new(sandbox), limits).await.map_err(|e| e.to_string())?;
 
+    if let Some(at) = metrics_listener.as_ref().and_then(|l| l.local_addr().ok()) {
+        println!("metrics on http://{at}/metrics");
+    }
     println!("listening on http://{addr}");
     tracing::info!(%addr, store = store.describe(), data_dir = %settings.data_dir.display(), "sluice serving");
 
     let limits = ConnectionLimits { header_read_timeout: settings.header_read_timeout.0, max_connections: settings.max_connections };
-    serve_api(listener, crate::api::router(app), limits, shutdown_signal()).await;
+    let (stop, stopped) = tokio::sync::watch::channel(());
+    if let Some(listener) = metrics_listener {
+        let mut stopped = stopped.clone();
+        let scrapers = ConnectionLimits { max_connections: 64, ..limits };
+        tokio::spawn(serve_api(listener, crate::api::metrics_router(app.clone()), scrapers, async move {
+            let _ = stopped.changed().await;
+        }));
+    }
+    serve_api(listener, routes(app), limits, shutdown_signal()).await;
+    drop(stop);
+    // Off the runtime's threads: the flush waits for its own export.
+    let _ = tokio::task::spawn_blocking(crate::telemetry::traces::flush).await;
     store.close().await;
     Ok(())
+}
+
+/// How this engine is reached, `host:port` as URLs spell it: its listener,
+/// loopback by name and number on its port, and its public URL.
+fn own_origins(addr: std::net::SocketAddr, public_url: Option<&str>) -> Vec<String> {
+    let port = addr.port();
+    let mut origins = vec![format!("localhost:{port}"), format!("127.0.0.1:{port}"), format!("[::1]:{port}")];
+    if !addr.ip().is_unspecified() {
+        origins.push(addr.to_string());
+    }
+    if let Some(url) = public_url.and_then(|u| reqwest::Url::parse(u).ok())
+        && let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default())
+    {
+        origins.push(format!("{host}:{port}"));
+    }
+    origins
+}
+
+/// The API and, beside it on the same listener and settings, the console,
+/// which calls the API in-process.
+fn routes(app: Arc<App>) -> axum::Router {
+    let api = crate::api::router(app.clone());
+    crate::console::router(app, api.clone()).merge(api)
 }
 
 /// What one client may hold of the API server.

@@ -12,28 +12,82 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use crate::model::auth::{KeyHash, Principal};
+use crate::model::auth::{KeyHash, KeySecret, PortalToken, Principal, Scope};
 use crate::model::event::Event;
 use crate::model::export::{ConfigError, ConfigInput, ExportConfig, SigningSecret};
-use crate::model::ids::{AttemptId, ConfigId, DeliveryId, KeyId, ScriptId, TenantId};
+use crate::model::ids::{AttemptId, ConfigId, DeliveryId, KeyId, PortalLinkId, ScriptId, TenantId};
 use crate::model::timestamp;
 use crate::pipeline::client;
 use crate::pipeline::configs::{self, ConfigCache};
 use crate::pipeline::decide::{Pause, decide};
 use crate::pipeline::deliver::Deliverer;
 use crate::pipeline::destination::DestinationPolicy;
+use crate::pipeline::explain::{ExplainError, Explained, Ran, Verdict, decide_again};
 use crate::pipeline::job::DeliveryJob;
+use crate::pipeline::notice::{Notice, Notices};
+use crate::pipeline::preview::{Item, Previewer, Side, Window};
 use crate::pipeline::replay::{RecoverRequest, Recovered, ReplayError, Replayed, Replayer};
 use crate::pipeline::retention::{self, Retention};
 use crate::pipeline::route::{RouteJob, Router};
 use crate::sandbox::{LoadError, Sandbox, Script};
 use crate::sandbox::{Outcome, Params};
 use crate::store::{self, ConfigWrite, Store};
+use crate::telemetry::{self, traces};
 // The store's vocabulary the API speaks through this door.
 pub use crate::store::{
-    AttemptFilter, AttemptRecord, ConfigRecord, DeliveryFilter, DeliveryRecord, DeliveryStatus, EventFilter, EventRecord, EventStatus,
-    EventTypeRecord, Ingested, KeyRecord, NewKey, Page, PageRequest, ScriptRecord, StoreError, TenantRecord,
+    AttemptFilter, AttemptRecord, CatcherRecord, Caught, ConfigRecord, ConfigStats, DeliveryCounts, DeliveryFilter, DeliveryRecord,
+    DeliveryStatus, EventFilter, EventRecord, EventStatus, EventTypeRecord, Ingested, KeyRecord, NewKey, Page, PageRequest, STATS_BOUND,
+    ScriptRecord, StoreError, TenantRecord,
 };
+
+/// What a portal link is asked for.
+#[derive(Debug, Clone)]
+pub struct PortalLinkRequest {
+    pub scopes: Vec<Scope>,
+    /// How long the link may be opened.
+    pub valid_for: Duration,
+    /// How long the console session it opens lasts.
+    pub session_for: Duration,
+}
+
+/// A portal link just made, with its token: the only time it is known.
+#[derive(Debug)]
+pub struct PortalLink {
+    pub id: PortalLinkId,
+    pub tenant: TenantId,
+    pub scopes: Vec<Scope>,
+    pub token: PortalToken,
+    pub expires_at: i64,
+    pub session_for: Duration,
+}
+
+/// What a hosted catcher is asked to answer.
+#[derive(Debug, Clone)]
+pub struct CatcherRequest {
+    pub name: String,
+    pub answer_status: u16,
+    pub answer_body: String,
+}
+
+/// A request a hosted catcher received, its signature checked against the
+/// tenant's configurations' signing secrets.
+#[derive(Debug)]
+pub struct CheckedCatch {
+    pub caught: store::Caught,
+    pub signature: SignatureCheck,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignatureCheck {
+    /// No signature header.
+    Unsigned,
+    /// Made with this configuration's current or previous secret.
+    Valid { configuration: ConfigId, name: String },
+    /// Signed, but by none of the tenant's configurations (or too old).
+    Invalid { reason: String },
+    /// Not checked: only the first part of the body was kept.
+    NotChecked { reason: String },
+}
 
 /// Limits the engine enforces on callers.
 #[derive(Debug, Clone)]
@@ -46,12 +100,18 @@ pub struct AppLimits {
     pub delivery_concurrency: usize,
     /// How often due retries are looked for.
     pub poll_interval: Duration,
+    /// Most stored events one script preview runs on.
+    pub preview_max_events: usize,
 
     /// How long stored events and payloads are kept, and how often the
     /// purge runs.
     pub retention: Retention,
     /// Which reserved address ranges endpoints may reach (none by default).
     pub destinations: Arc<DestinationPolicy>,
+    /// Where the engine is reached from outside (portal links' URLs, the
+    /// console's `Secure` cookies); `None`: the `Host` a caller used, over
+    /// plain HTTP.
+    pub public_url: Option<String>,
 }
 
 impl Default for AppLimits {
@@ -61,9 +121,11 @@ impl Default for AppLimits {
             max_batch: 500,
             delivery_concurrency: 512,
             poll_interval: Duration::from_millis(250),
+            preview_max_events: 10_000,
 
             retention: Retention::default(),
             destinations: Arc::default(),
+            public_url: None,
         }
     }
 }
@@ -76,16 +138,27 @@ pub struct App {
     /// The tenant whose admin keys manage tenants.
     operator: TenantId,
     router: Arc<Router>,
+    deliverer: Arc<Deliverer>,
     replayer: Replayer,
+    previewer: Arc<Previewer>,
     /// Live keys by hash, and tenants' quotas: read on every request.
-    keys: Recent<KeyHash, Principal>,
+    keys: Recent<KeyHash, (Principal, Option<i64>)>,
     /// Hashes no live key has, so that a client retrying a wrong or revoked
     /// key (or a flood of random ones) does not reach the database each time.
     misses: Recent<KeyHash, ()>,
     quotas: Recent<TenantId, Option<i64>>,
     /// Script compilations running at once (uploads, tests).
     compiles: tokio::sync::Semaphore,
+    /// Raises the tenants' operational notices.
+    notices: Notices,
+    /// Per tenant, the month and the highest share of its quota told.
+    quota_told: Mutex<HashMap<TenantId, (String, u8)>>,
+    /// Client certificates told of (configuration, expiry).
+    certificates_told: Mutex<std::collections::HashSet<(ConfigId, i64)>>,
 }
+
+/// How often every client certificate's expiry is checked.
+const CERTIFICATE_CHECK_EVERY: Duration = Duration::from_secs(3600);
 
 /// How long a remembered key or quota is trusted. Changes made through this
 /// node take effect at once; this bounds how long one made elsewhere (another
@@ -145,6 +218,36 @@ pub enum AppError {
     Script(#[from] LoadError),
     #[error(transparent)]
     Replay(#[from] ReplayError),
+    #[error(transparent)]
+    Explain(#[from] ExplainError),
+    #[error(transparent)]
+    Preview(#[from] PreviewError),
+}
+
+/// Why a preview cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum PreviewError {
+    #[error("a preview of this tenant is running; wait for it to end")]
+    Running,
+    #[error("no such script in this tenant: {0}")]
+    UnknownScript(ScriptId),
+}
+
+impl PreviewError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Running => "preview_running",
+            Self::UnknownScript(_) => "unknown_script",
+        }
+    }
+}
+
+/// What a preview runs instead of the configuration's script: another
+/// version, other parameters, or both (what is not given stays).
+#[derive(Debug, Default)]
+pub struct Candidate {
+    pub script: Option<ScriptId>,
+    pub params: Option<Params>,
 }
 
 /// How long an ingest request waits for room in the routing queue before
@@ -157,6 +260,7 @@ impl App {
     /// accepted before a restart.
     pub async fn start(store: Store, sandbox: Arc<Sandbox>, limits: AppLimits) -> Result<Arc<Self>, StoreError> {
         let operator = store.operator_tenant().await?.ok_or_else(|| StoreError::Corrupt("no operator tenant: bootstrap first".into()))?;
+        record_script_history(&store).await?;
         // Nothing of this node's is in flight before it starts.
         let released = store.release_leases().await?;
         if released > 0 {
@@ -168,15 +272,19 @@ impl App {
             client::shared_client(&limits.destinations),
             limits.destinations.clone(),
         ));
-        let deliverer = Deliverer::new(store.clone(), sandbox.clone(), configs.clone(), limits.delivery_concurrency);
+        let (notices, raised) = Notices::channel();
+        let deliverer = Deliverer::new(store.clone(), sandbox.clone(), configs.clone(), limits.delivery_concurrency, notices.clone());
         deliverer.start(limits.poll_interval);
         // Routing workers wait on the store as often as on the CPU: twice
         // as many as cores keeps both busy.
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
-        let router = Router::start(store.clone(), sandbox.clone(), configs.clone(), deliverer, workers);
+        let router = Router::start(store.clone(), sandbox.clone(), configs.clone(), deliverer.clone(), workers);
         tokio::spawn(retention::run(store.clone(), limits.retention));
 
         let replayer = Replayer::new(store.clone(), configs.clone(), sandbox.clone());
+        let routing = router.clone();
+        let previewer = Previewer::start(sandbox.clone(), Arc::new(move || routing.busy()))
+            .map_err(|e| StoreError::Setup(format!("cannot start the preview thread: {e}")))?;
         let app = Arc::new(Self {
             store,
             sandbox,
@@ -184,17 +292,50 @@ impl App {
             limits,
             operator,
             router,
+            deliverer,
             replayer,
+            previewer,
             keys: Recent::new(RECENT_TTL, 100_000),
             misses: Recent::new(MISS_TTL, MAX_MISSES),
             quotas: Recent::new(RECENT_TTL, 100_000),
             compiles: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
+            notices,
+            quota_told: Mutex::default(),
+            certificates_told: Mutex::default(),
         });
         tokio::spawn(app.clone().route_unrouted());
+        tokio::spawn(app.clone().store_notices(raised));
+        tokio::spawn(app.clone().watch_certificates());
         if let Some(changes) = app.store.watch().await? {
             tokio::spawn(app.clone().follow_changes(changes));
         }
         Ok(app)
+    }
+
+    /// Starts a preview of `candidate` against the configuration's script
+    /// over `window` (see [`crate::pipeline::preview`]); its items arrive on
+    /// the receiver, the summary last. One per tenant at a time.
+    pub async fn preview(
+        &self,
+        tenant: &TenantId,
+        id: &ConfigId,
+        candidate: Candidate,
+        window: Window,
+    ) -> Result<mpsc::Receiver<Item>, AppError> {
+        let config = self.configs.get(tenant, id).await?;
+        let script = match candidate.script {
+            None => config.script.clone(),
+            Some(script_id) => Some(match self.script(tenant, &script_id).await {
+                Ok(loaded) => loaded.map_err(|e| e.to_string()),
+                Err(StoreError::NotFound) => return Err(PreviewError::UnknownScript(script_id).into()),
+                Err(e) => return Err(e.into()),
+            }),
+        };
+        let params = candidate.params.map(Arc::new).unwrap_or_else(|| config.params.clone());
+        let turn = self.previewer.turn(tenant).ok_or(PreviewError::Running)?;
+        let (out, items) = mpsc::channel(64);
+        self.previewer.run(turn, self.store.clone(), config, Side { script, params }, window, self.limits.preview_max_events, out);
+        Ok(items)
     }
 
     /// Replays one event (see [`crate::pipeline::replay`]).
@@ -212,7 +353,7 @@ impl App {
         while let Some(change) = changes.recv().await {
             match change {
                 store::Change::Config { tenant, id } => self.configs.invalidate(&tenant, Some(&id)),
-                store::Change::Key { id } => self.keys.forget(|_, p| p.key != id),
+                store::Change::Key { id } => self.keys.forget(|_, (p, _)| p.key != id),
                 store::Change::Tenant { id } => self.quotas.forget(|t, _| *t != id),
                 store::Change::Lost => {
                     self.configs.invalidate_all();
@@ -271,8 +412,8 @@ impl App {
     /// Who presents this key secret, if it is a live key.
     pub async fn authenticate(&self, presented: &str) -> Result<Option<Principal>, StoreError> {
         let hash = KeyHash::of(presented);
-        if let Some(hit) = self.keys.get(&hash) {
-            return Ok(Some(hit));
+        if let Some((principal, expires_at)) = self.keys.get(&hash) {
+            return Ok(expires_at.is_none_or(|at| at > timestamp::now_ms()).then_some(principal));
         }
         if self.misses.get(&hash).is_some() {
             return Ok(None);
@@ -282,7 +423,7 @@ impl App {
             return Ok(None);
         };
         let principal = Principal { tenant: key.tenant_id, key: key.id, scopes: key.scopes };
-        self.keys.put(hash, principal.clone());
+        self.keys.put(hash, (principal.clone(), key.expires_at));
         Ok(Some(principal))
     }
 
@@ -295,9 +436,99 @@ impl App {
         Ok(record)
     }
 
+    /// Makes a single-use portal link into `tenant` for `scopes`; the token
+    /// is returned once and only its hash is stored.
+    pub async fn create_portal_link(&self, by: &Principal, tenant: TenantId, link: PortalLinkRequest) -> Result<PortalLink, StoreError> {
+        let token = PortalToken::generate();
+        let expires_at = timestamp::now_ms() + link.valid_for.as_millis() as i64;
+        let id = PortalLinkId::generate();
+        self.store
+            .create_portal_link(store::NewPortalLink {
+                id: id.clone(),
+                tenant_id: tenant.clone(),
+                hash: token.hash(),
+                scopes: link.scopes.clone(),
+                session_ms: link.session_for.as_millis() as i64,
+                expires_at,
+                created_by: Some(by.key.clone()),
+            })
+            .await?;
+        Ok(PortalLink { id, tenant, scopes: link.scopes, token, expires_at, session_for: link.session_for })
+    }
+
+    /// Spends a portal link: a new key for the console session it opens,
+    /// expiring with the session. `None` for an unknown, used or expired link.
+    pub async fn redeem_portal_link(&self, token: &str) -> Result<Option<(KeySecret, KeyRecord)>, StoreError> {
+        let secret = KeySecret::generate();
+        let session = store::SessionKey { id: KeyId::generate(), prefix: secret.display_prefix(), hash: secret.hash() };
+        match self.store.redeem_portal_link(&KeyHash::of(token), session).await {
+            Ok(record) => {
+                let hash = secret.hash();
+                self.misses.forget(|h, _| *h != hash);
+                Ok(Some((secret, record)))
+            }
+            Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Makes a hosted catcher; its URL's token is returned once.
+    pub async fn create_catcher(&self, tenant: &TenantId, request: CatcherRequest) -> Result<(store::CatcherRecord, String), StoreError> {
+        let token = format!("{}{}", crate::pipeline::catcher::TOKEN_PREFIX, crate::model::auth::random_token(24));
+        let record = store::CatcherRecord {
+            id: crate::model::ids::CatcherId::generate(),
+            tenant_id: tenant.clone(),
+            name: request.name,
+            answer_status: i64::from(request.answer_status),
+            answer_body: request.answer_body,
+            created_at: timestamp::now_ms(),
+        };
+        let record = self.store.create_catcher(record, KeyHash::of(&token)).await?;
+        Ok((record, token))
+    }
+
+    pub async fn list_catchers(&self, tenant: &TenantId) -> Result<Vec<store::CatcherRecord>, StoreError> {
+        self.store.list_catchers(tenant).await
+    }
+
+    pub async fn delete_catcher(&self, tenant: &TenantId, id: &crate::model::ids::CatcherId) -> Result<(), StoreError> {
+        self.store.delete_catcher(tenant, id).await
+    }
+
+    /// Records a request to the catcher with `token`; its answer, or `None`
+    /// for no such catcher.
+    pub async fn catch(&self, token: &str, caught: store::Caught) -> Result<Option<store::CatcherRecord>, StoreError> {
+        self.store.catch(&KeyHash::of(token), caught).await
+    }
+
+    /// A catcher's requests, newest first, each signature checked against
+    /// the secrets (current and previous) of the tenant's configurations.
+    pub async fn caught(&self, tenant: &TenantId, id: &crate::model::ids::CatcherId) -> Result<Vec<CheckedCatch>, StoreError> {
+        let caught = self.store.caught(tenant, id).await?;
+        let configs = self.store.list_configs(tenant, &PageRequest { limit: 500, cursor: None }).await?.items;
+        let mut signers = Vec::with_capacity(configs.len());
+        for record in &configs {
+            let Ok(spec) = parse_spec(record) else { continue };
+            let mut secrets = vec![(spec.signing.secret.clone(), i64::MAX)];
+            if let Some(previous) = &spec.signing.previous {
+                secrets.push((previous.secret.clone(), previous.expires_at));
+            }
+            signers.push((record.id.clone(), spec.name.clone(), secrets));
+        }
+        Ok(caught.into_iter().map(|caught| CheckedCatch { signature: check_signature(&caught, &signers), caught }).collect())
+    }
+
+    /// Seals a console session's cookie (see [`Store::seal_session`]).
+    pub fn seal_session(&self, plain: &[u8]) -> String {
+        self.store.seal_session(plain)
+    }
+    pub fn open_session(&self, sealed: &str) -> Option<Vec<u8>> {
+        self.store.open_session(sealed)
+    }
+
     pub async fn revoke_key(&self, tenant: &TenantId, id: &KeyId) -> Result<KeyRecord, AppError> {
         let record = self.store.revoke_key(tenant, id).await?;
-        self.keys.forget(|_, p| p.key != record.id);
+        self.keys.forget(|_, (p, _)| p.key != record.id);
         Ok(record)
     }
 
@@ -313,8 +544,107 @@ impl App {
     /// Stores a batch of validated events and queues the new ones for routing.
     pub async fn ingest(&self, tenant: &TenantId, events: Vec<Event>) -> Result<Vec<Ingested>, AppError> {
         let quota = self.monthly_quota(tenant).await?;
+        let stored = self.store_and_route(tenant, quota, events).await;
+        if let Some(quota) = quota {
+            self.tell_quota(tenant, quota, &stored).await;
+        }
+        stored
+    }
+
+    /// Tells the tenant when this month's events reach 80 % and 100 % of
+    /// its quota (a refusal counts as 100 %): once a month each from this
+    /// node, and the notice's id makes it once from all.
+    async fn tell_quota(&self, tenant: &TenantId, quota: i64, stored: &Result<Vec<Ingested>, AppError>) {
+        let refused = matches!(stored, Err(AppError::Store(StoreError::QuotaExceeded { .. })));
+        let counted = matches!(stored, Ok(results) if results.iter().any(|r| matches!(r, Ingested::Stored { .. })));
+        if !refused && !counted {
+            return;
+        }
+        let Ok((used, month)) = self.store.monthly_usage(tenant).await else { return };
+        for percent in [80u8, 100] {
+            let reached = refused && percent == 100 || used.saturating_mul(100) >= quota.saturating_mul(i64::from(percent));
+            if !reached {
+                continue;
+            }
+            let mut told = self.quota_told.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = told.entry(tenant.clone()).or_insert_with(|| (month.clone(), 0));
+            if entry.0 != month {
+                *entry = (month.clone(), 0);
+            }
+            if entry.1 < percent {
+                entry.1 = percent;
+                self.notices.quota_reached(tenant, &month, percent, used, quota);
+            }
+        }
+    }
+
+    /// Stores the operational notices the pipeline raises in their
+    /// tenants' streams, where configurations selecting `sluice.*` types
+    /// deliver them: only those some enabled configuration of the tenant
+    /// selects (a tenant that asked for none gets none in its events).
+    /// Never refused by the quota, nor counted in it.
+    async fn store_notices(self: Arc<Self>, mut raised: mpsc::Receiver<Notice>) {
+        while let Some(Notice { tenant, event }) = raised.recv().await {
+            let wanted = match self.configs.enabled(&tenant).await {
+                Ok(configs) => configs.iter().any(|c| c.spec.selects(&event.event_type, &event.organization_unit)),
+                Err(_) => true,
+            };
+            if !wanted {
+                continue;
+            }
+            let (id, event_type) = (event.id.clone(), event.event_type.clone());
+            if let Err(e) = self.store_and_route(&tenant, None, vec![event]).await {
+                tracing::warn!(%tenant, event = %id, event_type = event_type.as_str(), error = %e, "a notice could not be stored");
+            }
+        }
+    }
+
+    /// Tells the tenant when a configuration's client certificate expires
+    /// within 30 days: when it is saved so, and as time brings it there
+    /// ([`Self::watch_certificates`]). Once per certificate from this node;
+    /// the notice's id makes it once from all.
+    fn tell_certificate(&self, tenant: &TenantId, id: &ConfigId, spec: &ExportConfig) {
+        let Some((true, expires_at)) = spec.authorization.certificate_expiring(time::OffsetDateTime::now_utc()) else { return };
+        let told = (id.clone(), expires_at.unix_timestamp());
+        if self.certificates_told.lock().unwrap_or_else(|e| e.into_inner()).insert(told) {
+            self.notices.certificate_expiring(tenant, id, &spec.name, expires_at);
+        }
+    }
+
+    /// Every hour, every configuration's client certificate checked.
+    async fn watch_certificates(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(CERTIFICATE_CHECK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let mut after = String::new();
+            loop {
+                let page = match self.store.all_configs_after(&after, 256).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "checking client certificates' expiry failed; next hour again");
+                        break;
+                    }
+                };
+                let Some(last) = page.last() else { break };
+                after = last.id.as_str().to_owned();
+                for record in &page {
+                    if let Ok(spec) = parse_spec(record) {
+                        self.tell_certificate(&record.tenant_id, &record.id, &spec);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn store_and_route(&self, tenant: &TenantId, quota: Option<i64>, events: Vec<Event>) -> Result<Vec<Ingested>, AppError> {
+        let started = std::time::SystemTime::now();
         let kept: Vec<Arc<Event>> = events.iter().cloned().map(Arc::new).collect();
         let results = self.store.ingest(tenant, quota, events).await?;
+        let stored = std::time::SystemTime::now();
+        for (event, _) in kept.iter().zip(&results).filter(|(_, r)| matches!(r, Ingested::Stored { .. })) {
+            traces::ingest(tenant.as_str(), event.id.as_str(), event.event_type.as_str(), (started, stored));
+        }
         // The events are stored: from here nothing may fail the request. A
         // full routing queue of this tenant holds its answer back a little
         // (backpressure on its own posters), and past that the recovery
@@ -334,7 +664,8 @@ impl App {
         Ok(results)
     }
 
-    pub async fn upload_script(&self, tenant: &TenantId, name: &str, bytes: &[u8]) -> Result<ScriptRecord, AppError> {
+    /// Stores a script as the next version of `name` in the uploader's tenant.
+    pub async fn upload_script(&self, by: &Principal, name: &str, bytes: &[u8]) -> Result<ScriptRecord, AppError> {
         let owned = bytes.to_vec();
         let (script, compiled) = self
             .compile(move |sandbox| {
@@ -343,15 +674,17 @@ impl App {
                 Ok::<_, LoadError>((script, compiled))
             })
             .await?;
-        let record = ScriptRecord {
+        let mut record = ScriptRecord {
             id: ScriptId::generate(),
             name: name.to_owned(),
+            version: 0,
             sha256: script.sha256().to_string(),
             size: bytes.len() as i64,
             wit_version: script.wit_version().to_owned(),
             created_at: timestamp::now_ms(),
+            created_by: Some(by.key.clone()),
         };
-        self.store.insert_script(tenant, &record, bytes, compiled.as_deref()).await?;
+        record.version = self.store.insert_script(&by.tenant, &record, bytes, compiled.as_deref()).await?;
         Ok(record)
     }
 
@@ -387,22 +720,25 @@ impl App {
         Ok(self.compile(move |sandbox| configs::load_code(sandbox, &code)).await)
     }
 
-    pub async fn create_config(&self, tenant: &TenantId, input: ConfigInput) -> Result<(ConfigRecord, ExportConfig), AppError> {
+    pub async fn create_config(&self, by: &Principal, input: ConfigInput) -> Result<(ConfigRecord, ExportConfig), AppError> {
+        let tenant = &by.tenant;
         let spec = validate(input, None).await?;
         self.limits.destinations.validate_endpoint(&spec.endpoint)?;
         self.configs.check_client(&spec)?;
-        let record = self.store.insert_config(tenant, &ConfigId::generate(), &write_of(&spec)).await?;
+        let record = self.store.insert_config(tenant, &ConfigId::generate(), &write_of(&spec, Some(&by.key))).await?;
         self.configs.invalidate(tenant, Some(&record.id));
+        self.tell_certificate(tenant, &record.id, &spec);
         Ok((record, spec))
     }
 
     pub async fn update_config(
         &self,
-        tenant: &TenantId,
+        by: &Principal,
         id: &ConfigId,
         expected: i64,
         input: ConfigInput,
     ) -> Result<(ConfigRecord, ExportConfig), AppError> {
+        let tenant = &by.tenant;
         let current = self.store.get_config(tenant, id).await?;
         if current.version != expected {
             return Err(StoreError::StaleVersion { current: current.version }.into());
@@ -411,8 +747,9 @@ impl App {
         let spec = validate(input, Some(previous)).await?;
         self.limits.destinations.validate_endpoint(&spec.endpoint)?;
         self.configs.check_client(&spec)?;
-        let record = self.store.update_config(tenant, id, expected, &write_of(&spec)).await?;
+        let record = self.store.update_config(tenant, id, expected, &write_of(&spec, Some(&by.key))).await?;
         self.configs.invalidate(tenant, Some(id));
+        self.tell_certificate(tenant, id, &spec);
         Ok((record, spec))
     }
 
@@ -440,7 +777,7 @@ impl App {
                 attempt: 1,
                 undecided: false,
             };
-            Some(client::send_once(&config.spec, &config.client, &job).await)
+            Some(config.send(&self.store, &job).await)
         } else {
             None
         };
@@ -463,7 +800,7 @@ impl App {
         }
         let mut spec = parse_spec(&current)?;
         spec.signing.rotate(secret.unwrap_or_else(SigningSecret::generate), grace, timestamp::now_ms());
-        let record = self.store.update_config(tenant, id, current.version, &write_of(&spec)).await?;
+        let record = self.store.update_config(tenant, id, current.version, &write_of(&spec, None)).await?;
         self.configs.invalidate(tenant, Some(id));
         Ok((record, spec))
     }
@@ -497,6 +834,47 @@ pub struct TestSend {
 
 /// An event the configuration selects: its first type (`order.*` gives
 /// `order.test`), its first included organization unit.
+/// A configuration that may have signed a request: its id, name, and
+/// secrets with the time each stops signing (Unix ms).
+type Signer = (ConfigId, String, Vec<(SigningSecret, i64)>);
+
+/// Which configuration, if any, signed a caught request.
+fn check_signature(caught: &store::Caught, signers: &[Signer]) -> SignatureCheck {
+    use crate::tools::catch::{Verdict, verify};
+    if caught.body_size > caught.body.len() as i64 {
+        return SignatureCheck::NotChecked {
+            reason: format!("only the first {} of its {} body bytes were kept", caught.body.len(), caught.body_size),
+        };
+    }
+    let map: std::collections::BTreeMap<String, String> = serde_json::from_str(&caught.headers).unwrap_or_default();
+    let mut headers = axum::http::HeaderMap::new();
+    for (name, value) in &map {
+        if let (Ok(name), Ok(value)) = (axum::http::HeaderName::try_from(name.as_str()), axum::http::HeaderValue::try_from(value.as_str()))
+        {
+            headers.insert(name, value);
+        }
+    }
+    let now = caught.received_at / 1000;
+    let mut last = None;
+    for (id, name, secrets) in signers {
+        let live: Vec<SigningSecret> = secrets.iter().filter(|(_, until)| *until > caught.received_at).map(|(s, _)| s.clone()).collect();
+        let found = verify(&headers, &caught.body, &live, now);
+        match found.standard_webhooks.or(found.x_signature) {
+            None => return SignatureCheck::Unsigned,
+            Some(Verdict::Valid { .. }) => return SignatureCheck::Valid { configuration: id.clone(), name: name.clone() },
+            Some(Verdict::Invalid(why)) => last = Some(why.to_string()),
+            Some(Verdict::NotChecked) => {}
+        }
+    }
+    match last {
+        Some(reason) => SignatureCheck::Invalid { reason },
+        None if headers.contains_key("webhook-signature") || headers.contains_key("x-signature") => {
+            SignatureCheck::Invalid { reason: "no configuration of this tenant has a secret that makes it".into() }
+        }
+        None => SignatureCheck::Unsigned,
+    }
+}
+
 fn synthetic_event(spec: &ExportConfig) -> Event {
     use crate::model::event::{EventId, EventType, OrgUnit};
     use crate::model::export::TypePattern;
@@ -531,16 +909,39 @@ async fn validate(input: ConfigInput, previous: Option<ExportConfig>) -> Result<
         .map_err(AppError::from)
 }
 
+/// Gives configurations stored before their script history was kept a
+/// first record, at their current version: decisions made from then on
+/// can be explained.
+async fn record_script_history(store: &Store) -> Result<(), StoreError> {
+    let mut after = String::new();
+    loop {
+        let page = store.configs_without_script_history(&after, 256).await?;
+        let Some((last, _)) = page.last() else { return Ok(()) };
+        after = last.as_str().to_owned();
+        for (id, record) in page {
+            match record.and_then(|record| Ok((parse_spec(&record)?, record))) {
+                Ok((spec, record)) => {
+                    store.record_config_script(&record.tenant_id, &id, record.version, &write_of(&spec, None)).await?;
+                }
+                Err(e) => tracing::warn!(configuration = %id, error = %e, "cannot record the script of a configuration"),
+            }
+        }
+    }
+}
+
 pub fn parse_spec(record: &ConfigRecord) -> Result<ExportConfig, StoreError> {
     serde_json::from_str(&record.spec).map_err(|e| StoreError::Corrupt(format!("configuration {}: {e}", record.id)))
 }
 
-fn write_of(spec: &ExportConfig) -> ConfigWrite {
+fn write_of(spec: &ExportConfig, by: Option<&KeyId>) -> ConfigWrite {
+    let params = spec.script.as_ref().map(|s| s.params.clone()).unwrap_or_default();
     ConfigWrite {
         name: spec.name.clone(),
         script_id: spec.script.as_ref().map(|s| s.id.clone()),
         // Serializing plain data with string keys cannot fail.
+        script_params: serde_json::to_string(&params).expect("parameters serialize"),
         spec: serde_json::to_string(spec).expect("configuration serializes"),
+        changed_by: by.cloned(),
     }
 }
 
@@ -563,6 +964,24 @@ impl App {
     }
 
     /// Whether the store answers.
+    /// The metrics in the Prometheus text format, the gauges read now;
+    /// `None` when this process records no metrics.
+    pub async fn metrics(&self) -> Result<Option<String>, StoreError> {
+        let backlog = self.store.backlog().await?;
+        let load = self.deliverer.load();
+        telemetry::set_gauges(&telemetry::Snapshot {
+            in_flight: load.in_flight,
+            pending: backlog.pending,
+            oldest_pending_ms: backlog.oldest_pending_at.map_or(0, |at| timestamp::now_ms() - at),
+            configurations_enabled: backlog.configurations_enabled,
+            configurations_disabled: backlog.configurations_disabled,
+            breakers_open: load.breakers_open,
+            routing_queue: self.router.queued(),
+            delivery_queue: load.queued,
+        });
+        Ok(telemetry::render())
+    }
+
     pub async fn ready(&self) -> Result<(), StoreError> {
         self.store.tenant_count().await.map(drop)
     }
@@ -574,8 +993,8 @@ impl App {
         tokio::task::spawn_blocking(move || sandbox.run(&script, &params, &event)).await
     }
 
-    pub async fn list_scripts(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ScriptRecord>, StoreError> {
-        self.store.list_scripts(tenant, page).await
+    pub async fn list_scripts(&self, tenant: &TenantId, name: Option<&str>, page: &PageRequest) -> Result<Page<ScriptRecord>, StoreError> {
+        self.store.list_scripts(tenant, name, page).await
     }
 
     pub async fn get_script(&self, tenant: &TenantId, id: &ScriptId) -> Result<ScriptRecord, StoreError> {
@@ -584,6 +1003,22 @@ impl App {
 
     pub async fn list_configs(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ConfigRecord>, StoreError> {
         self.store.list_configs(tenant, page).await
+    }
+
+    /// A configuration's script history, newest first (`NotFound` for
+    /// another tenant's or an unknown configuration without history).
+    pub async fn config_scripts(&self, tenant: &TenantId, id: &ConfigId) -> Result<Vec<store::ConfigScriptRecord>, StoreError> {
+        let history = self.store.config_scripts(tenant, id).await?;
+        if history.is_empty() {
+            return Err(StoreError::NotFound);
+        }
+        Ok(history)
+    }
+
+    /// A configuration's recent deliveries, backlog and failure streak.
+    pub async fn config_stats(&self, tenant: &TenantId, id: &ConfigId) -> Result<store::ConfigStats, StoreError> {
+        self.store.get_config(tenant, id).await?;
+        self.store.config_stats(id).await
     }
 
     pub async fn get_config(&self, tenant: &TenantId, id: &ConfigId) -> Result<ConfigRecord, StoreError> {
@@ -622,6 +1057,54 @@ impl App {
         self.store.get_delivery(tenant, id).await
     }
 
+    /// Runs a delivery's decision again: the script version and parameters
+    /// its configuration ran then, on the stored event, under today's limits.
+    pub async fn explain_delivery(&self, tenant: &TenantId, id: &DeliveryId) -> Result<Explained, AppError> {
+        let delivery = self.store.get_delivery(tenant, id).await?;
+        if delivery.undecided {
+            return Err(ExplainError::Undecided.into());
+        }
+        let ran = self
+            .store
+            .config_script_at(tenant, &delivery.configuration_id, delivery.configuration_version)
+            .await?
+            .ok_or(ExplainError::NotRecorded)?;
+        let params: Params = serde_json::from_str(&ran.params)
+            .map_err(|e| StoreError::Corrupt(format!("script parameters of configuration {}: {e}", delivery.configuration_id)))?;
+        let event = self.store.get_event(tenant, &delivery.event_id).await?.event;
+        let (script, loaded) = match &ran.script_id {
+            None => (None, None),
+            Some(script_id) => {
+                let record = self.store.get_script(tenant, script_id).await.map_err(|e| match e {
+                    StoreError::NotFound => {
+                        AppError::from(ExplainError::ScriptDeleted { id: script_id.clone(), sha256: ran.script_sha256.clone() })
+                    }
+                    e => e.into(),
+                })?;
+                // Worded as routing words it, so that an unloadable script compares equal.
+                let loaded = match self.script(tenant, script_id).await {
+                    Ok(loaded) => loaded.map_err(|e| e.to_string()),
+                    Err(e) => Err(format!("script {script_id} unavailable: {e}")),
+                };
+                (Some(record), Some(loaded))
+            }
+        };
+        let recorded = Verdict::recorded(&delivery);
+        let (sandbox, config, version, run_params) =
+            (self.sandbox.clone(), delivery.configuration_id.clone(), delivery.configuration_version, Arc::new(params.clone()));
+        let again = tokio::task::spawn_blocking(move || {
+            let ran = match &loaded {
+                None => Ran::NoScript,
+                Some(Ok(script)) => Ran::Script(script),
+                Some(Err(why)) => Ran::Unavailable(why.clone()),
+            };
+            decide_again(&sandbox, &config, version, ran, &run_params, &event)
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("explain: {e}")))?;
+        Ok(Explained { delivery, script, params, recorded, again })
+    }
+
     pub async fn list_attempts(
         &self,
         tenant: &TenantId,
@@ -641,6 +1124,14 @@ impl App {
 
     pub async fn create_tenant(&self, name: &str, monthly_quota: Option<i64>) -> Result<TenantRecord, StoreError> {
         self.store.create_tenant(name, monthly_quota).await
+    }
+
+    /// Renames a tenant and sets its quota, at once on this node (other
+    /// nodes hear of it through the store's change feed).
+    pub async fn update_tenant(&self, id: &TenantId, name: &str, monthly_quota: Option<i64>) -> Result<TenantRecord, StoreError> {
+        let record = self.store.update_tenant(id, name, monthly_quota).await?;
+        self.quotas.forget(|t, _| t != id);
+        Ok(record)
     }
 
     pub async fn list_tenants(&self, page: &PageRequest) -> Result<Page<TenantRecord>, StoreError> {

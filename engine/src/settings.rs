@@ -19,6 +19,17 @@ use crate::pipeline::destination::IpRange;
 pub struct Settings {
     /// Where the API listens.
     pub listen: SocketAddr,
+    /// Where `/metrics` is also served without a key (for a scraper on a
+    /// private network); unset: only on `listen`, to the operator's keys
+    /// with `metrics:read`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Whether to record metrics at all (`false`: `/metrics` answers 404
+    /// `metrics_off`, and recording costs nothing).
+    pub metrics: bool,
+    /// An OpenTelemetry collector's OTLP/HTTP base URL
+    /// (`http://collector:4318`): each event's trace is sent to its
+    /// `/v1/traces`. Unset: no traces are built.
+    pub otlp_endpoint: Option<String>,
     /// Holds the SQLite file and the compiled-script cache.
     pub data_dir: PathBuf,
     /// A PostgreSQL database (`postgres://user@host/db`) instead of the
@@ -51,6 +62,8 @@ pub struct Settings {
     pub script_memory_mib: usize,
     /// Scripts running at the same moment.
     pub script_concurrency: u32,
+    /// Most stored events one script preview runs on.
+    pub preview_max_events: usize,
     /// How long a client may take to send a request's head (line and
     /// headers) before the connection is closed.
     pub header_read_timeout: Span,
@@ -60,6 +73,10 @@ pub struct Settings {
     pub log: String,
     /// Log lines as JSON objects instead of text.
     pub log_json: bool,
+    /// Where users reach the engine, e.g. `https://sluice.example.com`:
+    /// portal links point there, and the console's cookies are `Secure`
+    /// when it is HTTPS. Unset: the host a request came to, over HTTP.
+    pub public_url: Option<String>,
 
     /// Reserved address ranges (loopback, private, link-local, …) that
     /// endpoints may reach anyway, e.g. `["10.1.0.0/16"]`; none by default
@@ -80,6 +97,9 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_listen: None,
+            metrics: true,
+            otlp_endpoint: None,
             data_dir: PathBuf::from("sluice-data"),
             database_url: None,
             node_id: None,
@@ -93,10 +113,12 @@ impl Default for Settings {
             script_fuel: 20_000_000,
             script_memory_mib: 16,
             script_concurrency: 256,
+            preview_max_events: 10_000,
             header_read_timeout: Span(Duration::from_secs(10)),
             max_connections: 4096,
             log: "info".into(),
             log_json: false,
+            public_url: None,
 
             allow_destinations: Vec::new(),
 
@@ -149,6 +171,13 @@ impl Settings {
             };
         }
         env!("SLUICE_LISTEN", self.listen);
+        if let Some(raw) = var("SLUICE_METRICS_LISTEN").filter(|a| !a.is_empty()) {
+            self.metrics_listen = Some(parse("SLUICE_METRICS_LISTEN", raw)?);
+        }
+        env!("SLUICE_METRICS", self.metrics);
+        if let Some(url) = var("SLUICE_OTLP_ENDPOINT").filter(|u| !u.is_empty()) {
+            self.otlp_endpoint = Some(url);
+        }
         env!("SLUICE_DATA_DIR", self.data_dir);
         if let Some(url) = var("SLUICE_DATABASE_URL").filter(|u| !u.is_empty()) {
             self.database_url = Some(url);
@@ -163,10 +192,14 @@ impl Settings {
         env!("SLUICE_SCRIPT_FUEL", self.script_fuel);
         env!("SLUICE_SCRIPT_MEMORY_MIB", self.script_memory_mib);
         env!("SLUICE_SCRIPT_CONCURRENCY", self.script_concurrency);
+        env!("SLUICE_PREVIEW_MAX_EVENTS", self.preview_max_events);
         env!("SLUICE_HEADER_READ_TIMEOUT", self.header_read_timeout);
         env!("SLUICE_MAX_CONNECTIONS", self.max_connections);
         env!("SLUICE_LOG", self.log);
         env!("SLUICE_LOG_JSON", self.log_json);
+        if let Some(url) = var("SLUICE_PUBLIC_URL").filter(|u| !u.is_empty()) {
+            self.public_url = Some(url);
+        }
 
         // A comma-separated list; empty allows no reserved range.
         if let Some(raw) = var("SLUICE_ALLOW_DESTINATIONS") {

@@ -38,12 +38,24 @@
 //! assert!(run.decision().is_deliver());
 //! ```
 //!
-//! # Building
+//! # The authoring loop
 //!
-//! A script crate is a `cdylib` built for `wasm32-unknown-unknown`; the
-//! engine turns the module into a component on upload (or run
-//! `sluice script componentize`). In this repository `scripts/build.sh`
-//! builds every script under `scripts/`.
+//! A script crate is a `cdylib` built for `wasm32-unknown-unknown`. The
+//! `sluice` binary walks the whole loop, one command each:
+//!
+//! - `sluice script new NAME` makes a crate that builds as it is (a filter,
+//!   a native test, a sample event, a copy of this SDK), anywhere;
+//! - `cargo test` in it runs the filter natively with [`testing::TestHost`];
+//! - `sluice script build` builds the component (rustup's wasm target, or
+//!   Debian's `rustc-web`), `sluice script test` runs it on an event file;
+//! - `sluice script push` uploads it as the next version of its name
+//!   (`SLUICE_URL`, `SLUICE_KEY`), and `sluice script preview --configuration
+//!   cfg_… --script scr_…` shows what it would change on the events that
+//!   configuration already handled, before you switch the configuration to it.
+//!
+//! The engine also turns a plain core module into a component on upload
+//! (`sluice script componentize` does it locally). In sluice's repository
+//! `scripts/build.sh` builds every script under `scripts/`.
 //!
 //! # What a script can do
 //!

@@ -74,6 +74,8 @@ mod engine;
 mod generator;
 #[path = "load/options.rs"]
 mod options;
+#[path = "load/preview.rs"]
+mod preview;
 #[path = "load/report.rs"]
 mod report;
 #[path = "load/sink.rs"]
@@ -202,6 +204,10 @@ async fn run_phases(summary: &mut Summary) -> Result<(), String> {
     let Some(script) = script else { return Ok(()) };
     if let Some(target) = options.backlog {
         summary.backlog = Some(backlog::run(&options, clock, &http, &sink, script, target).await?);
+        return Ok(());
+    }
+    if options.preview {
+        summary.preview = Some(preview::run(&options, clock, &http, &sink, script).await?);
         return Ok(());
     }
 

@@ -56,6 +56,8 @@ pub struct Engine {
     /// process is gone: see `Drop for Engine`).
     _database: Option<PostgresDatabase>,
     pub url: String,
+    /// `/metrics` on its own listener, when `SLUICE_METRICS_LISTEN` is set.
+    pub metrics_url: Option<String>,
 }
 
 impl Engine {
@@ -93,7 +95,7 @@ impl Engine {
         let dir = tempfile::tempdir().expect("temporary data directory");
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let postgres = database_url.map(|url| (url, format!("e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])));
-        let mut engine = Engine { child: None, dir, env, postgres, _database: database, url: String::new() };
+        let mut engine = Engine { child: None, dir, env, postgres, _database: database, url: String::new(), metrics_url: None };
         engine.spawn().await;
         engine
     }
@@ -168,6 +170,23 @@ impl Engine {
         }
     }
 
+    /// Runs one SQL statement on the engine's own database, behind its
+    /// back (SQL both backends take): how rows an older version left look.
+    pub async fn execute_sql(&self, sql: &str) {
+        use sqlx::Connection;
+        match &self.postgres {
+            Some((url, _)) => {
+                let mut c = sqlx::PgConnection::connect(url).await.expect("connect to the engine's database");
+                sqlx::raw_sql(sql).execute(&mut c).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            }
+            None => {
+                let url = format!("sqlite://{}", self.dir.path().join("data/sluice.db").display());
+                let mut c = sqlx::SqliteConnection::connect(&url).await.expect("open the engine's database");
+                sqlx::raw_sql(sql).execute(&mut c).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            }
+        }
+    }
+
     async fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("engine log file");
         let mut command = Command::new(binary());
@@ -194,8 +213,12 @@ impl Engine {
             .spawn()
             .expect("start the engine binary");
         let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let mut metrics = None;
         let url = tokio::time::timeout(Duration::from_secs(60), async {
             while let Some(line) = lines.next_line().await.expect("engine stdout") {
+                if let Some(url) = line.strip_prefix("metrics on ") {
+                    metrics = Some(url.to_owned());
+                }
                 if let Some(url) = line.strip_prefix("listening on ") {
                     return Some(url.to_owned());
                 }
@@ -209,6 +232,7 @@ impl Engine {
         // Keep draining stdout so the engine never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         self.url = url;
+        self.metrics_url = metrics;
         self.child = Some(child);
     }
 
@@ -466,6 +490,34 @@ impl Api {
         let bytes = res.bytes().await.expect("answer body");
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Answer { status, headers, body }
+    }
+
+    /// A request with this client's key, to send and read as the caller likes.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, format!("{}{path}", self.base)).timeout(Duration::from_secs(120));
+        match &self.key {
+            Some(key) => req.header("authorization", format!("Bearer {key}")),
+            None => req,
+        }
+    }
+
+    /// POSTs JSON to an endpoint that answers JSON lines (NDJSON); asserts
+    /// 200 and returns the lines, each parsed.
+    pub async fn post_lines(&self, path: &str, body: &Value) -> Vec<Value> {
+        let res = self
+            .request(reqwest::Method::POST, path)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        let status = res.status().as_u16();
+        let content_type = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let text = res.text().await.expect("answer body");
+        assert_eq!(status, 200, "{path}: {text}");
+        assert_eq!(content_type, "application/x-ndjson");
+        assert!(text.ends_with('\n'), "every line ends: {text}");
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("a line that is not JSON ({e}): {l}"))).collect()
     }
 
     /// Like [`Api::send`] for a JSON POST, but `None` when the connection

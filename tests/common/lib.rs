@@ -2,6 +2,7 @@
 //! `scripts/build.sh`, events in the JSON shape services post, the engine
 //! as a real process, and receivers as real HTTP (and HTTPS) servers.
 
+pub mod browser;
 pub mod engine;
 pub mod receiver;
 pub mod tls;

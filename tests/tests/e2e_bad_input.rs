@@ -186,4 +186,16 @@ async fn a_tenant_over_its_monthly_quota_gets_429_and_nothing_is_stored() {
     assert_eq!(answer["events"], json!([{"id": "q0", "status": "duplicate"}, {"id": "q2", "status": "accepted"}]));
     api.post("/v1/events", &events[3]).await.expect_error(429, "quota_exceeded");
     assert_eq!(event_count(&api).await, 3);
+
+    // The operator raises the quota: the next request fits at once.
+    let id = tenant["id"].as_str().expect("id");
+    api.put(&format!("/v1/tenants/{id}"), 1, &json!({"name": "small", "monthly_quota": 10})).await.expect_error(403, "forbidden");
+    for bad in [json!({"name": "small", "monthly_quota": -1}), json!({"name": "", "monthly_quota": 1})] {
+        assert_eq!(operator.put(&format!("/v1/tenants/{id}"), 1, &bad).await.status, 422, "{bad}");
+    }
+    let raised = operator.put(&format!("/v1/tenants/{id}"), 1, &json!({"name": "small", "monthly_quota": 4})).await.expect(200);
+    assert_eq!(raised["monthly_quota"], 4);
+    api.ingest(&events[3..4]).await;
+    assert_eq!(event_count(&api).await, 4);
+    operator.put("/v1/tenants/ten_00000000000000000000000000000000", 1, &json!({"name": "x"})).await.expect_error(404, "not_found");
 }

@@ -4,42 +4,11 @@
 //! rotation: during the grace period both secrets verify, after it only the
 //! new one; answers never show a secret again except the rotation's own.
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
-
 use serde_json::{Value, json};
 use sluice_tests::engine::Engine;
 use sluice_tests::engine::{Api, event_body};
-use sluice_tests::receiver::{Received, Receiver};
-
-/// What the independent verifier says of `request` with `secret`:
-/// `(standard_webhooks, x_signature)`, `None` for a profile not sent.
-fn verify(secret: &str, request: &Received) -> (Option<bool>, Option<bool>) {
-    let headers: serde_json::Map<String, Value> =
-        request.headers.iter().map(|(n, v)| (n.as_str().to_owned(), Value::from(v.to_str().expect("ASCII header")))).collect();
-    let input = json!({
-        "secret": secret,
-        "headers": headers,
-        "body": std::str::from_utf8(&request.body).expect("UTF-8 body"),
-    });
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/py/verify_webhook.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs (.ci/run installs the `standardwebhooks` package)");
-    child.stdin.take().expect("stdin").write_all(input.to_string().as_bytes()).expect("write to the verifier");
-    let out = child.wait_with_output().expect("the verifier finishes");
-    assert!(
-        out.status.success(),
-        "the verifier failed (is `standardwebhooks` installed? `python3 -m pip install standardwebhooks`): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let verdict: Value = serde_json::from_slice(&out.stdout).expect("the verifier's JSON");
-    (verdict["standard_webhooks"].as_bool(), verdict["x_signature"].as_bool())
-}
+use sluice_tests::receiver::Receiver;
+use sluice_tests::verify::with_library as verify;
 
 async fn rotate(api: &Api, config: &str, body: Value) -> Value {
     api.post(&format!("/v1/configurations/{config}/rotate-secret"), &body).await.expect(200)

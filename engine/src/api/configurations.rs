@@ -20,12 +20,13 @@ use utoipa_axum::routes;
 use super::ApiError;
 use super::doc::ConfigurationInput;
 use super::extract::{Auth, PageQuery, Query, body_bytes, id, if_match, parse_json, parse_optional_json, unix_ms};
-use super::views::{ConfigurationView, Page, RecoverView, TestSendView};
+use super::views::{ConfigScriptView, ConfigStatsView, ConfigurationView, Page, PreviewLineView, RecoverView, TestSendView};
 use crate::model::auth::Scope;
 use crate::model::export::{ConfigInput, DEFAULT_ROTATION_GRACE, MAX_ROTATION_GRACE, SigningSecret};
-use crate::model::ids::ConfigId;
+use crate::model::ids::{ConfigId, ScriptId};
+use crate::pipeline::preview::Window;
 use crate::pipeline::replay::RecoverRequest;
-use crate::service::{App, AppError, parse_spec};
+use crate::service::{App, AppError, Candidate, parse_spec};
 
 pub fn router() -> OpenApiRouter<Arc<App>> {
     OpenApiRouter::new()
@@ -36,6 +37,9 @@ pub fn router() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(rotate_secret))
         .routes(routes!(test_config))
         .routes(routes!(recover_config))
+        .routes(routes!(config_scripts))
+        .routes(routes!(config_stats))
+        .routes(routes!(preview_config))
 }
 
 /// A configuration's answer, with its version as the `ETag`.
@@ -68,7 +72,7 @@ impl IntoResponse for Versioned {
 async fn create_config(State(app): State<Arc<App>>, auth: Auth, body: Result<Bytes, BytesRejection>) -> Result<Versioned, ApiError> {
     let p = auth.require(Scope::ConfigurationsWrite)?;
     let input: ConfigInput = parse_json(&body_bytes(body).await?)?;
-    let (record, spec) = app.create_config(&p.tenant, input).await?;
+    let (record, spec) = app.create_config(p, input).await?;
     // Shown once: answers never carry it again.
     Ok(Versioned(StatusCode::CREATED, ConfigurationView::new(&record, &spec).with_secret(&spec)))
 }
@@ -125,7 +129,7 @@ async fn update_config(
     let expected = if_match(&headers)?
         .ok_or_else(|| ApiError::new(StatusCode::PRECONDITION_REQUIRED, "if_match_required", "quote the version you read in `If-Match`"))?;
     let input: ConfigInput = parse_json(&body_bytes(body).await?)?;
-    let (record, spec) = app.update_config(&p.tenant, &config_id, expected, input).await?;
+    let (record, spec) = app.update_config(p, &config_id, expected, input).await?;
     Ok(Versioned(StatusCode::OK, ConfigurationView::new(&record, &spec)))
 }
 
@@ -325,4 +329,150 @@ async fn recover_config(
         include_disabled_period: input.include_disabled_period,
     };
     Ok((StatusCode::ACCEPTED, Json(app.recover(&p.tenant, &config_id, request).await?.into())))
+}
+
+/// A configuration's script history, newest first
+///
+/// One entry per change of the script version or its parameters, with the
+/// configuration version it took effect at and the key that made it. A
+/// delivery decided at configuration version v ran the newest entry at or
+/// before v (what `GET /v1/deliveries/{id}/explain` runs again). Kept after
+/// the configuration is deleted, while its deliveries are.
+#[utoipa::path(get, path = "/v1/configurations/{id}/scripts", tag = "configurations", params(("id" = String, Path)),
+    responses((status = 200, body = Vec<ConfigScriptView>)),
+    security(("bearer" = ["configurations:read"])))]
+async fn config_scripts(State(app): State<Arc<App>>, auth: Auth, Path(raw): Path<String>) -> Result<Json<Vec<ConfigScriptView>>, ApiError> {
+    let p = auth.require(Scope::ConfigurationsRead)?;
+    let history = app.config_scripts(&p.tenant, &id(&raw, ConfigId::parse)?).await?;
+    Ok(Json(history.into_iter().map(ConfigScriptView::from).collect()))
+}
+
+/// How a configuration is doing
+///
+/// Its deliveries made in the last hour and day by status (counted up to
+/// 100,000 each; `capped` beyond), the success rate among those settled,
+/// when its oldest pending delivery was made, and whether its receiver is
+/// failing (failed attempts in a row, across nodes) or taken to be down
+/// (the breaker holds deliveries back and one probe at a time goes out).
+#[utoipa::path(get, path = "/v1/configurations/{id}/stats", tag = "configurations", params(("id" = String, Path)),
+    responses((status = 200, body = ConfigStatsView)),
+    security(("bearer" = ["configurations:read"])))]
+async fn config_stats(State(app): State<Arc<App>>, auth: Auth, Path(raw): Path<String>) -> Result<Json<ConfigStatsView>, ApiError> {
+    let p = auth.require(Scope::ConfigurationsRead)?;
+    Ok(Json(ConfigStatsView::new(app.config_stats(&p.tenant, &id(&raw, ConfigId::parse)?).await?)))
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+struct PreviewCandidate {
+    /// A script version (id) of the tenant's; default: the configured one.
+    #[schema(value_type = Option<String>)]
+    script_id: Option<String>,
+    /// Parameters; default: the configured ones.
+    params: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// One of `last`, `since`/`until` or `event_ids`.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+struct PreviewWindow {
+    /// The last N events the configuration selected.
+    last: Option<u64>,
+    /// Events received at or after (RFC 3339) that the configuration selects now.
+    since: Option<String>,
+    /// Events received before (RFC 3339).
+    until: Option<String>,
+    /// These events, by id.
+    event_ids: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+struct PreviewRequest {
+    /// What to run instead of the configured script; what is left out stays.
+    #[serde(default)]
+    candidate: PreviewCandidate,
+    /// Which stored events (default: the last 100 the configuration selected).
+    #[serde(default)]
+    window: PreviewWindow,
+}
+
+/// Events a preview runs on when the request names no window.
+const DEFAULT_PREVIEW: u64 = 100;
+
+/// Preview a candidate script over stored events
+///
+/// Runs the configured script and the candidate (another script version,
+/// other parameters, or both) on each stored event of the window, sends
+/// nothing and stores nothing, and streams one JSON line per event
+/// (`application/x-ndjson`): both decisions with their fuel, how the
+/// candidate's differs (`unchanged`, `changed_request`, `newly_delivered`,
+/// `newly_skipped`, `new_error`; `not_stored` for a named event that is not
+/// stored, never received or purged), where the request bodies differ (JSON
+/// Pointers) and the headers if they do; then a last line
+/// `{"summary": {…}}`, or `{"error": {…}}` if it had to stop. Previews run
+/// below live routing in priority, one per tenant at a time.
+///
+/// Error codes: `not_found` (404), `preview_running` (409),
+/// `invalid_window`, `window_too_large`, `invalid_script_params`,
+/// `unknown_script` (422).
+#[utoipa::path(post, path = "/v1/configurations/{id}/preview", tag = "configurations", params(("id" = String, Path)),
+    request_body = PreviewRequest,
+    responses((status = 200, content_type = "application/x-ndjson", body = PreviewLineView,
+        description = "one line per event, then the summary")),
+    security(("bearer" = ["logs:read"])))]
+async fn preview_config(
+    State(app): State<Arc<App>>,
+    auth: Auth,
+    Path(raw): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let p = auth.require(Scope::LogsRead)?;
+    let config_id = id(&raw, ConfigId::parse)?;
+    let req: PreviewRequest = parse_optional_json(&body_bytes(body).await?)?;
+    let window = preview_window(req.window, app.limits().preview_max_events)?;
+    let script = req.candidate.script_id.as_deref().map(|s| id(s, ScriptId::parse)).transpose()?;
+    if let Some(params) = &req.candidate.params {
+        crate::model::export::check_script_params(params, "candidate.params").map_err(AppError::from)?;
+    }
+    let mut items = app.preview(&p.tenant, &config_id, Candidate { script, params: req.candidate.params }, window).await?;
+    let (lines, stream) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(16);
+    tokio::spawn(async move {
+        while let Some(item) = items.recv().await {
+            let mut line = serde_json::to_vec(&PreviewLineView::from(item)).unwrap_or_else(|_| b"{}".to_vec());
+            line.push(b'\n');
+            if lines.send(Ok(Bytes::from(line))).await.is_err() {
+                return; // the client went away: dropping `items` stops the preview
+            }
+        }
+    });
+    let body = axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(stream));
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+fn preview_window(w: PreviewWindow, max: usize) -> Result<Window, ApiError> {
+    let invalid = |m: &str| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_window", m.to_owned());
+    let too_large =
+        || ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "window_too_large", format!("a preview runs on at most {max} events"));
+    let ranged = w.since.is_some() || w.until.is_some();
+    match (w.last, ranged, w.event_ids) {
+        (None, false, None) => Ok(Window::Last(DEFAULT_PREVIEW.min(max as u64) as usize)),
+        (Some(0), false, None) => Err(invalid("`last` is at least 1")),
+        (Some(n), false, None) if n > max as u64 => Err(too_large()),
+        (Some(n), false, None) => Ok(Window::Last(n as usize)),
+        (None, true, None) => {
+            let time = |raw: &Option<String>, name: &str| {
+                raw.as_deref().map(|t| unix_ms(t).ok_or_else(|| invalid(&format!("`{name}` is an RFC 3339 time")))).transpose()
+            };
+            let (since, until) = (time(&w.since, "since")?, time(&w.until, "until")?);
+            if since.zip(until).is_some_and(|(s, u)| s >= u) {
+                return Err(invalid("`since` is before `until`"));
+            }
+            Ok(Window::Received { since, until })
+        }
+        (None, false, Some(ids)) if ids.is_empty() => Err(invalid("`event_ids` names at least one event")),
+        (None, false, Some(ids)) if ids.len() > max => Err(too_large()),
+        (None, false, Some(ids)) => Ok(Window::Events(ids)),
+        _ => Err(invalid("give one of `last`, `since`/`until` or `event_ids`")),
+    }
 }

@@ -12,13 +12,13 @@ use utoipa_axum::routes;
 
 use super::ApiError;
 use super::extract::{Auth, Query, id, page, time_filter};
-use super::views::{DeliveryView, Page};
+use super::views::{DeliveryView, ExplainView, Page};
 use crate::model::auth::Scope;
 use crate::model::ids::{ConfigId, DeliveryId};
 use crate::service::{App, DeliveryFilter, DeliveryStatus};
 
 pub fn router() -> OpenApiRouter<Arc<App>> {
-    OpenApiRouter::new().routes(routes!(list_deliveries)).routes(routes!(get_delivery))
+    OpenApiRouter::new().routes(routes!(list_deliveries)).routes(routes!(get_delivery)).routes(routes!(explain_delivery))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -75,4 +75,21 @@ async fn list_deliveries(
 async fn get_delivery(State(app): State<Arc<App>>, auth: Auth, Path(raw): Path<String>) -> Result<Json<DeliveryView>, ApiError> {
     let p = auth.require(Scope::LogsRead)?;
     Ok(Json(DeliveryView::detailed(app.get_delivery(&p.tenant, &id(&raw, DeliveryId::parse)?).await?)))
+}
+
+/// Decide a delivery again, and compare
+///
+/// Runs the script version and parameters the delivery's configuration
+/// ran when it decided (its script history says which) on the stored
+/// event, under the same limits, sending and storing nothing, and sets the
+/// decision beside the recorded one: the same version decides the same,
+/// fuel and an exhausted budget included (only a wall-clock timeout
+/// depends on the machine). Error codes: `not_found` (404),
+/// `not_decided`, `not_recorded`, `script_deleted` (409).
+#[utoipa::path(get, path = "/v1/deliveries/{id}/explain", tag = "deliveries", params(("id" = String, Path)),
+    responses((status = 200, body = ExplainView)),
+    security(("bearer" = ["logs:read"])))]
+async fn explain_delivery(State(app): State<Arc<App>>, auth: Auth, Path(raw): Path<String>) -> Result<Json<ExplainView>, ApiError> {
+    let p = auth.require(Scope::LogsRead)?;
+    Ok(Json(app.explain_delivery(&p.tenant, &id(&raw, DeliveryId::parse)?).await?.into()))
 }

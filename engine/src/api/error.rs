@@ -17,11 +17,13 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// The request field at fault, when one is.
+    pub field: Option<String>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), field: None }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -38,7 +40,7 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(code = self.code, message = %self.message, "request failed");
         }
-        (self.status, axum::Json(super::views::ErrorBody { code: self.code, message: self.message })).into_response()
+        (self.status, axum::Json(super::views::ErrorBody { code: self.code, message: self.message, field: self.field })).into_response()
     }
 }
 
@@ -75,9 +77,20 @@ impl From<AppError> for ApiError {
     fn from(e: AppError) -> Self {
         match e {
             AppError::Store(e) => e.into(),
-            AppError::Config(e) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, e.code, e.to_string()),
+            AppError::Config(e) => {
+                let field = (!e.field.is_empty()).then(|| e.field.clone());
+                Self { field, ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, e.code, e.to_string()) }
+            }
             AppError::Script(e) => e.into(),
             AppError::Replay(e) => e.into(),
+            AppError::Explain(e) => Self::new(StatusCode::CONFLICT, e.code(), e.to_string()),
+            AppError::Preview(e) => {
+                let status = match e {
+                    crate::service::PreviewError::Running => StatusCode::CONFLICT,
+                    crate::service::PreviewError::UnknownScript(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                };
+                Self::new(status, e.code(), e.to_string())
+            }
         }
     }
 }

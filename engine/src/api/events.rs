@@ -20,9 +20,10 @@ use super::doc::EventInput as EventInputSchema;
 use super::extract::{Auth, Query, body_bytes, id, page, parse_json, parse_optional_json, time_filter};
 use super::views::{DeliveryView, EventView, IngestView, IngestedView, Page, ReplayView};
 use crate::model::auth::Scope;
-use crate::model::event::{EventId, EventInput};
+use crate::model::event::{EventId, EventInput, RESERVED_TYPE_PREFIX};
 use crate::model::ids::ConfigId;
 use crate::service::{App, EventFilter, EventStatus, Ingested, StoreError};
+use crate::telemetry;
 
 pub fn router() -> OpenApiRouter<Arc<App>> {
     OpenApiRouter::new().routes(routes!(ingest, list_events)).routes(routes!(get_event)).routes(routes!(replay_event))
@@ -36,7 +37,8 @@ pub fn router() -> OpenApiRouter<Arc<App>> {
 ///
 /// Error codes: `malformed_json`, `invalid_request`, `unknown_field`,
 /// `empty_batch`, `invalid_event` (400 or 422, with the event's index in a
-/// batch), `batch_too_large`, `payload_too_large` (413), `quota_exceeded` (429).
+/// batch), `reserved_event_type` (422: `sluice.*` types are sluice's own
+/// notices), `batch_too_large`, `payload_too_large` (413), `quota_exceeded` (429).
 #[utoipa::path(post, path = "/v1/events", tag = "events",
     request_body(content = EventInputSchema, description = "one event, or an array of them"),
     responses((status = 202, body = IngestView)),
@@ -46,6 +48,20 @@ async fn ingest(
     auth: Auth,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<IngestView>), ApiError> {
+    let answer = store_events(&app, auth, body).await;
+    match &answer {
+        Ok((_, Json(view))) => {
+            let accepted = view.events.iter().filter(|e| e.status == ACCEPTED).count() as u64;
+            telemetry::events_ingested(accepted, view.events.len() as u64 - accepted);
+        }
+        Err(e) => telemetry::ingest_refused(e.code),
+    }
+    answer
+}
+
+const ACCEPTED: &str = "accepted";
+
+async fn store_events(app: &App, auth: Auth, body: Result<Bytes, BytesRejection>) -> Result<(StatusCode, Json<IngestView>), ApiError> {
     let p = auth.require(Scope::EventsWrite)?;
     let body = body_bytes(body).await?;
     // Parsed as raw JSON down to each event, so that every payload keeps
@@ -76,6 +92,11 @@ async fn ingest(
         let event = input
             .validate(|| EventId::parse(&format!("evt_{}", uuid::Uuid::now_v7().simple())).expect("a generated id is valid"))
             .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_event", format!("{at}{e}")))?;
+        if event.event_type.is_reserved() {
+            let why = format!("{at}event types starting with `{RESERVED_TYPE_PREFIX}` are sluice's own notices");
+            let refused = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "reserved_event_type", why);
+            return Err(ApiError { field: Some("type".into()), ..refused });
+        }
         events.push(event);
     }
     let ids: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
@@ -83,7 +104,7 @@ async fn ingest(
     let events = ids
         .into_iter()
         .zip(results)
-        .map(|(id, r)| IngestedView { id, status: if matches!(r, Ingested::Stored { .. }) { "accepted" } else { "duplicate" } })
+        .map(|(id, r)| IngestedView { id, status: if matches!(r, Ingested::Stored { .. }) { ACCEPTED } else { "duplicate" } })
         .collect();
     Ok((StatusCode::ACCEPTED, Json(IngestView { events })))
 }

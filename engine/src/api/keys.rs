@@ -30,7 +30,8 @@ pub struct KeyInput {
     /// 1 to 100 characters.
     name: String,
     /// `events:write`, `configurations:read`, `configurations:write`,
-    /// `scripts:write`, `logs:read`, `admin`; at least one.
+    /// `scripts:write`, `logs:read`, `metrics:read` (operator), `admin`; at
+    /// least one.
     #[schema(value_type = Vec<String>, min_items = 1)]
     scopes: Vec<Scope>,
 }
@@ -58,6 +59,7 @@ pub async fn make_key(
             prefix: secret.display_prefix(),
             hash: secret.hash(),
             scopes: input.scopes,
+            expires_at: None,
         })
         .await
         .map_err(|e| match e {

@@ -10,6 +10,7 @@
 //! documents it: the router and the document cannot drift apart.
 
 mod attempts;
+mod catchers;
 mod configurations;
 mod deliveries;
 mod doc;
@@ -19,6 +20,8 @@ mod events;
 mod extract;
 mod health;
 mod keys;
+mod metrics;
+mod portal_links;
 mod scripts;
 mod tenants;
 mod views;
@@ -33,6 +36,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::service::App;
 
 pub use error::ApiError;
+pub use metrics::open_router as metrics_router;
 
 /// The whole HTTP surface.
 pub fn router(app: Arc<App>) -> Router {
@@ -50,6 +54,7 @@ pub fn document() -> &'static serde_json::Value {
 fn routes(body_limit: usize, script_limit: usize) -> OpenApiRouter<Arc<App>> {
     OpenApiRouter::with_openapi(doc::base())
         .merge(health::router())
+        .merge(metrics::router())
         .merge(scripts::router())
         .merge(configurations::router())
         .merge(event_types::router())
@@ -57,6 +62,8 @@ fn routes(body_limit: usize, script_limit: usize) -> OpenApiRouter<Arc<App>> {
         .merge(deliveries::router())
         .merge(attempts::router())
         .merge(keys::router())
+        .merge(portal_links::router())
+        .merge(catchers::router())
         .merge(tenants::router())
         .layer(DefaultBodyLimit::max(body_limit))
         // Scripts are larger than any JSON body.

@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::ApiError;
-use super::extract::{Auth, PageQuery, Query, body_bytes, id, parse_json};
+use super::extract::{Auth, Query, body_bytes, id, page, parse_json};
 use super::views::{Page, ScriptRunView, ScriptView};
 use crate::model::auth::Scope;
 use crate::model::event::{EventId, EventInput};
@@ -40,9 +40,11 @@ struct UploadQuery {
     name: Option<String>,
 }
 
-/// Upload a script
+/// Upload a script, as the next version of its name
 ///
-/// The body is a WebAssembly component (or a core module built with the
+/// Uploading under a name already used makes that name's next version
+/// (1, 2, …); earlier versions stay stored, listed and runnable, and a
+/// configuration runs the exact version (id) it names. The body is a WebAssembly component (or a core module built with the
 /// SDK, componentized on upload) implementing `sluice:event-export@0.1.x`.
 /// It is validated and compiled before the answer.
 ///
@@ -84,17 +86,30 @@ async fn upload_script(
     if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
         return Err(ApiError::bad_request("invalid_name", "a script name has 1 to 100 characters"));
     }
-    let record = app.upload_script(&p.tenant, &name, &bytes).await?;
+    let record = app.upload_script(p, &name, &bytes).await?;
     Ok((StatusCode::CREATED, Json(record.into())))
 }
 
-/// List scripts
-#[utoipa::path(get, path = "/v1/scripts", tag = "scripts", params(PageQuery),
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    /// Only this name's versions.
+    name: Option<String>,
+    /// Items per page, 1 to 500 (default 50).
+    limit: Option<u32>,
+    /// The `next_cursor` of the page before.
+    cursor: Option<String>,
+}
+
+/// List scripts, every version, newest first
+#[utoipa::path(get, path = "/v1/scripts", tag = "scripts", params(ListQuery),
     responses((status = 200, body = Page<ScriptView>)),
     security(("bearer" = ["configurations:read"])))]
-async fn list_scripts(State(app): State<Arc<App>>, auth: Auth, Query(q): Query<PageQuery>) -> Result<Json<Page<ScriptView>>, ApiError> {
+async fn list_scripts(State(app): State<Arc<App>>, auth: Auth, Query(q): Query<ListQuery>) -> Result<Json<Page<ScriptView>>, ApiError> {
     let p = auth.require(Scope::ConfigurationsRead)?;
-    Ok(Json(Page::of(app.list_scripts(&p.tenant, &q.page()).await?, ScriptView::from)))
+    let scripts = app.list_scripts(&p.tenant, q.name.as_deref(), &page(q.limit, &q.cursor)).await?;
+    Ok(Json(Page::of(scripts, ScriptView::from)))
 }
 
 /// Get a script

@@ -22,14 +22,19 @@ use crate::model::ids::TenantId;
 use crate::service::App;
 
 pub fn router() -> OpenApiRouter<Arc<App>> {
-    OpenApiRouter::new().routes(routes!(create_tenant, list_tenants)).routes(routes!(create_tenant_key))
+    OpenApiRouter::new().routes(routes!(create_tenant, list_tenants)).routes(routes!(update_tenant)).routes(routes!(create_tenant_key))
 }
 
 /// Tenants are managed by the operator's admin keys only.
-fn require_operator<'a>(app: &App, auth: &'a Auth) -> Result<&'a Principal, ApiError> {
-    let p = auth.require(Scope::Admin)?;
+pub fn require_operator<'a>(app: &App, auth: &'a Auth) -> Result<&'a Principal, ApiError> {
+    require_operator_scope(app, auth, Scope::Admin)
+}
+
+/// The operation is the whole node's: a key of the operator's with `scope`.
+pub fn require_operator_scope<'a>(app: &App, auth: &'a Auth, scope: Scope) -> Result<&'a Principal, ApiError> {
+    let p = auth.require(scope)?;
     if !app.is_operator(&p.tenant) {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only the operator's admin keys manage tenants"));
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("only the operator's keys with `{scope}` may do this")));
     }
     Ok(p)
 }
@@ -55,6 +60,12 @@ async fn create_tenant(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<TenantView>), ApiError> {
     require_operator(&app, &auth)?;
+    let input = tenant_input(body).await?;
+    let record = app.create_tenant(input.name.trim(), input.monthly_quota).await?;
+    Ok((StatusCode::CREATED, Json(record.into())))
+}
+
+async fn tenant_input(body: Result<Bytes, BytesRejection>) -> Result<TenantInput, ApiError> {
     let input: TenantInput = parse_json(&body_bytes(body).await?)?;
     if input.name.trim().is_empty() || input.name.len() > 100 {
         return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_name", "a tenant name has 1 to 100 characters"));
@@ -62,8 +73,26 @@ async fn create_tenant(
     if input.monthly_quota.is_some_and(|q| q < 0) {
         return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_quota", "the quota is a number of events, 0 or more"));
     }
-    let record = app.create_tenant(input.name.trim(), input.monthly_quota).await?;
-    Ok((StatusCode::CREATED, Json(record.into())))
+    Ok(input)
+}
+
+/// Rename a tenant or change its monthly quota (operator admins)
+///
+/// Takes effect at once: ingest checks the new quota from the next request.
+#[utoipa::path(put, path = "/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path)),
+    request_body = TenantInput,
+    responses((status = 200, body = TenantView)),
+    security(("bearer" = ["admin"])))]
+async fn update_tenant(
+    State(app): State<Arc<App>>,
+    auth: Auth,
+    Path(raw): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<TenantView>, ApiError> {
+    require_operator(&app, &auth)?;
+    let id = id(&raw, TenantId::parse)?;
+    let input = tenant_input(body).await?;
+    Ok(Json(app.update_tenant(&id, input.name.trim(), input.monthly_quota).await?.into()))
 }
 
 /// List tenants (operator admins)

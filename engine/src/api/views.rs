@@ -47,6 +47,10 @@ pub struct ErrorBody {
     pub code: &'static str,
     /// For people.
     pub message: String,
+    /// The request field at fault, when there is one (a JSON Pointer-like
+    /// path such as `authorization.token`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 // Tenants and keys.
@@ -83,6 +87,9 @@ pub struct KeyView {
     pub created_at: String,
     #[schema(format = DateTime)]
     pub revoked_at: Option<String>,
+    /// When it stops working by itself (console sessions); null: never.
+    #[schema(format = DateTime)]
+    pub expires_at: Option<String>,
 }
 
 impl From<KeyRecord> for KeyView {
@@ -95,6 +102,7 @@ impl From<KeyRecord> for KeyView {
             scopes: k.scopes,
             created_at: time(k.created_at),
             revoked_at: k.revoked_at.map(time),
+            expires_at: k.expires_at.map(time),
         }
     }
 }
@@ -108,6 +116,120 @@ pub struct CreatedKeyView {
     pub secret: String,
 }
 
+/// A portal link, with its URL: the only answer that shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PortalLinkView {
+    pub id: String,
+    #[schema(value_type = String)]
+    pub tenant_id: crate::model::ids::TenantId,
+    #[schema(value_type = Vec<String>)]
+    pub scopes: Vec<crate::model::auth::Scope>,
+    /// Opens the console once, signed in to this tenant. Not shown again.
+    pub url: String,
+    /// The link cannot be opened after this.
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    /// How long the session it opens lasts.
+    pub session_seconds: u64,
+}
+
+impl PortalLinkView {
+    pub fn new(link: crate::service::PortalLink, base: &str) -> Self {
+        Self {
+            id: link.id.to_string(),
+            tenant_id: link.tenant,
+            scopes: link.scopes,
+            url: format!("{base}/console/portal/{}", link.token.expose()),
+            expires_at: time(link.expires_at),
+            session_seconds: link.session_for.as_secs(),
+        }
+    }
+}
+
+// Hosted catchers.
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CatcherView {
+    #[schema(value_type = String)]
+    pub id: crate::model::ids::CatcherId,
+    pub name: String,
+    /// The status it answers with.
+    pub status: i64,
+    /// The body it answers with.
+    pub body: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+impl From<crate::service::CatcherRecord> for CatcherView {
+    fn from(c: crate::service::CatcherRecord) -> Self {
+        Self { id: c.id, name: c.name, status: c.answer_status, body: c.answer_body, created_at: time(c.created_at) }
+    }
+}
+
+/// A new catcher, with its URL: the only answer that shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedCatcherView {
+    #[serde(flatten)]
+    pub catcher: CatcherView,
+    /// Point a configuration here. Not shown again.
+    pub url: String,
+}
+
+/// One request a catcher received.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CaughtView {
+    pub id: String,
+    #[schema(format = DateTime)]
+    pub received_at: String,
+    pub method: String,
+    pub uri: String,
+    /// As received; credentials read `***`.
+    #[schema(value_type = Object)]
+    pub headers: Value,
+    /// As received; parts that are not UTF-8 shown as U+FFFD.
+    pub body: String,
+    /// The body's exact bytes, when they are not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_base64: Option<String>,
+    /// The whole body's length (only the first 64 KiB are kept).
+    pub body_size: i64,
+    /// `{"verdict": "unsigned"}`, `{"verdict": "valid", "configuration_id", "configuration"}`
+    /// `{"verdict": "invalid", "reason"}` or `{"verdict": "not_checked", "reason"}`
+    /// (a body longer than what is kept).
+    #[schema(value_type = Object)]
+    pub signature: Value,
+}
+
+impl From<crate::service::CheckedCatch> for CaughtView {
+    fn from(c: crate::service::CheckedCatch) -> Self {
+        use crate::service::SignatureCheck;
+        let signature = match c.signature {
+            SignatureCheck::Unsigned => serde_json::json!({"verdict": "unsigned"}),
+            SignatureCheck::Valid { configuration, name } => {
+                serde_json::json!({"verdict": "valid", "configuration_id": configuration, "configuration": name})
+            }
+            SignatureCheck::Invalid { reason } => serde_json::json!({"verdict": "invalid", "reason": reason}),
+            SignatureCheck::NotChecked { reason } => serde_json::json!({"verdict": "not_checked", "reason": reason}),
+        };
+        let caught = c.caught;
+        let body_base64 = std::str::from_utf8(&caught.body)
+            .is_err()
+            .then(|| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &caught.body));
+        Self {
+            id: caught.id.to_string(),
+            received_at: time(caught.received_at),
+            method: caught.method,
+            uri: caught.uri,
+            headers: serde_json::from_str(&caught.headers).unwrap_or_default(),
+            body: String::from_utf8_lossy(&caught.body).into_owned(),
+            body_base64,
+            body_size: caught.body_size,
+            signature,
+        }
+    }
+}
+
 // Scripts.
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -115,6 +237,8 @@ pub struct ScriptView {
     #[schema(value_type = String)]
     pub id: crate::model::ids::ScriptId,
     pub name: String,
+    /// 1 for the first script uploaded under `name`, then 2, 3, …
+    pub version: i64,
     /// Of the uploaded bytes, hex.
     pub sha256: String,
     /// Bytes.
@@ -123,11 +247,23 @@ pub struct ScriptView {
     pub wit_version: String,
     #[schema(format = DateTime)]
     pub created_at: String,
+    /// The id of the API key that uploaded it.
+    #[schema(value_type = Option<String>)]
+    pub created_by: Option<crate::model::ids::KeyId>,
 }
 
 impl From<ScriptRecord> for ScriptView {
     fn from(s: ScriptRecord) -> Self {
-        Self { id: s.id, name: s.name, sha256: s.sha256, size: s.size, wit_version: s.wit_version, created_at: time(s.created_at) }
+        Self {
+            id: s.id,
+            name: s.name,
+            version: s.version,
+            sha256: s.sha256,
+            size: s.size,
+            wit_version: s.wit_version,
+            created_at: time(s.created_at),
+            created_by: s.created_by,
+        }
     }
 }
 
@@ -214,6 +350,69 @@ fn spec_view(spec: &ExportConfig) -> serde_json::Map<String, Value> {
     match spec.view() {
         Value::Object(fields) => fields,
         _ => serde_json::Map::new(),
+    }
+}
+
+/// How a configuration is doing (`GET /v1/configurations/{id}/stats`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConfigStatsView {
+    pub last_hour: DeliveryCountsView,
+    pub last_day: DeliveryCountsView,
+    /// When its oldest delivery still pending was made; null: none pending.
+    #[schema(format = DateTime)]
+    pub oldest_pending_at: Option<String>,
+    pub receiver: ReceiverView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryCountsView {
+    /// Deliveries made in the window (at most 100,000 are counted).
+    pub total: i64,
+    /// By status: `pending`, `filtered`, `script_error`, `succeeded`, `failed`.
+    #[schema(value_type = Object)]
+    pub by_status: serde_json::Map<String, Value>,
+    /// Succeeded among those succeeded or failed; null when none settled.
+    pub success_rate: Option<f64>,
+    /// More deliveries were made than were counted.
+    pub capped: bool,
+}
+
+/// Whether the receiver answers, as the attempts say.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReceiverView {
+    /// `up`, `failing` (attempts failing in a row) or `down` (held back:
+    /// one probe at a time until it answers again).
+    pub state: &'static str,
+    /// Failed attempts in a row.
+    pub failures: i64,
+    #[schema(format = DateTime)]
+    pub failing_since: Option<String>,
+}
+
+impl ConfigStatsView {
+    pub fn new(stats: crate::service::ConfigStats) -> Self {
+        let counts = |c: crate::service::DeliveryCounts| {
+            let get = |status: &str| c.by_status.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+            let (succeeded, failed) = (get("succeeded"), get("failed"));
+            DeliveryCountsView {
+                total: c.by_status.iter().map(|(_, n)| n).sum::<i64>().min(crate::service::STATS_BOUND),
+                success_rate: (succeeded + failed > 0).then(|| succeeded as f64 / (succeeded + failed) as f64),
+                by_status: c.by_status.into_iter().map(|(s, n)| (s, n.into())).collect(),
+                capped: c.capped,
+            }
+        };
+        let streak = stats.streak.unwrap_or_default();
+        let state = match streak.failures {
+            0 => "up",
+            n if n >= crate::pipeline::deliver::BREAKER_AFTER => "down",
+            _ => "failing",
+        };
+        Self {
+            last_hour: counts(stats.last_hour),
+            last_day: counts(stats.last_day),
+            oldest_pending_at: stats.oldest_pending_at.map(time),
+            receiver: ReceiverView { state, failures: streak.failures, failing_since: (streak.failures > 0).then(|| time(streak.since)) },
+        }
     }
 }
 
@@ -401,6 +600,9 @@ pub struct DeliveryView {
     pub error_kind: Option<String>,
     #[schema(value_type = Vec<Object>)]
     pub script_logs: Value,
+    /// Fuel its script used deciding it (absent: no script ran).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fuel_used: Option<i64>,
     /// Waiting for its paused script to decide.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub undecided: bool,
@@ -434,6 +636,7 @@ impl DeliveryView {
             reason: d.reason,
             error_kind: d.error_kind,
             script_logs: d.script_logs,
+            fuel_used: d.fuel_used,
             undecided: d.undecided,
             attempts: d.attempts,
             next_attempt_at: d.next_attempt_at.map(time),
@@ -446,8 +649,7 @@ impl DeliveryView {
 
     /// With what its script decided to send.
     pub fn detailed(d: DeliveryRecord) -> Self {
-        let parse = |json: &Option<String>| json.as_deref().map(|j| serde_json::from_str(j).unwrap_or(Value::Null));
-        let (body, headers) = (parse(&d.body), parse(&d.headers));
+        let (body, headers) = (d.body.as_deref().map(json_or_text), d.headers.as_deref().map(json_or_text));
         Self { body, headers, ..Self::new(d) }
     }
 }
@@ -598,6 +800,197 @@ impl From<Recovered> for RecoverView {
             }),
             truncated: r.truncated,
             max_deliveries: r.max_deliveries,
+        }
+    }
+}
+
+/// A decision: deliver (with the body and headers the script decided),
+/// skip (with its reason), or a script error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerdictView {
+    /// `deliver`, `skip` or `error`.
+    #[schema(value_type = String, example = "skip")]
+    pub action: crate::pipeline::explain::Action,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub body: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub headers: Option<Value>,
+    #[schema(value_type = Vec<Object>)]
+    pub logs: Value,
+    /// Absent when not recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fuel_used: Option<i64>,
+}
+
+impl From<crate::pipeline::explain::Verdict> for VerdictView {
+    fn from(v: crate::pipeline::explain::Verdict) -> Self {
+        Self {
+            action: v.action,
+            reason: v.reason,
+            error_kind: v.error_kind,
+            body: v.body.as_deref().map(json_or_text),
+            headers: v.headers.as_deref().map(json_or_text),
+            logs: v.logs,
+            fuel_used: v.fuel_used,
+        }
+    }
+}
+
+/// A delivery's recorded decision and the same decision made again.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExplainView {
+    #[schema(value_type = String)]
+    pub delivery_id: crate::model::ids::DeliveryId,
+    pub event_id: String,
+    #[schema(value_type = String)]
+    pub configuration_id: crate::model::ids::ConfigId,
+    pub configuration_version: i64,
+    /// The script version that decided; absent when the configuration had none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub script: Option<ScriptView>,
+    /// The parameters it ran with.
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
+    pub params: crate::sandbox::Params,
+    pub recorded: VerdictView,
+    pub again: VerdictView,
+    /// `again` decided exactly what was recorded.
+    pub identical: bool,
+    /// The fields that differ: `action`, `reason`, `error_kind`, `body`, `headers`, `logs`, `fuel_used`.
+    pub differences: Vec<&'static str>,
+}
+
+impl From<crate::pipeline::explain::Explained> for ExplainView {
+    fn from(e: crate::pipeline::explain::Explained) -> Self {
+        let differences = e.recorded.differences(&e.again);
+        Self {
+            delivery_id: e.delivery.id,
+            event_id: e.delivery.event_id,
+            configuration_id: e.delivery.configuration_id,
+            configuration_version: e.delivery.configuration_version,
+            script: e.script.map(ScriptView::from),
+            params: e.params,
+            recorded: e.recorded.into(),
+            again: e.again.into(),
+            identical: differences.is_empty(),
+            differences,
+        }
+    }
+}
+
+/// Stored JSON text as a value; text that does not parse (it always
+/// should) as a string, not lost.
+fn json_or_text(raw: &str) -> Value {
+    serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()))
+}
+
+/// From which configuration version on a configuration ran which script.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConfigScriptView {
+    /// The configuration version this took effect at.
+    pub configuration_version: i64,
+    /// The script version (id); absent: no script from then on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub script_id: Option<crate::model::ids::ScriptId>,
+    /// The script's sha256 (kept after the script is deleted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub script_sha256: Option<String>,
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
+    pub params: Value,
+    #[schema(format = DateTime)]
+    pub changed_at: String,
+    /// The API key that made the change (absent: recorded at upgrade).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub changed_by: Option<crate::model::ids::KeyId>,
+}
+
+impl From<crate::store::ConfigScriptRecord> for ConfigScriptView {
+    fn from(r: crate::store::ConfigScriptRecord) -> Self {
+        Self {
+            configuration_version: r.version,
+            script_id: r.script_id,
+            script_sha256: r.script_sha256,
+            params: json_or_text(&r.params),
+            changed_at: time(r.changed_at),
+            changed_by: r.changed_by,
+        }
+    }
+}
+
+/// A preview's line about one event.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PreviewEventView {
+    event_id: String,
+    /// `unchanged`, `changed_request`, `newly_delivered`, `newly_skipped`, `new_error`, `not_stored`.
+    change: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    current: Option<VerdictView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    candidate: Option<VerdictView>,
+    /// Where the two request bodies differ (at most 20), as JSON Pointers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    body_changes: Vec<crate::pipeline::preview::JsonChange>,
+    /// The headers each script adds, when they differ.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    headers: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'static str>,
+}
+
+/// One line of a preview: an event's two decisions, the summary, or why
+/// the preview stopped.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum PreviewLineView {
+    Event(Box<PreviewEventView>),
+    Summary {
+        #[schema(value_type = Object)]
+        summary: crate::pipeline::preview::Summary,
+    },
+    Error {
+        error: ErrorBody,
+    },
+}
+
+impl From<crate::pipeline::preview::Item> for PreviewLineView {
+    fn from(item: crate::pipeline::preview::Item) -> Self {
+        use crate::pipeline::preview::Item;
+        match item {
+            Item::Event(c) => {
+                let headers = c.headers_changed.then(|| {
+                    let list = |h: &Option<String>| h.as_deref().map(json_or_text).unwrap_or(Value::Array(Vec::new()));
+                    serde_json::json!({"current": list(&c.current.headers), "candidate": list(&c.candidate.headers)})
+                });
+                Self::Event(Box::new(PreviewEventView {
+                    event_id: c.event_id,
+                    change: c.change.as_str(),
+                    current: Some(c.current.into()),
+                    candidate: Some(c.candidate.into()),
+                    body_changes: c.body_changes,
+                    headers,
+                    message: None,
+                }))
+            }
+            Item::NotStored(event_id) => Self::Event(Box::new(PreviewEventView {
+                event_id,
+                change: "not_stored",
+                current: None,
+                candidate: None,
+                body_changes: Vec::new(),
+                headers: None,
+                message: Some("no such event stored: never received, or purged by retention"),
+            })),
+            Item::Summary(summary) => Self::Summary { summary },
+            Item::Failed(message) => Self::Error { error: ErrorBody { code: "preview_failed", message, field: None } },
         }
     }
 }

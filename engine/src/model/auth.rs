@@ -24,14 +24,25 @@ pub enum Scope {
     ScriptsWrite,
     #[serde(rename = "logs:read")]
     LogsRead,
+    /// The node's metrics (`/metrics`), all tenants' counts together:
+    /// honoured on the operator's keys only.
+    #[serde(rename = "metrics:read")]
+    MetricsRead,
     /// Everything within the key's tenant, plus tenants and keys.
     #[serde(rename = "admin")]
     Admin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 6] =
-        [Scope::EventsWrite, Scope::ConfigurationsRead, Scope::ConfigurationsWrite, Scope::ScriptsWrite, Scope::LogsRead, Scope::Admin];
+    pub const ALL: [Scope; 7] = [
+        Scope::EventsWrite,
+        Scope::ConfigurationsRead,
+        Scope::ConfigurationsWrite,
+        Scope::ScriptsWrite,
+        Scope::LogsRead,
+        Scope::MetricsRead,
+        Scope::Admin,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -40,6 +51,7 @@ impl Scope {
             Scope::ConfigurationsWrite => "configurations:write",
             Scope::ScriptsWrite => "scripts:write",
             Scope::LogsRead => "logs:read",
+            Scope::MetricsRead => "metrics:read",
             Scope::Admin => "admin",
         }
     }
@@ -107,6 +119,32 @@ impl KeySecret {
 impl fmt::Debug for KeySecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("KeySecret(***)")
+    }
+}
+
+/// A portal link's single-use token: `pt_` and 43 characters, in the link's
+/// URL. Stored only as its [`KeyHash`].
+pub struct PortalToken(String);
+
+pub const PORTAL_TOKEN_PREFIX: &str = "pt_";
+
+impl PortalToken {
+    pub fn generate() -> Self {
+        Self(format!("{PORTAL_TOKEN_PREFIX}{}", random_token(SECRET_BYTES)))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn hash(&self) -> KeyHash {
+        KeyHash::of(&self.0)
+    }
+}
+
+impl fmt::Debug for PortalToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PortalToken(***)")
     }
 }
 

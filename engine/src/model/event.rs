@@ -77,6 +77,9 @@ impl fmt::Display for EventId {
 #[serde(transparent)]
 pub struct EventType(String);
 
+/// Event types starting with this are sluice's own notices.
+pub const RESERVED_TYPE_PREFIX: &str = "sluice.";
+
 impl EventType {
     /// Letters, digits, `.`, `_` and `-`; no empty dot-separated segment.
     pub fn parse(raw: &str) -> Result<Self, EventError> {
@@ -89,6 +92,12 @@ impl EventType {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// One of sluice's own notices' types (`sluice.…`): services cannot
+    /// post them, and they do not count in a tenant's usage.
+    pub fn is_reserved(&self) -> bool {
+        self.0.starts_with(RESERVED_TYPE_PREFIX)
     }
 }
 

@@ -37,6 +37,19 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// A script's parameters, as a configuration (or a preview's candidate,
+/// named `field`) may give them.
+pub fn check_script_params(params: &BTreeMap<String, String>, field: &str) -> Result<(), ConfigError> {
+    if params.len() > MAX_CUSTOM || params.iter().any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 4096) {
+        return Err(err(
+            "invalid_script_params",
+            field,
+            format!("at most {MAX_CUSTOM} parameters, names 1 to 128 bytes, values up to 4096 bytes"),
+        ));
+    }
+    Ok(())
+}
+
 fn err(code: &'static str, field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError { code, field: field.into(), reason: reason.into() }
 }
@@ -70,9 +83,12 @@ impl TypePattern {
         EventType::parse(raw).map(Self::Exact).map_err(|e| bad(&e.reason))
     }
 
+    /// Whether the pattern takes `event_type`. `*` takes every posted
+    /// type but none of sluice's own notices (`sluice.…`): those go only
+    /// where a pattern names them, as `sluice.*`.
     pub fn matches(&self, event_type: &EventType) -> bool {
         match self {
-            Self::All => true,
+            Self::All => !event_type.is_reserved(),
             Self::Exact(t) => t == event_type,
             Self::Prefix(p) => event_type.as_str().starts_with(p.as_str()),
         }
@@ -597,14 +613,8 @@ impl ConfigInput {
                 OuFilter { include: parse(ou.include, "include")?, exclude: parse(ou.exclude, "exclude")? }
             }
         };
-        if let Some(script) = &self.script
-            && (script.params.len() > MAX_CUSTOM || script.params.iter().any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 4096))
-        {
-            return Err(err(
-                "invalid_script_params",
-                "script.params",
-                format!("at most {MAX_CUSTOM} parameters, names 1 to 128 bytes, values up to 4096 bytes"),
-            ));
+        if let Some(script) = &self.script {
+            check_script_params(&script.params, "script.params")?;
         }
         let authorization = validate_authorization(self.authorization, previous.map(|p| &p.authorization))?;
         let tls = self.tls.unwrap_or_default();
@@ -913,6 +923,9 @@ mod tests {
         assert!(!prefix.matches(&t("order")) && !prefix.matches(&t("orders.paid")));
         assert!(TypePattern::parse("order.paid").unwrap().matches(&t("order.paid")));
         assert!(TypePattern::parse("*").unwrap().matches(&t("x")));
+        // sluice's own notices go only where a pattern names them.
+        assert!(!TypePattern::parse("*").unwrap().matches(&t("sluice.delivery.failed")));
+        assert!(TypePattern::parse("sluice.*").unwrap().matches(&t("sluice.delivery.failed")));
         for bad in ["", "order.*.paid", "*order", "order*", "order..*", "ord er"] {
             assert_eq!(TypePattern::parse(bad).unwrap_err().code, "invalid_event_type_pattern", "{bad}");
         }

@@ -95,6 +95,18 @@ id_type!(
     /// One HTTP attempt of a delivery.
     AttemptId, "att_", "attempt"
 );
+id_type!(
+    /// A single-use link that opens a console session for one tenant.
+    PortalLinkId, "pl_", "portal link"
+);
+id_type!(
+    /// A hosted catcher: a test endpoint on the engine itself.
+    CatcherId, "cat_", "catcher"
+);
+id_type!(
+    /// One request a hosted catcher received.
+    CaughtId, "rcv_", "caught request"
+);
 
 #[cfg(test)]
 mod tests {

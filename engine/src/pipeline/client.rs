@@ -116,21 +116,30 @@ pub async fn send_once(spec: &ExportConfig, client: &Result<reqwest::Client, Str
         Err(e) => (None, None, None, Some(describe(&e)), None),
     };
     let duration_ms = clock.elapsed().as_millis() as i64;
-    let succeeded = match (status, spec.response_mode) {
+    let (succeeded, error) = judge(spec.response_mode, status, response_body.as_deref(), error);
+    Sent { request, started_at, duration_ms, status, response_headers, response_body, retry_after, succeeded, error }
+}
+
+/// Whether an answer acknowledges the request under `mode`, and if not why.
+pub fn judge(
+    mode: ResponseMode,
+    status: Option<reqwest::StatusCode>,
+    body: Option<&[u8]>,
+    error: Option<String>,
+) -> (bool, Option<String>) {
+    let succeeded = match (status, mode) {
         (Some(s), ResponseMode::Loose) => s.is_success(),
-        (Some(s), ResponseMode::Normal) => {
-            s == reqwest::StatusCode::OK && response_body.as_deref().map(<[u8]>::trim_ascii) == Some(b"[ACK]".as_slice())
-        }
+        (Some(s), ResponseMode::Normal) => s == reqwest::StatusCode::OK && body.map(<[u8]>::trim_ascii) == Some(b"[ACK]".as_slice()),
         (None, _) => false,
     };
     let error = error.or_else(|| {
-        (!succeeded).then(|| match (status, spec.response_mode) {
+        (!succeeded).then(|| match (status, mode) {
             (Some(s), ResponseMode::Normal) if s.is_success() => format!("answered {s} without the body [ACK]"),
             (Some(s), _) => format!("answered {s}"),
             (None, _) => "no answer".into(),
         })
     });
-    Sent { request, started_at, duration_ms, status, response_headers, response_body, retry_after, succeeded, error }
+    (succeeded, error)
 }
 
 /// How long the receiver asks to wait (`Retry-After`: seconds, or an HTTP date).

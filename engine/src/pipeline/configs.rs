@@ -34,6 +34,9 @@ pub struct ActiveConfig {
     /// settings; `Err` says why none could be built (each attempt then
     /// fails with that reason, and no other configuration notices).
     pub client: Result<reqwest::Client, String>,
+    /// The token of the engine's own hosted catcher its endpoint names:
+    /// delivered in-process instead of by `client`.
+    pub catcher: Option<String>,
 }
 
 /// Active configurations by tenant, loaded on first use and dropped whenever
@@ -49,6 +52,17 @@ pub struct ConfigCache {
     /// Pauses by tenant and script: a script's cost is its tenant's alone,
     /// even where two tenants uploaded the same bytes.
     penalties: Mutex<HashMap<(TenantId, ScriptId), Arc<Penalty>>>,
+}
+
+impl ActiveConfig {
+    /// Sends one attempt of `job`: over HTTP, or in-process to the engine's
+    /// own hosted catcher.
+    pub async fn send(&self, store: &Store, job: &crate::pipeline::job::DeliveryJob) -> client::Sent {
+        match &self.catcher {
+            Some(token) => crate::pipeline::catcher::send(store, &self.spec, token, job).await,
+            None => client::send_once(&self.spec, &self.client, job).await,
+        }
+    }
 }
 
 impl ConfigCache {
@@ -155,6 +169,7 @@ impl ConfigCache {
         if let Some((true, expires_at)) = spec.authorization.certificate_expiring(time::OffsetDateTime::now_utc()) {
             tracing::warn!(configuration = %record.id, %expires_at, "the client certificate expires within 30 days (or has expired): upload a new one");
         }
+        let catcher = self.destinations.own_catcher(&spec.endpoint);
         let active = Arc::new(ActiveConfig {
             id: record.id.clone(),
             tenant: record.tenant_id,
@@ -165,6 +180,7 @@ impl ConfigCache {
             params,
             penalty,
             client,
+            catcher,
         });
         lock(&self.by_id).insert(record.id, active.clone());
         Ok(active)

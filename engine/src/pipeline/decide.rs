@@ -6,14 +6,15 @@
 //! It runs scripts; it must never write to the store or send anything.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use crate::model::event::Event;
 use crate::model::timestamp;
 use crate::pipeline::configs::ActiveConfig;
 use crate::pipeline::job::LEASE_MS;
-use crate::sandbox::{Decision, OutcomeResult, Sandbox, ScriptError};
+use crate::sandbox::{Decision, Outcome, OutcomeResult, Sandbox, ScriptError};
 use crate::store::{DeliveryStatus, NewDelivery};
+use crate::telemetry::{self, RoutingOutcome, traces};
 
 /// An event's decisions: a delivery row per configuration that took it.
 pub type Decided = Vec<(Arc<ActiveConfig>, NewDelivery)>;
@@ -57,37 +58,60 @@ pub fn decide(sandbox: &Sandbox, config: &ActiveConfig, event: &Event, now: i64,
                 d.undecided = true;
                 d.next_attempt_at = Some(now + wait.as_millis() as i64);
                 d.lease_until = None;
+                telemetry::routing_decision(RoutingOutcome::Deferred);
                 return d;
             }
-            let started = Instant::now();
+            let (started, began) = (Instant::now(), SystemTime::now());
             let outcome = sandbox.run(script, &config.params, event);
+            let took = started.elapsed();
+            let decision = match &outcome.result {
+                OutcomeResult::Decision(Decision::Deliver { .. }) => "deliver",
+                OutcomeResult::Decision(Decision::Skip { .. }) => "skip",
+                OutcomeResult::Error(e) => e.kind(),
+            };
+            let (tenant, configuration) = (config.tenant.as_str(), config.id.as_str());
+            traces::script(tenant, event.id.as_str(), configuration, decision, outcome.fuel_used, (began, began + took));
             let exhausted = matches!(outcome.result, OutcomeResult::Error(ScriptError::OutOfFuel { .. } | ScriptError::Timeout { .. }));
-            config.penalty.record(started.elapsed(), exhausted, sandbox.exhaustion_penalty());
-            if !outcome.logs.is_empty() {
-                d.script_logs = serde_json::to_string(&outcome.logs).ok();
-            }
-            match outcome.result {
-                OutcomeResult::Decision(Decision::Skip { reason }) => {
-                    d.status = DeliveryStatus::Filtered;
-                    d.reason = Some(reason);
-                }
-                OutcomeResult::Decision(Decision::Deliver { body, headers }) => {
-                    d.body = body.map(|b| b.get().to_owned());
-                    if !headers.is_empty() {
-                        d.headers = serde_json::to_string(&headers).ok();
-                    }
-                }
-                OutcomeResult::Error(e) => {
-                    d.status = DeliveryStatus::ScriptError;
-                    d.error_kind = Some(e.kind().to_owned());
-                    d.reason = Some(e.to_string());
-                }
-            }
+            config.penalty.record(took, exhausted, sandbox.exhaustion_penalty());
+            telemetry::script_run(took, outcome.fuel_used);
+            record_outcome(&mut d, outcome);
         }
     }
     if d.status != DeliveryStatus::Pending {
         d.next_attempt_at = None;
         d.lease_until = None;
     }
+    telemetry::routing_decision(match d.status {
+        DeliveryStatus::Filtered => RoutingOutcome::Filtered,
+        DeliveryStatus::ScriptError => RoutingOutcome::ScriptError,
+        _ => RoutingOutcome::Deliver,
+    });
     d
+}
+
+/// What a script's run records on its delivery: the decision (a skip's
+/// reason, a delivery's body and headers) or the error, the log lines, the
+/// fuel.
+pub fn record_outcome(d: &mut NewDelivery, outcome: Outcome) {
+    d.fuel_used = Some(outcome.fuel_used as i64);
+    if !outcome.logs.is_empty() {
+        d.script_logs = serde_json::to_string(&outcome.logs).ok();
+    }
+    match outcome.result {
+        OutcomeResult::Decision(Decision::Skip { reason }) => {
+            d.status = DeliveryStatus::Filtered;
+            d.reason = Some(reason);
+        }
+        OutcomeResult::Decision(Decision::Deliver { body, headers }) => {
+            d.body = body.map(|b| b.get().to_owned());
+            if !headers.is_empty() {
+                d.headers = serde_json::to_string(&headers).ok();
+            }
+        }
+        OutcomeResult::Error(e) => {
+            d.status = DeliveryStatus::ScriptError;
+            d.error_kind = Some(e.kind().to_owned());
+            d.reason = Some(e.to_string());
+        }
+    }
 }

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,15 +16,17 @@ use tokio::sync::Semaphore;
 
 use crate::model::ids::{AttemptId, ConfigId, TenantId};
 use crate::model::timestamp;
-use crate::pipeline::client::{self, Sent};
+use crate::pipeline::client::Sent;
 use crate::pipeline::configs::{ActiveConfig, ConfigCache};
 use crate::pipeline::decide::{Pause, decide};
 use crate::pipeline::fair::{Bounds, FairQueue, Refused};
 use crate::pipeline::job::{DeliveryJob, Handoff, LEASE_MS};
 use crate::pipeline::lock;
+use crate::pipeline::notice::{FailedDelivery, Notices};
 use crate::pipeline::request;
 use crate::sandbox::Sandbox;
 use crate::store::{self, AttemptOutcome, DeliveryStatus, FailureStreak, NewAttempt, Store, StoreError};
+use crate::telemetry::{self, traces};
 
 /// Sends deliveries. They wait in one queue per configuration within one
 /// per tenant, served in turn: at most `concurrency` requests in flight in
@@ -38,6 +41,9 @@ pub struct Deliverer {
     configs: Arc<ConfigCache>,
     /// Requests in flight, all endpoints.
     permits: Arc<Semaphore>,
+    /// Requests sent and not yet answered (the permits count also the
+    /// sender waiting for its next turn).
+    in_flight: AtomicUsize,
     /// Attempts answered and being recorded. A request's slot is given
     /// back once it is answered, not once it is recorded: the store's
     /// latency must not cap a receiver's rate at `max_in_flight` over it.
@@ -45,6 +51,35 @@ pub struct Deliverer {
     queue: FairQueue<TenantId, ConfigId, DeliveryJob>,
     /// Open circuit breakers, per configuration.
     breakers: Mutex<HashMap<ConfigId, Breaker>>,
+    notices: Notices,
+}
+
+/// One request counted in flight until dropped (answered, or the attempt
+/// abandoned).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn count(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Self(n)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What a node's senders hold at one moment.
+#[derive(Debug, Clone, Copy)]
+pub struct SenderLoad {
+    /// Requests to receivers in flight.
+    pub in_flight: usize,
+    /// Deliveries queued in memory for a sender.
+    pub queued: usize,
+    /// Configurations whose breaker holds their deliveries.
+    pub breakers_open: usize,
 }
 
 /// Deliveries waiting in memory per request in flight (all endpoints).
@@ -108,7 +143,7 @@ impl Breaker {
 }
 
 /// Failed attempts in a row after which the breaker opens.
-const BREAKER_AFTER: i64 = 20;
+pub const BREAKER_AFTER: i64 = 20;
 const FIRST_PAUSE_MS: i64 = 1_000;
 const MAX_PAUSE_MS: i64 = 30_000;
 const PROBE_LOST_MS: i64 = 60_000;
@@ -126,7 +161,7 @@ enum Admission {
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 impl Deliverer {
-    pub fn new(store: Store, sandbox: Arc<Sandbox>, configs: Arc<ConfigCache>, concurrency: usize) -> Arc<Self> {
+    pub fn new(store: Store, sandbox: Arc<Sandbox>, configs: Arc<ConfigCache>, concurrency: usize, notices: Notices) -> Arc<Self> {
         let concurrency = concurrency.max(1);
         let queued = concurrency * QUEUED_PER_SLOT;
         Arc::new(Self {
@@ -134,6 +169,7 @@ impl Deliverer {
             sandbox,
             configs,
             permits: Arc::new(Semaphore::new(concurrency)),
+            in_flight: AtomicUsize::new(0),
             recording: Arc::new(Semaphore::new(concurrency)),
             queue: FairQueue::new(Bounds {
                 per_key: queued / CONFIG_SHARE,
@@ -142,7 +178,17 @@ impl Deliverer {
                 group_workers: concurrency / TENANT_SHARE,
             }),
             breakers: Mutex::default(),
+            notices,
         })
+    }
+
+    /// What this node's senders hold now.
+    pub fn load(&self) -> SenderLoad {
+        SenderLoad {
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            queued: self.queue.len(),
+            breakers_open: lock(&self.breakers).len(),
+        }
     }
 
     /// Starts sending what is queued, and the retry poller (every `poll`).
@@ -190,10 +236,13 @@ impl Deliverer {
             tokio::spawn(async move {
                 // One job per turn (`next(1)`).
                 if let Some(job) = jobs.into_iter().next() {
-                    let (delivery, attempt) = (job.delivery.clone(), job.attempt);
+                    let (delivery, attempt, event) = (job.delivery.clone(), job.attempt, job.event.clone());
+                    let tenant = job.tenant.clone();
                     let deliverer = turn.deliverer.clone();
                     if let Err(e) = deliverer.attempt(job, turn).await {
-                        tracing::error!(%delivery, attempt, error = %e, "recording an attempt failed; the lease will expire and it is retried");
+                        let trace_id = traces::trace_id(tenant.as_str(), event.id.as_str());
+                        tracing::error!(%delivery, event = %event.id, trace_id, attempt, error = %e,
+                            "recording an attempt failed; the lease will expire and it is retried");
                     }
                 }
             });
@@ -247,12 +296,10 @@ impl Deliverer {
     async fn attempt(&self, mut job: DeliveryJob, turn: Turn) -> Result<(), StoreError> {
         let config = match self.configs.get(&job.tenant, &job.config).await {
             Ok(c) => c,
-            Err(StoreError::NotFound) => {
-                return self.store.record_attempt(unsent(&job, "the configuration was deleted")).await.map(drop);
-            }
+            Err(StoreError::NotFound) => return self.record_unsent(&job, "the configuration was deleted").await,
             Err(StoreError::Corrupt(why)) => {
                 tracing::error!(configuration = %job.config, why, "a delivery's configuration is unreadable");
-                return self.store.record_attempt(unsent(&job, "the configuration is unreadable")).await.map(drop);
+                return self.record_unsent(&job, "the configuration is unreadable").await;
             }
             Err(e) => return Err(e),
         };
@@ -283,7 +330,10 @@ impl Deliverer {
             }
             tokio::time::sleep(wait).await;
         }
-        let sent = client::send_once(&config.spec, &config.client, &job).await;
+        let sent = {
+            let _sending = InFlight::count(&self.in_flight);
+            config.send(&self.store, &job).await
+        };
         // Answered: the receiver's slot is free while the attempt is
         // recorded, if there is room to record it.
         let recording = self.recording.clone().acquire_owned().await.map_err(|_| StoreError::Closed)?;
@@ -299,6 +349,19 @@ impl Deliverer {
         } else {
             (AttemptOutcome::Failed, None)
         };
+        telemetry::attempt(outcome.as_str(), status.map(|s| s.as_u16()), Some(Duration::from_millis(duration_ms.max(0) as u64)));
+        traces::attempt(&traces::Attempt {
+            tenant: job.tenant.as_str(),
+            event_id: job.event.id.as_str(),
+            delivery_id: job.delivery.as_str(),
+            configuration: job.config.as_str(),
+            number: job.attempt,
+            status: status.map(|s| s.as_u16()),
+            outcome: outcome.as_str(),
+            started_at,
+            duration_ms,
+        });
+        let failure = error.clone();
         let request_headers = request::logged_headers(&request);
         let attempt = NewAttempt {
             id: AttemptId::generate(),
@@ -322,11 +385,30 @@ impl Deliverer {
         let streak = self.record(attempt).await;
         drop(recording);
         let streak = streak?;
+        if outcome == AttemptOutcome::Failed {
+            let failed = FailedDelivery {
+                delivery: &job.delivery,
+                event_id: job.event.id.as_str(),
+                event_type: job.event.event_type.as_str(),
+                config: &job.config,
+                attempts: job.attempt,
+                status: status.map(|s| s.as_u16()),
+                error: failure.as_deref(),
+            };
+            self.notices.delivery_failed(&job.tenant, &failed);
+        }
         let disable = if gone { Some("the endpoint answered 410 Gone".to_owned()) } else { self.count_outcome(&config, streak, probe) };
         if let Some(reason) = disable {
             self.disable(&config, &reason).await?;
         }
         Ok(())
+    }
+
+    /// Records the attempt of a delivery whose configuration is gone: no
+    /// request is made, the delivery fails saying why.
+    async fn record_unsent(&self, job: &DeliveryJob, why: &str) -> Result<(), StoreError> {
+        telemetry::attempt(AttemptOutcome::Failed.as_str(), None, None);
+        self.store.record_attempt(unsent(job, why)).await.map(drop)
     }
 
     /// Records an attempt. One whose log cannot be stored (text the
@@ -429,6 +511,7 @@ impl Deliverer {
         if streak.failures >= BREAKER_AFTER {
             let breaker = breakers.entry(config.id.clone()).or_insert_with(|| {
                 tracing::warn!(configuration = %config.id, failures = streak.failures, "endpoint failing: holding its deliveries, probing it alone");
+                self.notices.receiver_down(&config.tenant, &config.id, streak.failures, streak.since);
                 Breaker { paused_until: 0, pause_ms: FIRST_PAUSE_MS, probe_sent: None }
             });
             if probe {
@@ -455,6 +538,7 @@ impl Deliverer {
         }
         self.configs.invalidate(&config.tenant, Some(&config.id));
         tracing::warn!(configuration = %config.id, reason, "configuration disabled");
+        self.notices.configuration_disabled(&config.tenant, &config.id, &config.spec.name, reason, timestamp::now_ms());
         Ok(())
     }
 }

@@ -302,12 +302,27 @@ fn list(refused: &[Forbidden]) -> String {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DestinationPolicy {
     allowed: Vec<IpRange>,
+    /// How this engine is reached (`host:port`): endpoints that are its own
+    /// hosted catchers there are delivered in-process, never connected to.
+    own_origins: Vec<String>,
 }
 
 impl DestinationPolicy {
     /// A policy allowing the reserved addresses within `allowed`.
     pub fn new(allowed: Vec<IpRange>) -> Self {
-        Self { allowed }
+        Self { allowed, own_origins: Vec::new() }
+    }
+
+    /// Knows the engine's own origins, for its hosted catchers.
+    pub fn with_own_origins(self, own_origins: Vec<String>) -> Self {
+        Self { own_origins, ..self }
+    }
+
+    /// The catcher token of an endpoint that is one of this engine's
+    /// hosted catchers ([`crate::pipeline::catcher`]).
+    pub fn own_catcher(&self, endpoint: &str) -> Option<String> {
+        let url = reqwest::Url::parse(endpoint).ok()?;
+        crate::pipeline::catcher::own_token(&self.own_origins, &url)
     }
 
     pub fn allowed(&self) -> &[IpRange] {
@@ -347,6 +362,10 @@ impl DestinationPolicy {
     /// endpoint's own validation refuses it).
     pub fn validate_endpoint(&self, endpoint: &str) -> Result<(), ConfigError> {
         let Ok(url) = reqwest::Url::parse(endpoint) else { return Ok(()) };
+        if crate::pipeline::catcher::own_token(&self.own_origins, &url).is_some() {
+            // Delivered in-process: no connection is made to check.
+            return Ok(());
+        }
         self.check_url(&url).map_err(|forbidden| ConfigError {
             code: "destination_forbidden",
             field: "endpoint".into(),

@@ -235,6 +235,11 @@ impl<G: Eq + Hash + Clone, K: Eq + Hash + Clone, T> FairQueue<G, K, T> {
         s.groups.get(group).and_then(|g| g.keys.get(key)).map_or(0, |k| k.items.len())
     }
 
+    /// Items waiting, all groups together.
+    pub fn len(&self) -> usize {
+        self.lock().len
+    }
+
     /// Room left, all groups together.
     pub fn room(&self) -> usize {
         self.bounds.total.saturating_sub(self.lock().len)

@@ -415,6 +415,7 @@ fn reuse(of: &DeliveryRecord, now: i64) -> AddedDelivery {
             undecided: false,
             next_attempt_at: Some(now),
             lease_until: None,
+            fuel_used: of.fuel_used,
         },
         replay_of: Some(of.id.clone()),
     }

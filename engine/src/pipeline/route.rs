@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::model::event::Event;
 use crate::model::ids::TenantId;
@@ -19,6 +19,7 @@ use crate::pipeline::job::{DeliveryJob, Handoff};
 use crate::pipeline::lock;
 use crate::sandbox::Sandbox;
 use crate::store::{DeliveryStatus, Routed, Store, StoreError};
+use crate::telemetry::traces;
 
 /// An accepted event waiting to be routed.
 pub struct RouteJob {
@@ -97,6 +98,17 @@ impl Router {
         }
     }
 
+    /// Events waiting in memory for a routing worker.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether events wait for routing (or are being routed): previews
+    /// hold back meanwhile.
+    pub fn busy(&self) -> bool {
+        !lock(&self.queued).is_empty()
+    }
+
     async fn work(self: Arc<Self>) {
         while let Some((tenant, (), jobs)) = self.queue.next(BATCH).await {
             let seqs: Vec<i64> = jobs.iter().map(|j| j.seq).collect();
@@ -125,7 +137,9 @@ impl Router {
         let routed = tokio::task::spawn_blocking(move || {
             jobs.into_iter()
                 .map(|job| {
+                    let started = SystemTime::now();
                     let decided = decide_all(&sandbox, &configs, &job.event);
+                    traces::route(job.tenant.as_str(), job.event.id.as_str(), decided.len(), (started, SystemTime::now()));
                     (job, decided)
                 })
                 .collect::<Vec<_>>()
@@ -190,7 +204,8 @@ impl Router {
             Ok(recorded) => return recorded.first().copied().unwrap_or(false),
             Err(StoreError::Closed) => return false,
             Err(e) => {
-                tracing::warn!(event = %job.event.id, error = %e, "recording an event's routing failed; recording it without the script's output")
+                tracing::warn!(event = %job.event.id, trace_id = traces::trace_id(job.tenant.as_str(), job.event.id.as_str()), error = %e,
+                    "recording an event's routing failed; recording it without the script's output")
             }
         }
         let mut row = routed_row(job, decided);
@@ -212,7 +227,8 @@ impl Router {
             // the retry poller sends them; nothing is handed on from here.
             Ok(_) => false,
             Err(e) => {
-                tracing::error!(event = %job.event.id, error = %e, "recording an event's routing failed; it waits for the recovery scan");
+                tracing::error!(event = %job.event.id, trace_id = traces::trace_id(job.tenant.as_str(), job.event.id.as_str()), error = %e,
+                    "recording an event's routing failed; it waits for the recovery scan");
                 false
             }
         }

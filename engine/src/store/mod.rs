@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use crate::model::auth::{KeyHash, Scope};
 use crate::model::event::Event;
-use crate::model::ids::{AttemptId, ConfigId, DeliveryId, KeyId, ScriptId, TenantId};
+use crate::model::ids::{AttemptId, CatcherId, CaughtId, ConfigId, DeliveryId, KeyId, PortalLinkId, ScriptId, TenantId};
 use crate::model::secrets::{Keyring, OpenError};
 use reads::Reads;
 
@@ -131,6 +131,8 @@ pub struct KeyRecord {
     pub scopes: Vec<Scope>,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    /// When it stops working by itself (console sessions); `None`: never.
+    pub expires_at: Option<i64>,
 }
 
 /// A key to store: its hash, never its secret.
@@ -141,16 +143,91 @@ pub struct NewKey {
     pub prefix: String,
     pub hash: KeyHash,
     pub scopes: Vec<Scope>,
+    pub expires_at: Option<i64>,
+}
+
+impl NewKey {
+    /// The record of this key, stored at `now`.
+    fn into_record(self, now: i64) -> KeyRecord {
+        KeyRecord {
+            id: self.id,
+            tenant_id: self.tenant_id,
+            name: self.name,
+            prefix: self.prefix,
+            scopes: self.scopes,
+            created_at: now,
+            revoked_at: None,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
+/// A portal link to store: its token's hash, never the token.
+#[derive(Debug, Clone)]
+pub struct NewPortalLink {
+    pub id: PortalLinkId,
+    pub tenant_id: TenantId,
+    pub hash: KeyHash,
+    pub scopes: Vec<Scope>,
+    /// How long the session it opens lasts, in ms.
+    pub session_ms: i64,
+    pub expires_at: i64,
+    pub created_by: Option<KeyId>,
+}
+
+/// A hosted catcher: where it answers and how.
+#[derive(Debug, Clone)]
+pub struct CatcherRecord {
+    pub id: CatcherId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    /// The status and body it answers every request with.
+    pub answer_status: i64,
+    pub answer_body: String,
+    pub created_at: i64,
+}
+
+/// One request a catcher received, as received (the body's bytes kept).
+#[derive(Debug, Clone)]
+pub struct Caught {
+    pub id: CaughtId,
+    pub received_at: i64,
+    pub method: String,
+    pub uri: String,
+    /// A JSON object of the headers.
+    pub headers: String,
+    /// Its first [`CAUGHT_BODY_KEPT`] bytes.
+    pub body: Vec<u8>,
+    /// The whole body's length.
+    pub body_size: i64,
+}
+
+/// Requests a catcher keeps; older ones are dropped as new ones come.
+pub const CAUGHT_KEPT: i64 = 100;
+
+/// Body bytes a catcher keeps of each request (the rest is counted, not kept).
+pub const CAUGHT_BODY_KEPT: usize = 64 << 10;
+
+/// The session key a redeemed portal link makes: its tenant, scopes and
+/// expiry come from the link's row.
+pub struct SessionKey {
+    pub id: KeyId,
+    pub prefix: String,
+    pub hash: KeyHash,
 }
 
 #[derive(Debug, Clone)]
 pub struct ScriptRecord {
     pub id: ScriptId,
     pub name: String,
+    /// 1 for the first script uploaded under `name`, then 2, 3, …
+    pub version: i64,
     pub sha256: String,
     pub size: i64,
     pub wit_version: String,
     pub created_at: i64,
+    /// The API key that uploaded it.
+    pub created_by: Option<KeyId>,
 }
 
 #[derive(Debug, Clone)]
@@ -168,11 +245,17 @@ pub struct ConfigRecord {
     pub updated_at: i64,
 }
 
-/// What a configuration row holds besides its id and tenant.
+/// What a configuration row holds besides its id and tenant, and who
+/// writes it.
+#[derive(Debug, Clone)]
 pub struct ConfigWrite {
     pub name: String,
     pub script_id: Option<ScriptId>,
+    /// The script's parameters, a JSON object (`{}` without a script):
+    /// recorded in the configuration's script history, in the clear.
+    pub script_params: String,
     pub spec: String,
+    pub changed_by: Option<KeyId>,
 }
 
 impl ConfigWrite {
@@ -180,9 +263,24 @@ impl ConfigWrite {
     fn encoded(&self) -> Option<Self> {
         match text::encode(&self.name) {
             Cow::Borrowed(_) => None,
-            Cow::Owned(name) => Some(Self { name, script_id: self.script_id.clone(), spec: self.spec.clone() }),
+            Cow::Owned(name) => Some(Self { name, ..self.clone() }),
         }
     }
+}
+
+/// From which configuration version on a configuration runs which script
+/// version with which parameters: one row per change.
+#[derive(Debug, Clone)]
+pub struct ConfigScriptRecord {
+    pub config_id: ConfigId,
+    pub version: i64,
+    pub script_id: Option<ScriptId>,
+    /// The script's hash when it was recorded (kept after it is deleted).
+    pub script_sha256: Option<String>,
+    /// JSON object.
+    pub params: String,
+    pub changed_at: i64,
+    pub changed_by: Option<KeyId>,
 }
 
 #[derive(Debug, Clone)]
@@ -286,6 +384,8 @@ pub struct NewDelivery {
     pub next_attempt_at: Option<i64>,
     /// Set when the router hands the delivery straight to a sender.
     pub lease_until: Option<i64>,
+    /// Fuel its script used deciding it; `None`: no script ran.
+    pub fuel_used: Option<i64>,
 }
 
 impl NewDelivery {
@@ -300,6 +400,7 @@ impl NewDelivery {
             reason: None,
             error_kind: None,
             script_logs: None,
+            fuel_used: None,
             body: None,
             headers: None,
             undecided: false,
@@ -328,6 +429,8 @@ pub struct DeliveryRecord {
     pub reason: Option<String>,
     pub error_kind: Option<String>,
     pub script_logs: serde_json::Value,
+    /// Fuel its script used deciding it; `None`: no script ran.
+    pub fuel_used: Option<i64>,
     pub body: Option<String>,
     pub headers: Option<String>,
     /// Waiting for its paused script to decide (see [`NewDelivery::undecided`]).
@@ -521,6 +624,41 @@ pub enum Change {
     Lost,
 }
 
+/// How a configuration's deliveries made since some time stand, counted
+/// up to a bound so that a busy configuration costs a bounded read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryCounts {
+    /// Per status (`pending`, `succeeded`, …), of the newest deliveries.
+    pub by_status: Vec<(String, i64)>,
+    /// More deliveries were made than were counted (see [`STATS_BOUND`]).
+    pub capped: bool,
+}
+
+/// The most deliveries a window's counts read.
+pub const STATS_BOUND: i64 = 100_000;
+
+/// The whole store's backlog and configurations, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Deliveries not yet settled.
+    pub pending: i64,
+    /// When the oldest of them was made, Unix ms.
+    pub oldest_pending_at: Option<i64>,
+    pub configurations_enabled: i64,
+    pub configurations_disabled: i64,
+}
+
+/// What the console's overview shows of one configuration.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigStats {
+    pub last_hour: DeliveryCounts,
+    pub last_day: DeliveryCounts,
+    /// When the oldest delivery still pending was made, Unix ms.
+    pub oldest_pending_at: Option<i64>,
+    /// Its failed attempts in a row, when it is failing.
+    pub streak: Option<FailureStreak>,
+}
+
 /// A configuration's failed attempts in a row, across nodes, after an
 /// attempt was recorded: `failures` is 0 after a success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -586,6 +724,9 @@ pub struct Resealed {
 
 /// What a configuration's sealed spec is bound to: a spec copied into
 /// another row (another tenant's) does not open there.
+/// What a console session's seal is bound to: nothing else opens with it.
+const SESSION_CONTEXT: &[u8] = b"console-session";
+
 fn config_context(tenant: &TenantId, id: &ConfigId) -> Vec<u8> {
     format!("configuration/{}/{}", tenant.as_str(), id.as_str()).into_bytes()
 }
@@ -611,11 +752,7 @@ impl Store {
 
     /// A configuration's spec as stored: sealed, bound to its row.
     fn sealed(&self, tenant: &TenantId, id: &ConfigId, write: &ConfigWrite) -> ConfigWrite {
-        ConfigWrite {
-            name: write.name.clone(),
-            script_id: write.script_id.clone(),
-            spec: self.keys.seal(write.spec.as_bytes(), &config_context(tenant, id)),
-        }
+        ConfigWrite { spec: self.keys.seal(write.spec.as_bytes(), &config_context(tenant, id)), ..write.clone() }
     }
 
     /// A configuration row with its spec opened. A spec written before
@@ -669,6 +806,13 @@ impl Store {
         record.name = name.to_owned();
         Ok(record)
     }
+    /// Renames a tenant and sets its monthly quota.
+    pub async fn update_tenant(&self, id: &TenantId, name: &str, monthly_quota: Option<i64>) -> Result<TenantRecord> {
+        let stored = text::encode(name);
+        let mut record = dispatch!(self.update_tenant(id, &stored, monthly_quota))?;
+        record.name = name.to_owned();
+        Ok(record)
+    }
     pub async fn get_tenant(&self, id: &TenantId) -> Result<TenantRecord> {
         read!(self.get_tenant(id))
     }
@@ -688,15 +832,66 @@ impl Store {
     pub async fn revoke_key(&self, tenant: &TenantId, id: &KeyId) -> Result<KeyRecord> {
         dispatch!(self.revoke_key(tenant, id))
     }
-    /// The live key with this hash.
+    /// The live key with this hash: not revoked, not expired.
     pub async fn find_key(&self, hash: &KeyHash) -> Result<Option<KeyRecord>> {
-        read!(self.find_key(hash))
+        read!(self.find_key(hash, now_ms()))
+    }
+    pub async fn create_portal_link(&self, link: NewPortalLink) -> Result<()> {
+        dispatch!(self.create_portal_link(&link))
+    }
+    /// Spends the unused, unexpired link with this token hash and makes its
+    /// session key, in one transaction; [`StoreError::NotFound`] for an
+    /// unknown, used or expired link.
+    pub async fn redeem_portal_link(&self, hash: &KeyHash, session: SessionKey) -> Result<KeyRecord> {
+        dispatch!(self.redeem_portal_link(hash, session, now_ms()))
+    }
+
+    pub async fn create_catcher(&self, catcher: CatcherRecord, hash: KeyHash) -> Result<CatcherRecord> {
+        let name = catcher.name.clone();
+        let stored = CatcherRecord { name: text::encode(&name).into_owned(), ..catcher };
+        let mut record = dispatch!(self.create_catcher(stored, hash))?;
+        record.name = name;
+        Ok(record)
+    }
+    pub async fn list_catchers(&self, tenant: &TenantId) -> Result<Vec<CatcherRecord>> {
+        read!(self.list_catchers(tenant))
+    }
+    pub async fn get_catcher(&self, tenant: &TenantId, id: &CatcherId) -> Result<CatcherRecord> {
+        read!(self.get_catcher(tenant, id))
+    }
+    pub async fn delete_catcher(&self, tenant: &TenantId, id: &CatcherId) -> Result<()> {
+        dispatch!(self.delete_catcher(tenant, id))
+    }
+    /// Records a request to the catcher whose token has this hash, keeping
+    /// its newest [`CAUGHT_KEPT`]; its answer, or `None` for no catcher.
+    pub async fn catch(&self, hash: &KeyHash, mut caught: Caught) -> Result<Option<CatcherRecord>> {
+        caught.body_size = caught.body.len() as i64;
+        caught.body.truncate(CAUGHT_BODY_KEPT);
+        text::encode_owned(&mut caught.method);
+        text::encode_owned(&mut caught.uri);
+        text::encode_owned(&mut caught.headers);
+        dispatch!(self.catch(hash, caught))
+    }
+    /// A catcher's requests, newest first.
+    pub async fn caught(&self, tenant: &TenantId, id: &CatcherId) -> Result<Vec<Caught>> {
+        read!(self.caught(tenant, id))
+    }
+
+    /// Seals a console session's cookie under the engine's current key, so
+    /// that any node opens it and nobody can read or forge it.
+    pub fn seal_session(&self, plain: &[u8]) -> String {
+        self.keys.seal(plain, SESSION_CONTEXT)
+    }
+    pub fn open_session(&self, sealed: &str) -> Option<Vec<u8>> {
+        self.keys.open(sealed, SESSION_CONTEXT).ok()
     }
 
     // Scripts.
 
-    /// Stores an uploaded script with the code this node compiled for it.
-    pub async fn insert_script(&self, tenant: &TenantId, script: &ScriptRecord, bytes: &[u8], compiled: Option<&[u8]>) -> Result<()> {
+    /// Stores an uploaded script with the code this node compiled for it,
+    /// as the next version of its name (`script.version` is not read), and
+    /// answers the version it got.
+    pub async fn insert_script(&self, tenant: &TenantId, script: &ScriptRecord, bytes: &[u8], compiled: Option<&[u8]>) -> Result<i64> {
         let encoded;
         let script = match text::encode(&script.name) {
             Cow::Borrowed(_) => script,
@@ -729,8 +924,11 @@ impl Store {
         });
         Ok(code)
     }
-    pub async fn list_scripts(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ScriptRecord>> {
-        read!(self.list_scripts(tenant, page))
+    /// Newest first; `name`: only that name's versions.
+    pub async fn list_scripts(&self, tenant: &TenantId, name: Option<&str>, page: &PageRequest) -> Result<Page<ScriptRecord>> {
+        let name = name.map(text::encode);
+        let name = name.as_deref();
+        read!(self.list_scripts(tenant, name, page))
     }
     /// Whether a stored script of any tenant has these bytes.
     pub async fn script_hash_used(&self, sha256: &str) -> Result<bool> {
@@ -751,6 +949,25 @@ impl Store {
     }
     pub async fn get_config(&self, tenant: &TenantId, id: &ConfigId) -> Result<ConfigRecord> {
         self.opened(read!(self.get_config(tenant, id))?)
+    }
+    /// The configuration's recent deliveries and backlog (the caller checked
+    /// that it belongs to the tenant).
+    pub async fn config_stats(&self, id: &ConfigId) -> Result<ConfigStats> {
+        read!(self.config_stats(id, now_ms()))
+    }
+    /// Events the tenant stored this calendar month (UTC), and the month.
+    pub async fn monthly_usage(&self, tenant: &TenantId) -> Result<(i64, String)> {
+        let now = now_ms();
+        Ok((read!(self.monthly_usage(tenant, now))?, rows::month_of(now)))
+    }
+    /// All tenants' backlog and configurations, read at a metrics scrape.
+    pub async fn backlog(&self) -> Result<Backlog> {
+        read!(self.backlog())
+    }
+    /// Every tenant's configurations by id after `after`, opened.
+    pub async fn all_configs_after(&self, after: &str, limit: i64) -> Result<Vec<ConfigRecord>> {
+        let page: Vec<ConfigRecord> = read!(self.configs_after(after, limit))?;
+        page.into_iter().map(|r| self.opened(r)).collect()
     }
     pub async fn list_configs(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ConfigRecord>> {
         let page: Page<ConfigRecord> = read!(self.list_configs(tenant, page))?;
@@ -812,6 +1029,38 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// The events a configuration selected, newest first, each with the
+    /// cursor to continue after it.
+    pub async fn events_selected_by(
+        &self,
+        tenant: &TenantId,
+        config: &ConfigId,
+        before: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(String, EventRecord)>> {
+        read!(self.events_selected_by(tenant, config, before, limit))
+    }
+    /// A configuration's script changes, newest first.
+    pub async fn config_scripts(&self, tenant: &TenantId, id: &ConfigId) -> Result<Vec<ConfigScriptRecord>> {
+        read!(self.config_scripts(tenant, id))
+    }
+    /// The script a configuration ran at its version `version`; `None`
+    /// when nothing was recorded then.
+    pub async fn config_script_at(&self, tenant: &TenantId, id: &ConfigId, version: i64) -> Result<Option<ConfigScriptRecord>> {
+        read!(self.config_script_at(tenant, id, version))
+    }
+    /// Configurations stored before their script history was kept, in id
+    /// order after `after`; each that cannot be opened as `Err`.
+    pub async fn configs_without_script_history(&self, after: &str, limit: i64) -> Result<Vec<(ConfigId, Result<ConfigRecord>)>> {
+        let records: Vec<ConfigRecord> = read!(self.configs_without_script_history(after, limit))?;
+        Ok(records.into_iter().map(|r| (r.id.clone(), self.opened(r))).collect())
+    }
+    /// Records what a configuration runs from version `version` on, unless
+    /// its newest record says the same already.
+    pub async fn record_config_script(&self, tenant: &TenantId, id: &ConfigId, version: i64, write: &ConfigWrite) -> Result<()> {
+        dispatch!(self.record_config_script(tenant, id, version, write))
     }
 
     pub async fn enabled_configs(&self, tenant: &TenantId) -> Result<Vec<ConfigRecord>> {

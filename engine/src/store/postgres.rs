@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 use super::rows::*;
 use super::*;
+use crate::telemetry;
 
 /// Connections per node. The database does the work; more connections
 /// than its cores mostly queue inside it.
@@ -169,9 +170,10 @@ impl PostgresStore {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        insert_key(&mut tx, &admin.id, &admin.tenant_id, &admin.name, &admin.prefix, &admin.hash.0, &admin.scopes, now).await?;
+        let tenant = admin.tenant_id.clone();
+        insert_key(&mut tx, admin, now).await?;
         tx.commit().await?;
-        Ok(Some(admin.tenant_id))
+        Ok(Some(tenant))
     }
 
     pub async fn create_tenant(&self, name: &str, monthly_quota: Option<i64>) -> Result<TenantRecord> {
@@ -187,6 +189,18 @@ impl PostgresStore {
         Ok(record)
     }
 
+    pub async fn update_tenant(&self, id: &TenantId, name: &str, monthly_quota: Option<i64>) -> Result<TenantRecord> {
+        let row =
+            sqlx::query("UPDATE tenants SET name = $1, monthly_quota = $2 WHERE id = $3 RETURNING id, name, monthly_quota, created_at")
+                .bind(name)
+                .bind(monthly_quota)
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(conflict_on("tenant name"))?;
+        tenant_row(&not_found_if_none(row)?)
+    }
+
     pub async fn create_key(&self, key: NewKey) -> Result<KeyRecord> {
         let mut tx = self.begin().await?;
         let now = now_ms();
@@ -197,17 +211,120 @@ impl PostgresStore {
         if !tenant_exists {
             return Err(StoreError::NotFound);
         }
-        insert_key(&mut tx, &key.id, &key.tenant_id, &key.name, &key.prefix, &key.hash.0, &key.scopes, now).await?;
+        let record = insert_key(&mut tx, key, now).await?;
         tx.commit().await?;
-        Ok(KeyRecord {
-            id: key.id,
-            tenant_id: key.tenant_id,
-            name: key.name,
-            prefix: key.prefix,
-            scopes: key.scopes,
-            created_at: now,
-            revoked_at: None,
-        })
+        Ok(record)
+    }
+
+    pub async fn create_catcher(&self, catcher: CatcherRecord, hash: KeyHash) -> Result<CatcherRecord> {
+        let inserted = sqlx::query(
+            "INSERT INTO catchers (id, tenant_id, name, hash, answer_status, answer_body, created_at)
+             SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $2)",
+        )
+        .bind(catcher.id.as_str())
+        .bind(catcher.tenant_id.as_str())
+        .bind(&catcher.name)
+        .bind(&hash.0)
+        .bind(catcher.answer_status)
+        .bind(&catcher.answer_body)
+        .bind(catcher.created_at)
+        .execute(&self.pool)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(catcher)
+    }
+
+    pub async fn delete_catcher(&self, tenant: &TenantId, id: &CatcherId) -> Result<()> {
+        let deleted = sqlx::query("DELETE FROM catchers WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    pub async fn catch(&self, hash: &KeyHash, caught: Caught) -> Result<Option<CatcherRecord>> {
+        let mut tx = self.begin().await?;
+        let Some(row) = sqlx::query("SELECT * FROM catchers WHERE hash = $1").bind(&hash.0).fetch_optional(&mut *tx).await? else {
+            return Ok(None);
+        };
+        let catcher = catcher_row(&row)?;
+        sqlx::query(
+            "INSERT INTO caught_requests (id, catcher_id, received_at, method, uri, headers, body, body_size) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(caught.id.as_str())
+        .bind(catcher.id.as_str())
+        .bind(caught.received_at)
+        .bind(&caught.method)
+        .bind(&caught.uri)
+        .bind(&caught.headers)
+        .bind(text::encode_bytes(&caught.body).as_ref())
+        .bind(caught.body_size)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM caught_requests WHERE catcher_id = $1 AND id < (SELECT id FROM caught_requests WHERE catcher_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
+        )
+        .bind(catcher.id.as_str())
+        .bind(CAUGHT_KEPT - 1)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(catcher))
+    }
+
+    pub async fn create_portal_link(&self, link: &NewPortalLink) -> Result<()> {
+        let scopes: Vec<&str> = link.scopes.iter().map(|s| s.as_str()).collect();
+        let inserted = sqlx::query(
+            "INSERT INTO portal_links (id, tenant_id, hash, scopes, session_ms, expires_at, created_by, created_at)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $2)",
+        )
+        .bind(link.id.as_str())
+        .bind(link.tenant_id.as_str())
+        .bind(&link.hash.0)
+        .bind(scopes.join(" "))
+        .bind(link.session_ms)
+        .bind(link.expires_at)
+        .bind(link.created_by.as_ref().map(KeyId::as_str))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    pub async fn redeem_portal_link(&self, hash: &KeyHash, session: SessionKey, now: i64) -> Result<KeyRecord> {
+        let mut tx = self.begin().await?;
+        // The row lock of the UPDATE makes a second redemption wait, then
+        // find it used.
+        let link = sqlx::query(
+            "UPDATE portal_links SET used_at = $1, session_key = $2
+             WHERE hash = $3 AND used_at IS NULL AND expires_at > $1
+             RETURNING id, tenant_id, scopes, session_ms",
+        )
+        .bind(now)
+        .bind(session.id.as_str())
+        .bind(&hash.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let link = not_found_if_none(link)?;
+        let key = session_key(
+            session,
+            &link.try_get::<String, _>("id")?,
+            &link.try_get::<String, _>("tenant_id")?,
+            &link.try_get::<String, _>("scopes")?,
+            now + link.try_get::<i64, _>("session_ms")?,
+        )?;
+        let record = insert_key(&mut tx, key, now).await?;
+        tx.commit().await?;
+        Ok(record)
     }
 
     pub async fn revoke_key(&self, tenant: &TenantId, id: &KeyId) -> Result<KeyRecord> {
@@ -222,23 +339,34 @@ impl PostgresStore {
 
     // Scripts.
 
-    pub async fn insert_script(&self, tenant: &TenantId, script: &ScriptRecord, bytes: &[u8], compiled: Option<&[u8]>) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO scripts (id, tenant_id, name, sha256, size, wit_version, bytes, compiled, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(script.id.as_str())
-        .bind(tenant.as_str())
-        .bind(&script.name)
-        .bind(&script.sha256)
-        .bind(script.size)
-        .bind(&script.wit_version)
-        .bind(bytes)
-        .bind(compiled)
-        .bind(script.created_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+    pub async fn insert_script(&self, tenant: &TenantId, script: &ScriptRecord, bytes: &[u8], compiled: Option<&[u8]>) -> Result<i64> {
+        // Two uploads of one name at once may pick the same number; the
+        // unique index refuses the second, which takes the next one.
+        for _ in 0..8 {
+            let inserted = sqlx::query_scalar(
+                "INSERT INTO scripts (id, tenant_id, name, sha256, size, wit_version, bytes, compiled, created_at, created_by, version)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+                         (SELECT COALESCE(MAX(version), 0) + 1 FROM scripts WHERE tenant_id = $2 AND name = $3))
+                 RETURNING version",
+            )
+            .bind(script.id.as_str())
+            .bind(tenant.as_str())
+            .bind(&script.name)
+            .bind(&script.sha256)
+            .bind(script.size)
+            .bind(&script.wit_version)
+            .bind(bytes)
+            .bind(compiled)
+            .bind(script.created_at)
+            .bind(script.created_by.as_ref().map(|k| k.as_str()))
+            .fetch_one(&self.pool)
+            .await;
+            match inserted {
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => continue,
+                other => return Ok(other?),
+            }
+        }
+        Err(StoreError::Conflict("script version"))
     }
 
     pub async fn delete_script(&self, tenant: &TenantId, id: &ScriptId) -> Result<()> {
@@ -287,8 +415,16 @@ impl PostgresStore {
         .await
         .map_err(conflict_on("configuration name"))?;
         let record = config_row(&row)?;
+        insert_config_script(&mut tx, tenant, id, record.version, write).await?;
         tx.commit().await?;
         Ok(record)
+    }
+
+    pub async fn record_config_script(&self, tenant: &TenantId, id: &ConfigId, version: i64, write: &ConfigWrite) -> Result<()> {
+        let mut tx = self.begin().await?;
+        insert_config_script(&mut tx, tenant, id, version, write).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Replaces a spec by the same settings sealed anew, if it is still
@@ -323,6 +459,7 @@ impl PostgresStore {
         .map_err(conflict_on("configuration name"))?;
         let Some(row) = row else { return Err(stale_or_missing(&mut tx, tenant, id).await) };
         let record = config_row(&row)?;
+        insert_config_script(&mut tx, tenant, id, record.version, write).await?;
         tx.commit().await?;
         Ok(record)
     }
@@ -454,14 +591,14 @@ impl PostgresStore {
              added AS (
                 INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
                                         script_logs, body, headers, next_attempt_at, lease_until, lease_owner,
-                                        created_at, updated_at, undecided)
+                                        created_at, updated_at, undecided, fuel_used)
                 SELECT d.id, d.tenant_id, d.event_seq, d.config_id, d.config_version, d.status, d.reason, d.error_kind,
                        d.script_logs, d.body, d.headers, d.next_attempt_at, d.lease_until,
-                       CASE WHEN d.lease_until IS NULL THEN NULL ELSE $14 END, $15, $15, d.undecided
+                       CASE WHEN d.lease_until IS NULL THEN NULL ELSE $14 END, $15, $15, d.undecided, d.fuel_used
                 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[],
-                            $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[], $18::boolean[])
+                            $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[], $18::boolean[], $19::bigint[])
                      AS d(id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
-                          script_logs, body, headers, next_attempt_at, lease_until, undecided)
+                          script_logs, body, headers, next_attempt_at, lease_until, undecided, fuel_used)
                 WHERE d.event_seq IN (SELECT seq FROM marked))
              SELECT seq FROM marked",
         )
@@ -484,6 +621,7 @@ impl PostgresStore {
         .bind(&seqs)
         .bind(&tenants)
         .bind(&rows.undecided)
+        .bind(&rows.fuel_used)
         .fetch_all(&self.pool)
         .await?;
         let marked: std::collections::HashSet<i64> = marked.into_iter().collect();
@@ -542,7 +680,7 @@ impl PostgresStore {
     pub async fn record_decision(&self, tenant: &TenantId, d: NewDelivery) -> Result<bool> {
         let updated = sqlx::query(
             "UPDATE deliveries SET status = $1, reason = $2, error_kind = $3, script_logs = $4, body = $5, headers = $6,
-                                   config_version = $7, undecided = false, updated_at = $8,
+                                   config_version = $7, undecided = false, updated_at = $8, fuel_used = $11,
                                    next_attempt_at = CASE WHEN $1 = 'pending' THEN next_attempt_at END,
                                    lease_until = CASE WHEN $1 = 'pending' THEN lease_until END,
                                    lease_owner = CASE WHEN $1 = 'pending' THEN lease_owner END
@@ -558,6 +696,7 @@ impl PostgresStore {
         .bind(now_ms())
         .bind(tenant.as_str())
         .bind(d.id.as_str())
+        .bind(d.fuel_used)
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -648,9 +787,9 @@ impl PostgresStore {
             let inserted = sqlx::query(
                 "INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
                                          script_logs, body, headers, next_attempt_at, lease_until, lease_owner, replay_of,
-                                         created_at, updated_at, undecided)
+                                         created_at, updated_at, undecided, fuel_used)
                  SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, CASE WHEN $13::bigint IS NULL THEN NULL ELSE $16 END,
-                        $14, $15, $15, $17
+                        $14, $15, $15, $17, $18
                  WHERE EXISTS (SELECT 1 FROM events WHERE seq = $3 AND tenant_id = $2)
                    AND NOT EXISTS (SELECT 1 FROM unrouted WHERE seq = $3)
                    AND (SELECT id FROM deliveries WHERE event_seq = $3 AND config_id = $4 ORDER BY id DESC LIMIT 1)
@@ -673,6 +812,7 @@ impl PostgresStore {
             .bind(now)
             .bind(self.node.as_str())
             .bind(d.undecided)
+            .bind(d.fuel_used)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -740,29 +880,23 @@ async fn lock_events(tx: &mut Transaction<'static, Postgres>, seqs: &[i64]) -> R
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn insert_key(
-    tx: &mut Transaction<'static, Postgres>,
-    id: &KeyId,
-    tenant: &TenantId,
-    name: &str,
-    prefix: &str,
-    hash: &str,
-    scopes: &[crate::model::auth::Scope],
-    now: i64,
-) -> Result<()> {
-    let scopes: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
-    sqlx::query("INSERT INTO api_keys (id, tenant_id, name, prefix, hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-        .bind(id.as_str())
-        .bind(tenant.as_str())
-        .bind(name)
-        .bind(prefix)
-        .bind(hash)
-        .bind(scopes.join(" "))
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+/// Inserts a key, its tenant known to exist.
+async fn insert_key(tx: &mut Transaction<'static, Postgres>, key: NewKey, now: i64) -> Result<KeyRecord> {
+    let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO api_keys (id, tenant_id, name, prefix, hash, scopes, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(key.id.as_str())
+    .bind(key.tenant_id.as_str())
+    .bind(&key.name)
+    .bind(&key.prefix)
+    .bind(&key.hash.0)
+    .bind(scopes.join(" "))
+    .bind(now)
+    .bind(key.expires_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(key.into_record(now))
 }
 
 /// New delivery rows as columns, for `unnest`.
@@ -782,6 +916,7 @@ struct DeliveryRows {
     undecided: Vec<bool>,
     next_attempt_at: Vec<Option<i64>>,
     lease_until: Vec<Option<i64>>,
+    fuel_used: Vec<Option<i64>>,
 }
 
 impl DeliveryRows {
@@ -800,7 +935,37 @@ impl DeliveryRows {
         self.undecided.push(d.undecided);
         self.next_attempt_at.push(d.next_attempt_at);
         self.lease_until.push(d.lease_until);
+        self.fuel_used.push(d.fuel_used);
     }
+}
+
+/// Records the script a configuration runs from `version` on, unless its
+/// newest record says the same.
+async fn insert_config_script(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    tenant: &TenantId,
+    id: &ConfigId,
+    version: i64,
+    write: &ConfigWrite,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO configuration_scripts (config_id, version, tenant_id, script_id, script_sha256, params, changed_at, changed_by)
+         SELECT $1, $2, $3, $4, (SELECT sha256 FROM scripts WHERE id = $4 AND tenant_id = $3), $5, $6, $7
+         WHERE NOT EXISTS (SELECT 1 FROM (SELECT script_id, params FROM configuration_scripts
+                                          WHERE config_id = $1 ORDER BY version DESC LIMIT 1) newest
+                           WHERE newest.script_id IS NOT DISTINCT FROM $4 AND newest.params = $5)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(id.as_str())
+    .bind(version)
+    .bind(tenant.as_str())
+    .bind(write.script_id.as_ref().map(|s| s.as_str()))
+    .bind(&write.script_params)
+    .bind(now_ms())
+    .bind(write.changed_by.as_ref().map(|k| k.as_str()))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// A script a configuration names must be the tenant's own.
@@ -891,10 +1056,13 @@ async fn write_attempts(pool: PgPool, mut queue: mpsc::Receiver<AttemptJob>) {
     let mut jobs = Vec::with_capacity(MAX_ATTEMPT_GROUP);
     while queue.recv_many(&mut jobs, MAX_ATTEMPT_GROUP).await > 0 {
         let group = std::mem::take(&mut jobs);
+        let began = std::time::Instant::now();
+        let size = group.len();
         if group.len() > 1 {
             let attempts: Vec<&NewAttempt> = group.iter().map(|(a, _)| a).collect();
             match record_group(&pool, &attempts).await {
                 Ok(streaks) => {
+                    telemetry::store_group("attempts", size, began.elapsed());
                     for ((_, reply), streak) in group.into_iter().zip(streaks) {
                         let _ = reply.send(Ok(streak));
                     }
@@ -908,6 +1076,7 @@ async fn write_attempts(pool: PgPool, mut queue: mpsc::Receiver<AttemptJob>) {
         for (attempt, reply) in group {
             let _ = reply.send(record_one(&pool, attempt).await);
         }
+        telemetry::store_group("attempts", size, began.elapsed());
     }
 }
 
@@ -1060,7 +1229,9 @@ async fn write_ingests(pool: PgPool, mut queue: mpsc::Receiver<IngestJob>) {
     while queue.recv_many(&mut jobs, MAX_INGEST_GROUP).await > 0 {
         let group = std::mem::take(&mut jobs);
         let requests: Vec<(&TenantId, &[Event])> = group.iter().map(|(t, e, _)| (t, e.as_slice())).collect();
+        let began = std::time::Instant::now();
         let result = insert_events(&pool, &requests, now_ms(), false).await;
+        telemetry::store_group("ingest", requests.len(), began.elapsed());
         match result {
             Ok(stored) => {
                 let answers = ingested(&requests, stored);
@@ -1135,6 +1306,7 @@ pub(super) async fn insert_events<'c>(
          used AS (
             INSERT INTO usage (tenant_id, month, shard, events)
             SELECT tenant_id, $10, CASE WHEN $11 THEN 0 ELSE min(seq) % $12 END, count(*) FROM ins
+            WHERE type NOT LIKE 'sluice.%' -- sluice's own notices are not the tenant's usage
             GROUP BY tenant_id ORDER BY tenant_id
             ON CONFLICT (tenant_id, month, shard) DO UPDATE SET events = usage.events + excluded.events),
          types AS (

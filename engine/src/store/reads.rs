@@ -70,9 +70,10 @@ where
         Ok(Page::from_items(items, page, |k| k.id.to_string()))
     }
 
-    pub async fn find_key(&self, hash: &KeyHash) -> Result<Option<KeyRecord>> {
-        let row = sqlx::query("SELECT * FROM api_keys WHERE hash = $1 AND revoked_at IS NULL")
+    pub async fn find_key(&self, hash: &KeyHash, now: i64) -> Result<Option<KeyRecord>> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)")
             .bind(hash.0.as_str())
+            .bind(now)
             .fetch_optional(self.0)
             .await?;
         row.as_ref().map(key_row).transpose()
@@ -81,7 +82,7 @@ where
     // Scripts.
 
     pub async fn get_script(&self, tenant: &TenantId, id: &ScriptId) -> Result<ScriptRecord> {
-        let row = sqlx::query("SELECT id, name, sha256, size, wit_version, created_at FROM scripts WHERE tenant_id = $1 AND id = $2")
+        let row = sqlx::query(&format!("SELECT {SCRIPT_COLUMNS} FROM scripts WHERE tenant_id = $1 AND id = $2"))
             .bind(tenant.as_str())
             .bind(id.as_str())
             .fetch_optional(self.0)
@@ -99,14 +100,16 @@ where
         Ok(ScriptCode { sha256: row.text("sha256")?, bytes: row.bytes("bytes")?, compiled: row.opt_bytes("compiled")? })
     }
 
-    pub async fn list_scripts(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ScriptRecord>> {
-        let rows = sqlx::query(
-            "SELECT id, name, sha256, size, wit_version, created_at FROM scripts
-             WHERE tenant_id = $1 AND (CAST($2 AS TEXT) IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
-        )
+    pub async fn list_scripts(&self, tenant: &TenantId, name: Option<&str>, page: &PageRequest) -> Result<Page<ScriptRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SCRIPT_COLUMNS} FROM scripts
+             WHERE tenant_id = $1 AND (CAST($2 AS TEXT) IS NULL OR id < $2) AND (CAST($4 AS TEXT) IS NULL OR name = $4)
+             ORDER BY id DESC LIMIT $3"
+        ))
         .bind(tenant.as_str())
         .bind(page.cursor.as_deref())
         .bind(page.limit())
+        .bind(name)
         .fetch_all(self.0)
         .await?;
         let items = rows.iter().map(script_row).collect::<Result<Vec<_>>>()?;
@@ -118,6 +121,162 @@ where
     }
 
     // Configurations.
+
+    /// The events a configuration selected when they were routed (its
+    /// first delivery of each, replays aside), newest first, each with the
+    /// delivery id to continue after.
+    pub async fn events_selected_by(
+        &self,
+        tenant: &TenantId,
+        config: &ConfigId,
+        before: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(String, EventRecord)>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS}, d.id AS cursor_delivery FROM deliveries d JOIN events e ON e.seq = d.event_seq
+             WHERE d.config_id = $2 AND d.tenant_id = $1 AND d.replay_of IS NULL AND (CAST($3 AS TEXT) IS NULL OR d.id < $3)
+             ORDER BY d.id DESC LIMIT $4"
+        ))
+        .bind(tenant.as_str())
+        .bind(config.as_str())
+        .bind(before)
+        .bind(limit)
+        .fetch_all(self.0)
+        .await?;
+        rows.iter().map(|row| Ok((row.text("cursor_delivery")?, event_row(row)?))).collect()
+    }
+
+    pub async fn config_scripts(&self, tenant: &TenantId, id: &ConfigId) -> Result<Vec<ConfigScriptRecord>> {
+        let rows = sqlx::query(
+            "SELECT config_id, version, script_id, script_sha256, params, changed_at, changed_by FROM configuration_scripts
+             WHERE tenant_id = $1 AND config_id = $2 ORDER BY version DESC",
+        )
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .fetch_all(self.0)
+        .await?;
+        rows.iter().map(config_script_row).collect()
+    }
+
+    pub async fn config_script_at(&self, tenant: &TenantId, id: &ConfigId, version: i64) -> Result<Option<ConfigScriptRecord>> {
+        let row = sqlx::query(
+            "SELECT config_id, version, script_id, script_sha256, params, changed_at, changed_by FROM configuration_scripts
+             WHERE tenant_id = $1 AND config_id = $2 AND version <= $3 ORDER BY version DESC LIMIT 1",
+        )
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .bind(version)
+        .fetch_optional(self.0)
+        .await?;
+        row.as_ref().map(config_script_row).transpose()
+    }
+
+    pub async fn configs_without_script_history(&self, after: &str, limit: i64) -> Result<Vec<ConfigRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM configurations c
+             WHERE id > $1 AND NOT EXISTS (SELECT 1 FROM configuration_scripts h WHERE h.config_id = c.id) ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(self.0)
+        .await?;
+        rows.iter().map(config_row).collect()
+    }
+
+    pub async fn list_catchers(&self, tenant: &TenantId) -> Result<Vec<CatcherRecord>> {
+        let rows = sqlx::query("SELECT * FROM catchers WHERE tenant_id = $1 ORDER BY id DESC LIMIT 200")
+            .bind(tenant.as_str())
+            .fetch_all(self.0)
+            .await?;
+        rows.iter().map(catcher_row).collect()
+    }
+
+    pub async fn get_catcher(&self, tenant: &TenantId, id: &CatcherId) -> Result<CatcherRecord> {
+        let row = sqlx::query("SELECT * FROM catchers WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_optional(self.0)
+            .await?;
+        catcher_row(&not_found_if_none(row)?)
+    }
+
+    pub async fn caught(&self, tenant: &TenantId, id: &CatcherId) -> Result<Vec<Caught>> {
+        self.get_catcher(tenant, id).await?;
+        let rows = sqlx::query("SELECT * FROM caught_requests WHERE catcher_id = $1 ORDER BY id DESC LIMIT $2")
+            .bind(id.as_str())
+            .bind(CAUGHT_KEPT)
+            .fetch_all(self.0)
+            .await?;
+        rows.iter().map(caught_row).collect()
+    }
+
+    pub async fn config_stats(&self, id: &ConfigId, now: i64) -> Result<ConfigStats> {
+        // Ids are `dlv_` and a UUIDv7, whose first 48 bits are the creation
+        // time in ms: the (config_id, id) index reads a time window.
+        let since = |ms: i64| format!("{}{:012x}", DeliveryId::PREFIX, ms.max(0));
+        let hour = self.delivery_counts(id, &since(now - 3_600_000)).await?;
+        let day = self.delivery_counts(id, &since(now - 86_400_000)).await?;
+        let oldest = sqlx::query("SELECT created_at FROM deliveries WHERE config_id = $1 AND status = 'pending' ORDER BY id LIMIT 1")
+            .bind(id.as_str())
+            .fetch_optional(self.0)
+            .await?
+            .map(|row| row.int("created_at"))
+            .transpose()?;
+        let streak = sqlx::query("SELECT failures, since FROM failure_streaks WHERE config_id = $1")
+            .bind(id.as_str())
+            .fetch_optional(self.0)
+            .await?
+            .map(|row| -> Result<FailureStreak> { Ok(FailureStreak { failures: row.int("failures")?, since: row.int("since")? }) })
+            .transpose()?;
+        Ok(ConfigStats { last_hour: hour, last_day: day, oldest_pending_at: oldest, streak })
+    }
+
+    /// Events the tenant stored in the calendar month (UTC) of `now`.
+    pub async fn monthly_usage(&self, tenant: &TenantId, now: i64) -> Result<i64> {
+        sqlx::query("SELECT CAST(COALESCE(SUM(events), 0) AS BIGINT) AS n FROM usage WHERE tenant_id = $1 AND month = $2")
+            .bind(tenant.as_str())
+            .bind(month_of(now).as_str())
+            .fetch_one(self.0)
+            .await?
+            .int("n")
+    }
+
+    pub async fn backlog(&self) -> Result<Backlog> {
+        let pending = sqlx::query("SELECT COUNT(*) AS n FROM deliveries WHERE status = 'pending'").fetch_one(self.0).await?.int("n")?;
+        // Each configuration's oldest from the pending index (one seek
+        // each), not a walk over the whole backlog.
+        let oldest = sqlx::query(
+            "SELECT MIN((SELECT d.created_at FROM deliveries d WHERE d.config_id = c.id AND d.status = 'pending' ORDER BY d.id LIMIT 1))
+                 AS oldest FROM configurations c",
+        )
+        .fetch_one(self.0)
+        .await?
+        .opt_int("oldest")?;
+        let configs =
+            sqlx::query("SELECT COUNT(*) AS total, COALESCE(SUM(CASE WHEN enabled THEN 1 ELSE 0 END), 0) AS enabled FROM configurations")
+                .fetch_one(self.0)
+                .await?;
+        let (total, enabled) = (configs.int("total")?, configs.int("enabled")?);
+        Ok(Backlog { pending, oldest_pending_at: oldest, configurations_enabled: enabled, configurations_disabled: total - enabled })
+    }
+
+    /// The newest deliveries of `id` from `since_id` on, counted by status,
+    /// at most [`STATS_BOUND`] of them.
+    async fn delivery_counts(&self, id: &ConfigId, since_id: &str) -> Result<DeliveryCounts> {
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM
+               (SELECT status FROM deliveries WHERE config_id = $1 AND id >= $2 ORDER BY id DESC LIMIT $3) recent
+             GROUP BY status ORDER BY status",
+        )
+        .bind(id.as_str())
+        .bind(since_id)
+        .bind(STATS_BOUND + 1)
+        .fetch_all(self.0)
+        .await?;
+        let by_status = rows.iter().map(|row| Ok((row.text("status")?, row.int("n")?))).collect::<Result<Vec<_>>>()?;
+        let total: i64 = by_status.iter().map(|(_, n)| n).sum();
+        Ok(DeliveryCounts { by_status, capped: total > STATS_BOUND })
+    }
 
     pub async fn get_config(&self, tenant: &TenantId, id: &ConfigId) -> Result<ConfigRecord> {
         let row = sqlx::query("SELECT * FROM configurations WHERE tenant_id = $1 AND id = $2")
@@ -189,9 +348,19 @@ where
             EventStatus::Failed => "failed",
         });
         let ou_prefix = filter.organization_unit.as_ref().map(|ou| format!("{ou}/"));
+        // Pending events come from the backlog's own index (a few rows),
+        // not from a walk back through the tenant's whole history until a
+        // page of them is found.
+        let pending_only = if status == Some("pending") {
+            "AND e.seq IN (SELECT d.event_seq FROM deliveries d
+                           WHERE d.status = 'pending' AND d.config_id IN (SELECT c.id FROM configurations c WHERE c.tenant_id = $1)
+                           UNION SELECT u.seq FROM unrouted u)"
+        } else {
+            ""
+        };
         let rows = sqlx::query(&format!(
             "SELECT {EVENT_COLUMNS} FROM events e
-             WHERE e.tenant_id = $1
+             WHERE e.tenant_id = $1 {pending_only}
                AND (CAST($2 AS BIGINT) IS NULL OR e.seq < $2)
                AND (CAST($3 AS TEXT) IS NULL OR e.type = $3)
                AND (CAST($4 AS TEXT) IS NULL OR $4 = '' OR e.organization_unit = $4 OR substr(e.organization_unit, 1, length($5)) = $5)

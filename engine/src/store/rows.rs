@@ -61,17 +61,70 @@ pub(super) fn key_row(row: &impl Columns) -> Result<KeyRecord> {
         scopes: row.text("scopes")?.split_whitespace().filter_map(Scope::parse).collect(),
         created_at: row.int("created_at")?,
         revoked_at: row.opt_int("revoked_at")?,
+        expires_at: row.opt_int("expires_at")?,
     })
 }
+
+/// The key a redeemed portal link opens a session with, from the link's row.
+pub(super) fn session_key(session: SessionKey, link: &str, tenant: &str, scopes: &str, expires_at: i64) -> Result<NewKey> {
+    Ok(NewKey {
+        id: session.id,
+        tenant_id: parse_id(tenant.to_owned(), TenantId::parse)?,
+        name: format!("console session from portal link {link}"),
+        prefix: session.prefix,
+        hash: session.hash,
+        scopes: scopes.split_whitespace().filter_map(Scope::parse).collect(),
+        expires_at: Some(expires_at),
+    })
+}
+
+pub(super) fn catcher_row(row: &impl Columns) -> Result<CatcherRecord> {
+    Ok(CatcherRecord {
+        id: parse_id(row.text("id")?, CatcherId::parse)?,
+        tenant_id: parse_id(row.text("tenant_id")?, TenantId::parse)?,
+        name: row.free_text("name")?,
+        answer_status: row.int("answer_status")?,
+        answer_body: row.free_text("answer_body")?,
+        created_at: row.int("created_at")?,
+    })
+}
+
+pub(super) fn caught_row(row: &impl Columns) -> Result<Caught> {
+    Ok(Caught {
+        id: parse_id(row.text("id")?, CaughtId::parse)?,
+        received_at: row.int("received_at")?,
+        method: row.free_text("method")?,
+        uri: row.free_text("uri")?,
+        headers: row.free_text("headers")?,
+        body: text::decode_bytes(row.text("body")?),
+        body_size: row.int("body_size")?,
+    })
+}
+
+pub(super) const SCRIPT_COLUMNS: &str = "id, name, version, sha256, size, wit_version, created_at, created_by";
 
 pub(super) fn script_row(row: &impl Columns) -> Result<ScriptRecord> {
     Ok(ScriptRecord {
         id: parse_id(row.text("id")?, ScriptId::parse)?,
         name: row.free_text("name")?,
+        version: row.int("version")?,
         sha256: row.text("sha256")?,
         size: row.int("size")?,
         wit_version: row.text("wit_version")?,
         created_at: row.int("created_at")?,
+        created_by: row.opt_text("created_by")?.map(|id| parse_id(id, KeyId::parse)).transpose()?,
+    })
+}
+
+pub(super) fn config_script_row(row: &impl Columns) -> Result<ConfigScriptRecord> {
+    Ok(ConfigScriptRecord {
+        config_id: parse_id(row.text("config_id")?, ConfigId::parse)?,
+        version: row.int("version")?,
+        script_id: row.opt_text("script_id")?.map(|id| parse_id(id, ScriptId::parse)).transpose()?,
+        script_sha256: row.opt_text("script_sha256")?,
+        params: row.text("params")?,
+        changed_at: row.int("changed_at")?,
+        changed_by: row.opt_text("changed_by")?.map(|id| parse_id(id, KeyId::parse)).transpose()?,
     })
 }
 
@@ -139,7 +192,7 @@ pub(super) fn event_row(row: &impl Columns) -> Result<EventRecord> {
     })
 }
 
-pub(super) const DELIVERY_COLUMNS: &str = "d.id, d.event_seq, d.config_id, d.config_version, d.status, d.replay_of, d.reason, d.error_kind, d.script_logs, d.body, d.headers, d.undecided, d.attempts, d.next_attempt_at, d.created_at, d.updated_at, (SELECT id FROM events WHERE seq = d.event_seq) AS delivery_event_id";
+pub(super) const DELIVERY_COLUMNS: &str = "d.id, d.event_seq, d.config_id, d.config_version, d.status, d.replay_of, d.reason, d.error_kind, d.script_logs, d.fuel_used, d.body, d.headers, d.undecided, d.attempts, d.next_attempt_at, d.created_at, d.updated_at, (SELECT id FROM events WHERE seq = d.event_seq) AS delivery_event_id";
 
 pub(super) fn delivery_row(row: &impl Columns) -> Result<DeliveryRecord> {
     let status = row.text("status")?;
@@ -157,6 +210,7 @@ pub(super) fn delivery_row(row: &impl Columns) -> Result<DeliveryRecord> {
             Some(json) => serde_json::from_str(&json).map_err(corrupt)?,
             None => serde_json::Value::Array(Vec::new()),
         },
+        fuel_used: row.opt_int("fuel_used")?,
         body: row.opt_text("body")?,
         headers: row.opt_text("headers")?,
         undecided: row.flag("undecided")?,

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::rows::*;
 use super::*;
+use crate::telemetry;
 
 /// A unit of work for the writer: runs inside the group's transaction and
 /// hands back how to answer its caller once the group commits.
@@ -205,8 +206,13 @@ fn open_writer(path: &Path) -> Result<rusqlite::Connection> {
     Ok(conn)
 }
 
-/// A committed group's answers, and whether the commit succeeded.
-type Committed = (Vec<Reply>, std::result::Result<(), String>);
+/// A committed group's answers, whether the commit succeeded, and when
+/// the group began (its commit latency is counted once it is durable).
+struct Committed {
+    replies: Vec<Reply>,
+    commit: std::result::Result<(), String>,
+    began: Instant,
+}
 
 /// Takes jobs as they come, up to [`MAX_GROUP`] at a time, and commits each
 /// group in one transaction. A job that fails is rolled back to its own
@@ -221,6 +227,7 @@ fn write_loop(conn: rusqlite::Connection, mut jobs: mpsc::Receiver<Job>, committ
                 Err(_) => break,
             }
         }
+        let began = Instant::now();
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             // The callers see their channel close: `StoreError::Closed`.
             tracing::error!(error = %e, jobs = group.len(), "cannot begin a write transaction");
@@ -244,7 +251,7 @@ fn write_loop(conn: rusqlite::Connection, mut jobs: mpsc::Receiver<Job>, committ
         if commit.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
-        if committed.send((replies, commit)).is_err() {
+        if committed.send(Committed { replies, commit, began }).is_err() {
             return;
         }
     }
@@ -259,7 +266,8 @@ fn sync_loop(wal: std::fs::File, committed: std::sync::mpsc::Receiver<Committed>
         let mut groups = vec![first];
         groups.extend(committed.try_iter());
         let synced = wal.sync_data().map_err(|e| format!("cannot flush the write-ahead log to disk: {e}"));
-        for (replies, commit) in groups {
+        for Committed { replies, commit, began } in groups {
+            telemetry::store_group("writer", replies.len(), began.elapsed());
             let outcome = commit.and_then(|()| synced.clone());
             for reply in replies {
                 (reply.send)(outcome.clone());
@@ -352,6 +360,17 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
         if f.extended_code == SQLITE_CONSTRAINT_UNIQUE || f.extended_code == SQLITE_CONSTRAINT_PRIMARYKEY)
 }
 
+/// Inserts a key into its tenant; `None` when the tenant does not exist.
+fn insert_key(c: &rusqlite::Connection, key: NewKey, now: i64) -> Result<Option<KeyRecord>> {
+    let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
+    let inserted = c.execute(
+        "INSERT INTO api_keys (id, tenant_id, name, prefix, hash, scopes, created_at, expires_at)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = ?2)",
+        rusqlite::params![key.id.as_str(), key.tenant_id.as_str(), key.name, key.prefix, key.hash.0, scopes.join(" "), now, key.expires_at],
+    )?;
+    Ok((inserted > 0).then(|| key.into_record(now)))
+}
+
 /// Maps a unique-constraint failure to [`StoreError::Conflict`] on `what`.
 fn conflict_on(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     move |e| if is_unique_violation(&e) { StoreError::Conflict(what) } else { e.into() }
@@ -399,36 +418,73 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn create_key(&self, key: NewKey) -> Result<KeyRecord> {
-        let record = KeyRecord {
-            id: key.id,
-            tenant_id: key.tenant_id,
-            name: key.name,
-            prefix: key.prefix,
-            scopes: key.scopes,
-            created_at: now_ms(),
-            revoked_at: None,
-        };
-        let hash = key.hash.0;
+    pub async fn update_tenant(&self, id: &TenantId, name: &str, monthly_quota: Option<i64>) -> Result<TenantRecord> {
+        let (id, name) = (id.clone(), name.to_owned());
         self.write(move |c| {
-            let scopes: Vec<&str> = record.scopes.iter().map(|s| s.as_str()).collect();
+            let row = c
+                .query_row(
+                    "UPDATE tenants SET name = ?, monthly_quota = ? WHERE id = ? RETURNING id, name, monthly_quota, created_at",
+                    rusqlite::params![name, monthly_quota, id.as_str()],
+                    |row| Ok(tenant_row(row)),
+                )
+                .optional()
+                .map_err(conflict_on("tenant name"))?;
+            not_found_if_none(row)?
+        })
+        .await
+    }
+
+    pub async fn create_key(&self, key: NewKey) -> Result<KeyRecord> {
+        self.write(move |c| {
+            let record = insert_key(c, key, now_ms())?;
+            record.ok_or(StoreError::NotFound)
+        })
+        .await
+    }
+
+    pub async fn create_portal_link(&self, link: &NewPortalLink) -> Result<()> {
+        let link = link.clone();
+        self.write(move |c| {
+            let scopes: Vec<&str> = link.scopes.iter().map(|s| s.as_str()).collect();
             let inserted = c.execute(
-                "INSERT INTO api_keys (id, tenant_id, name, prefix, hash, scopes, created_at)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = ?2)",
+                "INSERT INTO portal_links (id, tenant_id, hash, scopes, session_ms, expires_at, created_by, created_at)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = ?2)",
                 rusqlite::params![
-                    record.id.as_str(),
-                    record.tenant_id.as_str(),
-                    record.name,
-                    record.prefix,
-                    hash,
+                    link.id.as_str(),
+                    link.tenant_id.as_str(),
+                    link.hash.0,
                     scopes.join(" "),
-                    record.created_at
+                    link.session_ms,
+                    link.expires_at,
+                    link.created_by.as_ref().map(KeyId::as_str),
+                    now_ms()
                 ],
             )?;
             if inserted == 0 {
                 return Err(StoreError::NotFound);
             }
-            Ok(record)
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn redeem_portal_link(&self, hash: &KeyHash, session: SessionKey, now: i64) -> Result<KeyRecord> {
+        let hash = hash.0.clone();
+        // A job runs in a savepoint of its own: when the key cannot be
+        // inserted, the link's stamp is rolled back with it.
+        self.write(move |c| {
+            let link = c
+                .query_row(
+                    "UPDATE portal_links SET used_at = ?1, session_key = ?2
+                     WHERE hash = ?3 AND used_at IS NULL AND expires_at > ?1
+                     RETURNING id, tenant_id, scopes, session_ms",
+                    rusqlite::params![now, session.id.as_str(), hash],
+                    |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?, row.get::<_, i64>(3)?)),
+                )
+                .optional()?;
+            let Some((link_id, tenant, scopes, session_ms)) = link else { return Err(StoreError::NotFound) };
+            let key = session_key(session, &link_id, &tenant, &scopes, now + session_ms)?;
+            insert_key(c, key, now)?.ok_or(StoreError::NotFound)
         })
         .await
     }
@@ -450,12 +506,14 @@ impl SqliteStore {
 
     // Scripts.
 
-    pub async fn insert_script(&self, tenant: &TenantId, script: &ScriptRecord, bytes: &[u8], compiled: Option<&[u8]>) -> Result<()> {
+    pub async fn insert_script(&self, tenant: &TenantId, script: &ScriptRecord, bytes: &[u8], compiled: Option<&[u8]>) -> Result<i64> {
         let (tenant, script, bytes, compiled) = (tenant.clone(), script.clone(), bytes.to_vec(), compiled.map(<[u8]>::to_vec));
         self.write(move |c| {
-            c.execute(
-                "INSERT INTO scripts (id, tenant_id, name, sha256, size, wit_version, bytes, compiled, created_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            let version = c.query_row(
+                "INSERT INTO scripts (id, tenant_id, name, sha256, size, wit_version, bytes, compiled, created_at, created_by, version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
+                         (SELECT COALESCE(MAX(version), 0) + 1 FROM scripts WHERE tenant_id = ?2 AND name = ?3))
+                 RETURNING version",
                 rusqlite::params![
                     script.id.as_str(),
                     tenant.as_str(),
@@ -465,10 +523,12 @@ impl SqliteStore {
                     script.wit_version,
                     bytes,
                     compiled,
-                    script.created_at
+                    script.created_at,
+                    script.created_by.as_ref().map(|k| k.as_str())
                 ],
+                |row| row.get(0),
             )?;
-            Ok(())
+            Ok(version)
         })
         .await
     }
@@ -493,23 +553,106 @@ impl SqliteStore {
         .await
     }
 
+    // Hosted catchers.
+
+    pub async fn create_catcher(&self, catcher: CatcherRecord, hash: KeyHash) -> Result<CatcherRecord> {
+        self.write(move |c| {
+            let inserted = c.execute(
+                "INSERT INTO catchers (id, tenant_id, name, hash, answer_status, answer_body, created_at)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = ?2)",
+                rusqlite::params![
+                    catcher.id.as_str(),
+                    catcher.tenant_id.as_str(),
+                    catcher.name,
+                    hash.0,
+                    catcher.answer_status,
+                    catcher.answer_body,
+                    catcher.created_at
+                ],
+            )?;
+            if inserted == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(catcher)
+        })
+        .await
+    }
+
+    pub async fn delete_catcher(&self, tenant: &TenantId, id: &CatcherId) -> Result<()> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.write(move |c| {
+            let deleted = c.execute("DELETE FROM catchers WHERE tenant_id = ? AND id = ?", [tenant.as_str(), id.as_str()])?;
+            if deleted == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn catch(&self, hash: &KeyHash, caught: Caught) -> Result<Option<CatcherRecord>> {
+        let hash = hash.0.clone();
+        self.write(move |c| {
+            let Some(catcher) = c.query_row("SELECT * FROM catchers WHERE hash = ?", [hash.as_str()], |row| Ok(catcher_row(row))).optional()?
+            else {
+                return Ok(None);
+            };
+            let catcher = catcher?;
+            c.prepare_cached(
+                "INSERT INTO caught_requests (id, catcher_id, received_at, method, uri, headers, body, body_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )?
+            .execute(rusqlite::params![
+                caught.id.as_str(),
+                catcher.id.as_str(),
+                caught.received_at,
+                caught.method,
+                caught.uri,
+                caught.headers,
+                text::encode_bytes(&caught.body),
+                caught.body_size
+            ])?;
+            c.prepare_cached(
+                "DELETE FROM caught_requests WHERE catcher_id = ?1 AND id < (SELECT id FROM caught_requests WHERE catcher_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            )?
+            .execute(rusqlite::params![catcher.id.as_str(), CAUGHT_KEPT - 1])?;
+            Ok(Some(catcher))
+        })
+        .await
+    }
+
     // Configurations.
 
     pub async fn insert_config(&self, tenant: &TenantId, id: &ConfigId, write: &ConfigWrite) -> Result<ConfigRecord> {
         let (tenant, id) = (tenant.clone(), id.clone());
-        let (name, script_id, spec) = (write.name.clone(), write.script_id.clone(), write.spec.clone());
+        let write = write.clone();
         self.write(move |c| {
-            check_script_owner(c, &tenant, script_id.as_ref())?;
+            check_script_owner(c, &tenant, write.script_id.as_ref())?;
             let now = now_ms();
-            c.query_row(
-                "INSERT INTO configurations (id, tenant_id, name, version, enabled, script_id, spec, created_at, updated_at)
-                 VALUES (?, ?, ?, 1, 0, ?, ?, ?, ?) RETURNING *",
-                rusqlite::params![id.as_str(), tenant.as_str(), name, script_id.as_ref().map(|s| s.as_str()), spec, now, now],
-                |row| Ok(config_row(row)),
-            )
-            .map_err(conflict_on("configuration name"))?
+            let record = c
+                .query_row(
+                    "INSERT INTO configurations (id, tenant_id, name, version, enabled, script_id, spec, created_at, updated_at)
+                     VALUES (?, ?, ?, 1, 0, ?, ?, ?, ?) RETURNING *",
+                    rusqlite::params![
+                        id.as_str(),
+                        tenant.as_str(),
+                        write.name,
+                        write.script_id.as_ref().map(|s| s.as_str()),
+                        write.spec,
+                        now,
+                        now
+                    ],
+                    |row| Ok(config_row(row)),
+                )
+                .map_err(conflict_on("configuration name"))??;
+            insert_config_script(c, &tenant, &id, record.version, &write)?;
+            Ok(record)
         })
         .await
+    }
+
+    pub async fn record_config_script(&self, tenant: &TenantId, id: &ConfigId, version: i64, write: &ConfigWrite) -> Result<()> {
+        let (tenant, id, write) = (tenant.clone(), id.clone(), write.clone());
+        self.write(move |c| insert_config_script(c, &tenant, &id, version, &write)).await
     }
 
     /// Replaces a spec by the same settings sealed anew, if it is still `old`.
@@ -527,22 +670,32 @@ impl SqliteStore {
 
     pub async fn update_config(&self, tenant: &TenantId, id: &ConfigId, expected: i64, write: &ConfigWrite) -> Result<ConfigRecord> {
         let (tenant, id) = (tenant.clone(), id.clone());
-        let (name, script_id, spec) = (write.name.clone(), write.script_id.clone(), write.spec.clone());
+        let write = write.clone();
         self.write(move |c| {
-            check_script_owner(c, &tenant, script_id.as_ref())?;
+            check_script_owner(c, &tenant, write.script_id.as_ref())?;
             let row = c
                 .query_row(
                     "UPDATE configurations SET name = ?, script_id = ?, spec = ?, version = version + 1, updated_at = ?
                      WHERE tenant_id = ? AND id = ? AND version = ? RETURNING *",
-                    rusqlite::params![name, script_id.as_ref().map(|s| s.as_str()), spec, now_ms(), tenant.as_str(), id.as_str(), expected],
+                    rusqlite::params![
+                        write.name,
+                        write.script_id.as_ref().map(|s| s.as_str()),
+                        write.spec,
+                        now_ms(),
+                        tenant.as_str(),
+                        id.as_str(),
+                        expected
+                    ],
                     |row| Ok(config_row(row)),
                 )
                 .optional()
                 .map_err(conflict_on("configuration name"))?;
-            match row {
-                Some(record) => record,
-                None => Err(stale_or_missing(c, &tenant, &id)),
-            }
+            let record = match row {
+                Some(record) => record?,
+                None => return Err(stale_or_missing(c, &tenant, &id)),
+            };
+            insert_config_script(c, &tenant, &id, record.version, &write)?;
+            Ok(record)
         })
         .await
     }
@@ -619,7 +772,7 @@ impl SqliteStore {
         self.write(move |c| {
             let now = now_ms();
             let mut out = Vec::with_capacity(events.len());
-            let mut stored = 0i64;
+            let (mut stored, mut counted) = (0i64, 0i64);
             let mut insert = c.prepare_cached(
                 "INSERT INTO events (tenant_id, id, type, organization_unit, occurred_at_ns, received_at, source, related, payload)
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, id) DO NOTHING",
@@ -647,6 +800,8 @@ impl SqliteStore {
                     Some(seq) => {
                         unrouted.execute([seq])?;
                         stored += 1;
+                        // sluice's own notices are not the tenant's usage.
+                        counted += i64::from(!e.event_type.is_reserved());
                         out.push(Ingested::Stored { seq });
                     }
                     None => out.push(Ingested::Duplicate),
@@ -655,15 +810,17 @@ impl SqliteStore {
             if stored == 0 {
                 return Ok(out);
             }
-            let used: i64 = c
-                .prepare_cached(
-                    "INSERT INTO usage (tenant_id, month, events) VALUES (?, ?, ?)
-                 ON CONFLICT (tenant_id, month) DO UPDATE SET events = events + excluded.events RETURNING events",
-                )?
-                .query_row(rusqlite::params![tenant.as_str(), month_of(now), stored], |row| row.get(0))?;
-            if let Some(quota) = quota.filter(|&quota| used > quota) {
-                // The savepoint rollback undoes the whole batch.
-                return Err(StoreError::QuotaExceeded { quota, used: used - stored });
+            if counted > 0 {
+                let used: i64 = c
+                    .prepare_cached(
+                        "INSERT INTO usage (tenant_id, month, events) VALUES (?, ?, ?)
+                     ON CONFLICT (tenant_id, month) DO UPDATE SET events = events + excluded.events RETURNING events",
+                    )?
+                    .query_row(rusqlite::params![tenant.as_str(), month_of(now), counted], |row| row.get(0))?;
+                if let Some(quota) = quota.filter(|&quota| used > quota) {
+                    // The savepoint rollback undoes the whole batch.
+                    return Err(StoreError::QuotaExceeded { quota, used: used - counted });
+                }
             }
             let mut types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
             types.sort_unstable();
@@ -686,8 +843,9 @@ impl SqliteStore {
             )?;
             let mut insert = c.prepare_cached(
                 "INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
-                                         script_logs, body, headers, undecided, next_attempt_at, lease_until, created_at, updated_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                         script_logs, body, headers, undecided, next_attempt_at, lease_until, created_at, updated_at,
+                                         fuel_used)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )?;
             let mut recorded = Vec::with_capacity(routed.len());
             for r in routed {
@@ -712,7 +870,8 @@ impl SqliteStore {
                         d.next_attempt_at,
                         d.lease_until,
                         now,
-                        now
+                        now,
+                        d.fuel_used
                     ])?;
                 }
                 recorded.push(true);
@@ -764,7 +923,7 @@ impl SqliteStore {
             let updated = c
                 .prepare_cached(
                     "UPDATE deliveries SET status = ?1, reason = ?2, error_kind = ?3, script_logs = ?4, body = ?5, headers = ?6,
-                                           config_version = ?7, undecided = 0, updated_at = ?8,
+                                           config_version = ?7, undecided = 0, updated_at = ?8, fuel_used = ?11,
                                            next_attempt_at = CASE WHEN ?1 = 'pending' THEN next_attempt_at END,
                                            lease_until = CASE WHEN ?1 = 'pending' THEN lease_until END
                      WHERE tenant_id = ?9 AND id = ?10 AND undecided = 1 AND status = 'pending'",
@@ -779,7 +938,8 @@ impl SqliteStore {
                     d.config_version,
                     now_ms(),
                     tenant.as_str(),
-                    d.id.as_str()
+                    d.id.as_str(),
+                    d.fuel_used
                 ])?;
             Ok(updated == 1)
         })
@@ -850,8 +1010,8 @@ impl SqliteStore {
             let mut insert = c.prepare_cached(
                 "INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
                                          script_logs, body, headers, next_attempt_at, lease_until, replay_of, created_at, updated_at,
-                                         undecided)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16
+                                         undecided, fuel_used)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16, ?17
                  WHERE EXISTS (SELECT 1 FROM events WHERE seq = ?3 AND tenant_id = ?2)
                    AND NOT EXISTS (SELECT 1 FROM unrouted WHERE seq = ?3)
                    AND (SELECT id FROM deliveries WHERE event_seq = ?3 AND config_id = ?4 ORDER BY id DESC LIMIT 1) IS ?14",
@@ -875,7 +1035,8 @@ impl SqliteStore {
                     d.lease_until,
                     r.replay_of.as_ref().map(|id| id.as_str()),
                     now,
-                    d.undecided
+                    d.undecided,
+                    d.fuel_used
                 ])?;
                 added.push(inserted == 1);
             }
@@ -1026,6 +1187,29 @@ fn insert_attempt(c: &rusqlite::Connection, a: &NewAttempt) -> Result<FailureStr
         )?
         .query_row(rusqlite::params![a.config_id.as_str(), now_ms()], |row| Ok((row.get(0)?, row.get(1)?)))?;
     Ok(FailureStreak { failures, since })
+}
+
+/// Records the script a configuration runs from `version` on, unless its
+/// newest record says the same.
+fn insert_config_script(c: &rusqlite::Connection, tenant: &TenantId, id: &ConfigId, version: i64, write: &ConfigWrite) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO configuration_scripts (config_id, version, tenant_id, script_id, script_sha256, params, changed_at, changed_by)
+         SELECT ?1, ?2, ?3, ?4, (SELECT sha256 FROM scripts WHERE id = ?4 AND tenant_id = ?3), ?5, ?6, ?7
+         WHERE NOT EXISTS (SELECT 1 FROM (SELECT script_id, params FROM configuration_scripts
+                                          WHERE config_id = ?1 ORDER BY version DESC LIMIT 1) newest
+                           WHERE newest.script_id IS ?4 AND newest.params = ?5)
+         ON CONFLICT DO NOTHING",
+    )?
+    .execute(rusqlite::params![
+        id.as_str(),
+        version,
+        tenant.as_str(),
+        write.script_id.as_ref().map(|s| s.as_str()),
+        write.script_params,
+        now_ms(),
+        write.changed_by.as_ref().map(|k| k.as_str())
+    ])?;
+    Ok(())
 }
 
 /// A script a configuration names must be the tenant's own.

@@ -88,6 +88,22 @@ impl Scratch {
         self.store.create_tenant(name, None).await.unwrap().id
     }
 
+    /// Runs a statement behind the store's back.
+    async fn execute(&self, sql: &str) {
+        match &self.store.backend {
+            Backend::Sqlite(db) => db
+                .write({
+                    let sql = sql.to_owned();
+                    move |c| Ok(c.execute_batch(&sql)?)
+                })
+                .await
+                .unwrap(),
+            Backend::Postgres(db) => {
+                sqlx::query(sql).execute(&db.pool).await.unwrap();
+            }
+        }
+    }
+
     async fn count(&self, table: &str) -> i64 {
         let sql = format!("SELECT COUNT(*) FROM {table}");
         match &self.store.backend {
@@ -183,7 +199,7 @@ impl Scratch {
     /// An enabled configuration without a script.
     async fn config(&self, tenant: &TenantId, name: &str) -> ConfigId {
         let id = ConfigId::generate();
-        let write = ConfigWrite { name: name.into(), script_id: None, spec: "{}".into() };
+        let write = ConfigWrite { name: name.into(), script_id: None, script_params: "{}".into(), spec: "{}".into(), changed_by: None };
         self.store.insert_config(tenant, &id, &write).await.unwrap();
         self.store.set_config_enabled(tenant, &id, None, true, None).await.unwrap();
         id
@@ -213,6 +229,20 @@ impl Drop for Scratch {
     }
 }
 
+/// A script row to store (its version is assigned on insert).
+fn script_record(name: &str) -> ScriptRecord {
+    ScriptRecord {
+        id: ScriptId::generate(),
+        name: name.into(),
+        version: 0,
+        sha256: "0".repeat(64),
+        size: 1,
+        wit_version: "0.1.0".into(),
+        created_at: now_ms(),
+        created_by: None,
+    }
+}
+
 fn delivery(config: &ConfigId, status: DeliveryStatus) -> NewDelivery {
     NewDelivery {
         id: DeliveryId::generate(),
@@ -227,6 +257,7 @@ fn delivery(config: &ConfigId, status: DeliveryStatus) -> NewDelivery {
         undecided: false,
         next_attempt_at: (status == DeliveryStatus::Pending).then(now_ms),
         lease_until: None,
+        fuel_used: Some(4321),
     }
 }
 
@@ -313,7 +344,8 @@ both_backends!(configurations_are_sealed_at_rest_and_open_only_in_their_row, sea
 async fn sealed_configs(s: Scratch) {
     let tenant = s.tenant("t").await;
     let spec = r#"{"authorization":{"type":"bearer","token":"tok-PLAIN-123"},"signing":{"secret":"whsec_PLAINsecret"}}"#;
-    let write = |spec: &str| ConfigWrite { name: "erp".into(), script_id: None, spec: spec.into() };
+    let write =
+        |spec: &str| ConfigWrite { name: "erp".into(), script_id: None, script_params: "{}".into(), spec: spec.into(), changed_by: None };
     let (a, b) = (ConfigId::generate(), ConfigId::generate());
     assert_eq!(s.store.insert_config(&tenant, &a, &write(spec)).await.unwrap().spec, spec);
     s.store.insert_config(&tenant, &b, &ConfigWrite { name: "other".into(), ..write("{}") }).await.unwrap();
@@ -370,14 +402,7 @@ both_backends!(compiled_code_is_handed_out_only_with_its_tag, tagged_code);
 async fn tagged_code(s: Scratch) {
     let tenant = s.tenant("t").await;
     let (bytes, code) = (b"\0asm uploaded bytes".to_vec(), b"\x7fELF native code".to_vec());
-    let record = ScriptRecord {
-        id: ScriptId::generate(),
-        name: "s".into(),
-        sha256: "0".repeat(64),
-        size: bytes.len() as i64,
-        wit_version: "0.1.0".into(),
-        created_at: now_ms(),
-    };
+    let record = ScriptRecord { size: bytes.len() as i64, ..script_record("s") };
     s.store.insert_script(&tenant, &record, &bytes, Some(&code)).await.unwrap();
     let id = record.id.as_str();
     assert_eq!(s.store.script_code(&tenant, &record.id).await.unwrap().compiled, Some(code.clone()));
@@ -582,21 +607,15 @@ async fn free_text(s: Scratch) {
         prefix: "sk_test".into(),
         hash: crate::model::auth::KeyHash("h".repeat(64)),
         scopes: vec![],
+        expires_at: None,
     };
     assert_eq!(s.store.create_key(key).await.unwrap().name, ODD);
     assert_eq!(s.store.list_keys(&tenant, &PageRequest { limit: 10, cursor: None }).await.unwrap().items[0].name, ODD);
-    let script = ScriptRecord {
-        id: ScriptId::generate(),
-        name: ODD.into(),
-        sha256: "0".repeat(64),
-        size: 1,
-        wit_version: "0.1.0".into(),
-        created_at: now_ms(),
-    };
+    let script = script_record(ODD);
     s.store.insert_script(&tenant, &script, b"\0", None).await.unwrap();
     assert_eq!(s.store.get_script(&tenant, &script.id).await.unwrap().name, ODD);
     let config = ConfigId::generate();
-    let write = ConfigWrite { name: ODD.into(), script_id: None, spec: "{}".into() };
+    let write = ConfigWrite { name: ODD.into(), script_id: None, script_params: "{}".into(), spec: "{}".into(), changed_by: None };
     assert_eq!(s.store.insert_config(&tenant, &config, &write).await.unwrap().name, ODD);
     let disabled = s.store.set_config_enabled(&tenant, &config, None, false, Some(ODD)).await.unwrap();
     assert_eq!(disabled.disabled_reason.as_deref(), Some(ODD));
@@ -758,6 +777,7 @@ async fn postgres_bootstrap_happens_once() {
         prefix: "sk_x".into(),
         hash: KeyHash(format!("hash-{n}")),
         scopes: vec![crate::model::auth::Scope::Admin],
+        expires_at: None,
     };
     let (first, second) = tokio::join!(s.store.bootstrap(key(1), "operator"), b.bootstrap(key(2), "operator"));
     let made: Vec<_> = [first.unwrap(), second.unwrap()].into_iter().flatten().collect();
@@ -1039,4 +1059,104 @@ async fn the_sqlite_claim_reads_only_pending_deliveries() {
     let reads: Vec<&String> = plan.iter().filter(|step| step.contains(" deliveries ") || step.contains(" d ")).collect();
     assert!(reads.iter().any(|r| r.contains("deliveries_due")) && reads.iter().any(|r| r.contains("deliveries_leased")), "{plan:#?}");
     assert!(reads.iter().all(|r| r.contains("deliveries_due") || r.contains("deliveries_leased") || r.contains("(id=?)")), "{plan:#?}");
+}
+
+both_backends!(scripts_are_numbered_per_name_and_configurations_keep_their_script_history, script_versions);
+async fn script_versions(s: Scratch) {
+    let (tenant, other) = (s.tenant("t").await, s.tenant("u").await);
+    let script = script_record;
+    let mut versions = Vec::new();
+    for name in ["a", "a", "b", "a"] {
+        versions.push(s.store.insert_script(&tenant, &script(name), b"\0", None).await.unwrap());
+    }
+    assert_eq!(versions, [1, 2, 1, 3]);
+    assert_eq!(s.store.insert_script(&other, &script("a"), b"\0", None).await.unwrap(), 1, "numbered per tenant");
+    let page = PageRequest { limit: 10, cursor: None };
+    let listed = s.store.list_scripts(&tenant, Some("a"), &page).await.unwrap().items;
+    assert_eq!(listed.iter().map(|s| s.version).collect::<Vec<_>>(), [3, 2, 1]);
+    assert_eq!(s.store.list_scripts(&tenant, None, &page).await.unwrap().items.len(), 4);
+    let (first, second) = (&listed[2].id, &listed[1].id);
+
+    let config = ConfigId::generate();
+    let write = |script: Option<&ScriptId>, params: &str| ConfigWrite {
+        name: "c".into(),
+        script_id: script.cloned(),
+        script_params: params.into(),
+        spec: "{}".into(),
+        changed_by: None,
+    };
+    s.store.insert_config(&tenant, &config, &write(Some(first), r#"{"k":"1"}"#)).await.unwrap();
+    // Enabling makes version 2; the same script saved again (3) records nothing.
+    s.store.set_config_enabled(&tenant, &config, Some(1), true, None).await.unwrap();
+    s.store.update_config(&tenant, &config, 2, &write(Some(first), r#"{"k":"1"}"#)).await.unwrap();
+    s.store.update_config(&tenant, &config, 3, &write(Some(second), r#"{"k":"1"}"#)).await.unwrap();
+    s.store.update_config(&tenant, &config, 4, &write(Some(second), r#"{"k":"2"}"#)).await.unwrap();
+    s.store.update_config(&tenant, &config, 5, &write(None, "{}")).await.unwrap();
+    let history = s.store.config_scripts(&tenant, &config).await.unwrap();
+    assert_eq!(history.iter().map(|h| h.version).collect::<Vec<_>>(), [6, 5, 4, 1]);
+    let at = |v| {
+        let store = s.store.clone();
+        let (tenant, config) = (tenant.clone(), config.clone());
+        async move { store.config_script_at(&tenant, &config, v).await.unwrap().map(|h| (h.script_id, h.params)) }
+    };
+    assert_eq!(at(3).await, Some((Some(first.clone()), r#"{"k":"1"}"#.to_owned())));
+    assert_eq!(at(4).await, Some((Some(second.clone()), r#"{"k":"1"}"#.to_owned())));
+    assert_eq!(at(5).await, Some((Some(second.clone()), r#"{"k":"2"}"#.to_owned())));
+    assert_eq!(at(9).await, Some((None, "{}".to_owned())));
+    assert_eq!(at(0).await, None);
+    assert!(s.store.config_scripts(&other, &config).await.unwrap().is_empty(), "another tenant's");
+    assert!(s.store.config_script_at(&other, &config, 3).await.unwrap().is_none());
+
+    // A delivery keeps the fuel its script used.
+    let seq = s.ingest(&tenant, "evt_fuel").await;
+    let d = delivery(&config, DeliveryStatus::Filtered);
+    let id = d.id.clone();
+    s.store.record_routing(vec![Routed { tenant: tenant.clone(), event_seq: seq, deliveries: vec![d] }]).await.unwrap();
+    assert_eq!(s.store.get_delivery(&tenant, &id).await.unwrap().fuel_used, Some(4321));
+}
+
+both_backends!(a_portal_link_opens_one_expiring_session_once, portal_links);
+async fn portal_links(s: Scratch) {
+    use crate::model::auth::{KeySecret, PortalToken, Scope};
+    use crate::model::ids::PortalLinkId;
+    let tenant = s.tenant("t").await;
+    let link = |token: &PortalToken, expires_at: i64| NewPortalLink {
+        id: PortalLinkId::generate(),
+        tenant_id: tenant.clone(),
+        hash: token.hash(),
+        scopes: vec![Scope::LogsRead, Scope::ConfigurationsRead],
+        session_ms: 60_000,
+        expires_at,
+        created_by: None,
+    };
+    let session = || {
+        let secret = KeySecret::generate();
+        (SessionKey { id: KeyId::generate(), prefix: secret.display_prefix(), hash: secret.hash() }, secret)
+    };
+    let (live, expired) = (PortalToken::generate(), PortalToken::generate());
+    s.store.create_portal_link(link(&live, now_ms() + 60_000)).await.unwrap();
+    s.store.create_portal_link(link(&expired, now_ms() - 1)).await.unwrap();
+    let unknown_tenant = NewPortalLink { tenant_id: TenantId::generate(), ..link(&PortalToken::generate(), now_ms() + 60_000) };
+    assert!(matches!(s.store.create_portal_link(unknown_tenant).await, Err(StoreError::NotFound)));
+
+    // Two redemptions at once: exactly one opens a session.
+    let ((first, first_secret), (second, second_secret)) = (session(), session());
+    let hash = live.hash();
+    let (a, b) = tokio::join!(s.store.redeem_portal_link(&hash, first), s.store.redeem_portal_link(&hash, second));
+    let (opened, secret) = match (a, b) {
+        (Ok(k), Err(StoreError::NotFound)) => (k, first_secret),
+        (Err(StoreError::NotFound), Ok(k)) => (k, second_secret),
+        other => panic!("one redemption only: {other:?}"),
+    };
+    assert_eq!(opened.tenant_id, tenant);
+    assert_eq!(opened.scopes, [Scope::LogsRead, Scope::ConfigurationsRead]);
+    let expires_at = opened.expires_at.expect("a session key expires");
+    assert!((now_ms() + 55_000..=now_ms() + 60_000).contains(&expires_at), "{expires_at}");
+    assert_eq!(s.store.find_key(&secret.hash()).await.unwrap().map(|k| k.id), Some(opened.id.clone()));
+    assert!(matches!(s.store.redeem_portal_link(&expired.hash(), session().0).await, Err(StoreError::NotFound)));
+    assert!(matches!(s.store.redeem_portal_link(&PortalToken::generate().hash(), session().0).await, Err(StoreError::NotFound)));
+
+    // An expired key is no key.
+    s.execute(&format!("UPDATE api_keys SET expires_at = {} WHERE id = '{}'", now_ms() - 1, opened.id.as_str())).await;
+    assert!(s.store.find_key(&secret.hash()).await.unwrap().is_none());
 }

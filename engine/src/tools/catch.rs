@@ -132,13 +132,13 @@ fn answer(options: &CatchOptions) -> (StatusCode, &'static str) {
 /// What a request's signature headers say, per profile; `None` for a profile
 /// whose headers the request does not carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Signatures {
-    standard_webhooks: Option<Verdict>,
-    x_signature: Option<Verdict>,
+pub struct Signatures {
+    pub standard_webhooks: Option<Verdict>,
+    pub x_signature: Option<Verdict>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Verdict {
+pub enum Verdict {
     /// No `--secret` was given.
     NotChecked,
     /// Made with the `secret`-th `--secret` (counting from 1).
@@ -149,7 +149,7 @@ enum Verdict {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Invalid {
+pub enum Invalid {
     /// Well formed, but no secret gives this signature: a wrong secret, or a
     /// request altered after signing.
     NoMatch,
@@ -161,7 +161,7 @@ enum Invalid {
 }
 
 impl Invalid {
-    fn code(&self) -> &'static str {
+    pub fn code(&self) -> &'static str {
         match self {
             Self::NoMatch => "no_match",
             Self::StaleTimestamp { .. } => "stale_timestamp",
@@ -211,7 +211,7 @@ impl Verdict {
 
 /// Checks every signature profile the request carries against `secrets`,
 /// at `now` (Unix seconds).
-fn verify(headers: &HeaderMap, body: &[u8], secrets: &[SigningSecret], now: i64) -> Signatures {
+pub fn verify(headers: &HeaderMap, body: &[u8], secrets: &[SigningSecret], now: i64) -> Signatures {
     Signatures {
         standard_webhooks: verify_standard_webhooks(headers, body, secrets, now),
         x_signature: verify_x_signature(headers, body, secrets),

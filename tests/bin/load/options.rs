@@ -10,7 +10,7 @@ usage: sluice-load [--duration SECS] [--raw-duration SECS] [--concurrency N]
                    [--batch N] [--raw-only] [--skip-half] [--failures]
                    [--chaos [--rate EV/S]]
                    [--database-url URL | --postgres] [--nodes N[,N...]]
-                   [--compare] [--soak SECS] [--backlog N]
+                   [--compare] [--soak SECS] [--backlog N] [--preview]
 
   --duration SECS      length of each engine phase (max rate, half rate, the
                        clean and failing runs of --failures, or the
@@ -47,6 +47,9 @@ usage: sluice-load [--duration SECS] [--raw-duration SECS] [--concurrency N]
                        the engine answers until N events were accepted for
                        a receiver that answers 500, and report the engine's
                        resident memory as the backlog grows (see tests/LOAD.md)
+  --preview            instead of the max and half phases: a script preview's
+                       throughput over 10,000 stored events, and the live
+                       delivery rate without and with previews running
 
 `sluice-load serve ...` runs the engine itself (the tool starts itself so).
 ";
@@ -76,6 +79,8 @@ pub struct Options {
     pub soak: Option<Duration>,
     /// `--backlog`: the pending deliveries to build up.
     pub backlog: Option<usize>,
+    /// `--preview`: measure previews against live delivery.
+    pub preview: bool,
 }
 
 impl Options {
@@ -101,6 +106,7 @@ impl Default for Options {
             nodes: vec![1],
             soak: None,
             backlog: None,
+            preview: false,
         }
     }
 }
@@ -134,6 +140,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             "--compare" => compare = true,
             "--soak" => options.soak = Some(seconds(&flag, args.next())?),
             "--backlog" => options.backlog = Some(count(&flag, args.next())?),
+            "--preview" => options.preview = true,
             "-h" | "--help" => return Ok(Command::Help),
             other => return Err(format!("unknown argument {other:?}")),
         }

@@ -328,6 +328,8 @@ pub struct Summary {
     pub chaos: ChaosRuns,
     /// `--backlog`: the run.
     pub backlog: Option<BacklogRun>,
+    /// `--preview`: the run.
+    pub preview: Option<crate::preview::PreviewRun>,
     /// Warnings and errors the engine logged: each distinct message with
     /// its count, in order of first occurrence.
     pub engine_log: Vec<(usize, String)>,
@@ -346,6 +348,7 @@ impl Summary {
             units: 0,
             chaos: ChaosRuns::default(),
             backlog: None,
+            preview: None,
             engine_log: Vec::new(),
             problems: Vec::new(),
         }
@@ -358,6 +361,8 @@ impl Summary {
             self.print_chaos();
         } else if let Some(backlog) = &self.backlog {
             backlog.print(self.raw.as_ref().map(RawRun::rate));
+        } else if let Some(preview) = &self.preview {
+            preview.print(self.raw.as_ref().map(RawRun::rate));
         } else if self.options.compares_nodes() {
             self.print_table();
         } else {
