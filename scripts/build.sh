@@ -40,10 +40,17 @@ MSG
 fi
 
 # Core modules carry the component-type section; make them components.
-# The binary lands in CARGO_TARGET_DIR when one is set (a shared target dir).
-cargo build --quiet -p sluice --bin sluice
+# SLUICE_BIN names a sluice binary already built (the test command passes
+# the one its test build made, so the engine is not built twice with two
+# feature sets); otherwise it is built here. It lands in CARGO_TARGET_DIR
+# when one is set (a shared target dir).
+sluice="${SLUICE_BIN:-}"
+if [ -z "$sluice" ]; then
+    cargo build --quiet -p sluice --bin sluice
+    sluice="${CARGO_TARGET_DIR:-$root/target}/debug/sluice"
+fi
 for s in "${scripts[@]}"; do
     core="$wasm_target_dir/wasm32-unknown-unknown/wasm-release/${s//-/_}.wasm"
-    "${CARGO_TARGET_DIR:-$root/target}/debug/sluice" script componentize "$core" -o "$out/$s.wasm"
+    "$sluice" script componentize "$core" -o "$out/$s.wasm"
 done
 ls -l "$out" >&2

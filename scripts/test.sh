@@ -10,7 +10,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/setup.sh
-./scripts/build.sh
+# Every build below selects the whole workspace, so all of them share one
+# set of resolved features and nothing is compiled twice (a `-p` selection
+# resolves features apart and rebuilds the engine and every test binary).
+cargo test --workspace --no-run
+SLUICE_BIN="${CARGO_TARGET_DIR:-target}/debug/sluice" ./scripts/build.sh
 cargo test --workspace
-# Quoted: Cargo expands the glob over the package's test targets.
-SLUICE_TEST_BACKEND=postgres cargo test -p sluice-tests --test 'e2e_*' --test 'faults_*'
+# Quoted: Cargo expands the glob over the workspace's test targets.
+SLUICE_TEST_BACKEND=postgres cargo test --workspace --test 'e2e_*' --test 'faults_*'
