@@ -136,6 +136,7 @@ pub struct KeyRecord {
 }
 
 /// A key to store: its hash, never its secret.
+#[derive(Clone)]
 pub struct NewKey {
     pub id: KeyId,
     pub tenant_id: TenantId,
@@ -210,6 +211,7 @@ pub const CAUGHT_BODY_KEPT: usize = 64 << 10;
 
 /// The session key a redeemed portal link makes: its tenant, scopes and
 /// expiry come from the link's row.
+#[derive(Clone)]
 pub struct SessionKey {
     pub id: KeyId,
     pub prefix: String,

@@ -639,24 +639,26 @@ impl PostgresStore {
             // (queue full, breaker open) costs nothing however long its
             // backlog, and no backlog costs more than `$3` rows.
             "WITH due AS (
-                SELECT d.id, d.next_attempt_at FROM configurations c CROSS JOIN LATERAL (
-                    SELECT id, next_attempt_at FROM deliveries
+                SELECT d.tenant_id, d.id, d.next_attempt_at FROM configurations c CROSS JOIN LATERAL (
+                    SELECT tenant_id, id, next_attempt_at FROM deliveries
                     WHERE config_id = c.id AND status = 'pending' AND lease_until IS NULL AND next_attempt_at <= $2
                     ORDER BY next_attempt_at LIMIT $3
                     FOR UPDATE SKIP LOCKED) d
                 WHERE c.enabled AND NOT (c.tenant_id = ANY($5)) AND NOT (c.id = ANY($6))
                 ORDER BY d.next_attempt_at LIMIT $3),
              lost AS (
-                SELECT id, next_attempt_at FROM deliveries
+                SELECT tenant_id, id, next_attempt_at FROM deliveries
                 WHERE status = 'pending' AND lease_until IS NOT NULL AND lease_until < $2 AND next_attempt_at <= $2
                   AND config_id IN (SELECT id FROM configurations WHERE enabled)
                   AND NOT (tenant_id = ANY($5)) AND NOT (config_id = ANY($6))
                 ORDER BY lease_until LIMIT $3
                 FOR UPDATE SKIP LOCKED),
+             chosen AS MATERIALIZED (
+                SELECT tenant_id, id FROM (SELECT * FROM due UNION ALL SELECT * FROM lost) c ORDER BY next_attempt_at LIMIT $3),
              d AS (
                 UPDATE deliveries SET lease_until = $1, lease_owner = $4
-                WHERE id IN (SELECT id FROM (SELECT * FROM due UNION ALL SELECT * FROM lost) c ORDER BY next_attempt_at LIMIT $3)
-                RETURNING *)
+                FROM chosen WHERE deliveries.tenant_id = chosen.tenant_id AND deliveries.id = chosen.id
+                RETURNING deliveries.*)
              SELECT {DELIVERY_COLUMNS}, {EVENT_COLUMNS} FROM d JOIN events e ON e.seq = d.event_seq
              ORDER BY d.next_attempt_at"
         ))
@@ -705,12 +707,16 @@ impl PostgresStore {
 
     pub async fn hurry_undecided(&self, tenant: &TenantId, config: &ConfigId, now: i64, limit: i64) -> Result<u64> {
         let hurried = sqlx::query(
-            "UPDATE deliveries SET next_attempt_at = $1
-             WHERE id IN (SELECT id FROM deliveries
-                          WHERE config_id = $3 AND undecided AND next_attempt_at > $1
-                            AND tenant_id = $2 AND status = 'pending' AND lease_until IS NULL
-                          ORDER BY next_attempt_at LIMIT $4
-                          FOR UPDATE SKIP LOCKED)",
+            // Materialized: as a plain `IN (…)` the planner may run the
+            // limited choice more than once, and bring forward more.
+            "WITH chosen AS MATERIALIZED (
+                SELECT tenant_id, id FROM deliveries
+                WHERE config_id = $3 AND undecided AND next_attempt_at > $1
+                  AND tenant_id = $2 AND status = 'pending' AND lease_until IS NULL
+                ORDER BY next_attempt_at LIMIT $4
+                FOR UPDATE SKIP LOCKED)
+             UPDATE deliveries d SET next_attempt_at = $1
+             FROM chosen WHERE d.tenant_id = chosen.tenant_id AND d.id = chosen.id",
         )
         .bind(now)
         .bind(tenant.as_str())
@@ -855,7 +861,7 @@ impl PostgresStore {
             return Ok(PurgedEvents::default());
         }
         let mut purged = PurgedEvents::default();
-        // Children first: the foreign keys are enforced.
+        // Children first: no row is left pointing at one that is gone.
         for (sql, count) in [
             (
                 "DELETE FROM attempt_payloads WHERE attempt_id IN
@@ -995,7 +1001,7 @@ async fn stale_or_missing(tx: &mut Transaction<'static, Postgres>, tenant: &Tena
 }
 
 /// Records one attempt in one statement: the attempt, its payload, its
-/// delivery, and the streak. The foreign keys are checked at its end.
+/// delivery, and the streak.
 async fn record_one(pool: &PgPool, a: NewAttempt) -> Result<FailureStreak> {
     let status = match a.outcome {
         AttemptOutcome::Succeeded => DeliveryStatus::Succeeded,

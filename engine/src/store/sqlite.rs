@@ -8,34 +8,81 @@
 //! round trip to its connection's worker thread, and an ingested event takes
 //! about fourteen statements from arrival to logged attempt. On one thread
 //! the statements of a whole group run back to back, with one wake-up per
-//! group; its fsync runs beside the next group, not before it.
+//! group; its fsync runs beside the next group, not before it. A group
+//! stays open while the last one is being flushed: its callers could not be
+//! answered before the next flush anyway, and one commit instead of several
+//! writes each page the group changes to the log once.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rusqlite::OptionalExtension;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Connection, Row, SqliteConnection};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::rows::*;
 use super::*;
 use crate::telemetry;
 
-/// A unit of work for the writer: runs inside the group's transaction and
-/// hands back how to answer its caller once the group commits.
-type Job = Box<dyn FnOnce(&rusqlite::Connection) -> Reply + Send>;
+/// A unit of work for the writer: it runs inside a group's transaction,
+/// keeps its result, and answers its caller once the group is durable.
+///
+/// A job may run twice. A group first runs without savepoints: a savepoint
+/// copies each page the job then changes into a journal, and the jobs of a
+/// group change the same pages over and over (the ends of the same
+/// indexes). When a job fails, the group is rolled back and run again with
+/// a savepoint per job, so that only the failed one's writes are undone.
+trait Job: Send {
+    /// Runs the job in `conn`'s open transaction; whether it succeeded.
+    fn run(&mut self, conn: &rusqlite::Connection) -> bool;
+    /// Answers the caller: the last run's result if the group committed.
+    fn answer(self: Box<Self>, commit: std::result::Result<(), String>);
+}
 
-struct Reply {
-    failed: bool,
-    send: Box<dyn FnOnce(std::result::Result<(), String>) + Send>,
+/// A store call's job: its writes, its result, and where the result goes.
+struct Call<T, F> {
+    writes: F,
+    result: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> Job for Call<T, F>
+where
+    T: Send,
+    F: Fn(&rusqlite::Connection) -> Result<T> + Send,
+{
+    fn run(&mut self, conn: &rusqlite::Connection) -> bool {
+        let result = (self.writes)(conn);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn answer(self: Box<Self>, commit: std::result::Result<(), String>) {
+        let result = match (commit, self.result) {
+            (Ok(()), Some(result)) => result,
+            (Ok(()), None) => Err(StoreError::Closed),
+            (Err(e), _) => Err(StoreError::Commit(e)),
+        };
+        let _ = self.reply.send(result);
+    }
 }
 
 /// Most jobs committed together.
 const MAX_GROUP: usize = 1024;
+
+/// Committed groups the sync thread has not flushed yet, and a wake-up for
+/// the writer when there are none left.
+#[derive(Default)]
+struct Flushing {
+    groups: AtomicUsize,
+    done: Notify,
+}
 
 /// An attempt to record, and where its answer goes.
 type AttemptJob = (NewAttempt, oneshot::Sender<Result<FailureStreak>>);
@@ -46,9 +93,9 @@ const MAX_ATTEMPT_GROUP: usize = 256;
 #[derive(Clone)]
 pub struct SqliteStore {
     pub(super) read: SqlitePool,
-    writer: mpsc::Sender<Job>,
-    /// Attempts to record: grouped, one writer job (and one savepoint) for
-    /// all those waiting, since a savepoint copies each page it touches.
+    writer: mpsc::Sender<Box<dyn Job>>,
+    /// Attempts to record: grouped, one writer job for all those waiting
+    /// (one wake-up, and one savepoint when a group is run again).
     attempts: mpsc::Sender<AttemptJob>,
     /// Rate-limit slots: with one node they need no database, and writing
     /// them would put a commit before every rate-limited request.
@@ -78,9 +125,11 @@ impl SqliteStore {
             .map_err(|e| StoreError::Commit(format!("cannot open the write-ahead log: {e}")))?;
         let (writer, jobs) = mpsc::channel(8192);
         let (committed, synced) = std::sync::mpsc::channel();
+        let flushing = Arc::new(Flushing::default());
+        let waits = (tokio::runtime::Handle::current(), flushing.clone());
         std::thread::Builder::new()
             .name("sluice-sqlite-writer".into())
-            .spawn(move || write_loop(writer_conn, jobs, committed))
+            .spawn(move || write_loop(writer_conn, jobs, committed, waits))
             .map_err(|e| StoreError::Commit(format!("cannot start the writer thread: {e}")))?;
         let checkpointer = rusqlite::Connection::open(path)?;
         // A restart waits for the writer to finish its group, not longer.
@@ -92,7 +141,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Commit(format!("cannot start the checkpoint thread: {e}")))?;
         std::thread::Builder::new()
             .name("sluice-sqlite-sync".into())
-            .spawn(move || sync_loop(wal, synced, nudge))
+            .spawn(move || sync_loop(wal, synced, nudge, flushing))
             .map_err(|e| StoreError::Commit(format!("cannot start the sync thread: {e}")))?;
         let (attempts, queue) = mpsc::channel(4096);
         tokio::spawn(write_attempts(writer.clone(), queue));
@@ -109,36 +158,26 @@ impl SqliteStore {
         self.read.close().await;
     }
 
-    /// Runs `f` in the writer's next group transaction, in a savepoint of
-    /// its own: if `f` fails, its writes are undone and the group goes on.
+    /// Runs `f` in the writer's next group transaction: if `f` fails, its
+    /// writes are undone and the group goes on. `f` may run more than once
+    /// (see [`Job`]); the caller hears the last run's result.
     pub(super) async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
+        F: Fn(&rusqlite::Connection) -> Result<T> + Send + 'static,
     {
         write_with(&self.writer, f).await
     }
 }
 
 /// [`SqliteStore::write`] through the writer's queue `writer`.
-async fn write_with<T, F>(writer: &mpsc::Sender<Job>, f: F) -> Result<T>
+async fn write_with<T, F>(writer: &mpsc::Sender<Box<dyn Job>>, f: F) -> Result<T>
 where
     T: Send + 'static,
-    F: FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
+    F: Fn(&rusqlite::Connection) -> Result<T> + Send + 'static,
 {
-    let (tx, rx) = oneshot::channel::<Result<T>>();
-    let job: Job = Box::new(move |conn| {
-        let result = f(conn);
-        Reply {
-            failed: result.is_err(),
-            send: Box::new(move |commit| {
-                let _ = tx.send(match commit {
-                    Ok(()) => result,
-                    Err(e) => Err(StoreError::Commit(e)),
-                });
-            }),
-        }
-    });
+    let (reply, rx) = oneshot::channel::<Result<T>>();
+    let job = Box::new(Call { writes: f, result: None, reply });
     writer.send(job).await.map_err(|_| StoreError::Closed)?;
     rx.await.map_err(|_| StoreError::Closed)?
 }
@@ -146,7 +185,7 @@ where
 /// Records the attempts waiting, all in one writer job; when that fails
 /// (one attempt's row cannot be stored), each alone, so that only that one
 /// fails. Meanwhile the next group gathers.
-async fn write_attempts(writer: mpsc::Sender<Job>, mut queue: mpsc::Receiver<AttemptJob>) {
+async fn write_attempts(writer: mpsc::Sender<Box<dyn Job>>, mut queue: mpsc::Receiver<AttemptJob>) {
     let mut jobs = Vec::with_capacity(MAX_ATTEMPT_GROUP);
     while queue.recv_many(&mut jobs, MAX_ATTEMPT_GROUP).await > 0 {
         let (attempts, replies): (Vec<NewAttempt>, Vec<_>) = std::mem::take(&mut jobs).into_iter().unzip();
@@ -192,7 +231,7 @@ fn open_writer(path: &Path) -> Result<rusqlite::Connection> {
          PRAGMA synchronous = NORMAL;
          PRAGMA foreign_keys = ON;
          PRAGMA cache_size = -32768;
-         -- Each job runs in a savepoint, which keeps the pages it changes
+         -- A job run again runs in a savepoint, which keeps the pages it changes
          -- in a sub-journal: in memory, not written to a temporary file.
          PRAGMA temp_store = MEMORY;
          -- Checkpoints run on a thread of their own (`checkpoint_loop`),
@@ -209,49 +248,93 @@ fn open_writer(path: &Path) -> Result<rusqlite::Connection> {
 /// A committed group's answers, whether the commit succeeded, and when
 /// the group began (its commit latency is counted once it is durable).
 struct Committed {
-    replies: Vec<Reply>,
+    jobs: Vec<Box<dyn Job>>,
     commit: std::result::Result<(), String>,
     began: Instant,
 }
 
 /// Takes jobs as they come, up to [`MAX_GROUP`] at a time, and commits each
 /// group in one transaction. A job that fails is rolled back to its own
-/// savepoint; the others still commit. The answers go to the sync thread.
-fn write_loop(conn: rusqlite::Connection, mut jobs: mpsc::Receiver<Job>, committed: std::sync::mpsc::Sender<Committed>) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
+/// savepoint; the others still commit (see [`Job`]). While the sync thread
+/// is flushing earlier groups, the open group takes the jobs that arrive
+/// meanwhile instead of committing. The answers go to the sync thread.
+fn write_loop(
+    conn: rusqlite::Connection,
+    mut jobs: mpsc::Receiver<Box<dyn Job>>,
+    committed: std::sync::mpsc::Sender<Committed>,
+    (runtime, flushing): (tokio::runtime::Handle, Arc<Flushing>),
+) {
+    let mut group: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_GROUP);
+    // Cached statements: `execute_batch` would parse these every time.
+    let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
     while let Some(first) = jobs.blocking_recv() {
-        group.push(first);
-        while group.len() < MAX_GROUP {
-            match jobs.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
-        }
         let began = Instant::now();
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            // The callers see their channel close: `StoreError::Closed`.
-            tracing::error!(error = %e, jobs = group.len(), "cannot begin a write transaction");
-            group.clear();
+        if let Err(e) = run("BEGIN IMMEDIATE") {
+            // The caller sees its channel close: `StoreError::Closed`.
+            tracing::error!(error = %e, "cannot begin a write transaction");
+            drop(first);
             std::thread::sleep(Duration::from_millis(50));
             continue;
         }
-        let mut replies = Vec::with_capacity(group.len());
-        for job in group.drain(..) {
-            // Cached statements: `execute_batch` would parse these every time.
-            let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
-            let _ = run("SAVEPOINT job");
-            let reply = job(&conn);
-            if reply.failed {
-                let _ = run("ROLLBACK TO job");
+        // Whether the job ran without failing.
+        let take = |mut job: Box<dyn Job>, group: &mut Vec<Box<dyn Job>>| {
+            let ok = job.run(&conn);
+            group.push(job);
+            ok
+        };
+        let mut failed = !take(first, &mut group);
+        // After a failure the group is run again: it takes no more jobs.
+        while !failed {
+            while group.len() < MAX_GROUP && !failed {
+                match jobs.try_recv() {
+                    Ok(job) => failed = !take(job, &mut group),
+                    Err(_) => break,
+                }
             }
-            let _ = run("RELEASE job");
-            replies.push(reply);
+            if failed || group.len() >= MAX_GROUP || flushing.groups.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            // The flush under way answers earlier groups only: wait for it
+            // to end, taking the jobs that come meanwhile.
+            let next = runtime.block_on(async {
+                tokio::select! {
+                    job = jobs.recv() => Some(job),
+                    () = flushing.done.notified() => None,
+                }
+            });
+            match next {
+                Some(Some(job)) => failed = !take(job, &mut group),
+                Some(None) => break,
+                None => {}
+            }
         }
-        let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        let mut commit = Ok(());
+        if failed {
+            // Once more, each job in a savepoint of its own.
+            // (An error may have ended the transaction already.)
+            if !conn.is_autocommit() {
+                let _ = run("ROLLBACK");
+            }
+            commit = run("BEGIN IMMEDIATE").map(drop).map_err(|e| e.to_string());
+            if commit.is_ok() {
+                for job in &mut group {
+                    let _ = run("SAVEPOINT job");
+                    if !job.run(&conn) {
+                        let _ = run("ROLLBACK TO job");
+                    }
+                    let _ = run("RELEASE job");
+                }
+            }
+        }
+        if commit.is_ok() {
+            commit = run("COMMIT").map(drop).map_err(|e| e.to_string());
+        }
         if commit.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
-        if committed.send(Committed { replies, commit, began }).is_err() {
+        flushing.groups.fetch_add(1, Ordering::AcqRel);
+        let jobs = std::mem::replace(&mut group, Vec::with_capacity(MAX_GROUP));
+        if committed.send(Committed { jobs, commit, began }).is_err() {
             return;
         }
     }
@@ -260,17 +343,25 @@ fn write_loop(conn: rusqlite::Connection, mut jobs: mpsc::Receiver<Job>, committ
 /// Flushes the log to disk after each commit (once for all the groups
 /// committed meanwhile), then answers their callers: no one hears of a
 /// commit before it is durable.
-fn sync_loop(wal: std::fs::File, committed: std::sync::mpsc::Receiver<Committed>, nudge: std::sync::mpsc::SyncSender<()>) {
+fn sync_loop(
+    wal: std::fs::File,
+    committed: std::sync::mpsc::Receiver<Committed>,
+    nudge: std::sync::mpsc::SyncSender<()>,
+    flushing: Arc<Flushing>,
+) {
     while let Ok(first) = committed.recv() {
         let _ = nudge.try_send(());
         let mut groups = vec![first];
         groups.extend(committed.try_iter());
         let synced = wal.sync_data().map_err(|e| format!("cannot flush the write-ahead log to disk: {e}"));
-        for Committed { replies, commit, began } in groups {
-            telemetry::store_group("writer", replies.len(), began.elapsed());
+        if flushing.groups.fetch_sub(groups.len(), Ordering::AcqRel) == groups.len() {
+            flushing.done.notify_one();
+        }
+        for Committed { jobs, commit, began } in groups {
+            telemetry::store_group("writer", jobs.len(), began.elapsed());
             let outcome = commit.and_then(|()| synced.clone());
-            for reply in replies {
-                (reply.send)(outcome.clone());
+            for job in jobs {
+                job.answer(outcome.clone());
             }
         }
     }
@@ -400,7 +491,7 @@ impl SqliteStore {
                     now
                 ],
             )?;
-            Ok(Some(admin.tenant_id))
+            Ok(Some(admin.tenant_id.clone()))
         })
         .await
     }
@@ -413,7 +504,7 @@ impl SqliteStore {
                 rusqlite::params![record.id.as_str(), record.name, record.monthly_quota, record.created_at],
             )
             .map_err(conflict_on("tenant name"))?;
-            Ok(record)
+            Ok(record.clone())
         })
         .await
     }
@@ -436,7 +527,7 @@ impl SqliteStore {
 
     pub async fn create_key(&self, key: NewKey) -> Result<KeyRecord> {
         self.write(move |c| {
-            let record = insert_key(c, key, now_ms())?;
+            let record = insert_key(c, key.clone(), now_ms())?;
             record.ok_or(StoreError::NotFound)
         })
         .await
@@ -470,7 +561,7 @@ impl SqliteStore {
 
     pub async fn redeem_portal_link(&self, hash: &KeyHash, session: SessionKey, now: i64) -> Result<KeyRecord> {
         let hash = hash.0.clone();
-        // A job runs in a savepoint of its own: when the key cannot be
+        // A job's writes are undone when it fails: when the key cannot be
         // inserted, the link's stamp is rolled back with it.
         self.write(move |c| {
             let link = c
@@ -483,7 +574,7 @@ impl SqliteStore {
                 )
                 .optional()?;
             let Some((link_id, tenant, scopes, session_ms)) = link else { return Err(StoreError::NotFound) };
-            let key = session_key(session, &link_id, &tenant, &scopes, now + session_ms)?;
+            let key = session_key(session.clone(), &link_id, &tenant, &scopes, now + session_ms)?;
             insert_key(c, key, now)?.ok_or(StoreError::NotFound)
         })
         .await
@@ -573,7 +664,7 @@ impl SqliteStore {
             if inserted == 0 {
                 return Err(StoreError::NotFound);
             }
-            Ok(catcher)
+            Ok(catcher.clone())
         })
         .await
     }
@@ -714,7 +805,14 @@ impl SqliteStore {
                 .query_row(
                     "UPDATE configurations SET enabled = ?1, disabled_reason = ?2, version = version + 1, updated_at = ?3
                      WHERE tenant_id = ?4 AND id = ?5 AND (?6 IS NULL OR version = ?6) RETURNING *",
-                    rusqlite::params![enabled, if enabled { None } else { reason }, now_ms(), tenant.as_str(), id.as_str(), expected],
+                    rusqlite::params![
+                        enabled,
+                        if enabled { None } else { reason.as_deref() },
+                        now_ms(),
+                        tenant.as_str(),
+                        id.as_str(),
+                        expected
+                    ],
                     |row| Ok(config_row(row)),
                 )
                 .optional()?;
@@ -818,7 +916,7 @@ impl SqliteStore {
                     )?
                     .query_row(rusqlite::params![tenant.as_str(), month_of(now), counted], |row| row.get(0))?;
                 if let Some(quota) = quota.filter(|&quota| used > quota) {
-                    // The savepoint rollback undoes the whole batch.
+                    // Failing undoes the job's writes: the whole batch.
                     return Err(StoreError::QuotaExceeded { quota, used: used - counted });
                 }
             }
@@ -848,12 +946,12 @@ impl SqliteStore {
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )?;
             let mut recorded = Vec::with_capacity(routed.len());
-            for r in routed {
+            for r in &routed {
                 if mark.execute(rusqlite::params![r.event_seq, r.tenant.as_str()])? == 0 {
                     recorded.push(false);
                     continue;
                 }
-                for d in r.deliveries {
+                for d in &r.deliveries {
                     insert.execute(rusqlite::params![
                         d.id.as_str(),
                         r.tenant.as_str(),
@@ -1017,8 +1115,8 @@ impl SqliteStore {
                    AND (SELECT id FROM deliveries WHERE event_seq = ?3 AND config_id = ?4 ORDER BY id DESC LIMIT 1) IS ?14",
             )?;
             let mut added = Vec::with_capacity(rows.len());
-            for r in rows {
-                let d = r.delivery;
+            for r in &rows {
+                let d = &r.delivery;
                 let inserted = insert.execute(rusqlite::params![
                     d.id.as_str(),
                     tenant.as_str(),

@@ -1160,3 +1160,60 @@ async fn portal_links(s: Scratch) {
     s.execute(&format!("UPDATE api_keys SET expires_at = {} WHERE id = '{}'", now_ms() - 1, opened.id.as_str())).await;
     assert!(s.store.find_key(&secret.hash()).await.unwrap().is_none());
 }
+
+/// Rows written under the PostgreSQL schema before deliveries and attempts
+/// were keyed by tenant (0009).
+const OLDER_ROWS: &str = "
+    INSERT INTO tenants (id, name, created_at) VALUES ('ten_0000000000007000800000000000000a', 'older', 1);
+    INSERT INTO events (tenant_id, id, type, organization_unit, occurred_at_ns, received_at, payload)
+        VALUES ('ten_0000000000007000800000000000000a', 'evt-1', 'order.paid', 'emea', 1, 2, '{\"n\":1}');
+    INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, attempts, created_at, updated_at)
+        SELECT 'dlv_0000000000007000800000000000000d', tenant_id, seq, 'cfg_0000000000007000800000000000000c', 1,
+               'succeeded', 1, 3, 4 FROM events;
+    INSERT INTO attempts (id, tenant_id, delivery_id, number, started_at, duration_ms, method, uri, response_status,
+                          outcome, request_headers)
+        VALUES ('att_0000000000007000800000000000000e', 'ten_0000000000007000800000000000000a',
+                'dlv_0000000000007000800000000000000d', 1, 5, 6, 'POST', 'https://receiver.example/in', 200,
+                'succeeded', '{}');
+    INSERT INTO attempt_payloads (attempt_id, request_body, response_body, created_at)
+        VALUES ('att_0000000000007000800000000000000e', '{\"n\":1}', 'ok', 5);";
+
+/// What [`OLDER_ROWS`] wrote, read through the store after the upgrade.
+async fn older_rows_are_kept(store: &Store) {
+    let tenant = TenantId::parse("ten_0000000000007000800000000000000a").unwrap();
+    let delivery = DeliveryId::parse("dlv_0000000000007000800000000000000d").unwrap();
+    let attempt = AttemptId::parse("att_0000000000007000800000000000000e").unwrap();
+    let page = PageRequest { limit: 10, cursor: None };
+    let d = store.get_delivery(&tenant, &delivery).await.unwrap();
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Succeeded, 1));
+    let listed = store.list_deliveries(&tenant, &DeliveryFilter::default(), &page).await.unwrap();
+    assert_eq!(listed.items.iter().map(|d| &d.id).collect::<Vec<_>>(), [&delivery]);
+    let a = store.get_attempt(&tenant, &attempt).await.unwrap();
+    assert_eq!((a.delivery_id, a.request_body.as_deref(), a.response_body.as_deref()), (delivery.clone(), Some("{\"n\":1}"), Some("ok")));
+    let filter = AttemptFilter { delivery_id: Some(delivery), ..AttemptFilter::default() };
+    assert_eq!(store.list_attempts(&tenant, &filter, &page).await.unwrap().items.len(), 1);
+    let other = store.create_tenant("other", None).await.unwrap().id;
+    assert!(matches!(store.get_attempt(&other, &attempt).await, Err(StoreError::NotFound)), "keyed by tenant");
+}
+
+#[tokio::test]
+async fn a_postgres_database_from_before_tenant_keys_keeps_its_deliveries_and_attempts() {
+    let server = postgres_server();
+    let name = format!("sluice_store_upgrade_{}", uuid::Uuid::now_v7().simple());
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&server).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+    let place = Place::Database(server, name.clone());
+    let url = Scratch::url_of(&place);
+    {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.unwrap();
+        let mut older = sqlx::migrate!("./migrations/postgres");
+        older.migrations = older.migrations.iter().filter(|m| m.version <= 9).cloned().collect::<Vec<_>>().into();
+        older.run(&mut conn).await.unwrap();
+        sqlx::raw_sql(OLDER_ROWS).execute(&mut conn).await.unwrap();
+    }
+    let store = Store::open_postgres(&url, NodeId::parse("node-a").unwrap(), test_keys()).await.unwrap();
+    older_rows_are_kept(&store).await;
+    store.close().await;
+    drop(store);
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut admin).await.unwrap();
+}
