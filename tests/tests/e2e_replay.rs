@@ -88,7 +88,8 @@ async fn a_replay_sends_the_recorded_decision_again_with_the_same_event_id() {
         assert!(verify::standard_webhooks(secret, after), "the replay is signed");
     }
     assert!(originals[0].json().get("EventType").is_some(), "the reshaped body: {}", originals[0].json());
-    let event = api.wait_for("/v1/events/e1", |e| e["deliveries"].as_array().is_some_and(|d| d.len() == 5)).await;
+    // Received is not yet recorded: the attempts are logged after the answer.
+    let event = settled(&api, "e1", 5).await;
     let replay = api.get(&format!("/v1/deliveries/{}", id_of(&new[0]))).await.expect(200);
     assert_eq!(replay["replay_of"], new[0]["replay_of"], "{replay}");
     assert_eq!(event["deliveries"].as_array().map(|d| d.iter().filter(|d| d.get("replay_of").is_some()).count()), Some(2));
@@ -98,6 +99,7 @@ async fn a_replay_sends_the_recorded_decision_again_with_the_same_event_id() {
     assert_eq!(one["deliveries"].as_array().map(Vec::len), Some(1), "{one}");
     assert_eq!(one["deliveries"][0]["configuration_id"], plain_id.as_str());
     assert_eq!(webhook_ids(&plain_rx.wait_for(3).await), ["e1", "e1", "e1"]);
+    settled(&api, "e1", 6).await;
     assert_eq!(reshaped_rx.settle(Duration::from_millis(500)).await.len(), 2, "the other configuration is left alone");
 
     // Naming the filtering configuration: its script decides again (and filters again); nothing is sent.
