@@ -1217,3 +1217,42 @@ async fn a_postgres_database_from_before_tenant_keys_keeps_its_deliveries_and_at
     drop(store);
     sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut admin).await.unwrap();
 }
+
+both_backends!(a_refused_write_undoes_only_its_own_rows_among_concurrent_ones, refused_among_others);
+async fn refused_among_others(s: Scratch) {
+    let (busy, over) = (s.tenant("busy").await, s.tenant("over").await);
+    let event = |id: String| {
+        let json = format!(
+            r#"{{"id": "{id}", "type": "order.paid", "organization_unit": "emea", "occurred_at": "2026-11-22T11:30:00Z", "payload": {{}}}}"#
+        );
+        EventInput::from_json(&json).unwrap().validate(|| unreachable!("the id is given")).unwrap()
+    };
+    // Writes that land in the same groups as the refused one, on both sides of it.
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let (store, tenant, e) = (s.store.clone(), busy.clone(), event(format!("busy-{i}")));
+        writes.spawn(async move { store.ingest(&tenant, None, vec![e]).await.map(|_| ()) });
+        if i == 20 {
+            let (store, tenant) = (s.store.clone(), over.clone());
+            let batch = (0..3).map(|n| event(format!("over-{n}"))).collect();
+            writes.spawn(async move { store.ingest(&tenant, Some(1), batch).await.map(|_| ()) });
+        }
+    }
+    let mut refused = 0;
+    while let Some(done) = writes.join_next().await {
+        match done.unwrap() {
+            Ok(()) => {}
+            Err(StoreError::QuotaExceeded { quota: 1, used: 0 }) => refused += 1,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(refused, 1, "only the batch over its quota is refused");
+    for i in 0..40 {
+        s.store.get_event(&busy, &format!("busy-{i}")).await.unwrap();
+    }
+    for n in 0..3 {
+        assert!(matches!(s.store.get_event(&over, &format!("over-{n}")).await, Err(StoreError::NotFound)), "over-{n}");
+    }
+    assert_eq!(s.count("events").await, 40);
+    assert_eq!(s.count("unrouted").await, 40);
+}
