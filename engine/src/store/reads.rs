@@ -214,21 +214,45 @@ where
         // Ids are `dlv_` and a UUIDv7, whose first 48 bits are the creation
         // time in ms: the (config_id, id) index reads a time window.
         let since = |ms: i64| format!("{}{:012x}", DeliveryId::PREFIX, ms.max(0));
-        let hour = self.delivery_counts(id, &since(now - 3_600_000)).await?;
-        let day = self.delivery_counts(id, &since(now - 86_400_000)).await?;
-        let oldest = sqlx::query("SELECT created_at FROM deliveries WHERE config_id = $1 AND status = 'pending' ORDER BY id LIMIT 1")
-            .bind(id.as_str())
-            .fetch_optional(self.0)
-            .await?
-            .map(|row| row.int("created_at"))
-            .transpose()?;
-        let streak = sqlx::query("SELECT failures, since FROM failure_streaks WHERE config_id = $1")
-            .bind(id.as_str())
-            .fetch_optional(self.0)
-            .await?
-            .map(|row| -> Result<FailureStreak> { Ok(FailureStreak { failures: row.int("failures")?, since: row.int("since")? }) })
-            .transpose()?;
-        Ok(ConfigStats { last_hour: hour, last_day: day, oldest_pending_at: oldest, streak })
+        let (hour, day) = (since(now - 3_600_000), since(now - 86_400_000));
+        // One statement, so one snapshot: the windows, the oldest pending
+        // delivery and the failure streak agree with each other (separate
+        // reads could count a failure of a delivery they did not see made).
+        let rows = sqlx::query(
+            "SELECT 'hour' AS part, status, COUNT(*) AS n, CAST(NULL AS BIGINT) AS since FROM
+               (SELECT status FROM deliveries WHERE config_id = $1 AND id >= $2 ORDER BY id DESC LIMIT $4) h
+             GROUP BY status
+             UNION ALL
+             SELECT 'day', status, COUNT(*), NULL FROM
+               (SELECT status FROM deliveries WHERE config_id = $1 AND id >= $3 ORDER BY id DESC LIMIT $4) d
+             GROUP BY status
+             UNION ALL
+             SELECT 'oldest', NULL, created_at, NULL FROM
+               (SELECT created_at FROM deliveries WHERE config_id = $1 AND status = 'pending' ORDER BY id LIMIT 1) o
+             UNION ALL
+             SELECT 'streak', NULL, failures, since FROM failure_streaks WHERE config_id = $1",
+        )
+        .bind(id.as_str())
+        .bind(hour.as_str())
+        .bind(day.as_str())
+        .bind(STATS_BOUND + 1)
+        .fetch_all(self.0)
+        .await?;
+        let mut stats = ConfigStats::default();
+        for row in &rows {
+            match row.text("part")?.as_str() {
+                "hour" => stats.last_hour.by_status.push((row.text("status")?, row.int("n")?)),
+                "day" => stats.last_day.by_status.push((row.text("status")?, row.int("n")?)),
+                "oldest" => stats.oldest_pending_at = Some(row.int("n")?),
+                "streak" => stats.streak = Some(FailureStreak { failures: row.int("n")?, since: row.int("since")? }),
+                _ => {}
+            }
+        }
+        for counts in [&mut stats.last_hour, &mut stats.last_day] {
+            counts.by_status.sort();
+            counts.capped = counts.by_status.iter().map(|(_, n)| n).sum::<i64>() > STATS_BOUND;
+        }
+        Ok(stats)
     }
 
     /// Events the tenant stored in the calendar month (UTC) of `now`.
@@ -262,22 +286,6 @@ where
 
     /// The newest deliveries of `id` from `since_id` on, counted by status,
     /// at most [`STATS_BOUND`] of them.
-    async fn delivery_counts(&self, id: &ConfigId, since_id: &str) -> Result<DeliveryCounts> {
-        let rows = sqlx::query(
-            "SELECT status, COUNT(*) AS n FROM
-               (SELECT status FROM deliveries WHERE config_id = $1 AND id >= $2 ORDER BY id DESC LIMIT $3) recent
-             GROUP BY status ORDER BY status",
-        )
-        .bind(id.as_str())
-        .bind(since_id)
-        .bind(STATS_BOUND + 1)
-        .fetch_all(self.0)
-        .await?;
-        let by_status = rows.iter().map(|row| Ok((row.text("status")?, row.int("n")?))).collect::<Result<Vec<_>>>()?;
-        let total: i64 = by_status.iter().map(|(_, n)| n).sum();
-        Ok(DeliveryCounts { by_status, capped: total > STATS_BOUND })
-    }
-
     pub async fn get_config(&self, tenant: &TenantId, id: &ConfigId) -> Result<ConfigRecord> {
         let row = sqlx::query("SELECT * FROM configurations WHERE tenant_id = $1 AND id = $2")
             .bind(tenant.as_str())
