@@ -55,6 +55,21 @@ impl Latency {
     }
 }
 
+/// Latency per minute of issue, from the first event's issue time.
+fn by_minute(timed: &[(Duration, Duration)]) -> Vec<Option<Latency>> {
+    const MINUTE: Duration = Duration::from_secs(60);
+    let Some(first) = timed.iter().map(|(issued, _)| *issued).min() else { return Vec::new() };
+    let mut minutes: Vec<Vec<Duration>> = Vec::new();
+    for &(issued, latency) in timed {
+        let minute = ((issued - first).as_secs() / MINUTE.as_secs()) as usize;
+        if minutes.len() <= minute {
+            minutes.resize_with(minute + 1, Vec::new);
+        }
+        minutes[minute].push(latency);
+    }
+    minutes.into_iter().map(Latency::of).collect()
+}
+
 /// How a phase's accepted events reached the sink.
 #[derive(Debug)]
 pub struct Delivered {
@@ -67,6 +82,9 @@ pub struct Delivered {
     /// When the last accepted event arrived.
     pub last_arrival: Duration,
     pub latency: Option<Latency>,
+    /// The latency of the events issued in each minute of the phase, in
+    /// order: a long run's stalls show in the minutes they happened.
+    pub by_minute: Vec<Option<Latency>>,
 }
 
 impl Delivered {
@@ -76,7 +94,7 @@ impl Delivered {
 
     /// How the events `ids` (accepted ones) reached the sink.
     pub fn of_ids(ids: &[String], arrivals: &Arrivals) -> Delivered {
-        let mut latencies = Vec::with_capacity(ids.len());
+        let mut timed = Vec::with_capacity(ids.len());
         let mut missing = Vec::new();
         let mut last_arrival = Duration::ZERO;
         for id in ids {
@@ -85,13 +103,15 @@ impl Delivered {
                     last_arrival = last_arrival.max(arrived);
                     // Every id the generator made carries its issue time.
                     if let Some(issued) = generator::issued_at(id) {
-                        latencies.push(arrived.saturating_sub(issued));
+                        timed.push((issued, arrived.saturating_sub(issued)));
                     }
                 }
                 None => missing.push(id.clone()),
             }
         }
-        Delivered { received: latencies.len(), missing, repeats: arrivals.repeats, last_arrival, latency: Latency::of(latencies) }
+        let (received, by_minute) = (timed.len(), by_minute(&timed));
+        let latency = Latency::of(timed.into_iter().map(|(_, latency)| latency).collect());
+        Delivered { received, missing, repeats: arrivals.repeats, last_arrival, latency, by_minute }
     }
 }
 
@@ -531,6 +551,7 @@ impl Summary {
             && let Some(line) = soak_line(&half.rss)
         {
             println!("{:<24}: {line}", format!("memory at half{suffix}"));
+            println!("{:<24}: {}", format!("p99 by minute{suffix}"), minutes_line(&half.delivered.by_minute));
         }
         let Some(max) = run.max.as_ref() else { return };
         let (engine, database) = max.cost_per_event();
@@ -857,6 +878,12 @@ fn soak_line(samples: &[(Duration, u64)]) -> Option<String> {
         100.0 * (last as f64 - warm as f64) / warm as f64,
         mib(peak)
     ))
+}
+
+/// Each minute's p99 (and its max, where a stall shows), in order.
+fn minutes_line(minutes: &[Option<Latency>]) -> String {
+    let minute = |l: &Option<Latency>| l.map_or_else(|| "-".to_owned(), |l| format!("{} (max {})", ms(l.p99), ms(l.max)));
+    minutes.iter().map(minute).collect::<Vec<_>>().join(", ")
 }
 
 fn micros(d: Duration) -> f64 {
