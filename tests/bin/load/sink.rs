@@ -129,6 +129,14 @@ impl Sink {
         ids.iter().all(|id| arrivals.first.contains_key(id))
     }
 
+    /// Makes room for `events` more arrivals up front. Growing a map of
+    /// millions of ids rehashes it while the lock is held, and the sink
+    /// answers nothing meanwhile: a ten-minute soak's worst minutes (p99
+    /// 122 and 663 ms, at 0.9 and 1.8 million ids) were this tool's own.
+    pub fn expect(&self, events: usize) {
+        self.shared.arrivals().first.reserve(events);
+    }
+
     /// Everything received so far; the sink starts afresh.
     pub fn drain(&self) -> Arrivals {
         std::mem::take(&mut *self.shared.arrivals())
