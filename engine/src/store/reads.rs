@@ -210,6 +210,9 @@ where
         rows.iter().map(caught_row).collect()
     }
 
+    /// A configuration's deliveries of the last hour and day counted by
+    /// status (the newest [`STATS_BOUND`] of each), its oldest pending one
+    /// and its failure streak.
     pub async fn config_stats(&self, id: &ConfigId, now: i64) -> Result<ConfigStats> {
         // Ids are `dlv_` and a UUIDv7, whose first 48 bits are the creation
         // time in ms: the (config_id, id) index reads a time window.
@@ -284,8 +287,6 @@ where
         Ok(Backlog { pending, oldest_pending_at: oldest, configurations_enabled: enabled, configurations_disabled: total - enabled })
     }
 
-    /// The newest deliveries of `id` from `since_id` on, counted by status,
-    /// at most [`STATS_BOUND`] of them.
     pub async fn get_config(&self, tenant: &TenantId, id: &ConfigId) -> Result<ConfigRecord> {
         let row = sqlx::query("SELECT * FROM configurations WHERE tenant_id = $1 AND id = $2")
             .bind(tenant.as_str())
