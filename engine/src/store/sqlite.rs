@@ -9,9 +9,10 @@
 //! about fourteen statements from arrival to logged attempt. On one thread
 //! the statements of a whole group run back to back, with one wake-up per
 //! group; its fsync runs beside the next group, not before it. A group
-//! stays open while the last one is being flushed: its callers could not be
-//! answered before the next flush anyway, and one commit instead of several
-//! writes each page the group changes to the log once.
+//! stays open while the last one is being flushed (its callers could not be
+//! answered before the next flush anyway), and until a short pace after the
+//! last one began: one commit instead of several writes each page the group
+//! changes to the log once.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -75,6 +76,15 @@ where
 
 /// Most jobs committed together.
 const MAX_GROUP: usize = 1024;
+
+/// The shortest time between the starts of two groups. Below full rate
+/// the writer was idle between small groups and committed each at once:
+/// at half rate ~1,900 groups a second of 3.4 jobs, each writing the same
+/// index ends to the log and waking the sync thread. 2 ms took the engine's
+/// CPU per event at half rate from 8.5 to 7.5 raw exchanges and added
+/// ~3 ms to the median latency (tests/LOAD.md); a write that finds the
+/// writer idle for longer than this is not held at all.
+const COMMIT_PACE: Duration = Duration::from_millis(2);
 
 /// Committed groups the sync thread has not flushed yet, and a wake-up for
 /// the writer when there are none left.
@@ -256,8 +266,9 @@ struct Committed {
 /// Takes jobs as they come, up to [`MAX_GROUP`] at a time, and commits each
 /// group in one transaction. A job that fails is rolled back to its own
 /// savepoint; the others still commit (see [`Job`]). While the sync thread
-/// is flushing earlier groups, the open group takes the jobs that arrive
-/// meanwhile instead of committing. The answers go to the sync thread.
+/// is flushing earlier groups, or until [`COMMIT_PACE`] after the last
+/// group began, the open group takes the jobs that arrive meanwhile instead
+/// of committing. The answers go to the sync thread.
 fn write_loop(
     conn: rusqlite::Connection,
     mut jobs: mpsc::Receiver<Box<dyn Job>>,
@@ -267,6 +278,7 @@ fn write_loop(
     let mut group: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_GROUP);
     // Cached statements: `execute_batch` would parse these every time.
     let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
+    let mut previous: Option<Instant> = None;
     while let Some(first) = jobs.blocking_recv() {
         let began = Instant::now();
         if let Err(e) = run("BEGIN IMMEDIATE") {
@@ -291,15 +303,25 @@ fn write_loop(
                     Err(_) => break,
                 }
             }
-            if failed || group.len() >= MAX_GROUP || flushing.groups.load(Ordering::Acquire) == 0 {
+            if failed || group.len() >= MAX_GROUP {
+                break;
+            }
+            let flush_under_way = flushing.groups.load(Ordering::Acquire) > 0;
+            let too_soon = previous.map_or(Duration::ZERO, |p| COMMIT_PACE.saturating_sub(p.elapsed()));
+            if !flush_under_way && too_soon.is_zero() {
                 break;
             }
             // The flush under way answers earlier groups only: wait for it
-            // to end, taking the jobs that come meanwhile.
+            // to end, taking the jobs that come meanwhile. Then, if the last
+            // group began less than [`COMMIT_PACE`] ago, wait out the rest: every
+            // commit writes the pages its group changed to the log, and a
+            // few jobs change nearly as many pages (the ends of the same
+            // indexes) as many jobs do.
             let next = runtime.block_on(async {
                 tokio::select! {
                     job = jobs.recv() => Some(job),
-                    () = flushing.done.notified() => None,
+                    () = flushing.done.notified(), if flush_under_way => None,
+                    () = tokio::time::sleep(too_soon), if !flush_under_way => None,
                 }
             });
             match next {
@@ -333,6 +355,7 @@ fn write_loop(
             let _ = conn.execute_batch("ROLLBACK");
         }
         flushing.groups.fetch_add(1, Ordering::AcqRel);
+        previous = Some(began);
         let jobs = std::mem::replace(&mut group, Vec::with_capacity(MAX_GROUP));
         if committed.send(Committed { jobs, commit, began }).is_err() {
             return;
