@@ -18,7 +18,7 @@ use crate::model::ids::CaughtId;
 use crate::model::timestamp;
 use crate::pipeline::client::{Sent, judge};
 use crate::pipeline::job::DeliveryJob;
-use crate::pipeline::request::{build, headers_json};
+use crate::pipeline::request::{Target, build, headers_json};
 use crate::store::{Caught, Store};
 
 /// The path under which catchers answer, and their tokens' prefix.
@@ -45,8 +45,8 @@ pub fn own_token(origins: &[String], url: &reqwest::Url) -> Option<String> {
 /// Delivers `job` to the catcher with `token`: built and signed as for the
 /// network, recorded (credentials redacted, as attempts record them), and
 /// answered as the catcher says; 404 when it no longer exists.
-pub async fn send(store: &Store, spec: &ExportConfig, token: &str, job: &DeliveryJob) -> Sent {
-    let request = build(spec, job);
+pub async fn send(store: &Store, spec: &ExportConfig, target: &Target, token: &str, job: &DeliveryJob) -> Sent {
+    let request = build(spec, target, job);
     let started_at = timestamp::now_ms();
     let clock = Instant::now();
     let uri = match request.url.query() {

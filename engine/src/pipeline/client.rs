@@ -12,7 +12,7 @@ use crate::model::export::{Authorization, ExportConfig, ResponseMode, Tls};
 use crate::model::timestamp;
 use crate::pipeline::destination::{self, DestinationPolicy};
 use crate::pipeline::job::DeliveryJob;
-use crate::pipeline::request::{Request, build, headers_json};
+use crate::pipeline::request::{Request, Target, build, headers_json};
 
 /// Most response-body bytes kept in the payload log.
 const MAX_LOGGED_RESPONSE: usize = 64 << 10;
@@ -82,8 +82,8 @@ pub struct Sent {
 }
 
 /// Builds, signs and sends one request for `job`, within the deadline.
-pub async fn send_once(spec: &ExportConfig, client: &Result<reqwest::Client, String>, job: &DeliveryJob) -> Sent {
-    let request = build(spec, job);
+pub async fn send_once(spec: &ExportConfig, target: &Target, client: &Result<reqwest::Client, String>, job: &DeliveryJob) -> Sent {
+    let request = build(spec, target, job);
     let started_at = timestamp::now_ms();
     let client = match client {
         Ok(client) => client,

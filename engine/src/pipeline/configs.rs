@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 
 use crate::model::export::ExportConfig;
 use crate::model::ids::{ConfigId, ScriptId, TenantId};
-use crate::pipeline::client;
 use crate::pipeline::destination::DestinationPolicy;
 use crate::pipeline::lock;
 use crate::pipeline::penalty::Penalty;
+use crate::pipeline::{client, request};
 use crate::sandbox::{Params, Sandbox, Script};
 use crate::store::{self, Store, StoreError};
 
@@ -24,6 +24,8 @@ pub struct ActiveConfig {
     pub version: i64,
     pub enabled: bool,
     pub spec: ExportConfig,
+    /// Where its requests go, parsed once.
+    pub target: request::Target,
     /// `Err` holds why the script could not be loaded; deliveries then
     /// record a script error instead of guessing.
     pub script: Option<Result<Arc<Script>, String>>,
@@ -59,8 +61,8 @@ impl ActiveConfig {
     /// own hosted catcher.
     pub async fn send(&self, store: &Store, job: &crate::pipeline::job::DeliveryJob) -> client::Sent {
         match &self.catcher {
-            Some(token) => crate::pipeline::catcher::send(store, &self.spec, token, job).await,
-            None => client::send_once(&self.spec, &self.client, job).await,
+            Some(token) => crate::pipeline::catcher::send(store, &self.spec, &self.target, token, job).await,
+            None => client::send_once(&self.spec, &self.target, &self.client, job).await,
         }
     }
 }
@@ -142,6 +144,8 @@ impl ConfigCache {
         }
         let spec: ExportConfig =
             serde_json::from_str(&record.spec).map_err(|e| StoreError::Corrupt(format!("configuration {}: {e}", record.id)))?;
+        let target =
+            request::Target::new(&spec).map_err(|e| StoreError::Corrupt(format!("configuration {}: its endpoint: {e}", record.id)))?;
         let script = match &spec.script {
             None => None,
             Some(s) => Some(match self.store.script_code(&record.tenant_id, &s.id).await {
@@ -176,6 +180,7 @@ impl ConfigCache {
             version: record.version,
             enabled: record.enabled,
             spec,
+            target,
             script,
             params,
             penalty,

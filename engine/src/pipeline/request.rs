@@ -29,31 +29,47 @@ pub fn default_body(event: &Event) -> Vec<u8> {
     serde_json::to_vec(&event.envelope()).unwrap_or_default()
 }
 
-/// Builds the request for one attempt. Everything here was validated when
-/// the configuration was saved, so failures only drop the offending part.
-pub fn build(spec: &ExportConfig, job: &DeliveryJob) -> Request {
+/// Where a configuration's requests go, and the same as attempt logs show
+/// it: made once per configuration, not parsed again for every attempt.
+pub struct Target {
+    url: reqwest::Url,
+    logged_uri: String,
+}
+
+impl Target {
+    /// The endpoint with the configuration's query added. (Endpoints are
+    /// validated when a configuration is saved: only a damaged stored one
+    /// fails here.)
+    pub fn new(spec: &ExportConfig) -> Result<Self, String> {
+        let mut url = reqwest::Url::parse(&spec.endpoint).map_err(|e| e.to_string())?;
+        // The endpoint's own query may carry a credential (`?token=…`).
+        let mut logged = reqwest::Url::parse(&redact_url(&spec.endpoint)).unwrap_or_else(|_| {
+            let mut bare = url.clone();
+            bare.set_query(None);
+            bare
+        });
+        if !spec.query.is_empty() {
+            let mut q = url.query_pairs_mut();
+            let mut lq = logged.query_pairs_mut();
+            for (k, v) in &spec.query {
+                q.append_pair(k, v);
+                lq.append_pair(k, if is_secret_name(k) { REDACTED } else { v });
+            }
+        }
+        Ok(Self { url, logged_uri: logged.into() })
+    }
+}
+
+/// Builds the request for one attempt to `target`, `spec`'s. Everything
+/// here was validated when the configuration was saved, so failures only
+/// drop the offending part.
+pub fn build(spec: &ExportConfig, target: &Target, job: &DeliveryJob) -> Request {
     use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
     let body = match &job.body {
         Some(b) => b.clone().into_bytes(),
         None => default_body(&job.event),
     };
-    let mut url = reqwest::Url::parse(&spec.endpoint).expect("endpoints are validated on save");
-    // The endpoint's own query may carry a credential (`?token=…`).
-    let mut logged = reqwest::Url::parse(&redact_url(&spec.endpoint)).unwrap_or_else(|_| {
-        let mut bare = url.clone();
-        bare.set_query(None);
-        bare
-    });
-    if !spec.query.is_empty() {
-        let mut q = url.query_pairs_mut();
-        let mut lq = logged.query_pairs_mut();
-        for (k, v) in &spec.query {
-            q.append_pair(k, v);
-            lq.append_pair(k, if is_secret_name(k) { REDACTED } else { v });
-        }
-    }
-
     let mut headers = HeaderMap::new();
     let mut put = |name: &str, value: &str| {
         if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
@@ -89,7 +105,7 @@ pub fn build(spec: &ExportConfig, job: &DeliveryJob) -> Request {
     for (name, value) in sign::headers(&spec.signing.profiles, &secrets, job.event.id.as_str(), now / 1000, &body) {
         put(name, &value);
     }
-    Request { url, logged_uri: logged.to_string(), headers, body }
+    Request { url: target.url.clone(), logged_uri: target.logged_uri.clone(), headers, body }
 }
 
 /// Request headers as logged: credentials redacted.
@@ -143,7 +159,7 @@ mod tests {
             attempt: 1,
             undecided: false,
         };
-        let request = build(&spec, &job);
+        let request = build(&spec, &Target::new(&spec).expect("endpoint"), &job);
         assert_eq!(request.url.as_str(), "https://x.example/hook?token=abc&v=1&key=k-123&page=2");
         assert_eq!(request.logged_uri, "https://x.example/hook?token=***&v=1&key=***&page=2");
         assert_eq!(request.headers["x-api-key"], "h-456");
