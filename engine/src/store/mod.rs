@@ -1199,8 +1199,9 @@ impl Store {
     // Retention: system jobs, across tenants. Cutoffs are arguments so that
     // the clock stays the caller's.
 
-    /// Deletes at most `limit` attempt payloads (request and response
-    /// bodies) made before `before`, oldest first; returns how many.
+    /// Deletes attempt payloads (request and response bodies) made before
+    /// `before` among the `limit` oldest (in id order, which is creation
+    /// order); returns how many. Fewer than `limit`: none older are left.
     pub async fn purge_payloads(&self, before: i64, limit: i64) -> Result<u64> {
         dispatch!(self.purge_payloads(before, limit))
     }

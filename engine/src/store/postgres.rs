@@ -833,7 +833,9 @@ impl PostgresStore {
     pub async fn purge_payloads(&self, before: i64, limit: i64) -> Result<u64> {
         let deleted = sqlx::query(
             "DELETE FROM attempt_payloads WHERE attempt_id IN
-                (SELECT attempt_id FROM attempt_payloads WHERE created_at < $1 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                (SELECT attempt_id FROM (SELECT attempt_id, created_at FROM attempt_payloads ORDER BY attempt_id LIMIT $2
+                                         FOR UPDATE SKIP LOCKED) oldest
+                 WHERE created_at < $1)",
         )
         .bind(before)
         .bind(limit)

@@ -1173,7 +1173,8 @@ impl SqliteStore {
             let deleted = c
                 .prepare_cached(
                     "DELETE FROM attempt_payloads WHERE attempt_id IN
-                        (SELECT attempt_id FROM attempt_payloads WHERE created_at < ?1 ORDER BY created_at LIMIT ?2)",
+                        (SELECT attempt_id FROM (SELECT attempt_id, created_at FROM attempt_payloads ORDER BY attempt_id LIMIT ?2)
+                         WHERE created_at < ?1)",
                 )?
                 .execute(rusqlite::params![before, limit])?;
             Ok(deleted as u64)
