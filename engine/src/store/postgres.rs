@@ -1117,11 +1117,20 @@ pub(super) async fn record_group(pool: &PgPool, attempts: &[&NewAttempt]) -> Res
         .collect();
 
     let mut tx = pool.begin().await?;
+    // `d.status = a.was` rather than `d.status = 'pending'`: with the
+    // constant, the planner may read the group's deliveries through the
+    // pending index (whose predicate it then proves) and hash-join them.
+    // That index keeps an entry for every delivery settled since the last
+    // vacuum, and each group read them all (63,770 entries and 3,142 heap
+    // pages for a group of 200 in a load run: 12.5 ms, against 0.6 ms by
+    // primary key). Matched by key, the row is still checked for being
+    // pending, by every node that races for it.
     sqlx::query(
-        "WITH a AS (
-            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::text[],
-                                 $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
-                                 $15::text[], $16::text[], $17::bigint[])
+        "WITH a AS MATERIALIZED (
+            SELECT *, 'pending'::text AS was
+            FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::text[],
+                        $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
+                        $15::text[], $16::text[], $17::bigint[])
                      AS a(id, tenant_id, delivery_id, number, started_at, duration_ms, method, uri, response_status, outcome,
                           error, request_headers, response_headers, request_body, response_body, status, next_attempt_at)),
          attempt AS (
@@ -1134,7 +1143,7 @@ pub(super) async fn record_group(pool: &PgPool, attempts: &[&NewAttempt]) -> Res
             SELECT id, request_body, response_body, started_at FROM a)
          UPDATE deliveries d SET status = a.status, attempts = a.number, next_attempt_at = a.next_attempt_at,
                                  lease_until = NULL, lease_owner = NULL, updated_at = $18
-         FROM a WHERE d.id = a.delivery_id AND d.tenant_id = a.tenant_id AND d.status = 'pending' AND d.attempts < a.number",
+         FROM a WHERE d.id = a.delivery_id AND d.tenant_id = a.tenant_id AND d.status = a.was AND d.attempts < a.number",
     )
     .bind(&ids)
     .bind(&tenants)
