@@ -311,17 +311,21 @@ fn write_loop(
             if !flush_under_way && too_soon.is_zero() {
                 break;
             }
+            if !flush_under_way {
+                // The last group began less than [`COMMIT_PACE`] ago: every
+                // commit writes the pages its group changed to the log, and a
+                // few jobs change nearly as many pages (the ends of the same
+                // indexes) as many jobs do. The jobs that come meanwhile wait
+                // in the channel; one sleep, not a timer per job.
+                std::thread::sleep(too_soon);
+                continue;
+            }
             // The flush under way answers earlier groups only: wait for it
-            // to end, taking the jobs that come meanwhile. Then, if the last
-            // group began less than [`COMMIT_PACE`] ago, wait out the rest: every
-            // commit writes the pages its group changed to the log, and a
-            // few jobs change nearly as many pages (the ends of the same
-            // indexes) as many jobs do.
+            // to end, taking the jobs that come meanwhile.
             let next = runtime.block_on(async {
                 tokio::select! {
                     job = jobs.recv() => Some(job),
-                    () = flushing.done.notified(), if flush_under_way => None,
-                    () = tokio::time::sleep(too_soon), if !flush_under_way => None,
+                    () = flushing.done.notified() => None,
                 }
             });
             match next {
