@@ -166,4 +166,17 @@ mod tests {
         let logged = logged_headers(&request);
         assert!(!logged.contains("h-456") && logged.contains(r#""x-api-key":"***""#), "{logged}");
     }
+
+    #[test]
+    fn a_stored_endpoint_that_no_longer_parses_is_an_error_not_a_panic() {
+        let mut spec: ExportConfig = serde_json::from_value::<crate::model::export::ConfigInput>(serde_json::json!({
+            "name": "n", "endpoint": "https://x.example/hook", "event_types": ["*"]
+        }))
+        .expect("shape")
+        .validate(None)
+        .expect("valid");
+        // What a damaged row would hold: saving validates endpoints.
+        spec.endpoint = "no scheme\u{0}".into();
+        assert!(Target::new(&spec).is_err());
+    }
 }
