@@ -114,6 +114,9 @@ pub struct Posted {
     /// Engine target: events answered `duplicate` (never expected: ids are fresh).
     pub duplicates: u64,
     pub failures: Failures,
+    /// Engine target: how long each request waited for its answer (any
+    /// answer), counted from when it was due.
+    pub answers: Vec<Duration>,
 }
 
 impl Posted {
@@ -179,6 +182,7 @@ pub async fn run(http: &reqwest::Client, clock: Clock, plan: Plan) -> Result<Pos
         posted.accepted.extend(tally.accepted);
         posted.duplicates += tally.duplicates;
         posted.failures.merge(tally.failures);
+        posted.answers.extend(tally.answers);
     }
     Ok(posted)
 }
@@ -199,6 +203,7 @@ struct Tally {
     accepted: Vec<String>,
     duplicates: u64,
     failures: Failures,
+    answers: Vec<Duration>,
 }
 
 impl Phase {
@@ -264,6 +269,9 @@ impl Phase {
                 }
             }
             tally.finished = self.clock.now();
+            if !matches!(plan.target, Target::Raw { .. }) {
+                tally.answers.push(tally.finished.saturating_sub(issued));
+            }
         }
         tally
     }

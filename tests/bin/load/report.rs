@@ -429,6 +429,15 @@ impl Summary {
                 latency(half.delivered.latency)
             );
         }
+        if let Some(run) = run {
+            let answers: Vec<String> = [("max", run.max.as_ref()), ("half", run.half.as_ref().map(|(_, half)| half))]
+                .into_iter()
+                .filter_map(|(phase, r)| Some(format!("{phase}: {}", latency(Some(Latency::of(r?.posted.answers.clone())?)))))
+                .collect();
+            if !answers.is_empty() {
+                println!("{:<24}: {}", "ingest answered in", answers.join("; "));
+            }
+        }
         if let Some(line) = cpu_line(&self.phase_cpu()) {
             println!("{:<24}: {line}", "CPU, cores busy");
         }
