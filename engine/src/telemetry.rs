@@ -112,18 +112,22 @@ fn describe() {
 /// drops a metric from under a handle).
 type Slot<T> = OnceLock<T>;
 
-/// Runs `record` on the handle in `slot`, made by `make` the first time
-/// (before [`install`], on a fresh handle of whatever recorder there is).
-fn with<T>(slot: &'static Slot<T>, make: impl FnOnce() -> T, record: impl FnOnce(&T)) {
-    if EXPORTER.get().is_some() { record(slot.get_or_init(make)) } else { record(&make()) }
+/// Runs `record` on the handle in `slot`, made by `make` the first time;
+/// on a fresh handle when there is no slot for it (a label value not
+/// foreseen) or before [`install`] (of whatever recorder there is).
+fn with<T>(slot: Option<&'static Slot<T>>, make: impl FnOnce() -> T, record: impl FnOnce(&T)) {
+    match slot.filter(|_| EXPORTER.get().is_some()) {
+        Some(slot) => record(slot.get_or_init(make)),
+        None => record(&make()),
+    }
 }
 
 /// An ingest request stored `accepted` new events and found `duplicate`.
 pub fn events_ingested(accepted: u64, duplicate: u64) {
     static ACCEPTED: Slot<Counter> = Slot::new();
     static DUPLICATE: Slot<Counter> = Slot::new();
-    with(&ACCEPTED, || counter!(EVENTS_INGESTED, "outcome" => "accepted"), |c| c.increment(accepted));
-    with(&DUPLICATE, || counter!(EVENTS_INGESTED, "outcome" => "duplicate"), |c| c.increment(duplicate));
+    with(Some(&ACCEPTED), || counter!(EVENTS_INGESTED, "outcome" => "accepted"), |c| c.increment(accepted));
+    with(Some(&DUPLICATE), || counter!(EVENTS_INGESTED, "outcome" => "duplicate"), |c| c.increment(duplicate));
 }
 
 /// An ingest request refused with `code`.
@@ -154,15 +158,15 @@ impl RoutingOutcome {
 
 pub fn routing_decision(decision: RoutingOutcome) {
     static BY_OUTCOME: [Slot<Counter>; 4] = [const { Slot::new() }; 4];
-    with(&BY_OUTCOME[decision as usize], || counter!(ROUTING_DECISIONS, "outcome" => decision.label()), |c| c.increment(1));
+    with(Some(&BY_OUTCOME[decision as usize]), || counter!(ROUTING_DECISIONS, "outcome" => decision.label()), |c| c.increment(1));
 }
 
 /// One script run: its wall time and the fuel it used.
 pub fn script_run(took: Duration, fuel: u64) {
     static SECONDS: Slot<Histogram> = Slot::new();
     static FUEL: Slot<Histogram> = Slot::new();
-    with(&SECONDS, || histogram!(SCRIPT_RUN_SECONDS), |h| h.record(took.as_secs_f64()));
-    with(&FUEL, || histogram!(SCRIPT_FUEL), |h| h.record(fuel as f64));
+    with(Some(&SECONDS), || histogram!(SCRIPT_RUN_SECONDS), |h| h.record(took.as_secs_f64()));
+    with(Some(&FUEL), || histogram!(SCRIPT_FUEL), |h| h.record(fuel as f64));
 }
 
 /// One attempt recorded: its outcome (`succeeded`, `retry`, `failed`),
@@ -171,7 +175,8 @@ pub fn script_run(took: Duration, fuel: u64) {
 pub fn attempt(outcome: &'static str, status: Option<u16>, took: Option<Duration>) {
     const OUTCOMES: [&str; 3] = ["succeeded", "retry", "failed"];
     const CLASSES: [&str; 7] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx", "other"];
-    static BY_OUTCOME: [[Slot<Counter>; CLASSES.len()]; OUTCOMES.len()] = [const { [const { Slot::new() }; 7] }; 3];
+    static BY_OUTCOME: [[Slot<Counter>; CLASSES.len()]; OUTCOMES.len()] =
+        [const { [const { Slot::new() }; CLASSES.len()] }; OUTCOMES.len()];
     static SECONDS: Slot<Histogram> = Slot::new();
     let class = match status {
         None => 0,
@@ -182,13 +187,10 @@ pub fn attempt(outcome: &'static str, status: Option<u16>, took: Option<Duration
         Some(500..=599) => 5,
         Some(_) => 6,
     };
-    let count = || counter!(ATTEMPTS, "outcome" => outcome, "status_class" => CLASSES[class]);
-    match OUTCOMES.iter().position(|o| *o == outcome) {
-        Some(o) => with(&BY_OUTCOME[o][class], count, |c| c.increment(1)),
-        None => count().increment(1),
-    }
+    let slot = OUTCOMES.iter().position(|o| *o == outcome).map(|o| &BY_OUTCOME[o][class]);
+    with(slot, || counter!(ATTEMPTS, "outcome" => outcome, "status_class" => CLASSES[class]), |c| c.increment(1));
     if let Some(took) = took {
-        with(&SECONDS, || histogram!(ATTEMPT_SECONDS), |h| h.record(took.as_secs_f64()));
+        with(Some(&SECONDS), || histogram!(ATTEMPT_SECONDS), |h| h.record(took.as_secs_f64()));
     }
 }
 
@@ -196,20 +198,11 @@ pub fn attempt(outcome: &'static str, status: Option<u16>, took: Option<Duration
 /// `jobs` committed together in `took`.
 pub fn store_group(kind: &'static str, jobs: usize, took: Duration) {
     const KINDS: [&str; 3] = ["writer", "ingest", "attempts"];
-    static SIZES: [Slot<Histogram>; KINDS.len()] = [const { Slot::new() }; 3];
-    static SECONDS: [Slot<Histogram>; KINDS.len()] = [const { Slot::new() }; 3];
-    let size = || histogram!(STORE_GROUP_SIZE, "kind" => kind);
-    let seconds = || histogram!(STORE_COMMIT_SECONDS, "kind" => kind);
-    match KINDS.iter().position(|k| *k == kind) {
-        Some(k) => {
-            with(&SIZES[k], size, |h| h.record(jobs as f64));
-            with(&SECONDS[k], seconds, |h| h.record(took.as_secs_f64()));
-        }
-        None => {
-            size().record(jobs as f64);
-            seconds().record(took.as_secs_f64());
-        }
-    }
+    static SIZES: [Slot<Histogram>; KINDS.len()] = [const { Slot::new() }; KINDS.len()];
+    static SECONDS: [Slot<Histogram>; KINDS.len()] = [const { Slot::new() }; KINDS.len()];
+    let k = KINDS.iter().position(|k| *k == kind);
+    with(k.map(|k| &SIZES[k]), || histogram!(STORE_GROUP_SIZE, "kind" => kind), |h| h.record(jobs as f64));
+    with(k.map(|k| &SECONDS[k]), || histogram!(STORE_COMMIT_SECONDS, "kind" => kind), |h| h.record(took.as_secs_f64()));
 }
 
 /// The node's state at a scrape: gauges read now rather than kept up to
