@@ -454,7 +454,7 @@ pub struct TestAttemptView {
 
 impl From<crate::service::TestSend> for TestSendView {
     fn from(report: crate::service::TestSend) -> Self {
-        use crate::pipeline::request::{default_body, logged_headers};
+        use crate::pipeline::request::default_body;
         // The event as sent, payload as posted (see `EventView`).
         let event = RawValue::from_string(String::from_utf8_lossy(&default_body(&report.event)).into_owned())
             .unwrap_or_else(|_| RawValue::NULL.to_owned());
@@ -475,8 +475,8 @@ impl From<crate::service::TestSend> for TestSendView {
         let attempt = report.sent.as_ref().map(|sent| TestAttemptView {
             succeeded: sent.succeeded,
             method: "POST",
-            uri: sent.request.logged_uri.clone(),
-            request_headers: serde_json::from_str(&logged_headers(&sent.request)).unwrap_or_default(),
+            uri: sent.request.uri.clone(),
+            request_headers: serde_json::from_str(&sent.request.headers).unwrap_or_default(),
             request_body: String::from_utf8_lossy(&sent.request.body).into_owned(),
             response_status: sent.status.map(|s| s.as_u16()),
             response_body: sent.response_body.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()),

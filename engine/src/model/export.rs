@@ -220,10 +220,14 @@ pub enum SigningProfile {
     XSignature,
 }
 
-/// A signing secret, `whsec_` and base64 of 24 to 64 bytes.
+/// A signing secret, `whsec_` and base64 of 24 to 64 bytes; its key is
+/// decoded once, not for every request it signs.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct SigningSecret(String);
+pub struct SigningSecret {
+    raw: String,
+    key: Vec<u8>,
+}
 
 impl SigningSecret {
     pub const PREFIX: &'static str = "whsec_";
@@ -232,31 +236,28 @@ impl SigningSecret {
         use base64::Engine as _;
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).expect("the operating system's random source");
-        Self(format!("{}{}", Self::PREFIX, base64::engine::general_purpose::STANDARD.encode(key)))
+        Self { raw: format!("{}{}", Self::PREFIX, base64::engine::general_purpose::STANDARD.encode(key)), key: key.to_vec() }
     }
 
     pub fn parse(raw: &str) -> Result<Self, ConfigError> {
-        let key = Self::decode(raw)
+        use base64::Engine as _;
+        let key = raw
+            .strip_prefix(Self::PREFIX)
+            .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
             .ok_or_else(|| err("invalid_signing_secret", "signing.secret", "expected `whsec_` and base64 of 24 to 64 bytes"))?;
         if !(24..=64).contains(&key.len()) {
             return Err(err("invalid_signing_secret", "signing.secret", "expected 24 to 64 key bytes"));
         }
-        Ok(Self(raw.to_owned()))
-    }
-
-    fn decode(raw: &str) -> Option<Vec<u8>> {
-        use base64::Engine as _;
-        let b64 = raw.strip_prefix(Self::PREFIX)?;
-        base64::engine::general_purpose::STANDARD.decode(b64).ok()
+        Ok(Self { raw: raw.to_owned(), key })
     }
 
     /// The HMAC key bytes.
-    pub fn key(&self) -> Vec<u8> {
-        Self::decode(&self.0).unwrap_or_default()
+    pub fn key(&self) -> &[u8] {
+        &self.key
     }
 
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.raw
     }
 }
 
@@ -275,7 +276,7 @@ impl TryFrom<String> for SigningSecret {
 
 impl From<SigningSecret> for String {
     fn from(s: SigningSecret) -> String {
-        s.0
+        s.raw
     }
 }
 

@@ -22,7 +22,7 @@ fn mac(key: &[u8]) -> HmacSha256 {
 pub fn standard_webhooks(secrets: &[&SigningSecret], id: &str, timestamp: i64, body: &[u8]) -> String {
     let mut out = String::new();
     for secret in secrets {
-        let mut m = mac(&secret.key());
+        let mut m = mac(secret.key());
         m.update(id.as_bytes());
         m.update(b".");
         m.update(timestamp.to_string().as_bytes());
@@ -39,7 +39,7 @@ pub fn standard_webhooks(secrets: &[&SigningSecret], id: &str, timestamp: i64, b
 
 /// `X-Signature`: hex HMAC-SHA256 of the body with the first secret.
 pub fn x_signature(secret: &SigningSecret, body: &[u8]) -> String {
-    let mut m = mac(&secret.key());
+    let mut m = mac(secret.key());
     m.update(body);
     hex::encode(m.finalize().into_bytes())
 }

@@ -18,7 +18,7 @@ use crate::model::ids::CaughtId;
 use crate::model::timestamp;
 use crate::pipeline::client::{Sent, judge};
 use crate::pipeline::job::DeliveryJob;
-use crate::pipeline::request::{Target, build, headers_json};
+use crate::pipeline::request::{Target, build};
 use crate::store::{Caught, Store};
 
 /// The path under which catchers answer, and their tokens' prefix.
@@ -46,20 +46,20 @@ pub fn own_token(origins: &[String], url: &reqwest::Url) -> Option<String> {
 /// network, recorded (credentials redacted, as attempts record them), and
 /// answered as the catcher says; 404 when it no longer exists.
 pub async fn send(store: &Store, spec: &ExportConfig, target: &Target, token: &str, job: &DeliveryJob) -> Sent {
-    let request = build(spec, target, job);
+    let (url, _, body, request) = build(spec, target, job).split();
     let started_at = timestamp::now_ms();
     let clock = Instant::now();
-    let uri = match request.url.query() {
-        Some(q) => format!("{}?{q}", request.url.path()),
-        None => request.url.path().to_owned(),
+    let uri = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
     };
     let caught = Caught {
         id: CaughtId::generate(),
         received_at: started_at,
         method: "POST".into(),
         uri,
-        headers: headers_json(&request.headers, true),
-        body: request.body.clone(),
+        headers: request.headers.clone(),
+        body: body.into(),
         body_size: 0,
     };
     let (status, body, error) = match store.catch(&KeyHash::of(token), caught).await {

@@ -12,7 +12,7 @@ use crate::model::export::{Authorization, ExportConfig, ResponseMode, Tls};
 use crate::model::timestamp;
 use crate::pipeline::destination::{self, DestinationPolicy};
 use crate::pipeline::job::DeliveryJob;
-use crate::pipeline::request::{Request, Target, build, headers_json};
+use crate::pipeline::request::{LoggedRequest, Target, build, headers_json};
 
 /// Most response-body bytes kept in the payload log.
 const MAX_LOGGED_RESPONSE: usize = 64 << 10;
@@ -66,7 +66,7 @@ pub fn client_for(
 
 /// One request and its answer, classified by the configuration's response mode.
 pub struct Sent {
-    pub request: Request,
+    pub request: LoggedRequest,
     /// Unix ms.
     pub started_at: i64,
     pub duration_ms: i64,
@@ -83,7 +83,7 @@ pub struct Sent {
 
 /// Builds, signs and sends one request for `job`, within the deadline.
 pub async fn send_once(spec: &ExportConfig, target: &Target, client: &Result<reqwest::Client, String>, job: &DeliveryJob) -> Sent {
-    let request = build(spec, target, job);
+    let (url, headers, body, request) = build(spec, target, job).split();
     let started_at = timestamp::now_ms();
     let client = match client {
         Ok(client) => client,
@@ -103,8 +103,7 @@ pub async fn send_once(spec: &ExportConfig, target: &Target, client: &Result<req
         }
     };
     let clock = Instant::now();
-    let sent =
-        client.post(request.url.clone()).headers(request.headers.clone()).body(request.body.clone()).timeout(spec.deadline()).send().await;
+    let sent = client.post(url).headers(headers).body(body).timeout(spec.deadline()).send().await;
     let (status, response_headers, response_body, error, retry_after) = match sent {
         Ok(response) => {
             let status = response.status();

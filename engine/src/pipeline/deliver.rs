@@ -23,7 +23,6 @@ use crate::pipeline::fair::{Bounds, FairQueue, Refused};
 use crate::pipeline::job::{DeliveryJob, Handoff, LEASE_MS};
 use crate::pipeline::lock;
 use crate::pipeline::notice::{FailedDelivery, Notices};
-use crate::pipeline::request;
 use crate::sandbox::Sandbox;
 use crate::store::{self, AttemptOutcome, DeliveryStatus, FailureStreak, NewAttempt, Store, StoreError};
 use crate::telemetry::{self, traces};
@@ -362,7 +361,6 @@ impl Deliverer {
             duration_ms,
         });
         let failure = error.clone();
-        let request_headers = request::logged_headers(&request);
         let attempt = NewAttempt {
             id: AttemptId::generate(),
             tenant_id: job.tenant.clone(),
@@ -372,13 +370,14 @@ impl Deliverer {
             started_at,
             duration_ms,
             method: "POST".into(),
-            uri: request.logged_uri,
+            uri: request.uri,
             response_status: status.map(|s| i64::from(s.as_u16())),
             outcome,
             error,
-            request_headers,
+            request_headers: request.headers,
             response_headers,
-            request_body: String::from_utf8(request.body).ok(),
+            // The send is over: the body is the log's alone, taken without a copy.
+            request_body: String::from_utf8(request.body.into()).ok(),
             response_body,
             next_attempt_at,
         };

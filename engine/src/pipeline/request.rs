@@ -20,7 +20,24 @@ pub struct Request {
     pub url: reqwest::Url,
     pub logged_uri: String,
     pub headers: reqwest::header::HeaderMap,
-    pub body: Vec<u8>,
+    pub body: bytes::Bytes,
+}
+
+/// What the attempt log keeps of a request: its URI and headers as logged
+/// (credentials redacted, the headers as a JSON object) and its body.
+pub struct LoggedRequest {
+    pub uri: String,
+    pub headers: String,
+    pub body: bytes::Bytes,
+}
+
+impl Request {
+    /// What goes on the wire (URL, headers, body) and what the log keeps
+    /// of it: the headers redacted once, the body shared, not copied.
+    pub fn split(self) -> (reqwest::Url, reqwest::header::HeaderMap, bytes::Bytes, LoggedRequest) {
+        let logged = LoggedRequest { uri: self.logged_uri, headers: headers_json(&self.headers, true), body: self.body.clone() };
+        (self.url, self.headers, self.body, logged)
+    }
 }
 
 /// The body receivers get when the script does not replace it: the event
@@ -66,51 +83,53 @@ impl Target {
 pub fn build(spec: &ExportConfig, target: &Target, job: &DeliveryJob) -> Request {
     use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-    let body = match &job.body {
+    let body = bytes::Bytes::from(match &job.body {
         Some(b) => b.clone().into_bytes(),
         None => default_body(&job.event),
-    };
-    let mut headers = HeaderMap::new();
-    let mut put = |name: &str, value: &str| {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
-            headers.insert(n, v);
+    });
+    let mut headers = HeaderMap::with_capacity(12);
+    // sluice's own names are made without parsing or copying them; the
+    // configuration's and the script's are parsed (and were validated).
+    let mut put = |name: HeaderName, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
         }
     };
+    let parsed = |name: &str| HeaderName::from_bytes(name.as_bytes()).ok();
     for (k, v) in &spec.headers {
-        put(k, v);
+        if let Some(n) = parsed(k) {
+            put(n, v);
+        }
     }
     if let Some(script_headers) = job.headers.as_deref().and_then(|h| serde_json::from_str::<Vec<Header>>(h).ok()) {
         for h in script_headers {
-            put(&h.name, &h.value);
+            if let Some(n) = parsed(&h.name) {
+                put(n, &h.value);
+            }
         }
     }
-    put("content-type", "application/json");
-    put("idempotency-key", job.event.id.as_str());
+    put(reqwest::header::CONTENT_TYPE, "application/json");
+    put(HeaderName::from_static("idempotency-key"), job.event.id.as_str());
     // Who caused the event, for receivers that audit it.
     if let Some(source) = &job.event.source {
         if let Some(user) = &source.user {
-            put("sluice-source-user", user);
+            put(HeaderName::from_static("sluice-source-user"), user);
         }
         if let Some(application) = &source.application {
-            put("sluice-source-application", application);
+            put(HeaderName::from_static("sluice-source-application"), application);
         }
     }
     match &spec.authorization {
-        Authorization::Bearer { token } => put("authorization", &format!("Bearer {token}")),
-        Authorization::Token { token } => put("authorization", token),
+        Authorization::Bearer { token } => put(reqwest::header::AUTHORIZATION, &format!("Bearer {token}")),
+        Authorization::Token { token } => put(reqwest::header::AUTHORIZATION, token),
         Authorization::None | Authorization::ClientCertificate { .. } => {}
     }
     let now = timestamp::now_ms();
     let secrets = spec.signing.secrets_at(now);
     for (name, value) in sign::headers(&spec.signing.profiles, &secrets, job.event.id.as_str(), now / 1000, &body) {
-        put(name, &value);
+        put(HeaderName::from_static(name), &value);
     }
     Request { url: target.url.clone(), logged_uri: target.logged_uri.clone(), headers, body }
-}
-
-/// Request headers as logged: credentials redacted.
-pub fn logged_headers(request: &Request) -> String {
-    headers_json(&request.headers, true)
 }
 
 /// Headers as a JSON object; with `redact`, credential values read `***`.
@@ -163,7 +182,7 @@ mod tests {
         assert_eq!(request.url.as_str(), "https://x.example/hook?token=abc&v=1&key=k-123&page=2");
         assert_eq!(request.logged_uri, "https://x.example/hook?token=***&v=1&key=***&page=2");
         assert_eq!(request.headers["x-api-key"], "h-456");
-        let logged = logged_headers(&request);
+        let logged = request.split().3.headers;
         assert!(!logged.contains("h-456") && logged.contains(r#""x-api-key":"***""#), "{logged}");
     }
 
