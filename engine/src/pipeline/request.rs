@@ -187,6 +187,23 @@ mod tests {
     }
 
     #[test]
+    fn logged_headers_are_in_name_order_with_a_repeated_names_last_value_and_credentials_hidden() {
+        use reqwest::header::{HeaderMap, HeaderValue};
+        let mut headers = HeaderMap::new();
+        for (name, value) in [("x-b", "2"), ("authorization", "Bearer t-1"), ("x-a", "first"), ("webhook-signature", "v1,abc")] {
+            headers.append(name, HeaderValue::from_static(value));
+        }
+        headers.append("x-a", HeaderValue::from_static("second"));
+        headers.append("x-c", HeaderValue::from_bytes(b"\xff\"q").expect("opaque bytes are a valid value"));
+        assert_eq!(
+            headers_json(&headers, true),
+            r#"{"authorization":"***","webhook-signature":"v1,abc","x-a":"second","x-b":"2","x-c":"�\"q"}"#
+        );
+        assert!(headers_json(&headers, false).contains(r#""authorization":"Bearer t-1""#));
+        assert_eq!(headers_json(&HeaderMap::new(), true), "{}");
+    }
+
+    #[test]
     fn a_stored_endpoint_that_no_longer_parses_is_an_error_not_a_panic() {
         let mut spec: ExportConfig = serde_json::from_value::<crate::model::export::ConfigInput>(serde_json::json!({
             "name": "n", "endpoint": "https://x.example/hook", "event_types": ["*"]
