@@ -376,7 +376,8 @@ impl Deliverer {
             error,
             request_headers: request.headers,
             response_headers,
-            // The send is over: the body is the log's alone, taken without a copy.
+            // The send is over: the body is normally the log's alone by now,
+            // and then taken back without a copy.
             request_body: String::from_utf8(request.body.into()).ok(),
             response_body,
             next_attempt_at,
