@@ -46,12 +46,13 @@ pub fn own_token(origins: &[String], url: &reqwest::Url) -> Option<String> {
 /// network, recorded (credentials redacted, as attempts record them), and
 /// answered as the catcher says; 404 when it no longer exists.
 pub async fn send(store: &Store, spec: &ExportConfig, target: &Target, token: &str, job: &DeliveryJob) -> Sent {
-    let (url, _, body, request) = build(spec, target, job).split();
+    let outgoing = build(spec, target, job);
+    let request = outgoing.logged();
     let started_at = timestamp::now_ms();
     let clock = Instant::now();
-    let uri = match url.query() {
-        Some(q) => format!("{}?{q}", url.path()),
-        None => url.path().to_owned(),
+    let uri = match outgoing.url.query() {
+        Some(q) => format!("{}?{q}", outgoing.url.path()),
+        None => outgoing.url.path().to_owned(),
     };
     let caught = Caught {
         id: CaughtId::generate(),
@@ -59,7 +60,7 @@ pub async fn send(store: &Store, spec: &ExportConfig, target: &Target, token: &s
         method: "POST".into(),
         uri,
         headers: request.headers.clone(),
-        body: body.into(),
+        body: outgoing.body.into(),
         body_size: 0,
     };
     let (status, body, error) = match store.catch(&KeyHash::of(token), caught).await {

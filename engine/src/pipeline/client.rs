@@ -83,7 +83,8 @@ pub struct Sent {
 
 /// Builds, signs and sends one request for `job`, within the deadline.
 pub async fn send_once(spec: &ExportConfig, target: &Target, client: &Result<reqwest::Client, String>, job: &DeliveryJob) -> Sent {
-    let (url, headers, body, request) = build(spec, target, job).split();
+    let outgoing = build(spec, target, job);
+    let request = outgoing.logged();
     let started_at = timestamp::now_ms();
     let client = match client {
         Ok(client) => client,
@@ -103,7 +104,7 @@ pub async fn send_once(spec: &ExportConfig, target: &Target, client: &Result<req
         }
     };
     let clock = Instant::now();
-    let sent = client.post(url).headers(headers).body(body).timeout(spec.deadline()).send().await;
+    let sent = client.post(outgoing.url).headers(outgoing.headers).body(outgoing.body).timeout(spec.deadline()).send().await;
     let (status, response_headers, response_body, error, retry_after) = match sent {
         Ok(response) => {
             let status = response.status();

@@ -32,11 +32,10 @@ pub struct LoggedRequest {
 }
 
 impl Request {
-    /// What goes on the wire (URL, headers, body) and what the log keeps
-    /// of it: the headers redacted once, the body shared, not copied.
-    pub fn split(self) -> (reqwest::Url, reqwest::header::HeaderMap, bytes::Bytes, LoggedRequest) {
-        let logged = LoggedRequest { uri: self.logged_uri, headers: headers_json(&self.headers, true), body: self.body.clone() };
-        (self.url, self.headers, self.body, logged)
+    /// What the log keeps of this request: the headers redacted once, the
+    /// body shared with the request, not copied.
+    pub fn logged(&self) -> LoggedRequest {
+        LoggedRequest { uri: self.logged_uri.clone(), headers: headers_json(&self.headers, true), body: self.body.clone() }
     }
 }
 
@@ -182,7 +181,7 @@ mod tests {
         assert_eq!(request.url.as_str(), "https://x.example/hook?token=abc&v=1&key=k-123&page=2");
         assert_eq!(request.logged_uri, "https://x.example/hook?token=***&v=1&key=***&page=2");
         assert_eq!(request.headers["x-api-key"], "h-456");
-        let logged = request.split().3.headers;
+        let logged = request.logged().headers;
         assert!(!logged.contains("h-456") && logged.contains(r#""x-api-key":"***""#), "{logged}");
     }
 
