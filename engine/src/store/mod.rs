@@ -21,6 +21,7 @@
 //! with a tag and handed back only when the tag checks (else `None`, and the
 //! caller compiles the uploaded bytes). Callers never see either format.
 
+mod log_writes;
 mod postgres;
 mod reads;
 mod rows;

@@ -229,7 +229,10 @@ fn wal_path(path: &Path) -> std::path::PathBuf {
 }
 
 fn open_writer(path: &Path) -> Result<rusqlite::Connection> {
-    let conn = rusqlite::Connection::open(path)?;
+    // Through the VFS that writes each commit's log frames in one call
+    // (`log_writes`); the readers and the checkpointer need no such thing.
+    let vfs = super::log_writes::register().map_err(StoreError::Commit)?;
+    let conn = rusqlite::Connection::open_with_flags_and_vfs(path, rusqlite::OpenFlags::default(), vfs)?;
     // With WAL, NORMAL loses nothing when the process dies (a commit is in
     // the WAL file before the call returns), but a power loss may take the
     // last commits. No caller hears of a commit before the sync thread has

@@ -14,6 +14,11 @@ const USER_HZ: u64 = 100;
 /// the postmaster and every backend it forks keep it.
 const DATABASE_COMM: &str = "postgres";
 
+/// The command name of the SQLite store's writer thread (`comm` keeps 15
+/// bytes of `sluice-sqlite-writer`): every durable write of a node passes
+/// through it, so its time per event bounds the node's rate.
+const WRITER_COMM: &str = "sluice-sqlite-w";
+
 /// Average cores kept busy over a phase.
 #[derive(Debug, Clone, Default)]
 pub struct Usage {
@@ -28,6 +33,9 @@ pub struct Usage {
     pub spent: Spent,
     /// The engine thread that used the most CPU over the phase.
     pub busiest: Option<BusiestThread>,
+    /// The SQLite writer threads together (`None` on PostgreSQL), as a
+    /// share of the engine like [`Usage::busiest`].
+    pub writer: Option<BusiestThread>,
     /// The largest peak resident memory of any engine node since it
     /// started (`VmHWM`), read at the phase's end.
     pub peak_rss: Option<u64>,
@@ -102,6 +110,11 @@ impl Meter {
             .map(|(id, (name, after))| (name.clone(), after.saturating_sub(self.threads.get(id).map(|(_, t)| *t).unwrap_or_default())))
             .collect();
         let all: Duration = threads.iter().map(|(_, t)| *t).sum();
+        let writers: Vec<Duration> = threads.iter().filter(|(name, _)| name == WRITER_COMM).map(|(_, t)| *t).collect();
+        let writer = (!writers.is_empty() && !all.is_zero()).then(|| BusiestThread {
+            name: WRITER_COMM.to_owned(),
+            share: 100.0 * writers.iter().sum::<Duration>().as_secs_f64() / all.as_secs_f64(),
+        });
         let busiest = threads
             .into_iter()
             .max_by_key(|(_, t)| *t)
@@ -114,6 +127,7 @@ impl Meter {
             other: machine.map(|m| (m - ours).max(0.0)),
             spent: Spent { engine: spent(engine), database: spent(database), tool: spent(tool) },
             busiest,
+            writer,
             peak_rss: peak_rss(&self.engine_pids),
         }
     }

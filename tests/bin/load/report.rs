@@ -529,6 +529,7 @@ impl Summary {
         let in_units = |cost: Duration| unit.map(|u| format!(" = {:.2} units", cost.as_secs_f64() / u.as_secs_f64())).unwrap_or_default();
         let mut costs = Vec::new();
         let mut threads = Vec::new();
+        let mut writers = Vec::new();
         for (name, phase) in phases {
             let Some(phase) = phase else { continue };
             let (engine, database) = phase.cost_per_event();
@@ -545,12 +546,26 @@ impl Summary {
             if let Some(busiest) = &phase.cpu.busiest {
                 threads.push(format!("{name}: {} {:.1} % of the engine", busiest.name, busiest.share));
             }
+            if let (Some(writer), Some(engine)) = (&phase.cpu.writer, engine) {
+                // Its share of the engine's cost per event is its own cost
+                // per event; one thread can spend at most a second a second.
+                let alone = engine.mul_f64(writer.share / 100.0);
+                let ceiling = if alone.is_zero() {
+                    String::new()
+                } else {
+                    format!(", alone it stops at {} ev/s", thousands(1.0 / alone.as_secs_f64()))
+                };
+                writers.push(format!("{name}: {:.1} % of the engine, {:.1} µs per event{ceiling}", writer.share, micros(alone)));
+            }
         }
         if !costs.is_empty() {
             println!("{:<24}: {}", format!("CPU per event{suffix}"), costs.join("; "));
         }
         if !threads.is_empty() {
             println!("{:<24}: {}", format!("busiest thread{suffix}"), threads.join("; "));
+        }
+        if !writers.is_empty() {
+            println!("{:<24}: {}", format!("store writer{suffix}"), writers.join("; "));
         }
         let peak = phases.iter().filter_map(|(_, phase)| (*phase)?.cpu.peak_rss).max();
         if let Some(peak) = peak {
