@@ -549,8 +549,10 @@ impl Summary {
             if let (Some(writer), Some(engine)) = (&phase.cpu.writer, engine) {
                 // Its share of the engine's cost per event is its own cost
                 // per event; one thread can spend at most a second a second.
+                // (Below full rate its groups are smaller and each event
+                // costs it more: no ceiling from the half phase.)
                 let alone = engine.mul_f64(writer.share / 100.0);
-                let ceiling = if alone.is_zero() {
+                let ceiling = if alone.is_zero() || name != "max" {
                     String::new()
                 } else {
                     format!(", alone it stops at {} ev/s", thousands(1.0 / alone.as_secs_f64()))
