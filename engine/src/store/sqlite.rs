@@ -199,10 +199,12 @@ async fn write_attempts(writer: mpsc::Sender<Box<dyn Job>>, mut queue: mpsc::Rec
     let mut jobs = Vec::with_capacity(MAX_ATTEMPT_GROUP);
     while queue.recv_many(&mut jobs, MAX_ATTEMPT_GROUP).await > 0 {
         let (attempts, replies): (Vec<NewAttempt>, Vec<_>) = std::mem::take(&mut jobs).into_iter().unzip();
+        // Shared with the jobs, not copied: the writer may run a job twice,
+        // and the attempts are written alone after a failed group.
+        let attempts = Arc::new(attempts);
         if attempts.len() > 1 {
             let group = attempts.clone();
-            let written = write_with(&writer, move |c| group.iter().map(|a| insert_attempt(c, a)).collect::<Result<Vec<_>>>()).await;
-            match written {
+            match write_with(&writer, move |c| insert_attempts(c, &group)).await {
                 Ok(streaks) => {
                     for (reply, streak) in replies.into_iter().zip(streaks) {
                         let _ = reply.send(Ok(streak));
@@ -215,8 +217,10 @@ async fn write_attempts(writer: mpsc::Sender<Box<dyn Job>>, mut queue: mpsc::Rec
                 }
             }
         }
-        for (attempt, reply) in attempts.into_iter().zip(replies) {
-            let _ = reply.send(write_with(&writer, move |c| insert_attempt(c, &attempt)).await);
+        for (i, reply) in replies.into_iter().enumerate() {
+            let group = attempts.clone();
+            let written = write_with(&writer, move |c| insert_attempts(c, &group[i..=i])).await;
+            let _ = reply.send(written.map(|mut streaks| streaks.pop().unwrap_or_default()));
         }
     }
 }
@@ -1266,69 +1270,82 @@ pub(super) const CLAIM_DUE: &str = "
     WHERE id IN (SELECT id FROM (SELECT * FROM due UNION ALL SELECT * FROM lost) ORDER BY next_attempt_at LIMIT ?3)
     RETURNING id";
 
-/// Logs an attempt, updates its delivery, and counts its configuration's
-/// failure streak.
-fn insert_attempt(c: &rusqlite::Connection, a: &NewAttempt) -> Result<FailureStreak> {
-    c.prepare_cached(
+/// Logs attempts, updates their deliveries, and counts their
+/// configurations' failure streaks, one answer per attempt, in order. The
+/// statements are looked up once for the whole group.
+fn insert_attempts(c: &rusqlite::Connection, attempts: &[NewAttempt]) -> Result<Vec<FailureStreak>> {
+    let mut insert = c.prepare_cached(
         "INSERT INTO attempts (id, tenant_id, delivery_id, number, started_at, duration_ms, method, uri,
-                                   response_status, outcome, error, request_headers, response_headers)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )?
-    .execute(rusqlite::params![
-        a.id.as_str(),
-        a.tenant_id.as_str(),
-        a.delivery_id.as_str(),
-        a.number,
-        a.started_at,
-        a.duration_ms,
-        a.method,
-        a.uri,
-        a.response_status,
-        a.outcome.as_str(),
-        a.error.as_deref().map(text::encode),
-        a.request_headers,
-        a.response_headers
-    ])?;
-    c.prepare_cached("INSERT INTO attempt_payloads (attempt_id, request_body, response_body, created_at) VALUES (?, ?, ?, ?)")?.execute(
-        rusqlite::params![
+                               response_status, outcome, error, request_headers, response_headers)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )?;
+    let mut payload =
+        c.prepare_cached("INSERT INTO attempt_payloads (attempt_id, request_body, response_body, created_at) VALUES (?, ?, ?, ?)")?;
+    let mut settle = c.prepare_cached(
+        "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?, lease_until = NULL, updated_at = ?
+         WHERE id = ? AND tenant_id = ? AND status = 'pending' AND attempts < ?2",
+    )?;
+    let mut clear = c.prepare_cached("DELETE FROM failure_streaks WHERE config_id = ?")?;
+    // Counted, then read back: with `RETURNING` SQLite would open a
+    // temporary table for the row (see `ingest`'s usage count).
+    let mut count = c.prepare_cached(
+        "INSERT INTO failure_streaks (config_id, failures, since) VALUES (?, 1, ?)
+         ON CONFLICT (config_id) DO UPDATE SET failures = failures + 1",
+    )?;
+    let mut read = c.prepare_cached("SELECT failures, since FROM failure_streaks WHERE config_id = ?")?;
+    // Configurations whose streak this group has cleared and not counted
+    // since: a group's successes are mostly to the same few receivers.
+    let mut cleared: Vec<&ConfigId> = Vec::new();
+    let mut streaks = Vec::with_capacity(attempts.len());
+    for a in attempts {
+        insert.execute(rusqlite::params![
+            a.id.as_str(),
+            a.tenant_id.as_str(),
+            a.delivery_id.as_str(),
+            a.number,
+            a.started_at,
+            a.duration_ms,
+            a.method,
+            a.uri,
+            a.response_status,
+            a.outcome.as_str(),
+            a.error.as_deref().map(text::encode),
+            a.request_headers,
+            a.response_headers
+        ])?;
+        payload.execute(rusqlite::params![
             a.id.as_str(),
             a.request_body.as_deref().map(text::encode),
             a.response_body.as_deref().map(text::encode_bytes),
             a.started_at
-        ],
-    )?;
-    let status = match a.outcome {
-        AttemptOutcome::Succeeded => DeliveryStatus::Succeeded,
-        AttemptOutcome::Retry => DeliveryStatus::Pending,
-        AttemptOutcome::Failed => DeliveryStatus::Failed,
-    };
-    c.prepare_cached(
-        "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?, lease_until = NULL, updated_at = ?
-             WHERE id = ? AND tenant_id = ? AND status = 'pending' AND attempts < ?2",
-    )?
-    .execute(rusqlite::params![
-        status.as_str(),
-        a.number,
-        a.next_attempt_at,
-        now_ms(),
-        a.delivery_id.as_str(),
-        a.tenant_id.as_str()
-    ])?;
-    if a.outcome == AttemptOutcome::Succeeded {
-        c.prepare_cached("DELETE FROM failure_streaks WHERE config_id = ?")?.execute([a.config_id.as_str()])?;
-        return Ok(FailureStreak::default());
+        ])?;
+        let status = match a.outcome {
+            AttemptOutcome::Succeeded => DeliveryStatus::Succeeded,
+            AttemptOutcome::Retry => DeliveryStatus::Pending,
+            AttemptOutcome::Failed => DeliveryStatus::Failed,
+        };
+        settle.execute(rusqlite::params![
+            status.as_str(),
+            a.number,
+            a.next_attempt_at,
+            now_ms(),
+            a.delivery_id.as_str(),
+            a.tenant_id.as_str()
+        ])?;
+        if a.outcome == AttemptOutcome::Succeeded {
+            if !cleared.contains(&&a.config_id) {
+                clear.execute([a.config_id.as_str()])?;
+                cleared.push(&a.config_id);
+            }
+            streaks.push(FailureStreak::default());
+            continue;
+        }
+        cleared.retain(|config| **config != a.config_id);
+        count.execute(rusqlite::params![a.config_id.as_str(), now_ms()])?;
+        let (failures, since) = read.query_row([a.config_id.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        streaks.push(FailureStreak { failures, since });
     }
-    // Counted, then read back: with `RETURNING` SQLite would open a
-    // temporary table for the row (see `ingest`'s usage count).
-    c.prepare_cached(
-        "INSERT INTO failure_streaks (config_id, failures, since) VALUES (?, 1, ?)
-             ON CONFLICT (config_id) DO UPDATE SET failures = failures + 1",
-    )?
-    .execute(rusqlite::params![a.config_id.as_str(), now_ms()])?;
-    let (failures, since) = c
-        .prepare_cached("SELECT failures, since FROM failure_streaks WHERE config_id = ?")?
-        .query_row([a.config_id.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    Ok(FailureStreak { failures, since })
+    Ok(streaks)
 }
 
 /// Records the script a configuration runs from `version` on, unless its

@@ -170,29 +170,9 @@ impl Scratch {
         started_at: i64,
         outcome: AttemptOutcome,
     ) -> (AttemptId, FailureStreak) {
-        let id = AttemptId::generate();
-        let streak = store
-            .record_attempt(NewAttempt {
-                id: id.clone(),
-                tenant_id: tenant.clone(),
-                delivery_id: delivery.clone(),
-                config_id: config.clone(),
-                number,
-                started_at,
-                duration_ms: 3,
-                method: "POST".into(),
-                uri: "http://receiver.test/".into(),
-                response_status: Some(if outcome == AttemptOutcome::Succeeded { 200 } else { 503 }),
-                outcome,
-                error: None,
-                request_headers: r#"{"webhook-id":"x"}"#.into(),
-                response_headers: Some("{}".into()),
-                request_body: Some("{\"request\":1}".into()),
-                response_body: Some("[ACK]".into()),
-                next_attempt_at: (outcome == AttemptOutcome::Retry).then_some(started_at + 1000),
-            })
-            .await
-            .unwrap();
+        let attempt = new_attempt(tenant, delivery, config, number, started_at, outcome);
+        let id = attempt.id.clone();
+        let streak = store.record_attempt(attempt).await.unwrap();
         (id, streak)
     }
 
@@ -577,6 +557,71 @@ async fn failure_streaks(s: Scratch) {
     s.store.set_config_enabled(&tenant, &config, None, false, Some("failing")).await.unwrap();
     s.store.set_config_enabled(&tenant, &config, None, true, None).await.unwrap();
     assert_eq!(s.attempt_to(&s.store, &tenant, &d, &config, 7, now, AttemptOutcome::Retry).await.1.failures, 1);
+}
+
+/// An attempt of `delivery`, as the deliverer logs it.
+fn new_attempt(
+    tenant: &TenantId,
+    delivery: &DeliveryId,
+    config: &ConfigId,
+    number: i64,
+    started_at: i64,
+    outcome: AttemptOutcome,
+) -> NewAttempt {
+    NewAttempt {
+        id: AttemptId::generate(),
+        tenant_id: tenant.clone(),
+        delivery_id: delivery.clone(),
+        config_id: config.clone(),
+        number,
+        started_at,
+        duration_ms: 3,
+        method: "POST".into(),
+        uri: "http://receiver.test/".into(),
+        response_status: Some(if outcome == AttemptOutcome::Succeeded { 200 } else { 503 }),
+        outcome,
+        error: None,
+        request_headers: r#"{"webhook-id":"x"}"#.into(),
+        response_headers: Some("{}".into()),
+        request_body: Some("{\"request\":1}".into()),
+        response_body: Some("[ACK]".into()),
+        next_attempt_at: (outcome == AttemptOutcome::Retry).then_some(started_at + 1000),
+    }
+}
+
+both_backends!(attempts_recorded_together_count_streaks_in_order, streaks_together);
+async fn streaks_together(s: Scratch) {
+    let tenant = s.tenant("t").await;
+    let config = s.config(&tenant, "c").await;
+    let now = now_ms();
+    let mut deliveries = Vec::new();
+    for n in 0..7 {
+        let seq = s.ingest(&tenant, &format!("e{n}")).await;
+        deliveries.push(s.route(&tenant, seq, &config, DeliveryStatus::Pending).await);
+    }
+    // A streak of two to begin with.
+    for d in &deliveries[..2] {
+        s.attempt_to(&s.store, &tenant, d, &config, 1, now, AttemptOutcome::Retry).await;
+    }
+    // Then five attempts queued at once, which the store may record in one
+    // group: each answer must be what recording them one by one would give.
+    use AttemptOutcome::{Retry, Succeeded};
+    let outcomes = [Succeeded, Retry, Succeeded, Retry, Retry];
+    let sent: Vec<_> = deliveries[2..]
+        .iter()
+        .zip(outcomes)
+        .map(|(d, outcome)| {
+            let (store, attempt) = (s.store.clone(), new_attempt(&tenant, d, &config, 1, now, outcome));
+            tokio::spawn(async move { store.record_attempt(attempt).await.unwrap().failures })
+        })
+        .collect();
+    let mut streaks = Vec::new();
+    for handle in sent {
+        streaks.push(handle.await.unwrap());
+    }
+    assert_eq!(streaks, [0, 1, 0, 1, 2], "a success clears the streak, each failure counts from there");
+    let after = s.attempt_to(&s.store, &tenant, &deliveries[0], &config, 2, now, AttemptOutcome::Retry).await.1;
+    assert_eq!(after.failures, 3, "the streak carries on after the group");
 }
 
 both_backends!(send_slots_space_requests_by_the_interval, send_slots);
