@@ -39,7 +39,7 @@ const MAX_WRITE: usize = 124 << 10;
 /// after a commit (non-zero only in a commit frame).
 const FRAME_HEADER: usize = 24;
 
-/// The default VFS this one wraps, and this one, registered.
+/// The default VFS this one wraps, kept once this one is registered.
 struct Registered {
     inner: *mut ffi::sqlite3_vfs,
 }

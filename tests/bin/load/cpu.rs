@@ -32,10 +32,10 @@ pub struct Usage {
     /// CPU time spent over the phase, for costs per event.
     pub spent: Spent,
     /// The engine thread that used the most CPU over the phase.
-    pub busiest: Option<BusiestThread>,
+    pub busiest: Option<ThreadShare>,
     /// The SQLite writer threads together (`None` on PostgreSQL), as a
     /// share of the engine like [`Usage::busiest`].
-    pub writer: Option<BusiestThread>,
+    pub writer: Option<ThreadShare>,
     /// The largest peak resident memory of any engine node since it
     /// started (`VmHWM`), read at the phase's end.
     pub peak_rss: Option<u64>,
@@ -49,9 +49,10 @@ pub struct Spent {
     pub tool: Option<Duration>,
 }
 
-/// One engine thread's CPU over a phase.
+/// An engine thread's CPU over a phase (or all the threads of one name
+/// together), as a share of the engine's.
 #[derive(Debug, Clone)]
-pub struct BusiestThread {
+pub struct ThreadShare {
     /// Its name (`/proc/PID/task/TID/comm`), e.g. `tokio-runtime-w`.
     pub name: String,
     /// Its share of every engine thread's time together, in percent.
@@ -110,16 +111,15 @@ impl Meter {
             .map(|(id, (name, after))| (name.clone(), after.saturating_sub(self.threads.get(id).map(|(_, t)| *t).unwrap_or_default())))
             .collect();
         let all: Duration = threads.iter().map(|(_, t)| *t).sum();
-        let writers: Vec<Duration> = threads.iter().filter(|(name, _)| name == WRITER_COMM).map(|(_, t)| *t).collect();
-        let writer = (!writers.is_empty() && !all.is_zero()).then(|| BusiestThread {
-            name: WRITER_COMM.to_owned(),
-            share: 100.0 * writers.iter().sum::<Duration>().as_secs_f64() / all.as_secs_f64(),
-        });
-        let busiest = threads
-            .into_iter()
-            .max_by_key(|(_, t)| *t)
+        let share = |name: String, time: Duration| ThreadShare { name, share: 100.0 * time.as_secs_f64() / all.as_secs_f64() };
+        let writer = threads
+            .iter()
+            .filter(|(name, _)| name == WRITER_COMM)
+            .map(|(_, t)| *t)
+            .reduce(|a, b| a + b)
             .filter(|_| !all.is_zero())
-            .map(|(name, time)| BusiestThread { name, share: 100.0 * time.as_secs_f64() / all.as_secs_f64() });
+            .map(|time| share(WRITER_COMM.to_owned(), time));
+        let busiest = threads.into_iter().max_by_key(|(_, t)| *t).filter(|_| !all.is_zero()).map(|(name, time)| share(name, time));
         Usage {
             engine,
             database,
