@@ -36,6 +36,10 @@ pub struct Usage {
     /// The SQLite writer threads together (`None` on PostgreSQL), as a
     /// share of the engine like [`Usage::busiest`].
     pub writer: Option<ThreadShare>,
+    /// The engine's threads by name (all of one name together: the tokio
+    /// workers, the store's writer, checkpoint and sync threads, ...),
+    /// largest share first.
+    pub by_name: Vec<ThreadShare>,
     /// The largest peak resident memory of any engine node since it
     /// started (`VmHWM`), read at the phase's end.
     pub peak_rss: Option<u64>,
@@ -112,13 +116,14 @@ impl Meter {
             .collect();
         let all: Duration = threads.iter().map(|(_, t)| *t).sum();
         let share = |name: String, time: Duration| ThreadShare { name, share: 100.0 * time.as_secs_f64() / all.as_secs_f64() };
-        let writer = threads
-            .iter()
-            .filter(|(name, _)| name == WRITER_COMM)
-            .map(|(_, t)| *t)
-            .reduce(|a, b| a + b)
-            .filter(|_| !all.is_zero())
-            .map(|time| share(WRITER_COMM.to_owned(), time));
+        let mut named: HashMap<&str, Duration> = HashMap::new();
+        for (name, time) in &threads {
+            *named.entry(name).or_default() += *time;
+        }
+        let mut by_name: Vec<ThreadShare> =
+            if all.is_zero() { Vec::new() } else { named.into_iter().map(|(name, time)| share(name.to_owned(), time)).collect() };
+        by_name.sort_by(|a, b| b.share.total_cmp(&a.share).then_with(|| a.name.cmp(&b.name)));
+        let writer = by_name.iter().find(|t| t.name == WRITER_COMM).cloned();
         let busiest = threads.into_iter().max_by_key(|(_, t)| *t).filter(|_| !all.is_zero()).map(|(name, time)| share(name, time));
         Usage {
             engine,
@@ -128,6 +133,7 @@ impl Meter {
             spent: Spent { engine: spent(engine), database: spent(database), tool: spent(tool) },
             busiest,
             writer,
+            by_name,
             peak_rss: peak_rss(&self.engine_pids),
         }
     }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::backlog::BacklogRun;
-use crate::cpu::Usage;
+use crate::cpu::{ThreadShare, Usage};
 use crate::generator::{self, EVENT_BYTES, Posted};
 use crate::options::Options;
 use crate::sink::Arrivals;
@@ -569,6 +569,11 @@ impl Summary {
         if !writers.is_empty() {
             println!("{:<24}: {}", format!("store writer{suffix}"), writers.join("; "));
         }
+        if let Some(max) = run.max.as_ref()
+            && let Some(line) = threads_line(&max.cpu.by_name, max.cost_per_event().0)
+        {
+            println!("{:<24}: max: {line}", format!("engine threads{suffix}"));
+        }
         let peak = phases.iter().filter_map(|(_, phase)| (*phase)?.cpu.peak_rss).max();
         if let Some(peak) = peak {
             println!("{:<24}: {:.1} MiB", format!("engine peak memory{suffix}"), peak as f64 / (1024.0 * 1024.0));
@@ -886,6 +891,23 @@ fn latency(latency: Option<Latency>) -> String {
 
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// The engine's threads by name with their share of its CPU and, given
+/// the engine's cost per event, theirs: the four largest, then the rest.
+fn threads_line(by_name: &[ThreadShare], engine_per_event: Option<Duration>) -> Option<String> {
+    const SHOWN: usize = 4;
+    let part = |name: &str, share: f64| match engine_per_event {
+        Some(cost) => format!("{name} {share:.1} % ({:.1} µs)", micros(cost.mul_f64(share / 100.0))),
+        None => format!("{name} {share:.1} %"),
+    };
+    let mut parts: Vec<String> = by_name.iter().take(SHOWN).map(|t| part(&t.name, t.share)).collect();
+    let rest = &by_name[SHOWN.min(by_name.len())..];
+    let rest_share: f64 = rest.iter().map(|t| t.share).sum();
+    if rest_share >= 0.05 {
+        parts.push(part(&format!("{} other names", rest.len()), rest_share));
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 /// Resident memory after the first minute of a long phase and at its end:
