@@ -45,7 +45,11 @@ pub enum Target {
     /// The engines' ingest endpoints, as for [`Target::Engine`], posted to
     /// by several tenants: request slot `s` (see [`Pace`]) is tenant
     /// `s % keys.len()`'s, made with its key `keys[tenant]`, and all its
-    /// events go to organization unit [`unit_name`]`(tenant)`.
+    /// events go to organization unit [`unit_name`]`(tenant)`. Each poster
+    /// posts for one tenant (poster `i` for tenant `i % keys.len()`), as
+    /// tenants are clients of their own: the engine holding one tenant's
+    /// answers back (its backpressure) holds back that tenant's posters
+    /// only, not the others' requests queued behind them.
     Tenants { urls: Vec<String>, keys: Vec<String> },
 }
 
@@ -53,7 +57,9 @@ pub enum Target {
 #[derive(Debug, Clone, Copy)]
 pub enum Pace {
     /// Each poster sends its next request as soon as the last is answered.
-    /// Poster `i`'s `k`-th request is request slot `i + k × concurrency`.
+    /// Poster `i`'s `k`-th request is request slot `i + k × concurrency`
+    /// (for [`Target::Tenants`]: its tenant's slots, in turn with the
+    /// tenant's other posters).
     Max,
     /// Requests are due at evenly spaced moments making this many events
     /// per second, taken in turn by the posters.
@@ -171,6 +177,11 @@ pub async fn run(http: &reqwest::Client, clock: Clock, plan: Plan) -> Result<Pos
     {
         return Err("tenants' requests need a key each and their own units".to_owned());
     }
+    if let Target::Tenants { keys, .. } = &plan.target
+        && plan.concurrency < keys.len()
+    {
+        return Err(format!("{} tenants need at least as many posters, not {}", keys.len(), plan.concurrency));
+    }
     let started = clock.now();
     let phase = Arc::new(Phase { http: http.clone(), clock, started, events: Events::new(), plan });
     let posters: Vec<_> = (0..phase.plan.concurrency).map(|index| tokio::spawn(phase.clone().poster(index))).collect();
@@ -207,8 +218,9 @@ struct Tally {
 }
 
 impl Phase {
-    /// Poster `index` of the phase; with a pace it takes request slots
-    /// `index`, `index + concurrency`, `index + 2 × concurrency`, …
+    /// Poster `index` of the phase; it takes request slots `index`, `index
+    /// + concurrency`, `index + 2 × concurrency`, … (a tenant's poster: its
+    /// tenant's, see [`Target::Tenants`]).
     async fn poster(self: Arc<Self>, index: usize) -> Tally {
         let plan = &self.plan;
         let batch = match plan.target {
@@ -218,7 +230,16 @@ impl Phase {
         let end = self.started + plan.duration;
         let mut tally = Tally::default();
         for round in 0.. {
-            let slot = index + round * plan.concurrency;
+            let slot = match &plan.target {
+                // Poster `index` is the `j`-th of its tenant's `n` posters
+                // and takes that tenant's `j`-th, `(j + n)`-th, … slots.
+                Target::Tenants { keys, .. } => {
+                    let (tenants, tenant) = (keys.len(), index % keys.len());
+                    let n = (plan.concurrency - tenant).div_ceil(tenants);
+                    tenant + (index / tenants + round * n) * tenants
+                }
+                Target::Raw { .. } | Target::Engine { .. } => index + round * plan.concurrency,
+            };
             let issued = match plan.pace {
                 Pace::Max => self.clock.now(),
                 Pace::EventsPerSecond(rate) => {
