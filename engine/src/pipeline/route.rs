@@ -49,8 +49,12 @@ pub struct Router {
 /// Events one worker routes per turn.
 const BATCH: usize = 128;
 /// Events one tenant may have waiting; its producers wait (backpressure)
-/// or leave the rest to the recovery scan.
-const PER_TENANT: usize = 4096;
+/// or leave the rest to the recovery scan. A tenant posting faster than it
+/// is routed keeps its queue full, and each of its events then waits a
+/// full queue's time. 512 is four routing batches, and a whole ingest
+/// request at the default limit (500 events); 4096 held batched posters'
+/// events 2.7 times as long at the same rate (see tests/LOAD.md).
+const PER_TENANT: usize = 512;
 /// Events all tenants together may have waiting.
 const TOTAL: usize = 32_768;
 /// How long a batch's deliveries wait in all for room in their send
