@@ -33,9 +33,6 @@ pub struct Usage {
     pub spent: Spent,
     /// The engine thread that used the most CPU over the phase.
     pub busiest: Option<ThreadShare>,
-    /// The SQLite writer threads together (`None` on PostgreSQL), as a
-    /// share of the engine like [`Usage::busiest`].
-    pub writer: Option<ThreadShare>,
     /// The engine's threads by name (all of one name together: the tokio
     /// workers, the store's writer, checkpoint and sync threads, ...),
     /// largest share first.
@@ -43,6 +40,14 @@ pub struct Usage {
     /// The largest peak resident memory of any engine node since it
     /// started (`VmHWM`), read at the phase's end.
     pub peak_rss: Option<u64>,
+}
+
+impl Usage {
+    /// The SQLite writer threads together (`None` on PostgreSQL), as a
+    /// share of the engine like [`Usage::busiest`].
+    pub fn writer(&self) -> Option<&ThreadShare> {
+        self.by_name.iter().find(|t| t.name == WRITER_COMM)
+    }
 }
 
 /// CPU time spent over a phase, by whom.
@@ -123,7 +128,6 @@ impl Meter {
         let mut by_name: Vec<ThreadShare> =
             if all.is_zero() { Vec::new() } else { named.into_iter().map(|(name, time)| share(name.to_owned(), time)).collect() };
         by_name.sort_by(|a, b| b.share.total_cmp(&a.share).then_with(|| a.name.cmp(&b.name)));
-        let writer = by_name.iter().find(|t| t.name == WRITER_COMM).cloned();
         let busiest = threads.into_iter().max_by_key(|(_, t)| *t).filter(|_| !all.is_zero()).map(|(name, time)| share(name, time));
         Usage {
             engine,
@@ -132,7 +136,6 @@ impl Meter {
             other: machine.map(|m| (m - ours).max(0.0)),
             spent: Spent { engine: spent(engine), database: spent(database), tool: spent(tool) },
             busiest,
-            writer,
             by_name,
             peak_rss: peak_rss(&self.engine_pids),
         }

@@ -546,7 +546,7 @@ impl Summary {
             if let Some(busiest) = &phase.cpu.busiest {
                 threads.push(format!("{name}: {} {:.1} % of the engine", busiest.name, busiest.share));
             }
-            if let (Some(writer), Some(engine)) = (&phase.cpu.writer, engine) {
+            if let (Some(writer), Some(engine)) = (phase.cpu.writer(), engine) {
                 // Its share of the engine's cost per event is its own cost
                 // per event; one thread can spend at most a second a second.
                 // (Below full rate its groups are smaller and each event
