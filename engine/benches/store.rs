@@ -66,10 +66,9 @@ async fn deliver_one(store: &Store, tenant: &TenantId, config: &ConfigId, id: St
 
 fn write_path(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    let dir = std::env::temp_dir().join(format!("sluice-bench-store-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("scratch directory");
+    let dir = tempfile::tempdir().expect("scratch directory");
     let keys = Arc::new(Keyring::new(&"AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=".parse().expect("key"), &[]));
-    let store = runtime.block_on(Store::open_sqlite(&dir.join("sluice.db"), keys)).expect("store");
+    let store = runtime.block_on(Store::open_sqlite(&dir.path().join("sluice.db"), keys)).expect("store");
     let tenant = runtime.block_on(store.create_tenant("bench", None)).expect("tenant").id;
     let config = ConfigId::generate();
     let mut next = 0u64;
@@ -100,7 +99,6 @@ fn write_path(c: &mut Criterion) {
     });
     group.finish();
     runtime.block_on(store.close());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 criterion_group!(benches, write_path);

@@ -472,9 +472,8 @@ mod tests {
 
     #[test]
     fn a_key_file_is_generated_once_private_and_kept_when_a_key_is_configured() {
-        let dir = std::env::temp_dir().join(format!("sluice-secrets-test-{}", uuid::Uuid::now_v7().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("secret.key");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret.key");
 
         let (first, source) = Keyring::load(None, &[], Some(&path)).unwrap();
         assert_eq!(source, KeySource::File { path: path.clone(), generated: true });
@@ -498,6 +497,5 @@ mod tests {
         std::fs::write(&path, "garbage").unwrap();
         let err = Keyring::load(None, &[], Some(&path)).unwrap_err();
         assert!(matches!(err, KeyError::File { .. }), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

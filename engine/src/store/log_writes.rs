@@ -318,26 +318,6 @@ mod tests {
 
     use super::*;
 
-    /// A fresh directory, removed when dropped.
-    struct Scratch(std::path::PathBuf);
-
-    impl Scratch {
-        fn new() -> Self {
-            let dir = std::env::temp_dir().join(format!("sluice-log-test-{}", uuid::Uuid::now_v7().simple()));
-            std::fs::create_dir_all(&dir).unwrap();
-            Self(dir)
-        }
-        fn path(&self) -> &std::path::Path {
-            &self.0
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
     fn open_logged(path: &std::path::Path) -> Connection {
         let vfs = register().expect("the VFS registers");
         let conn = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs).expect("opens through the VFS");
@@ -353,7 +333,7 @@ mod tests {
 
     #[test]
     fn commits_through_the_vfs_are_seen_by_other_connections_at_once() {
-        let dir = Scratch::new();
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let writer = open_logged(&path);
         writer.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL); CREATE INDEX t_v ON t (v);").unwrap();
@@ -381,7 +361,7 @@ mod tests {
     /// the database file as they are, nothing checkpointed or closed),
     /// copied under `name` and opened on the default VFS, which recovers
     /// the log from the file alone.
-    fn as_if_killed(dir: &Scratch, path: &std::path::Path, name: &str) -> Connection {
+    fn as_if_killed(dir: &tempfile::TempDir, path: &std::path::Path, name: &str) -> Connection {
         let copy = dir.path().join(name);
         std::fs::copy(path, &copy).unwrap();
         std::fs::copy(format!("{}-wal", path.display()), format!("{}-wal", copy.display())).unwrap();
@@ -396,7 +376,7 @@ mod tests {
 
     #[test]
     fn a_transaction_larger_than_the_cache_and_a_rollback_leave_a_sound_database() {
-        let dir = Scratch::new();
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let writer = open_logged(&path);
         // A tiny cache: the transaction spills frames to the log before its
@@ -425,7 +405,7 @@ mod tests {
 
     #[test]
     fn a_log_left_by_a_killed_writer_recovers_every_commit() {
-        let dir = Scratch::new();
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let writer = open_logged(&path);
         writer.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL);").unwrap();

@@ -43,16 +43,15 @@ struct Scratch {
 }
 
 enum Place {
-    Dir(std::path::PathBuf),
+    Dir(tempfile::TempDir),
     /// The server URL and the database's name.
     Database(String, String),
 }
 
 impl Scratch {
     async fn sqlite() -> Self {
-        let dir = std::env::temp_dir().join(format!("sluice-store-test-{}", uuid::Uuid::now_v7().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::open_sqlite(&dir.join("sluice.db"), test_keys()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("sluice.db"), test_keys()).await.unwrap();
         Self { store, place: Place::Dir(dir) }
     }
 
@@ -189,9 +188,8 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         match &self.place {
-            Place::Dir(dir) => {
-                let _ = std::fs::remove_dir_all(dir);
-            }
+            // Removed by its own drop.
+            Place::Dir(_) => {}
             Place::Database(server, name) => {
                 // Best effort, on a thread of its own: Drop cannot await.
                 let (server, name) = (server.clone(), name.clone());
@@ -263,7 +261,7 @@ impl Scratch {
     async fn overwrite(&self, table: &str, column: &str, id: &str, value: Raw) {
         match &self.place {
             Place::Dir(dir) => {
-                let db = rusqlite::Connection::open(dir.join("sluice.db")).unwrap();
+                let db = rusqlite::Connection::open(dir.path().join("sluice.db")).unwrap();
                 db.busy_timeout(Duration::from_secs(10)).unwrap();
                 let sql = format!("UPDATE {table} SET {column} = ?1 WHERE id = ?2");
                 let n = match value {
@@ -1091,7 +1089,7 @@ async fn claim_due_and_lost(s: Scratch) {
 async fn the_sqlite_claim_reads_only_pending_deliveries() {
     let s = Scratch::sqlite().await;
     let Place::Dir(dir) = &s.place else { unreachable!() };
-    let conn = rusqlite::Connection::open(dir.join("sluice.db")).unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join("sluice.db")).unwrap();
     let plan: Vec<String> = conn
         .prepare(&format!("EXPLAIN QUERY PLAN {}", super::sqlite::CLAIM_DUE))
         .unwrap()

@@ -698,7 +698,8 @@ mod tests {
 
     #[test]
     fn a_configuration_file_is_json_or_toml() {
-        let dir = tempfile_dir();
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
         let toml = dir.join("c.toml");
         std::fs::write(&toml, "name = \"x\"\nendpoint = \"https://r.example\"\nevent_types = [\"a.*\"]\n[retry]\nmax_attempts = 3\n")
             .unwrap();
@@ -708,12 +709,5 @@ mod tests {
         assert_eq!(read_spec(&json).unwrap()["name"], "x");
         std::fs::write(&json, "{not json").unwrap();
         assert!(read_spec(&json).unwrap_err().contains("neither JSON nor TOML"));
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    fn tempfile_dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("sluice-admin-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
     }
 }

@@ -336,7 +336,8 @@ mod tests {
 
     #[test]
     fn names_that_are_not_crate_names_are_refused_and_nothing_is_written() {
-        let base = std::env::temp_dir().join(format!("sluice-new-{}", uuid::Uuid::now_v7().simple()));
+        let scratch = tempfile::tempdir().expect("temporary directory");
+        let base = scratch.path().join("scripts");
         for bad in ["", "Upper", "1st", "has space", "../escape", "semi;colon"] {
             assert!(new(bad, Some(&base)).is_err(), "{bad:?}");
         }
@@ -344,6 +345,5 @@ mod tests {
         let made = new("good-name", Some(&base)).expect("made");
         assert!(made.join("vendor/sluice-sdk/src/lib.rs").exists() && made.join("vendor/wit/0.1/world.wit").exists());
         assert!(new("good-name", Some(&base)).is_err(), "an existing folder is left alone");
-        std::fs::remove_dir_all(&base).expect("cleanup");
     }
 }

@@ -284,8 +284,8 @@ mod tests {
     #[test]
     fn pkcs12_written_by_openssl_opens() {
         let (pair, _, _) = leaf(Duration::days(90));
-        let dir = std::env::temp_dir().join(format!("sluice-p12-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temporary directory");
+        let scratch = tempfile::tempdir().expect("temporary directory");
+        let dir = scratch.path();
         std::fs::write(dir.join("cert.pem"), &pair.certificate_pem).expect("write");
         std::fs::write(dir.join("key.pem"), &pair.private_key_pem).expect("write");
         let variants: [(&str, &[&str], bool); 3] = [
@@ -298,7 +298,7 @@ mod tests {
             let status = std::process::Command::new("openssl")
                 .args(["pkcs12", "-export", "-passout", "pass:p@ss", "-in", "cert.pem", "-inkey", "key.pem", "-out", &out])
                 .args(extra)
-                .current_dir(&dir)
+                .current_dir(dir)
                 .stderr(std::process::Stdio::null())
                 .status();
             let Ok(status) = status else {
@@ -315,6 +315,5 @@ mod tests {
             check(&opened, OffsetDateTime::now_utc()).expect("usable");
             assert_eq!(from_pkcs12(&p12, "nope").unwrap_err(), CertificateError::Pkcs12Password, "{name}");
         }
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
