@@ -367,8 +367,10 @@ impl App {
 
     /// Routes events that were accepted but not routed: at start-up (the
     /// process died in between), then every half minute for events the
-    /// live path left (a tenant's full routing queue, a failed write). A
-    /// pass that found a tenant's queue full comes back sooner.
+    /// live path left (a tenant's full routing queue, a failed write) and
+    /// those whose routing's claim ran out (its node died before writing
+    /// all their rows). A pass that found a tenant's queue full comes back
+    /// sooner.
     async fn route_unrouted(self: Arc<Self>) {
         let mut before = i64::MAX;
         loop {
@@ -386,16 +388,16 @@ impl App {
         let mut after = 0;
         let mut full = std::collections::HashSet::new();
         loop {
-            match self.store.unrouted_events(after, received_before, 512).await {
+            match self.store.unrouted_events(after, received_before, timestamp::now_ms(), 512).await {
                 Ok(events) if events.is_empty() => return full.is_empty(),
                 Ok(events) => {
-                    for e in events {
+                    for store::UnroutedEvent { record: e, resumed } in events {
                         after = e.seq;
                         if full.contains(&e.tenant_id) {
                             continue;
                         }
                         let tenant = e.tenant_id.clone();
-                        let job = RouteJob { tenant: e.tenant_id, seq: e.seq, event: Arc::new(e.event) };
+                        let job = RouteJob { tenant: e.tenant_id, seq: e.seq, event: Arc::new(e.event), resumed };
                         if self.router.queue(job, Duration::from_millis(100)).await.is_err() {
                             full.insert(tenant);
                         }
@@ -652,7 +654,7 @@ impl App {
         let mut left_for_scan = 0usize;
         for (event, result) in kept.into_iter().zip(&results) {
             if let Ingested::Stored { seq } = result {
-                let job = RouteJob { tenant: tenant.clone(), seq: *seq, event };
+                let job = RouteJob { tenant: tenant.clone(), seq: *seq, event, resumed: false };
                 if left_for_scan > 0 || self.router.queue(job, ROUTE_QUEUE_WAIT).await.is_err() {
                     left_for_scan += 1;
                 }
@@ -776,6 +778,7 @@ impl App {
                 headers: decision.headers.clone(),
                 attempt: 1,
                 undecided: false,
+                unwritten: None,
             };
             Some(config.send(&self.store, &job).await)
         } else {

@@ -217,7 +217,7 @@ impl Deliverer {
                 let wait = (BUSY_RETRY * (1 + turns as u32)).min(MAX_BUSY_RETRY);
                 let store = self.store.clone();
                 let later = timestamp::now_ms() + jittered(wait);
-                tokio::spawn(async move { store.release_delivery(&job.tenant, &job.delivery, later).await });
+                tokio::spawn(async move { release(&store, &job, later).await });
                 true
             }
             Err(Refused::Closed(_)) => false,
@@ -305,7 +305,7 @@ impl Deliverer {
         if !config.enabled {
             // Held until the configuration is enabled again: the claim
             // query skips deliveries of disabled configurations.
-            return self.store.release_delivery(&job.tenant, &job.delivery, timestamp::now_ms()).await;
+            return release(&self.store, &job, timestamp::now_ms()).await;
         }
         if job.undecided && !self.decide_deferred(&config, &mut job).await? {
             return Ok(());
@@ -315,7 +315,7 @@ impl Deliverer {
         let admission = if config.client.is_ok() { self.admit(&config.id) } else { Admission::Send { probe: false } };
         let probe = match admission {
             Admission::Send { probe } => probe,
-            Admission::Defer(until) => return self.store.release_delivery(&job.tenant, &job.delivery, until).await,
+            Admission::Defer(until) => return release(&self.store, &job, until).await,
         };
         let spec = &config.spec;
         if let Some(limit) = spec.rate_limit {
@@ -325,7 +325,7 @@ impl Deliverer {
                 // A long backlog waits in the store, not under a lease that
                 // could run out (and let another sender take it) meanwhile.
                 let at = timestamp::now_ms() + wait.as_millis() as i64;
-                return self.store.release_delivery(&job.tenant, &job.delivery, at).await;
+                return release(&self.store, &job, at).await;
             }
             tokio::time::sleep(wait).await;
         }
@@ -381,6 +381,7 @@ impl Deliverer {
             request_body: String::from_utf8(request.body.into()).ok(),
             response_body,
             next_attempt_at,
+            unwritten: job.unwritten.clone(),
         };
         let streak = self.record(attempt).await;
         drop(recording);
@@ -450,7 +451,7 @@ impl Deliverer {
         };
         if let Some(wait) = paused.or_else(|| config.penalty.defer()) {
             let at = timestamp::now_ms() + jittered(wait);
-            self.store.release_delivery(&job.tenant, &job.delivery, at).await?;
+            release(&self.store, job, at).await?;
             return Ok(false);
         }
         let (sandbox, on, event) = (self.sandbox.clone(), config.clone(), job.event.clone());
@@ -564,6 +565,16 @@ fn unsent(job: &DeliveryJob, why: &str) -> NewAttempt {
         request_body: None,
         response_body: None,
         next_attempt_at: None,
+        unwritten: job.unwritten.clone(),
+    }
+}
+
+/// Hands a delivery back to the store unattempted, due at `at`: writes its
+/// row if routing handed it on unwritten.
+async fn release(store: &Store, job: &DeliveryJob, at: i64) -> Result<(), StoreError> {
+    match &job.unwritten {
+        Some(unwritten) => store.release_unwritten(unwritten.clone(), at).await,
+        None => store.release_delivery(&job.tenant, &job.delivery, at).await,
     }
 }
 

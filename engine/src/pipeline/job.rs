@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::model::event::Event;
 use crate::model::ids::{ConfigId, DeliveryId, TenantId};
-use crate::store::DueDelivery;
+use crate::store::{DueDelivery, Unwritten};
 
 /// How long a sender holds a delivery it was handed before another may
 /// claim it.
@@ -31,6 +31,9 @@ pub struct DeliveryJob {
     pub attempt: u32,
     /// Its script was paused when it was routed: it decides first.
     pub undecided: bool,
+    /// Routing handed it on without writing its row: whatever ends its
+    /// first turn (the attempt, or a release) writes it.
+    pub unwritten: Option<Arc<Unwritten>>,
 }
 
 impl From<DueDelivery> for DeliveryJob {
@@ -44,6 +47,7 @@ impl From<DueDelivery> for DeliveryJob {
             headers: due.delivery.headers,
             attempt: due.delivery.attempts as u32 + 1,
             undecided: due.delivery.undecided,
+            unwritten: None,
         }
     }
 }

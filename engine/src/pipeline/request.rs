@@ -176,6 +176,7 @@ mod tests {
             headers: None,
             attempt: 1,
             undecided: false,
+            unwritten: None,
         };
         let request = build(&spec, &Target::new(&spec).expect("endpoint"), &job);
         assert_eq!(request.url.as_str(), "https://x.example/hook?token=abc&v=1&key=k-123&page=2");

@@ -1,6 +1,11 @@
 //! Routing: which configurations take an event, and what each one's script
 //! decides. The decisions are recorded on deliveries; those to deliver are
-//! handed to the deliverer through [`Handoff`](crate::pipeline::job::Handoff).
+//! handed to the deliverer through [`Handoff`](crate::pipeline::job::Handoff)
+//! unwritten, and their first attempt writes their rows, settled (one row
+//! written once instead of twice). Until then the event stays unrouted,
+//! claimed for [`LEASE_MS`]: if this node dies meanwhile, the claim runs
+//! out and the recovery scan routes the event again ("resumed"), writing
+//! the rows that are missing.
 //!
 //! This module owns matching and the per-tenant cache of active
 //! configurations. It must never send anything over the network, and never
@@ -12,13 +17,14 @@ use std::time::{Duration, SystemTime};
 
 use crate::model::event::Event;
 use crate::model::ids::TenantId;
+use crate::model::timestamp;
 use crate::pipeline::configs::ConfigCache;
 use crate::pipeline::decide::{Decided, decide_all};
 use crate::pipeline::fair::{Bounds, FairQueue};
-use crate::pipeline::job::{DeliveryJob, Handoff};
+use crate::pipeline::job::{DeliveryJob, Handoff, LEASE_MS};
 use crate::pipeline::lock;
 use crate::sandbox::Sandbox;
-use crate::store::{DeliveryStatus, Routed, Store, StoreError};
+use crate::store::{DeliveryStatus, NewDelivery, Routed, Store, StoreError, Unwritten};
 use crate::telemetry::traces;
 
 /// An accepted event waiting to be routed.
@@ -26,6 +32,10 @@ pub struct RouteJob {
     pub tenant: TenantId,
     pub seq: i64,
     pub event: Arc<Event>,
+    /// Its routing began once and its claim ran out: it writes every row
+    /// (but those already written), hands nothing on, and the retry poller
+    /// sends what is pending.
+    pub resumed: bool,
 }
 
 /// Routes events: matches, runs scripts (on blocking threads: a script may
@@ -162,7 +172,8 @@ impl Router {
     /// so that one bad row fails only its own event; an event that still
     /// cannot be written is recorded without the details that failed.
     async fn record(&self, routed: Vec<(RouteJob, Decided)>) {
-        let rows: Vec<Routed> = routed.iter().map(|(job, decided)| routed_row(job, decided)).collect();
+        let claim_until = timestamp::now_ms() + LEASE_MS;
+        let rows: Vec<Routed> = routed.iter().map(|(job, decided)| routed_row(job, decided, claim_until, !job.resumed)).collect();
         let recorded = match self.store.record_routing(rows).await {
             Ok(recorded) => recorded,
             Err(StoreError::Closed) => return,
@@ -170,7 +181,7 @@ impl Router {
                 tracing::warn!(events = routed.len(), error = %e, "recording a routing batch failed; recording its events one by one");
                 let mut recorded = Vec::with_capacity(routed.len());
                 for (job, decided) in &routed {
-                    recorded.push(self.record_alone(job, decided).await);
+                    recorded.push(self.record_alone(job, decided, claim_until).await);
                 }
                 recorded
             }
@@ -179,32 +190,34 @@ impl Router {
         for ((job, decided), recorded) in routed.into_iter().zip(recorded) {
             // Not recorded: another path routed the event first and its
             // deliveries stand (or it could not be written at all).
-            if !recorded {
+            if !recorded || job.resumed {
                 continue;
             }
             for (config, d) in decided {
-                if d.status != DeliveryStatus::Pending || d.undecided {
+                if !hands_on(&d) {
                     continue;
                 }
                 let delivery = DeliveryJob {
                     tenant: job.tenant.clone(),
-                    delivery: d.id,
+                    delivery: d.id.clone(),
                     config: config.id.clone(),
                     event: job.event.clone(),
-                    body: d.body,
-                    headers: d.headers,
+                    body: d.body.clone(),
+                    headers: d.headers.clone(),
                     attempt: 1,
                     undecided: false,
+                    unwritten: Some(Unwritten::new(job.tenant.clone(), job.seq, d)),
                 };
                 if !self.deliver.hand(delivery, deadline).await {
-                    return; // shutting down: the leases expire and a restart sends them
+                    return; // shutting down: the claim runs out and a restart routes the rest
                 }
             }
         }
     }
 
-    async fn record_alone(&self, job: &RouteJob, decided: &Decided) -> bool {
-        match self.store.record_routing(vec![routed_row(job, decided)]).await {
+    /// `true`: recorded with its deliveries to hand on unwritten.
+    async fn record_alone(&self, job: &RouteJob, decided: &Decided, claim_until: i64) -> bool {
+        match self.store.record_routing(vec![routed_row(job, decided, claim_until, !job.resumed)]).await {
             Ok(recorded) => return recorded.first().copied().unwrap_or(false),
             Err(StoreError::Closed) => return false,
             Err(e) => {
@@ -212,7 +225,9 @@ impl Router {
                     "recording an event's routing failed; recording it without the script's output")
             }
         }
-        let mut row = routed_row(job, decided);
+        // Every row written now, none handed on: its pending deliveries are
+        // due and the retry poller sends them.
+        let mut row = routed_row(job, decided, claim_until, false);
         for d in &mut row.deliveries {
             d.script_logs = None;
             d.reason = Some("the script's decision could not be stored".into());
@@ -221,24 +236,35 @@ impl Router {
                 d.status = DeliveryStatus::ScriptError;
                 d.error_kind = Some("unrecordable".into());
                 d.next_attempt_at = None;
-                d.lease_until = None;
             }
             d.body = None;
             d.headers = None;
         }
-        match self.store.record_routing(vec![row]).await {
-            // Recorded without details: its pending deliveries are due and
-            // the retry poller sends them; nothing is handed on from here.
-            Ok(_) => false,
-            Err(e) => {
-                tracing::error!(event = %job.event.id, trace_id = traces::trace_id(job.tenant.as_str(), job.event.id.as_str()), error = %e,
-                    "recording an event's routing failed; it waits for the recovery scan");
-                false
-            }
+        if let Err(e) = self.store.record_routing(vec![row]).await {
+            tracing::error!(event = %job.event.id, trace_id = traces::trace_id(job.tenant.as_str(), job.event.id.as_str()), error = %e,
+                "recording an event's routing failed; it waits for the recovery scan");
         }
+        false
     }
 }
 
-fn routed_row(job: &RouteJob, decided: &Decided) -> Routed {
-    Routed { tenant: job.tenant.clone(), event_seq: job.seq, deliveries: decided.iter().map(|(_, d)| d.clone()).collect() }
+/// Whether routing hands the delivery straight to a sender: decided to
+/// send (an undecided one waits in the store for its script's turn).
+fn hands_on(d: &NewDelivery) -> bool {
+    d.status == DeliveryStatus::Pending && !d.undecided
+}
+
+/// The rows routing writes for `job`: all but those it hands on (if it
+/// may: else all, due without a lease, for the retry poller).
+fn routed_row(job: &RouteJob, decided: &Decided, claim_until: i64, may_hand_on: bool) -> Routed {
+    let mut deliveries = Vec::with_capacity(decided.len());
+    let mut handed = 0;
+    for (_, d) in decided {
+        if may_hand_on && hands_on(d) {
+            handed += 1;
+            continue;
+        }
+        deliveries.push(NewDelivery { lease_until: None, ..d.clone() });
+    }
+    Routed { tenant: job.tenant.clone(), event_seq: job.seq, deliveries, handed, claim_until, resumed: job.resumed }
 }

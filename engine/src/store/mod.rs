@@ -358,12 +358,60 @@ impl DeliveryStatus {
     }
 }
 
-/// The routing of one event: a delivery row per matching configuration.
+/// The routing of one event: a delivery row per matching configuration,
+/// but for those handed straight to a sender, whose rows their first
+/// attempt writes (see [`Unwritten`]).
 #[derive(Debug, Clone)]
 pub struct Routed {
     pub tenant: TenantId,
     pub event_seq: i64,
+    /// The rows written now.
     pub deliveries: Vec<NewDelivery>,
+    /// Deliveries handed on without a row. While there are any, the event
+    /// stays unrouted, claimed until `claim_until`, and is marked routed
+    /// when the last of their rows is written.
+    pub handed: usize,
+    pub claim_until: i64,
+    /// A claim on the event ran out before its rows were all written (its
+    /// process died): rows for configurations that have one are not added
+    /// again, and the event can be recorded only if its claim ran out.
+    pub resumed: bool,
+}
+
+impl Routed {
+    /// A routing whose rows are all written at once (nothing handed on).
+    pub fn written(tenant: TenantId, event_seq: i64, deliveries: Vec<NewDelivery>) -> Self {
+        Self { tenant, event_seq, deliveries, handed: 0, claim_until: 0, resumed: false }
+    }
+}
+
+/// A delivery handed to a sender before its row was written. Its first
+/// attempt writes the row, settled, in the attempt's transaction (or, held
+/// back unattempted, its release writes it pending), and marks the event
+/// routed once its routing's rows are all written.
+#[derive(Debug, Clone)]
+pub struct Unwritten {
+    pub tenant: TenantId,
+    pub event_seq: i64,
+    /// As routing decided it (text already encoded for the store).
+    pub delivery: NewDelivery,
+    /// When: the row's creation time.
+    pub routed_at: i64,
+}
+
+impl Unwritten {
+    pub fn new(tenant: TenantId, event_seq: i64, mut delivery: NewDelivery) -> Arc<Self> {
+        delivery.encode();
+        Arc::new(Self { tenant, event_seq, delivery, routed_at: now_ms() })
+    }
+}
+
+/// An event the recovery scan found unrouted.
+#[derive(Debug, Clone)]
+pub struct UnroutedEvent {
+    pub record: EventRecord,
+    /// Its routing began once and its claim ran out (see [`Routed::resumed`]).
+    pub resumed: bool,
 }
 
 /// The routing result for one event × configuration.
@@ -471,6 +519,15 @@ impl AttemptOutcome {
             Self::Failed => "failed",
         }
     }
+
+    /// The state it leaves its delivery in.
+    pub fn settles_as(self) -> DeliveryStatus {
+        match self {
+            Self::Succeeded => DeliveryStatus::Succeeded,
+            Self::Retry => DeliveryStatus::Pending,
+            Self::Failed => DeliveryStatus::Failed,
+        }
+    }
 }
 
 /// One attempt, its bodies, and what it does to its delivery.
@@ -497,6 +554,9 @@ pub struct NewAttempt {
     pub response_body: Option<Vec<u8>>,
     /// When the next attempt is due, for [`AttemptOutcome::Retry`].
     pub next_attempt_at: Option<i64>,
+    /// The first attempt of a delivery whose row is not written yet: it is
+    /// written with the attempt.
+    pub unwritten: Option<Arc<Unwritten>>,
 }
 
 #[derive(Debug, Clone)]
@@ -1091,13 +1151,15 @@ impl Store {
         read!(self.list_events(tenant, filter, page))
     }
     /// Events accepted before `received_before` but not routed yet (after a
-    /// restart, or when the routing queue was full).
-    pub async fn unrouted_events(&self, after_seq: i64, received_before: i64, limit: i64) -> Result<Vec<EventRecord>> {
-        read!(self.unrouted_events(after_seq, received_before, limit))
+    /// restart, or when the routing queue was full), but for those whose
+    /// routing's claim runs at `now`.
+    pub async fn unrouted_events(&self, after_seq: i64, received_before: i64, now: i64, limit: i64) -> Result<Vec<UnroutedEvent>> {
+        read!(self.unrouted_events(after_seq, received_before, now, limit))
     }
-    /// Records events' routing: their deliveries, and that they are routed.
-    /// For each, whether it was recorded: `false` when another path (the
-    /// recovery scan) routed that event first, whose deliveries then stand.
+    /// Records events' routing: their deliveries, and that they are routed
+    /// (or claimed, while rows handed on are unwritten). For each, whether it
+    /// was recorded: `false` when another path (the recovery scan, another
+    /// node) routed or claimed that event first, whose deliveries then stand.
     pub async fn record_routing(&self, mut routed: Vec<Routed>) -> Result<Vec<bool>> {
         routed.iter_mut().flat_map(|r| &mut r.deliveries).for_each(NewDelivery::encode);
         dispatch!(self.record_routing(routed))
@@ -1139,8 +1201,15 @@ impl Store {
     pub async fn release_delivery(&self, tenant: &TenantId, id: &DeliveryId, next_attempt_at: i64) -> Result<()> {
         dispatch!(self.release_delivery(tenant, id, next_attempt_at))
     }
-    /// Drops the leases this node held before it (re)started: nothing of
-    /// its own is in flight yet. Other nodes' leases run to their expiry.
+    /// Writes the row of a delivery handed on unwritten, unattempted and due
+    /// at `next_attempt_at`, as [`release_delivery`](Self::release_delivery)
+    /// does for one with a row.
+    pub async fn release_unwritten(&self, unwritten: Arc<Unwritten>, next_attempt_at: i64) -> Result<()> {
+        dispatch!(self.release_unwritten(unwritten, next_attempt_at))
+    }
+    /// Drops the leases this node held before it (re)started, of deliveries
+    /// and of events' routing: nothing of its own is in flight yet. Other
+    /// nodes' leases run to their expiry.
     pub async fn release_leases(&self) -> Result<u64> {
         dispatch!(self.release_leases())
     }

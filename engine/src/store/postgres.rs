@@ -570,24 +570,36 @@ impl PostgresStore {
     pub async fn record_routing(&self, routed: Vec<Routed>) -> Result<Vec<bool>> {
         let seqs: Vec<i64> = routed.iter().map(|r| r.event_seq).collect();
         let tenants: Vec<&str> = routed.iter().map(|r| r.tenant.as_str()).collect();
+        // 0: all its rows are written now, and the event is marked routed.
+        let awaiting: Vec<i64> = routed.iter().map(|r| if r.handed == 0 { 0 } else { (r.deliveries.len() + r.handed) as i64 }).collect();
+        let claims: Vec<i64> = routed.iter().map(|r| r.claim_until).collect();
+        let resumed: Vec<bool> = routed.iter().map(|r| r.resumed).collect();
         let mut rows = DeliveryRows::default();
         for r in &routed {
             for d in &r.deliveries {
                 rows.push(&r.tenant, r.event_seq, d);
             }
         }
-        // One statement: mark the events routed (delete their `unrouted`
-        // rows), locked in `seq` order (no deadlock with another node routing
-        // some of them), skipping those another node (its recovery scan)
-        // routed first, and insert the deliveries of the marked ones only.
-        let marked: Vec<i64> = sqlx::query_scalar(
-            "WITH marked AS (
-                DELETE FROM unrouted
-                WHERE seq IN (SELECT u.seq FROM unrouted u JOIN events e ON e.seq = u.seq
-                                JOIN unnest($16::bigint[], $17::text[]) AS r(seq, tenant_id)
-                                ON e.seq = r.seq AND e.tenant_id = r.tenant_id
-                              ORDER BY u.seq FOR UPDATE OF u)
-                RETURNING seq),
+        // One statement: take the events that are unclaimed (resumed: whose
+        // claim ran out), locked in `seq` order (no deadlock with another
+        // node routing some of them), skipping those another node took first;
+        // mark routed those whose rows are all written now (delete their
+        // `unrouted` rows), claim the others until their rows handed on are
+        // written, and insert the deliveries of the taken ones only (resumed:
+        // those to configurations without one).
+        let taken: Vec<i64> = sqlx::query_scalar(
+            "WITH r AS (SELECT * FROM unnest($16::bigint[], $17::text[], $20::bigint[], $21::bigint[], $22::boolean[])
+                          AS r(seq, tenant_id, awaiting, claim_until, resumed)),
+             taken AS MATERIALIZED (
+                SELECT u.seq, r.awaiting, r.claim_until, r.resumed FROM unrouted u JOIN events e ON e.seq = u.seq
+                  JOIN r ON e.seq = r.seq AND e.tenant_id = r.tenant_id
+                WHERE CASE WHEN r.resumed THEN u.claimed_until < $15 ELSE u.claimed_until IS NULL END
+                ORDER BY u.seq FOR UPDATE OF u),
+             marked AS (
+                DELETE FROM unrouted WHERE seq IN (SELECT seq FROM taken WHERE awaiting = 0)),
+             claimed AS (
+                UPDATE unrouted u SET claimed_until = t.claim_until, claimed_by = $14, awaiting = t.awaiting
+                FROM taken t WHERE u.seq = t.seq AND t.awaiting > 0),
              added AS (
                 INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
                                         script_logs, body, headers, next_attempt_at, lease_until, lease_owner,
@@ -599,8 +611,9 @@ impl PostgresStore {
                             $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[], $18::boolean[], $19::bigint[])
                      AS d(id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
                           script_logs, body, headers, next_attempt_at, lease_until, undecided, fuel_used)
-                WHERE d.event_seq IN (SELECT seq FROM marked))
-             SELECT seq FROM marked",
+                JOIN taken t ON t.seq = d.event_seq
+                WHERE NOT (t.resumed AND EXISTS (SELECT 1 FROM deliveries x WHERE x.event_seq = d.event_seq AND x.config_id = d.config_id)))
+             SELECT seq FROM taken",
         )
         .bind(&rows.id)
         .bind(&rows.tenant)
@@ -615,17 +628,20 @@ impl PostgresStore {
         .bind(&rows.headers)
         .bind(&rows.next_attempt_at)
         .bind(&rows.lease_until)
-        // Leased rows (handed straight to this node's sender) carry its id.
+        // Leased rows (handed straight to this node's sender) and claims carry its id.
         .bind(self.node.as_str())
         .bind(now_ms())
         .bind(&seqs)
         .bind(&tenants)
         .bind(&rows.undecided)
         .bind(&rows.fuel_used)
+        .bind(&awaiting)
+        .bind(&claims)
+        .bind(&resumed)
         .fetch_all(&self.pool)
         .await?;
-        let marked: std::collections::HashSet<i64> = marked.into_iter().collect();
-        Ok(routed.iter().map(|r| marked.contains(&r.event_seq)).collect())
+        let taken: std::collections::HashSet<i64> = taken.into_iter().collect();
+        Ok(routed.iter().map(|r| taken.contains(&r.event_seq)).collect())
     }
 
     // Deliveries and attempts.
@@ -750,7 +766,19 @@ impl PostgresStore {
                 .bind(self.node.as_str())
                 .execute(&self.pool)
                 .await?;
-        Ok(released.rows_affected())
+        // Run out, not cleared: a scan routes these again as resumed.
+        let claims = sqlx::query("UPDATE unrouted SET claimed_until = 0, claimed_by = NULL WHERE claimed_by = $1")
+            .bind(self.node.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(released.rows_affected() + claims.rows_affected())
+    }
+
+    pub async fn release_unwritten(&self, unwritten: Arc<Unwritten>, next_attempt_at: i64) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        write_unwritten(&mut tx, &[(&unwritten, DeliveryStatus::Pending, 0, Some(next_attempt_at))]).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Queued for the next group write: attempts finish far more often
@@ -1002,14 +1030,68 @@ async fn stale_or_missing(tx: &mut Transaction<'static, Postgres>, tenant: &Tena
     }
 }
 
+/// Writes the rows of deliveries handed on unwritten, each `status` after
+/// its attempts, and marks their events routed where they were the last
+/// rows their routing awaited.
+async fn write_unwritten(tx: &mut Transaction<'static, Postgres>, rows: &[(&Unwritten, DeliveryStatus, i64, Option<i64>)]) -> Result<()> {
+    let mut d = DeliveryRows::default();
+    let mut attempts = Vec::with_capacity(rows.len());
+    let mut routed_at = Vec::with_capacity(rows.len());
+    for (u, status, n, next) in rows {
+        d.push(&u.tenant, u.event_seq, &u.delivery);
+        if let (Some(s), Some(at)) = (d.status.last_mut(), d.next_attempt_at.last_mut()) {
+            *s = status.as_str();
+            *at = *next;
+        }
+        attempts.push(*n);
+        routed_at.push(u.routed_at);
+    }
+    // The statement's snapshot does not see the rows it inserts: counted apart.
+    sqlx::query(
+        "WITH ins AS (
+            INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
+                                    script_logs, body, headers, attempts, next_attempt_at, created_at, updated_at,
+                                    undecided, fuel_used)
+            SELECT d.id, d.tenant_id, d.event_seq, d.config_id, d.config_version, d.status, d.reason, d.error_kind,
+                   d.script_logs, d.body, d.headers, d.attempts, d.next_attempt_at, d.created_at, $16, false, d.fuel_used
+            FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[],
+                        $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[])
+                 AS d(id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
+                      script_logs, body, headers, attempts, next_attempt_at, created_at, fuel_used)
+            RETURNING event_seq)
+         DELETE FROM unrouted u WHERE u.seq IN (SELECT event_seq FROM ins)
+           AND u.awaiting <= (SELECT count(*) FROM deliveries x WHERE x.event_seq = u.seq)
+                             + (SELECT count(*) FROM ins WHERE ins.event_seq = u.seq)",
+    )
+    .bind(&d.id)
+    .bind(&d.tenant)
+    .bind(&d.event_seq)
+    .bind(&d.config_id)
+    .bind(&d.config_version)
+    .bind(&d.status)
+    .bind(&d.reason)
+    .bind(&d.error_kind)
+    .bind(&d.script_logs)
+    .bind(&d.body)
+    .bind(&d.headers)
+    .bind(&attempts)
+    .bind(&d.next_attempt_at)
+    .bind(&routed_at)
+    .bind(&d.fuel_used)
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Records one attempt in one statement: the attempt, its payload, its
-/// delivery, and the streak.
+/// delivery, and the streak. (The first attempt of a delivery handed on
+/// unwritten goes as a group of one: its row comes first.)
 async fn record_one(pool: &PgPool, a: NewAttempt) -> Result<FailureStreak> {
-    let status = match a.outcome {
-        AttemptOutcome::Succeeded => DeliveryStatus::Succeeded,
-        AttemptOutcome::Retry => DeliveryStatus::Pending,
-        AttemptOutcome::Failed => DeliveryStatus::Failed,
-    };
+    if a.unwritten.is_some() {
+        return Ok(record_group(pool, &[&a]).await?.pop().unwrap_or_default());
+    }
+    let status = a.outcome.settles_as();
     let streak = if a.outcome == AttemptOutcome::Succeeded {
         "DELETE FROM failure_streaks WHERE config_id = $19 RETURNING 0::bigint AS failures, 0::bigint AS since"
     } else {
@@ -1106,17 +1188,16 @@ pub(super) async fn record_group(pool: &PgPool, attempts: &[&NewAttempt]) -> Res
     let outcomes: Vec<&str> = attempts.iter().map(|a| a.outcome.as_str()).collect();
     let request_headers: Vec<&str> = attempts.iter().map(|a| a.request_headers.as_str()).collect();
     let next: Vec<Option<i64>> = attempts.iter().map(|a| a.next_attempt_at).collect();
-    let delivery_status: Vec<&str> = attempts
-        .iter()
-        .map(|a| match a.outcome {
-            AttemptOutcome::Succeeded => DeliveryStatus::Succeeded,
-            AttemptOutcome::Retry => DeliveryStatus::Pending,
-            AttemptOutcome::Failed => DeliveryStatus::Failed,
-        })
-        .map(DeliveryStatus::as_str)
-        .collect();
+    let delivery_status: Vec<&str> = attempts.iter().map(|a| a.outcome.settles_as().as_str()).collect();
 
     let mut tx = pool.begin().await?;
+    // The rows of deliveries handed on unwritten, before their attempts
+    // (which refer to them); the update below then finds them settled.
+    let unwritten: Vec<_> =
+        attempts.iter().filter_map(|a| a.unwritten.as_deref().map(|u| (u, a.outcome.settles_as(), a.number, a.next_attempt_at))).collect();
+    if !unwritten.is_empty() {
+        write_unwritten(&mut tx, &unwritten).await?;
+    }
     // `d.status = a.was` rather than `d.status = 'pending'`: with the
     // constant, the planner may read the group's deliveries through the
     // pending index (whose predicate it then proves) and hash-join them.

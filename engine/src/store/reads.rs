@@ -396,17 +396,19 @@ where
         Ok(Page::from_items(items, page, |e| e.seq.to_string()))
     }
 
-    pub async fn unrouted_events(&self, after_seq: i64, received_before: i64, limit: i64) -> Result<Vec<EventRecord>> {
+    pub async fn unrouted_events(&self, after_seq: i64, received_before: i64, now: i64, limit: i64) -> Result<Vec<UnroutedEvent>> {
         let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM unrouted r JOIN events e ON e.seq = r.seq
-             WHERE r.seq > $1 AND e.received_at < $2 ORDER BY r.seq LIMIT $3"
+            "SELECT {EVENT_COLUMNS}, r.claimed_until IS NOT NULL AS resumed FROM unrouted r JOIN events e ON e.seq = r.seq
+             WHERE r.seq > $1 AND e.received_at < $2 AND (r.claimed_until IS NULL OR r.claimed_until < $3)
+             ORDER BY r.seq LIMIT $4"
         ))
         .bind(after_seq)
         .bind(received_before)
+        .bind(now)
         .bind(limit)
         .fetch_all(self.0)
         .await?;
-        rows.iter().map(event_row).collect()
+        rows.iter().map(|row| Ok(UnroutedEvent { record: event_row(row)?, resumed: row.flag("resumed")? })).collect()
     }
 
     // Deliveries and attempts.

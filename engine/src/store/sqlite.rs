@@ -979,21 +979,39 @@ impl SqliteStore {
     pub async fn record_routing(&self, routed: Vec<Routed>) -> Result<Vec<bool>> {
         self.write(move |c| {
             let now = now_ms();
+            // The routing that finds the event unclaimed (resumed: its claim
+            // run out) takes it: marks it routed when it writes all its rows
+            // now, else claims it until the rows handed on are written.
             let mut mark = c.prepare_cached(
-                "DELETE FROM unrouted WHERE seq = ?1 AND EXISTS (SELECT 1 FROM events WHERE seq = ?1 AND tenant_id = ?2)",
+                "DELETE FROM unrouted WHERE seq = ?1 AND CASE WHEN ?3 THEN claimed_until < ?4 ELSE claimed_until IS NULL END
+                   AND EXISTS (SELECT 1 FROM events WHERE seq = ?1 AND tenant_id = ?2)",
             )?;
-            let mut insert = c.prepare_cached(
-                "INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
+            let mut claim = c.prepare_cached(
+                "UPDATE unrouted SET claimed_until = ?5, awaiting = ?6
+                 WHERE seq = ?1 AND CASE WHEN ?3 THEN claimed_until < ?4 ELSE claimed_until IS NULL END
+                   AND EXISTS (SELECT 1 FROM events WHERE seq = ?1 AND tenant_id = ?2)",
+            )?;
+            const INSERT: &str = "INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
                                          script_logs, body, headers, undecided, next_attempt_at, lease_until, created_at, updated_at,
                                          fuel_used)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )?;
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16";
+            let mut insert = c.prepare_cached(INSERT)?;
+            // Resumed: the rows its first routing wrote stand.
+            let mut insert_missing =
+                c.prepare_cached(&format!("{INSERT} WHERE NOT EXISTS (SELECT 1 FROM deliveries WHERE event_seq = ?3 AND config_id = ?4)"))?;
             let mut recorded = Vec::with_capacity(routed.len());
             for r in &routed {
-                if mark.execute(rusqlite::params![r.event_seq, r.tenant.as_str()])? == 0 {
+                let taken = if r.handed == 0 {
+                    mark.execute(rusqlite::params![r.event_seq, r.tenant.as_str(), r.resumed, now])?
+                } else {
+                    let awaiting = (r.deliveries.len() + r.handed) as i64;
+                    claim.execute(rusqlite::params![r.event_seq, r.tenant.as_str(), r.resumed, now, r.claim_until, awaiting])?
+                };
+                if taken == 0 {
                     recorded.push(false);
                     continue;
                 }
+                let insert = if r.resumed { &mut insert_missing } else { &mut insert };
                 for d in &r.deliveries {
                     insert.execute(rusqlite::params![
                         d.id.as_str(),
@@ -1010,7 +1028,6 @@ impl SqliteStore {
                         d.undecided,
                         d.next_attempt_at,
                         d.lease_until,
-                        now,
                         now,
                         d.fuel_used
                     ])?;
@@ -1117,6 +1134,10 @@ impl SqliteStore {
         .await
     }
 
+    pub async fn release_unwritten(&self, unwritten: Arc<Unwritten>, next_attempt_at: i64) -> Result<()> {
+        self.write(move |c| write_unwritten(c, &unwritten, DeliveryStatus::Pending, 0, Some(next_attempt_at))).await
+    }
+
     pub async fn reserve_send_slot(&self, config: &ConfigId, interval: Duration) -> Result<Duration> {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
@@ -1130,7 +1151,9 @@ impl SqliteStore {
         self.write(|c| {
             let released =
                 c.execute("UPDATE deliveries SET lease_until = NULL WHERE status = 'pending' AND lease_until IS NOT NULL", [])?;
-            Ok(released as u64)
+            // Run out, not cleared: the scan routes these again as resumed.
+            let claims = c.execute("UPDATE unrouted SET claimed_until = 0 WHERE claimed_until IS NOT NULL", [])?;
+            Ok((released + claims) as u64)
         })
         .await
     }
@@ -1298,6 +1321,21 @@ fn insert_attempts(c: &rusqlite::Connection, attempts: &[NewAttempt]) -> Result<
     let mut cleared: Vec<&ConfigId> = Vec::new();
     let mut streaks = Vec::with_capacity(attempts.len());
     for a in attempts {
+        let status = a.outcome.settles_as();
+        // The delivery's row before its attempt's (the attempt refers to it).
+        match &a.unwritten {
+            Some(unwritten) => write_unwritten(c, unwritten, status, a.number, a.next_attempt_at)?,
+            None => {
+                settle.execute(rusqlite::params![
+                    status.as_str(),
+                    a.number,
+                    a.next_attempt_at,
+                    now_ms(),
+                    a.delivery_id.as_str(),
+                    a.tenant_id.as_str()
+                ])?;
+            }
+        }
         insert.execute(rusqlite::params![
             a.id.as_str(),
             a.tenant_id.as_str(),
@@ -1319,19 +1357,6 @@ fn insert_attempts(c: &rusqlite::Connection, attempts: &[NewAttempt]) -> Result<
             a.response_body.as_deref().map(text::encode_bytes),
             a.started_at
         ])?;
-        let status = match a.outcome {
-            AttemptOutcome::Succeeded => DeliveryStatus::Succeeded,
-            AttemptOutcome::Retry => DeliveryStatus::Pending,
-            AttemptOutcome::Failed => DeliveryStatus::Failed,
-        };
-        settle.execute(rusqlite::params![
-            status.as_str(),
-            a.number,
-            a.next_attempt_at,
-            now_ms(),
-            a.delivery_id.as_str(),
-            a.tenant_id.as_str()
-        ])?;
         if a.outcome == AttemptOutcome::Succeeded {
             if !cleared.contains(&&a.config_id) {
                 clear.execute([a.config_id.as_str()])?;
@@ -1346,6 +1371,45 @@ fn insert_attempts(c: &rusqlite::Connection, attempts: &[NewAttempt]) -> Result<
         streaks.push(FailureStreak { failures, since });
     }
     Ok(streaks)
+}
+
+/// Writes the row of a delivery handed on unwritten, `status` after
+/// `attempts` attempts, and marks its event routed if that was the last
+/// row its routing awaited.
+fn write_unwritten(
+    c: &rusqlite::Connection,
+    unwritten: &Unwritten,
+    status: DeliveryStatus,
+    attempts: i64,
+    next_attempt_at: Option<i64>,
+) -> Result<()> {
+    let d = &unwritten.delivery;
+    c.prepare_cached(
+        "INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
+                                 script_logs, body, headers, attempts, next_attempt_at, created_at, updated_at, fuel_used)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(rusqlite::params![
+        d.id.as_str(),
+        unwritten.tenant.as_str(),
+        unwritten.event_seq,
+        d.config_id.as_str(),
+        d.config_version,
+        status.as_str(),
+        d.reason,
+        d.error_kind,
+        d.script_logs,
+        d.body,
+        d.headers,
+        attempts,
+        next_attempt_at,
+        unwritten.routed_at,
+        now_ms(),
+        d.fuel_used
+    ])?;
+    c.prepare_cached("DELETE FROM unrouted WHERE seq = ?1 AND awaiting <= (SELECT count(*) FROM deliveries WHERE event_seq = ?1)")?
+        .execute([unwritten.event_seq])?;
+    Ok(())
 }
 
 /// Records the script a configuration runs from `version` on, unless its

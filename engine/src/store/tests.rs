@@ -148,8 +148,7 @@ impl Scratch {
     async fn route(&self, tenant: &TenantId, seq: i64, config: &ConfigId, status: DeliveryStatus) -> DeliveryId {
         let d = delivery(config, status);
         let id = d.id.clone();
-        let recorded =
-            self.store.record_routing(vec![Routed { tenant: tenant.clone(), event_seq: seq, deliveries: vec![d] }]).await.unwrap();
+        let recorded = self.store.record_routing(vec![Routed::written(tenant.clone(), seq, vec![d])]).await.unwrap();
         assert_eq!(recorded, vec![true]);
         id
     }
@@ -584,6 +583,7 @@ fn new_attempt(
         request_body: Some("{\"request\":1}".into()),
         response_body: Some("[ACK]".into()),
         next_attempt_at: (outcome == AttemptOutcome::Retry).then_some(started_at + 1000),
+        unwritten: None,
     }
 }
 
@@ -671,10 +671,7 @@ async fn free_text(s: Scratch) {
     d.reason = Some(format!("skip {ODD}"));
     d.error_kind = Some(ODD.into());
     let delivery_id = d.id.clone();
-    assert_eq!(
-        s.store.record_routing(vec![Routed { tenant: tenant.clone(), event_seq: seq, deliveries: vec![d] }]).await.unwrap(),
-        vec![true]
-    );
+    assert_eq!(s.store.record_routing(vec![Routed::written(tenant.clone(), seq, vec![d])]).await.unwrap(), vec![true]);
     let stored = s.store.get_delivery(&tenant, &delivery_id).await.unwrap();
     assert_eq!((stored.reason.as_deref(), stored.error_kind.as_deref()), (Some(format!("skip {ODD}").as_str()), Some(ODD)));
 
@@ -700,6 +697,7 @@ async fn free_text(s: Scratch) {
                 request_body: Some(ODD.into()),
                 response_body: Some(body.to_vec()),
                 next_attempt_at: Some(now_ms()),
+                unwritten: None,
             })
             .await
             .unwrap();
@@ -730,6 +728,7 @@ async fn free_text(s: Scratch) {
                 request_body: Some(ODD.into()),
                 response_body: Some(b"\0\xff".to_vec()),
                 next_attempt_at: None,
+                unwritten: None,
             })
             .collect();
         postgres::record_group(&db.pool, &attempts.iter().collect::<Vec<_>>()).await.unwrap();
@@ -866,6 +865,7 @@ async fn postgres_attempt_groups_count_streaks_in_order() {
         request_body: Some("{}".into()),
         response_body: None,
         next_attempt_at: (outcome == AttemptOutcome::Retry).then_some(now + 1000),
+        unwritten: None,
     };
     use AttemptOutcome::{Failed, Retry, Succeeded};
     let group = [
@@ -985,7 +985,7 @@ async fn undecided(s: Scratch) {
     d.undecided = true;
     d.body = None;
     let id = d.id.clone();
-    s.store.record_routing(vec![Routed { tenant: tenant.clone(), event_seq: seq, deliveries: vec![d.clone()] }]).await.unwrap();
+    s.store.record_routing(vec![Routed::written(tenant.clone(), seq, vec![d.clone()])]).await.unwrap();
     let stored = s.store.get_delivery(&tenant, &id).await.unwrap();
     assert!(stored.undecided && stored.status == DeliveryStatus::Pending);
     let claimed = s.store.claim_due(now_ms(), 60_000, 10, &Default::default()).await.unwrap();
@@ -1012,7 +1012,7 @@ async fn hurry(s: Scratch) {
         let mut d = delivery(config, DeliveryStatus::Pending);
         (d.undecided, d.next_attempt_at) = (true, Some(later));
         ids.push(d.id.clone());
-        s.store.record_routing(vec![Routed { tenant: tenant.clone(), event_seq: seq, deliveries: vec![d] }]).await.unwrap();
+        s.store.record_routing(vec![Routed::written(tenant.clone(), seq, vec![d])]).await.unwrap();
     }
     let now = now_ms();
     assert_eq!(s.store.hurry_undecided(&tenant, &paused, now, 1).await.unwrap(), 1, "a few at a time");
@@ -1050,7 +1050,7 @@ async fn claim_across_configurations(s: Scratch) {
         let mut d = delivery(config, DeliveryStatus::Pending);
         (d.next_attempt_at, d.lease_until) = (Some(now - at), None);
         due.push(d.id.clone());
-        s.store.record_routing(vec![Routed { tenant: tenant.clone(), event_seq: seq, deliveries: vec![d] }]).await.unwrap();
+        s.store.record_routing(vec![Routed::written(tenant.clone(), seq, vec![d])]).await.unwrap();
     }
     let claim = |limit, skip: ClaimSkip| {
         let store = s.store.clone();
@@ -1075,7 +1075,7 @@ async fn claim_due_and_lost(s: Scratch) {
         let mut d = delivery(&config, DeliveryStatus::Pending);
         (d.next_attempt_at, d.lease_until) = (Some(now - 10 + i as i64), lease_until);
         ids.push(d.id.clone());
-        s.store.record_routing(vec![Routed { tenant: tenant.clone(), event_seq: seq, deliveries: vec![d] }]).await.unwrap();
+        s.store.record_routing(vec![Routed::written(tenant.clone(), seq, vec![d])]).await.unwrap();
     }
     let claimed = s.store.claim_due(now, 60_000, 10, &ClaimSkip::default()).await.unwrap();
     let claimed: Vec<_> = claimed.into_iter().map(|d| d.delivery.id).collect();
@@ -1154,7 +1154,7 @@ async fn script_versions(s: Scratch) {
     let seq = s.ingest(&tenant, "evt_fuel").await;
     let d = delivery(&config, DeliveryStatus::Filtered);
     let id = d.id.clone();
-    s.store.record_routing(vec![Routed { tenant: tenant.clone(), event_seq: seq, deliveries: vec![d] }]).await.unwrap();
+    s.store.record_routing(vec![Routed::written(tenant.clone(), seq, vec![d])]).await.unwrap();
     assert_eq!(s.store.get_delivery(&tenant, &id).await.unwrap().fuel_used, Some(4321));
 }
 
@@ -1298,4 +1298,89 @@ async fn refused_among_others(s: Scratch) {
     }
     assert_eq!(s.count("events").await, 40);
     assert_eq!(s.count("unrouted").await, 40);
+}
+
+/// A routing that hands `handed` deliveries on unwritten, claiming the
+/// event until `claim_until`, besides writing `written`.
+fn handing_on(tenant: &TenantId, seq: i64, written: Vec<NewDelivery>, handed: usize, claim_until: i64) -> Routed {
+    Routed { tenant: tenant.clone(), event_seq: seq, deliveries: written, handed, claim_until, resumed: false }
+}
+
+both_backends!(deliveries_handed_on_are_written_by_their_first_turn, handed_on);
+async fn handed_on(s: Scratch) {
+    let tenant = s.tenant("acme").await;
+    let seq = s.ingest(&tenant, "evt_handed").await;
+    let (a, b, c) = (ConfigId::generate(), ConfigId::generate(), ConfigId::generate());
+    let now = now_ms();
+    let routing = handing_on(&tenant, seq, vec![delivery(&c, DeliveryStatus::Filtered)], 2, now + 60_000);
+    assert_eq!(s.store.record_routing(vec![routing]).await.unwrap(), vec![true]);
+    assert_eq!(s.count("deliveries").await, 1, "only the filtered one is written at routing");
+    // Claimed: the recovery scan leaves it, and another routing of it (a
+    // scan on another node) is refused.
+    assert!(s.store.unrouted_events(0, i64::MAX, now, 10).await.unwrap().is_empty());
+    let again = Routed::written(tenant.clone(), seq, vec![delivery(&a, DeliveryStatus::Pending)]);
+    assert_eq!(s.store.record_routing(vec![again]).await.unwrap(), vec![false]);
+    assert!(!s.store.get_event(&tenant, "evt_handed").await.unwrap().routed);
+
+    // The first attempt writes its delivery's row, settled; the event waits for the other.
+    let first = Unwritten::new(tenant.clone(), seq, delivery(&a, DeliveryStatus::Pending));
+    let attempt = new_attempt(&tenant, &first.delivery.id, &a, 1, now, AttemptOutcome::Retry);
+    s.store.record_attempt(NewAttempt { unwritten: Some(first.clone()), ..attempt.clone() }).await.unwrap();
+    let row = s.store.get_delivery(&tenant, &first.delivery.id).await.unwrap();
+    assert_eq!((row.status, row.attempts, row.next_attempt_at), (DeliveryStatus::Pending, 1, attempt.next_attempt_at));
+    assert_eq!(row.body.as_deref(), Some("{\"decided\":true}"), "the decision is kept");
+    assert_eq!(s.count("attempts").await, 1);
+    assert!(!s.store.get_event(&tenant, "evt_handed").await.unwrap().routed);
+
+    // The other, held back unattempted: its release writes it pending, due
+    // then, and with that last row the event is routed.
+    let second = Unwritten::new(tenant.clone(), seq, delivery(&b, DeliveryStatus::Pending));
+    s.store.release_unwritten(second.clone(), now + 5_000).await.unwrap();
+    let row = s.store.get_delivery(&tenant, &second.delivery.id).await.unwrap();
+    assert_eq!((row.status, row.attempts, row.next_attempt_at), (DeliveryStatus::Pending, 0, Some(now + 5_000)));
+    assert!(s.store.get_event(&tenant, "evt_handed").await.unwrap().routed);
+    assert_eq!(s.count("unrouted").await, 0);
+    assert_eq!(s.store.deliveries_of_event(&tenant, seq).await.unwrap().len(), 3);
+}
+
+both_backends!(a_routing_whose_claim_ran_out_is_resumed_once, resumed_routing);
+async fn resumed_routing(s: Scratch) {
+    let tenant = s.tenant("acme").await;
+    let seq = s.ingest(&tenant, "evt_resumed").await;
+    let (a, b) = (ConfigId::generate(), ConfigId::generate());
+    let now = now_ms();
+    // Both handed on, one attempt written, then the node died: its claim
+    // has run out.
+    assert_eq!(s.store.record_routing(vec![handing_on(&tenant, seq, Vec::new(), 2, now - 1)]).await.unwrap(), vec![true]);
+    let first = Unwritten::new(tenant.clone(), seq, delivery(&a, DeliveryStatus::Pending));
+    let attempt = new_attempt(&tenant, &first.delivery.id, &a, 1, now, AttemptOutcome::Succeeded);
+    s.store.record_attempt(NewAttempt { unwritten: Some(first.clone()), ..attempt }).await.unwrap();
+
+    let found = s.store.unrouted_events(0, i64::MAX, now, 10).await.unwrap();
+    assert_eq!(found.iter().map(|u| (u.record.seq, u.resumed)).collect::<Vec<_>>(), vec![(seq, true)]);
+    // Only a resumed routing may take it; it adds only the missing row.
+    let fresh = Routed::written(tenant.clone(), seq, vec![delivery(&a, DeliveryStatus::Pending)]);
+    assert_eq!(s.store.record_routing(vec![fresh]).await.unwrap(), vec![false]);
+    let mut resumed =
+        Routed::written(tenant.clone(), seq, vec![delivery(&a, DeliveryStatus::Pending), delivery(&b, DeliveryStatus::Pending)]);
+    resumed.resumed = true;
+    assert_eq!(s.store.record_routing(vec![resumed.clone()]).await.unwrap(), vec![true]);
+    assert_eq!(s.store.record_routing(vec![resumed]).await.unwrap(), vec![false], "routed once");
+    let rows = s.store.deliveries_of_event(&tenant, seq).await.unwrap();
+    let mut states: Vec<_> = rows.iter().map(|d| (d.configuration_id == a, d.status)).collect();
+    states.sort_by_key(|(is_a, _)| *is_a);
+    assert_eq!(states, vec![(false, DeliveryStatus::Pending), (true, DeliveryStatus::Succeeded)]);
+    assert!(s.store.get_event(&tenant, "evt_resumed").await.unwrap().routed);
+}
+
+both_backends!(a_restart_runs_out_its_own_routing_claims, restart_claims);
+async fn restart_claims(s: Scratch) {
+    let tenant = s.tenant("acme").await;
+    let seq = s.ingest(&tenant, "evt_claimed").await;
+    let now = now_ms();
+    assert_eq!(s.store.record_routing(vec![handing_on(&tenant, seq, Vec::new(), 1, now + 60_000)]).await.unwrap(), vec![true]);
+    assert!(s.store.unrouted_events(0, i64::MAX, now, 10).await.unwrap().is_empty());
+    s.store.release_leases().await.unwrap();
+    let found = s.store.unrouted_events(0, i64::MAX, now, 10).await.unwrap();
+    assert_eq!(found.iter().map(|u| (u.record.seq, u.resumed)).collect::<Vec<_>>(), vec![(seq, true)]);
 }

@@ -1,0 +1,10 @@
+-- Deliveries handed straight to a sender get their row with their first
+-- attempt, not at routing (one insert, settled, instead of an insert and an
+-- update that moved it through four indexes). Until the last of them is
+-- written, the event stays in `unrouted`, claimed by its routing until
+-- `claimed_until`; `awaiting` is how many delivery rows the event has when
+-- that routing is all written. A claim that runs out (its process died)
+-- lets the recovery scan route the event again, adding only the rows that
+-- are missing.
+ALTER TABLE unrouted ADD COLUMN claimed_until INTEGER;
+ALTER TABLE unrouted ADD COLUMN awaiting INTEGER;
