@@ -156,6 +156,13 @@ enum Admission {
     Defer(i64),
 }
 
+/// Turns of its configuration's queue ahead of a delivery handed on
+/// unwritten from which its row is written before it waits (see
+/// [`Deliverer::hold`]).
+const UNWRITTEN_TURNS: usize = 2;
+/// Longest wait for a rate-limit slot a delivery spends unwritten.
+const UNWRITTEN_SLOT_WAIT: Duration = Duration::from_secs(1);
+
 /// Longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
@@ -202,13 +209,16 @@ impl Deliverer {
     /// longer the queue ahead of it, the later it comes due, so that a slow
     /// endpoint's backlog is not read again and again. `false`: shutting
     /// down (the lease expires and a restart sends it).
-    async fn hand_job(&self, job: DeliveryJob, deadline: tokio::time::Instant) -> bool {
+    async fn hand_job(&self, mut job: DeliveryJob, deadline: tokio::time::Instant) -> bool {
         let limit = match self.configs.get(&job.tenant, &job.config).await {
             Ok(config) => config.spec.max_in_flight as usize,
             // The attempt records why (deleted, unreadable).
             Err(_) => 1,
         };
         let (tenant, config) = (job.tenant.clone(), job.config.clone());
+        if job.unwritten.is_some() && self.queue.waiting(&tenant, &config) / limit.max(1) >= UNWRITTEN_TURNS {
+            self.hold(&mut job).await;
+        }
         let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
         match self.queue.push(&tenant, &config, limit, job, wait).await {
             Ok(()) => true,
@@ -327,6 +337,9 @@ impl Deliverer {
                 let at = timestamp::now_ms() + wait.as_millis() as i64;
                 return release(&self.store, &job, at).await;
             }
+            if wait > UNWRITTEN_SLOT_WAIT {
+                self.hold(&mut job).await;
+            }
             tokio::time::sleep(wait).await;
         }
         let sent = {
@@ -435,6 +448,21 @@ impl Deliverer {
                 self.store.record_attempt(bare).await
             }
             ok => ok,
+        }
+    }
+
+    /// Writes the row of a delivery handed on unwritten before it waits
+    /// long (a queue of several turns, a rate limit's slot), pending and
+    /// held by this sender, which goes on with it: a long wait in memory
+    /// would hide it from the API and the backlog, and could outlast its
+    /// event's claim. If the write fails it stays unwritten, which its
+    /// event's claim covers.
+    async fn hold(&self, job: &mut DeliveryJob) {
+        let Some(unwritten) = job.unwritten.take() else { return };
+        let now = timestamp::now_ms();
+        if let Err(e) = self.store.write_pending(unwritten.clone(), now, Some(now + LEASE_MS)).await {
+            tracing::warn!(delivery = %job.delivery, error = %e, "writing a waiting delivery's row failed; its event's claim covers it");
+            job.unwritten = Some(unwritten);
         }
     }
 
@@ -573,7 +601,7 @@ fn unsent(job: &DeliveryJob, why: &str) -> NewAttempt {
 /// row if routing handed it on unwritten.
 async fn release(store: &Store, job: &DeliveryJob, at: i64) -> Result<(), StoreError> {
     match &job.unwritten {
-        Some(unwritten) => store.release_unwritten(unwritten.clone(), at).await,
+        Some(unwritten) => store.write_pending(unwritten.clone(), at, None).await,
         None => store.release_delivery(&job.tenant, &job.delivery, at).await,
     }
 }

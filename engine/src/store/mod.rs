@@ -705,7 +705,8 @@ pub const STATS_BOUND: i64 = 100_000;
 pub struct Backlog {
     /// Deliveries not yet settled.
     pub pending: i64,
-    /// When the oldest of them was made, Unix ms.
+    /// When the oldest of them was made (one handed on unwritten: when
+    /// its event arrived), Unix ms.
     pub oldest_pending_at: Option<i64>,
     pub configurations_enabled: i64,
     pub configurations_disabled: i64,
@@ -1201,11 +1202,13 @@ impl Store {
     pub async fn release_delivery(&self, tenant: &TenantId, id: &DeliveryId, next_attempt_at: i64) -> Result<()> {
         dispatch!(self.release_delivery(tenant, id, next_attempt_at))
     }
-    /// Writes the row of a delivery handed on unwritten, unattempted and due
-    /// at `next_attempt_at`, as [`release_delivery`](Self::release_delivery)
-    /// does for one with a row.
-    pub async fn release_unwritten(&self, unwritten: Arc<Unwritten>, next_attempt_at: i64) -> Result<()> {
-        dispatch!(self.release_unwritten(unwritten, next_attempt_at))
+    /// Writes the row of a delivery handed on unwritten, pending and
+    /// unattempted, due at `next_attempt_at`: held by this node's sender
+    /// until `lease_until` (it keeps the delivery, and no longer unwritten),
+    /// or, without one, released as [`release_delivery`](Self::release_delivery)
+    /// releases one with a row.
+    pub async fn write_pending(&self, unwritten: Arc<Unwritten>, next_attempt_at: i64, lease_until: Option<i64>) -> Result<()> {
+        dispatch!(self.write_pending(unwritten, next_attempt_at, lease_until))
     }
     /// Drops the leases this node held before it (re)started, of deliveries
     /// and of events' routing: nothing of its own is in flight yet. Other
@@ -1213,8 +1216,9 @@ impl Store {
     pub async fn release_leases(&self) -> Result<u64> {
         dispatch!(self.release_leases())
     }
-    /// Logs an attempt, updates its delivery, and counts the
-    /// configuration's failure streak (reset by a success).
+    /// Logs an attempt, updates its delivery (writes it, if it was handed
+    /// on [`Unwritten`]), and counts the configuration's failure streak
+    /// (reset by a success).
     pub async fn record_attempt(&self, attempt: NewAttempt) -> Result<FailureStreak> {
         dispatch!(self.record_attempt(attempt))
     }

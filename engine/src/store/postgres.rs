@@ -774,9 +774,10 @@ impl PostgresStore {
         Ok(released.rows_affected() + claims.rows_affected())
     }
 
-    pub async fn release_unwritten(&self, unwritten: Arc<Unwritten>, next_attempt_at: i64) -> Result<()> {
+    pub async fn write_pending(&self, unwritten: Arc<Unwritten>, next_attempt_at: i64, lease_until: Option<i64>) -> Result<()> {
+        let row = Settled { unwritten: &unwritten, status: DeliveryStatus::Pending, attempts: 0, next_attempt_at: Some(next_attempt_at) };
         let mut tx = self.pool.begin().await?;
-        write_unwritten(&mut tx, &[(&unwritten, DeliveryStatus::Pending, 0, Some(next_attempt_at))]).await?;
+        write_unwritten(&mut tx, &[row], lease_until.map(|until| (until, self.node.as_str()))).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1030,20 +1031,29 @@ async fn stale_or_missing(tx: &mut Transaction<'static, Postgres>, tenant: &Tena
     }
 }
 
-/// Writes the rows of deliveries handed on unwritten, each `status` after
-/// its attempts, and marks their events routed where they were the last
-/// rows their routing awaited.
-async fn write_unwritten(tx: &mut Transaction<'static, Postgres>, rows: &[(&Unwritten, DeliveryStatus, i64, Option<i64>)]) -> Result<()> {
+/// The row of a delivery handed on unwritten, as it is to be written.
+struct Settled<'a> {
+    unwritten: &'a Unwritten,
+    status: DeliveryStatus,
+    attempts: i64,
+    next_attempt_at: Option<i64>,
+}
+
+/// Writes the rows of deliveries handed on unwritten (leased, if `lease`
+/// says until when and to which node), and marks their events routed
+/// where they were the last rows their routing awaited.
+async fn write_unwritten(tx: &mut Transaction<'static, Postgres>, rows: &[Settled<'_>], lease: Option<(i64, &str)>) -> Result<()> {
     let mut d = DeliveryRows::default();
     let mut attempts = Vec::with_capacity(rows.len());
     let mut routed_at = Vec::with_capacity(rows.len());
-    for (u, status, n, next) in rows {
+    for row in rows {
+        let u = row.unwritten;
         d.push(&u.tenant, u.event_seq, &u.delivery);
-        if let (Some(s), Some(at)) = (d.status.last_mut(), d.next_attempt_at.last_mut()) {
-            *s = status.as_str();
-            *at = *next;
+        if let (Some(status), Some(at)) = (d.status.last_mut(), d.next_attempt_at.last_mut()) {
+            *status = row.status.as_str();
+            *at = row.next_attempt_at;
         }
-        attempts.push(*n);
+        attempts.push(row.attempts);
         routed_at.push(u.routed_at);
     }
     // The statement's snapshot does not see the rows it inserts: counted apart.
@@ -1051,9 +1061,10 @@ async fn write_unwritten(tx: &mut Transaction<'static, Postgres>, rows: &[(&Unwr
         "WITH ins AS (
             INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
                                     script_logs, body, headers, attempts, next_attempt_at, created_at, updated_at,
-                                    undecided, fuel_used)
+                                    undecided, fuel_used, lease_until, lease_owner)
             SELECT d.id, d.tenant_id, d.event_seq, d.config_id, d.config_version, d.status, d.reason, d.error_kind,
-                   d.script_logs, d.body, d.headers, d.attempts, d.next_attempt_at, d.created_at, $16, false, d.fuel_used
+                   d.script_logs, d.body, d.headers, d.attempts, d.next_attempt_at, d.created_at, $16, false, d.fuel_used,
+                   $17, $18
             FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[],
                         $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[])
                  AS d(id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
@@ -1079,6 +1090,8 @@ async fn write_unwritten(tx: &mut Transaction<'static, Postgres>, rows: &[(&Unwr
     .bind(&routed_at)
     .bind(&d.fuel_used)
     .bind(now_ms())
+    .bind(lease.map(|(until, _)| until))
+    .bind(lease.map(|(_, node)| node))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -1193,10 +1206,15 @@ pub(super) async fn record_group(pool: &PgPool, attempts: &[&NewAttempt]) -> Res
     let mut tx = pool.begin().await?;
     // The rows of deliveries handed on unwritten, before their attempts
     // (which refer to them); the update below then finds them settled.
-    let unwritten: Vec<_> =
-        attempts.iter().filter_map(|a| a.unwritten.as_deref().map(|u| (u, a.outcome.settles_as(), a.number, a.next_attempt_at))).collect();
+    let unwritten: Vec<Settled> = attempts
+        .iter()
+        .filter_map(|a| {
+            let unwritten = a.unwritten.as_deref()?;
+            Some(Settled { unwritten, status: a.outcome.settles_as(), attempts: a.number, next_attempt_at: a.next_attempt_at })
+        })
+        .collect();
     if !unwritten.is_empty() {
-        write_unwritten(&mut tx, &unwritten).await?;
+        write_unwritten(&mut tx, &unwritten, None).await?;
     }
     // `d.status = a.was` rather than `d.status = 'pending'`: with the
     // constant, the planner may read the group's deliveries through the

@@ -279,6 +279,20 @@ where
         .fetch_one(self.0)
         .await?
         .opt_int("oldest")?;
+        // Deliveries handed on unwritten are pending too: those an event's
+        // routing awaits beyond the rows it has.
+        let unwritten = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(u.awaiting - (SELECT COUNT(*) FROM deliveries d WHERE d.event_seq = u.seq)), 0) AS BIGINT) AS n,
+                    MIN(e.received_at) AS oldest
+             FROM unrouted u JOIN events e ON e.seq = u.seq WHERE u.awaiting IS NOT NULL",
+        )
+        .fetch_one(self.0)
+        .await?;
+        let pending = pending + unwritten.int("n")?;
+        let oldest = match (oldest, unwritten.opt_int("oldest")?) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let configs =
             sqlx::query("SELECT COUNT(*) AS total, COALESCE(SUM(CASE WHEN enabled THEN 1 ELSE 0 END), 0) AS enabled FROM configurations")
                 .fetch_one(self.0)

@@ -1134,8 +1134,8 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn release_unwritten(&self, unwritten: Arc<Unwritten>, next_attempt_at: i64) -> Result<()> {
-        self.write(move |c| write_unwritten(c, &unwritten, DeliveryStatus::Pending, 0, Some(next_attempt_at))).await
+    pub async fn write_pending(&self, unwritten: Arc<Unwritten>, next_attempt_at: i64, lease_until: Option<i64>) -> Result<()> {
+        self.write(move |c| write_unwritten(c, &unwritten, DeliveryStatus::Pending, 0, Some(next_attempt_at), lease_until)).await
     }
 
     pub async fn reserve_send_slot(&self, config: &ConfigId, interval: Duration) -> Result<Duration> {
@@ -1324,7 +1324,7 @@ fn insert_attempts(c: &rusqlite::Connection, attempts: &[NewAttempt]) -> Result<
         let status = a.outcome.settles_as();
         // The delivery's row before its attempt's (the attempt refers to it).
         match &a.unwritten {
-            Some(unwritten) => write_unwritten(c, unwritten, status, a.number, a.next_attempt_at)?,
+            Some(unwritten) => write_unwritten(c, unwritten, status, a.number, a.next_attempt_at, None)?,
             None => {
                 settle.execute(rusqlite::params![
                     status.as_str(),
@@ -1374,20 +1374,22 @@ fn insert_attempts(c: &rusqlite::Connection, attempts: &[NewAttempt]) -> Result<
 }
 
 /// Writes the row of a delivery handed on unwritten, `status` after
-/// `attempts` attempts, and marks its event routed if that was the last
-/// row its routing awaited.
+/// `attempts` attempts (leased until `lease_until`, if given), and marks
+/// its event routed if that was the last row its routing awaited.
 fn write_unwritten(
     c: &rusqlite::Connection,
     unwritten: &Unwritten,
     status: DeliveryStatus,
     attempts: i64,
     next_attempt_at: Option<i64>,
+    lease_until: Option<i64>,
 ) -> Result<()> {
     let d = &unwritten.delivery;
     c.prepare_cached(
         "INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
-                                 script_logs, body, headers, attempts, next_attempt_at, created_at, updated_at, fuel_used)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                 script_logs, body, headers, attempts, next_attempt_at, lease_until, created_at, updated_at,
+                                 fuel_used)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(rusqlite::params![
         d.id.as_str(),
@@ -1403,6 +1405,7 @@ fn write_unwritten(
         d.headers,
         attempts,
         next_attempt_at,
+        lease_until,
         unwritten.routed_at,
         now_ms(),
         d.fuel_used

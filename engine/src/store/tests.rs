@@ -1335,7 +1335,7 @@ async fn handed_on(s: Scratch) {
     // The other, held back unattempted: its release writes it pending, due
     // then, and with that last row the event is routed.
     let second = Unwritten::new(tenant.clone(), seq, delivery(&b, DeliveryStatus::Pending));
-    s.store.release_unwritten(second.clone(), now + 5_000).await.unwrap();
+    s.store.write_pending(second.clone(), now + 5_000, None).await.unwrap();
     let row = s.store.get_delivery(&tenant, &second.delivery.id).await.unwrap();
     assert_eq!((row.status, row.attempts, row.next_attempt_at), (DeliveryStatus::Pending, 0, Some(now + 5_000)));
     assert!(s.store.get_event(&tenant, "evt_handed").await.unwrap().routed);
