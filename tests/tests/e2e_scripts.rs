@@ -230,8 +230,17 @@ async fn a_preview_over_stored_events_reports_exactly_the_decisions_a_candidate_
     }
     let delivered = (0..N).filter(|&i| amount(i) >= 100).count();
     receiver.wait_for(delivered).await;
-    let deliveries_before = api.list_all(&format!("/v1/deliveries?configuration_id={config}")).await.len();
-    assert_eq!(deliveries_before, N as usize);
+    // A delivery's row is written with its first attempt, just after the
+    // receiver answered.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let deliveries_before = loop {
+        let recorded = api.list_all(&format!("/v1/deliveries?configuration_id={config}")).await.len();
+        if recorded == N as usize {
+            break recorded;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{recorded} of {N} deliveries recorded");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
 
     // A lower threshold: the events between 50 and 100 are newly delivered, the rest unchanged.
     let lines = api

@@ -24,7 +24,7 @@ use crate::pipeline::job::{DeliveryJob, Handoff, LEASE_MS};
 use crate::pipeline::lock;
 use crate::pipeline::notice::{FailedDelivery, Notices};
 use crate::sandbox::Sandbox;
-use crate::store::{self, AttemptOutcome, DeliveryStatus, FailureStreak, NewAttempt, Store, StoreError};
+use crate::store::{self, AttemptOutcome, DeliveryStatus, FailureStreak, NewAttempt, Store, StoreError, Unwritten};
 use crate::telemetry::{self, traces};
 
 /// Sends deliveries. They wait in one queue per configuration within one
@@ -156,12 +156,9 @@ enum Admission {
     Defer(i64),
 }
 
-/// Turns of its configuration's queue ahead of a delivery handed on
-/// unwritten from which its row is written before it waits (see
-/// [`Deliverer::hold`]).
-const UNWRITTEN_TURNS: usize = 2;
-/// Longest wait for a rate-limit slot a delivery spends unwritten.
-const UNWRITTEN_SLOT_WAIT: Duration = Duration::from_secs(1);
+/// How long a delivery handed on unwritten waits in a send queue, or for
+/// a rate limit's slot, before a row shows it (see [`Deliverer::show`]).
+const UNWRITTEN_WAIT: Duration = Duration::from_secs(1);
 
 /// Longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -201,6 +198,7 @@ impl Deliverer {
     pub fn start(self: &Arc<Self>, poll: Duration) {
         tokio::spawn(self.clone().send_in_turn());
         tokio::spawn(self.clone().poll_due(poll));
+        tokio::spawn(self.clone().show_waiting());
     }
 
     /// Queues a delivery to send, waiting until `deadline` for room in its
@@ -209,16 +207,13 @@ impl Deliverer {
     /// longer the queue ahead of it, the later it comes due, so that a slow
     /// endpoint's backlog is not read again and again. `false`: shutting
     /// down (the lease expires and a restart sends it).
-    async fn hand_job(&self, mut job: DeliveryJob, deadline: tokio::time::Instant) -> bool {
+    async fn hand_job(&self, job: DeliveryJob, deadline: tokio::time::Instant) -> bool {
         let limit = match self.configs.get(&job.tenant, &job.config).await {
             Ok(config) => config.spec.max_in_flight as usize,
             // The attempt records why (deleted, unreadable).
             Err(_) => 1,
         };
         let (tenant, config) = (job.tenant.clone(), job.config.clone());
-        if job.unwritten.is_some() && self.queue.waiting(&tenant, &config) / limit.max(1) >= UNWRITTEN_TURNS {
-            self.hold(&mut job).await;
-        }
         let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
         match self.queue.push(&tenant, &config, limit, job, wait).await {
             Ok(()) => true,
@@ -337,8 +332,8 @@ impl Deliverer {
                 let at = timestamp::now_ms() + wait.as_millis() as i64;
                 return release(&self.store, &job, at).await;
             }
-            if wait > UNWRITTEN_SLOT_WAIT {
-                self.hold(&mut job).await;
+            if wait > UNWRITTEN_WAIT {
+                self.show(job.unwritten.iter().cloned().collect()).await;
             }
             tokio::time::sleep(wait).await;
         }
@@ -451,18 +446,37 @@ impl Deliverer {
         }
     }
 
-    /// Writes the row of a delivery handed on unwritten before it waits
-    /// long (a queue of several turns, a rate limit's slot), pending and
-    /// held by this sender, which goes on with it: a long wait in memory
-    /// would hide it from the API and the backlog, and could outlast its
-    /// event's claim. If the write fails it stays unwritten, which its
-    /// event's claim covers.
-    async fn hold(&self, job: &mut DeliveryJob) {
-        let Some(unwritten) = job.unwritten.take() else { return };
-        let now = timestamp::now_ms();
-        if let Err(e) = self.store.write_pending(unwritten.clone(), now, Some(now + LEASE_MS)).await {
-            tracing::warn!(delivery = %job.delivery, error = %e, "writing a waiting delivery's row failed; its event's claim covers it");
-            job.unwritten = Some(unwritten);
+    /// Writes rows showing deliveries handed on unwritten that wait long
+    /// (in a send queue, for a rate limit's slot), pending and held by this
+    /// sender, which keeps them: a long wait in memory would hide them from
+    /// the API, and could outlast their events' claims. Their attempts then
+    /// settle these rows. A write that fails leaves them to the claims.
+    async fn show(&self, waiting: Vec<Arc<Unwritten>>) {
+        let waiting: Vec<_> = waiting.into_iter().filter(|u| !u.shown.swap(true, Ordering::Relaxed)).collect();
+        if waiting.is_empty() {
+            return;
+        }
+        let (count, now) = (waiting.len(), timestamp::now_ms());
+        if let Err(e) = self.store.write_pending(waiting, now, Some(now + LEASE_MS)).await {
+            tracing::warn!(deliveries = count, error = %e, "writing rows of waiting deliveries failed; their events' claims cover them");
+        }
+    }
+
+    /// Every [`UNWRITTEN_WAIT`], shows the deliveries handed on unwritten
+    /// that have waited that long in the send queues.
+    async fn show_waiting(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(UNWRITTEN_WAIT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let before = timestamp::now_ms() - UNWRITTEN_WAIT.as_millis() as i64;
+            let mut waiting = Vec::new();
+            self.queue.each(|job| {
+                if let Some(u) = job.unwritten.as_ref().filter(|u| u.routed_at < before && !u.shown.load(Ordering::Relaxed)) {
+                    waiting.push(u.clone());
+                }
+            });
+            self.show(waiting).await;
         }
     }
 
@@ -601,7 +615,7 @@ fn unsent(job: &DeliveryJob, why: &str) -> NewAttempt {
 /// row if routing handed it on unwritten.
 async fn release(store: &Store, job: &DeliveryJob, at: i64) -> Result<(), StoreError> {
     match &job.unwritten {
-        Some(unwritten) => store.write_pending(unwritten.clone(), at, None).await,
+        Some(unwritten) => store.write_pending(vec![unwritten.clone()], at, None).await,
         None => store.release_delivery(&job.tenant, &job.delivery, at).await,
     }
 }

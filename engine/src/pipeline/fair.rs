@@ -229,6 +229,14 @@ impl<G: Eq + Hash + Clone, K: Eq + Hash + Clone, T> FairQueue<G, K, T> {
         (groups, keys)
     }
 
+    /// Calls `f` on every item waiting, under the queues' lock.
+    pub fn each(&self, mut f: impl FnMut(&T)) {
+        let s = self.lock();
+        for key in s.groups.values().flat_map(|g| g.keys.values()) {
+            key.items.iter().for_each(&mut f);
+        }
+    }
+
     /// Items waiting under `group` and `key`.
     pub fn waiting(&self, group: &G, key: &K) -> usize {
         let s = self.lock();

@@ -388,8 +388,10 @@ impl Routed {
 /// A delivery handed to a sender before its row was written. Its first
 /// attempt writes the row, settled, in the attempt's transaction (or, held
 /// back unattempted, its release writes it pending), and marks the event
-/// routed once its routing's rows are all written.
-#[derive(Debug, Clone)]
+/// routed once its routing's rows are all written. One that waits long in
+/// its sender is shown meanwhile by a row written pending and leased
+/// ([`Store::write_pending`]), which the attempt then settles.
+#[derive(Debug)]
 pub struct Unwritten {
     pub tenant: TenantId,
     pub event_seq: i64,
@@ -397,12 +399,14 @@ pub struct Unwritten {
     pub delivery: NewDelivery,
     /// When: the row's creation time.
     pub routed_at: i64,
+    /// A pending row of it has been asked for, to show it while it waits.
+    pub shown: std::sync::atomic::AtomicBool,
 }
 
 impl Unwritten {
     pub fn new(tenant: TenantId, event_seq: i64, mut delivery: NewDelivery) -> Arc<Self> {
         delivery.encode();
-        Arc::new(Self { tenant, event_seq, delivery, routed_at: now_ms() })
+        Arc::new(Self { tenant, event_seq, delivery, routed_at: now_ms(), shown: Default::default() })
     }
 }
 
@@ -1202,12 +1206,13 @@ impl Store {
     pub async fn release_delivery(&self, tenant: &TenantId, id: &DeliveryId, next_attempt_at: i64) -> Result<()> {
         dispatch!(self.release_delivery(tenant, id, next_attempt_at))
     }
-    /// Writes the row of a delivery handed on unwritten, pending and
-    /// unattempted, due at `next_attempt_at`: held by this node's sender
-    /// until `lease_until` (it keeps the delivery, and no longer unwritten),
-    /// or, without one, released as [`release_delivery`](Self::release_delivery)
+    /// Writes the rows of deliveries handed on unwritten, pending and
+    /// unattempted, due at `next_attempt_at`. With `lease_until`, only to
+    /// show them while they wait in this node's sender, which keeps them
+    /// (a row already written is left alone; their attempts settle these);
+    /// without, released as [`release_delivery`](Self::release_delivery)
     /// releases one with a row.
-    pub async fn write_pending(&self, unwritten: Arc<Unwritten>, next_attempt_at: i64, lease_until: Option<i64>) -> Result<()> {
+    pub async fn write_pending(&self, unwritten: Vec<Arc<Unwritten>>, next_attempt_at: i64, lease_until: Option<i64>) -> Result<()> {
         dispatch!(self.write_pending(unwritten, next_attempt_at, lease_until))
     }
     /// Drops the leases this node held before it (re)started, of deliveries

@@ -774,10 +774,13 @@ impl PostgresStore {
         Ok(released.rows_affected() + claims.rows_affected())
     }
 
-    pub async fn write_pending(&self, unwritten: Arc<Unwritten>, next_attempt_at: i64, lease_until: Option<i64>) -> Result<()> {
-        let row = Settled { unwritten: &unwritten, status: DeliveryStatus::Pending, attempts: 0, next_attempt_at: Some(next_attempt_at) };
+    pub async fn write_pending(&self, unwritten: Vec<Arc<Unwritten>>, next_attempt_at: i64, lease_until: Option<i64>) -> Result<()> {
+        let rows: Vec<Settled> = unwritten
+            .iter()
+            .map(|u| Settled { unwritten: u, status: DeliveryStatus::Pending, attempts: 0, next_attempt_at: Some(next_attempt_at) })
+            .collect();
         let mut tx = self.pool.begin().await?;
-        write_unwritten(&mut tx, &[row], lease_until.map(|until| (until, self.node.as_str()))).await?;
+        write_unwritten(&mut tx, &rows, lease_until.map(|until| (until, self.node.as_str()))).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1039,9 +1042,13 @@ struct Settled<'a> {
     next_attempt_at: Option<i64>,
 }
 
-/// Writes the rows of deliveries handed on unwritten (leased, if `lease`
-/// says until when and to which node), and marks their events routed
-/// where they were the last rows their routing awaited.
+/// Writes the rows of deliveries handed on unwritten, and marks their
+/// events routed where they were the last rows their routing awaited. With
+/// a `lease` (until when, to which node) it only shows them (pending, held
+/// by their sender) and leaves rows already written alone; without, it
+/// settles the rows a lease wrote, if still pending. A delivery whose
+/// configuration was deleted meanwhile is written failed, as the deletion
+/// ended the others.
 async fn write_unwritten(tx: &mut Transaction<'static, Postgres>, rows: &[Settled<'_>], lease: Option<(i64, &str)>) -> Result<()> {
     let mut d = DeliveryRows::default();
     let mut attempts = Vec::with_capacity(rows.len());
@@ -1056,23 +1063,34 @@ async fn write_unwritten(tx: &mut Transaction<'static, Postgres>, rows: &[Settle
         attempts.push(row.attempts);
         routed_at.push(u.routed_at);
     }
-    // The statement's snapshot does not see the rows it inserts: counted apart.
+    // The statement's snapshot does not see the rows it inserts: counted
+    // apart (`xmax = 0`: inserted, not an update of a row it sees).
     sqlx::query(
         "WITH ins AS (
             INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
                                     script_logs, body, headers, attempts, next_attempt_at, created_at, updated_at,
                                     undecided, fuel_used, lease_until, lease_owner)
-            SELECT d.id, d.tenant_id, d.event_seq, d.config_id, d.config_version, d.status, d.reason, d.error_kind,
-                   d.script_logs, d.body, d.headers, d.attempts, d.next_attempt_at, d.created_at, $16, false, d.fuel_used,
-                   $17, $18
+            SELECT d.id, d.tenant_id, d.event_seq, d.config_id, d.config_version,
+                   CASE WHEN g.gone THEN 'failed' ELSE d.status END,
+                   CASE WHEN g.gone THEN 'its configuration was deleted' ELSE d.reason END,
+                   CASE WHEN g.gone THEN 'configuration_deleted' ELSE d.error_kind END,
+                   d.script_logs, d.body, d.headers, d.attempts, CASE WHEN g.gone THEN NULL ELSE d.next_attempt_at END,
+                   d.created_at, $16, false, d.fuel_used,
+                   CASE WHEN g.gone THEN NULL ELSE $17::bigint END, CASE WHEN g.gone THEN NULL ELSE $18::text END
             FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[],
                         $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[])
                  AS d(id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
                       script_logs, body, headers, attempts, next_attempt_at, created_at, fuel_used)
-            RETURNING event_seq)
+            CROSS JOIN LATERAL (SELECT d.status = 'pending' AND NOT EXISTS (SELECT 1 FROM configurations c WHERE c.id = d.config_id)
+                                AS gone) g
+            ON CONFLICT (tenant_id, id) DO UPDATE
+               SET status = excluded.status, attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at,
+                   lease_until = NULL, lease_owner = NULL, updated_at = excluded.updated_at
+               WHERE $17::bigint IS NULL AND deliveries.status = 'pending' AND deliveries.attempts <= excluded.attempts
+            RETURNING event_seq, xmax = 0 AS inserted)
          DELETE FROM unrouted u WHERE u.seq IN (SELECT event_seq FROM ins)
            AND u.awaiting <= (SELECT count(*) FROM deliveries x WHERE x.event_seq = u.seq)
-                             + (SELECT count(*) FROM ins WHERE ins.event_seq = u.seq)",
+                             + (SELECT count(*) FROM ins WHERE ins.event_seq = u.seq AND ins.inserted)",
     )
     .bind(&d.id)
     .bind(&d.tenant)

@@ -1134,8 +1134,11 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn write_pending(&self, unwritten: Arc<Unwritten>, next_attempt_at: i64, lease_until: Option<i64>) -> Result<()> {
-        self.write(move |c| write_unwritten(c, &unwritten, DeliveryStatus::Pending, 0, Some(next_attempt_at), lease_until)).await
+    pub async fn write_pending(&self, unwritten: Vec<Arc<Unwritten>>, next_attempt_at: i64, lease_until: Option<i64>) -> Result<()> {
+        self.write(move |c| {
+            unwritten.iter().try_for_each(|u| write_unwritten(c, u, DeliveryStatus::Pending, 0, Some(next_attempt_at), lease_until))
+        })
+        .await
     }
 
     pub async fn reserve_send_slot(&self, config: &ConfigId, interval: Duration) -> Result<Duration> {
@@ -1374,8 +1377,12 @@ fn insert_attempts(c: &rusqlite::Connection, attempts: &[NewAttempt]) -> Result<
 }
 
 /// Writes the row of a delivery handed on unwritten, `status` after
-/// `attempts` attempts (leased until `lease_until`, if given), and marks
-/// its event routed if that was the last row its routing awaited.
+/// `attempts` attempts, and marks its event routed if that was the last
+/// row its routing awaited. With `lease_until` it only shows the delivery
+/// (pending, held by its sender) and leaves a row already written alone;
+/// without, it settles the row a lease wrote, if that is still pending.
+/// A delivery whose configuration was deleted meanwhile is written failed,
+/// as the deletion ended the others.
 fn write_unwritten(
     c: &rusqlite::Connection,
     unwritten: &Unwritten,
@@ -1389,7 +1396,14 @@ fn write_unwritten(
         "INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
                                  script_logs, body, headers, attempts, next_attempt_at, lease_until, created_at, updated_at,
                                  fuel_used)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         SELECT ?1, ?2, ?3, ?4, ?5, CASE WHEN gone THEN 'failed' ELSE ?6 END,
+                CASE WHEN gone THEN 'its configuration was deleted' ELSE ?7 END,
+                CASE WHEN gone THEN 'configuration_deleted' ELSE ?8 END,
+                ?9, ?10, ?11, ?12, CASE WHEN gone THEN NULL ELSE ?13 END, CASE WHEN gone THEN NULL ELSE ?14 END, ?15, ?16, ?17
+         FROM (SELECT ?6 = 'pending' AND NOT EXISTS (SELECT 1 FROM configurations WHERE id = ?4) AS gone) WHERE true
+         ON CONFLICT (id) DO UPDATE SET status = excluded.status, attempts = excluded.attempts,
+                                        next_attempt_at = excluded.next_attempt_at, lease_until = NULL, updated_at = excluded.updated_at
+         WHERE ?14 IS NULL AND deliveries.status = 'pending' AND deliveries.attempts <= excluded.attempts",
     )?
     .execute(rusqlite::params![
         d.id.as_str(),

@@ -1310,7 +1310,7 @@ both_backends!(deliveries_handed_on_are_written_by_their_first_turn, handed_on);
 async fn handed_on(s: Scratch) {
     let tenant = s.tenant("acme").await;
     let seq = s.ingest(&tenant, "evt_handed").await;
-    let (a, b, c) = (ConfigId::generate(), ConfigId::generate(), ConfigId::generate());
+    let (a, b, c) = (s.config(&tenant, "a").await, s.config(&tenant, "b").await, s.config(&tenant, "c").await);
     let now = now_ms();
     let routing = handing_on(&tenant, seq, vec![delivery(&c, DeliveryStatus::Filtered)], 2, now + 60_000);
     assert_eq!(s.store.record_routing(vec![routing]).await.unwrap(), vec![true]);
@@ -1322,20 +1322,28 @@ async fn handed_on(s: Scratch) {
     assert_eq!(s.store.record_routing(vec![again]).await.unwrap(), vec![false]);
     assert!(!s.store.get_event(&tenant, "evt_handed").await.unwrap().routed);
 
-    // The first attempt writes its delivery's row, settled; the event waits for the other.
+    // A row shows it while it waits; the first attempt settles that row.
+    // The event waits for the other delivery.
     let first = Unwritten::new(tenant.clone(), seq, delivery(&a, DeliveryStatus::Pending));
+    s.store.write_pending(vec![first.clone()], now, Some(now + 60_000)).await.unwrap();
+    let row = s.store.get_delivery(&tenant, &first.delivery.id).await.unwrap();
+    assert_eq!((row.status, row.attempts), (DeliveryStatus::Pending, 0));
+    assert!(!s.store.get_event(&tenant, "evt_handed").await.unwrap().routed, "the other is unwritten still");
     let attempt = new_attempt(&tenant, &first.delivery.id, &a, 1, now, AttemptOutcome::Retry);
     s.store.record_attempt(NewAttempt { unwritten: Some(first.clone()), ..attempt.clone() }).await.unwrap();
     let row = s.store.get_delivery(&tenant, &first.delivery.id).await.unwrap();
     assert_eq!((row.status, row.attempts, row.next_attempt_at), (DeliveryStatus::Pending, 1, attempt.next_attempt_at));
     assert_eq!(row.body.as_deref(), Some("{\"decided\":true}"), "the decision is kept");
     assert_eq!(s.count("attempts").await, 1);
+    // A late row to show it changes nothing.
+    s.store.write_pending(vec![first.clone()], now, Some(now + 60_000)).await.unwrap();
+    assert_eq!(s.store.get_delivery(&tenant, &first.delivery.id).await.unwrap().attempts, 1);
     assert!(!s.store.get_event(&tenant, "evt_handed").await.unwrap().routed);
 
     // The other, held back unattempted: its release writes it pending, due
     // then, and with that last row the event is routed.
     let second = Unwritten::new(tenant.clone(), seq, delivery(&b, DeliveryStatus::Pending));
-    s.store.write_pending(second.clone(), now + 5_000, None).await.unwrap();
+    s.store.write_pending(vec![second.clone()], now + 5_000, None).await.unwrap();
     let row = s.store.get_delivery(&tenant, &second.delivery.id).await.unwrap();
     assert_eq!((row.status, row.attempts, row.next_attempt_at), (DeliveryStatus::Pending, 0, Some(now + 5_000)));
     assert!(s.store.get_event(&tenant, "evt_handed").await.unwrap().routed);
@@ -1347,7 +1355,7 @@ both_backends!(a_routing_whose_claim_ran_out_is_resumed_once, resumed_routing);
 async fn resumed_routing(s: Scratch) {
     let tenant = s.tenant("acme").await;
     let seq = s.ingest(&tenant, "evt_resumed").await;
-    let (a, b) = (ConfigId::generate(), ConfigId::generate());
+    let (a, b) = (s.config(&tenant, "a").await, s.config(&tenant, "b").await);
     let now = now_ms();
     // Both handed on, one attempt written, then the node died: its claim
     // has run out.
@@ -1383,4 +1391,22 @@ async fn restart_claims(s: Scratch) {
     s.store.release_leases().await.unwrap();
     let found = s.store.unrouted_events(0, i64::MAX, now, 10).await.unwrap();
     assert_eq!(found.iter().map(|u| (u.record.seq, u.resumed)).collect::<Vec<_>>(), vec![(seq, true)]);
+}
+
+both_backends!(a_delivery_written_after_its_configuration_was_deleted_fails, written_after_delete);
+async fn written_after_delete(s: Scratch) {
+    let tenant = s.tenant("acme").await;
+    let seq = s.ingest(&tenant, "evt_gone").await;
+    let config = s.config(&tenant, "gone").await;
+    let now = now_ms();
+    assert_eq!(s.store.record_routing(vec![handing_on(&tenant, seq, Vec::new(), 1, now + 60_000)]).await.unwrap(), vec![true]);
+    s.store.delete_config(&tenant, &config, None).await.unwrap();
+    // Its request was in flight: the answer is logged, the delivery ends.
+    let unwritten = Unwritten::new(tenant.clone(), seq, delivery(&config, DeliveryStatus::Pending));
+    let attempt = new_attempt(&tenant, &unwritten.delivery.id, &config, 1, now, AttemptOutcome::Retry);
+    s.store.record_attempt(NewAttempt { unwritten: Some(unwritten.clone()), ..attempt }).await.unwrap();
+    let row = s.store.get_delivery(&tenant, &unwritten.delivery.id).await.unwrap();
+    assert_eq!((row.status, row.error_kind.as_deref(), row.next_attempt_at), (DeliveryStatus::Failed, Some("configuration_deleted"), None));
+    assert_eq!(s.count("attempts").await, 1);
+    assert!(s.store.get_event(&tenant, "evt_gone").await.unwrap().routed);
 }
