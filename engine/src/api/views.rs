@@ -551,7 +551,9 @@ pub struct EventView {
     pub payload: Box<RawValue>,
     #[schema(format = DateTime)]
     pub received_at: String,
-    /// Whether its deliveries have been made.
+    /// Whether its deliveries have all been recorded. A delivery sent
+    /// straight after routing is recorded with its first attempt: until
+    /// then the event is not routed yet, and its `deliveries` lack it.
     pub routed: bool,
     /// With `GET /v1/events/{id}` only.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -332,8 +332,8 @@ impl Deliverer {
                 let at = timestamp::now_ms() + wait.as_millis() as i64;
                 return release(&self.store, &job, at).await;
             }
-            if wait > UNWRITTEN_WAIT {
-                self.show(job.unwritten.iter().cloned().collect()).await;
+            if let Some(u) = job.unwritten.as_ref().filter(|u| wait > UNWRITTEN_WAIT && !u.shown.swap(true, Ordering::Relaxed)) {
+                self.show(vec![u.clone()]).await;
             }
             tokio::time::sleep(wait).await;
         }
@@ -451,8 +451,8 @@ impl Deliverer {
     /// sender, which keeps them: a long wait in memory would hide them from
     /// the API, and could outlast their events' claims. Their attempts then
     /// settle these rows. A write that fails leaves them to the claims.
+    /// (Each marked [`Unwritten::shown`] first, by the caller.)
     async fn show(&self, waiting: Vec<Arc<Unwritten>>) {
-        let waiting: Vec<_> = waiting.into_iter().filter(|u| !u.shown.swap(true, Ordering::Relaxed)).collect();
         if waiting.is_empty() {
             return;
         }
@@ -471,8 +471,11 @@ impl Deliverer {
             tick.tick().await;
             let before = timestamp::now_ms() - UNWRITTEN_WAIT.as_millis() as i64;
             let mut waiting = Vec::new();
+            // Marked under the queues' lock: one not marked now is taken
+            // for sending after this, never shown, and its attempt's write
+            // need not meet a row.
             self.queue.each(|job| {
-                if let Some(u) = job.unwritten.as_ref().filter(|u| u.routed_at < before && !u.shown.load(Ordering::Relaxed)) {
+                if let Some(u) = job.unwritten.as_ref().filter(|u| u.routed_at < before && !u.shown.swap(true, Ordering::Relaxed)) {
                     waiting.push(u.clone());
                 }
             });

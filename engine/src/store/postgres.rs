@@ -1063,55 +1063,72 @@ async fn write_unwritten(tx: &mut Transaction<'static, Postgres>, rows: &[Settle
         attempts.push(row.attempts);
         routed_at.push(u.routed_at);
     }
+    // Settled by its first attempt, never shown: nothing to meet but a
+    // plain insert (most rows; `ON CONFLICT` and the configuration's test
+    // cost the server more than the rest of the statement).
+    let plain = lease.is_none()
+        && rows.iter().all(|r| r.status != DeliveryStatus::Pending && !r.unwritten.shown.load(std::sync::atomic::Ordering::Relaxed));
+    let (status, reason, error_kind, next_attempt_at, lease_until, lease_owner, gone, upsert) = if plain {
+        ("d.status", "d.reason", "d.error_kind", "d.next_attempt_at", "NULL::bigint", "NULL::text", "", "")
+    } else {
+        (
+            "CASE WHEN g.gone THEN 'failed' ELSE d.status END",
+            "CASE WHEN g.gone THEN 'its configuration was deleted' ELSE d.reason END",
+            "CASE WHEN g.gone THEN 'configuration_deleted' ELSE d.error_kind END",
+            "CASE WHEN g.gone THEN NULL ELSE d.next_attempt_at END",
+            "CASE WHEN g.gone THEN NULL ELSE $17::bigint END",
+            "CASE WHEN g.gone THEN NULL ELSE $18::text END",
+            "CROSS JOIN LATERAL (SELECT d.status = 'pending' AND NOT EXISTS (SELECT 1 FROM configurations c WHERE c.id = d.config_id)
+                                 AS gone) g",
+            "ON CONFLICT (tenant_id, id) DO UPDATE
+               SET status = excluded.status, attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at,
+                   lease_until = NULL, lease_owner = NULL, updated_at = excluded.updated_at
+               WHERE $17::bigint IS NULL AND deliveries.status = 'pending' AND deliveries.attempts <= excluded.attempts",
+        )
+    };
     // The statement's snapshot does not see the rows it inserts: counted
     // apart (`xmax = 0`: inserted, not an update of a row it sees).
-    sqlx::query(
+    let sql = format!(
         "WITH ins AS (
             INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
                                     script_logs, body, headers, attempts, next_attempt_at, created_at, updated_at,
                                     undecided, fuel_used, lease_until, lease_owner)
-            SELECT d.id, d.tenant_id, d.event_seq, d.config_id, d.config_version,
-                   CASE WHEN g.gone THEN 'failed' ELSE d.status END,
-                   CASE WHEN g.gone THEN 'its configuration was deleted' ELSE d.reason END,
-                   CASE WHEN g.gone THEN 'configuration_deleted' ELSE d.error_kind END,
-                   d.script_logs, d.body, d.headers, d.attempts, CASE WHEN g.gone THEN NULL ELSE d.next_attempt_at END,
-                   d.created_at, $16, false, d.fuel_used,
-                   CASE WHEN g.gone THEN NULL ELSE $17::bigint END, CASE WHEN g.gone THEN NULL ELSE $18::text END
+            SELECT d.id, d.tenant_id, d.event_seq, d.config_id, d.config_version, {status}, {reason}, {error_kind},
+                   d.script_logs, d.body, d.headers, d.attempts, {next_attempt_at}, d.created_at, $16, false, d.fuel_used,
+                   {lease_until}, {lease_owner}
             FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[],
                         $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[])
                  AS d(id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
                       script_logs, body, headers, attempts, next_attempt_at, created_at, fuel_used)
-            CROSS JOIN LATERAL (SELECT d.status = 'pending' AND NOT EXISTS (SELECT 1 FROM configurations c WHERE c.id = d.config_id)
-                                AS gone) g
-            ON CONFLICT (tenant_id, id) DO UPDATE
-               SET status = excluded.status, attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at,
-                   lease_until = NULL, lease_owner = NULL, updated_at = excluded.updated_at
-               WHERE $17::bigint IS NULL AND deliveries.status = 'pending' AND deliveries.attempts <= excluded.attempts
+            {gone}
+            {upsert}
             RETURNING event_seq, xmax = 0 AS inserted)
          DELETE FROM unrouted u WHERE u.seq IN (SELECT event_seq FROM ins)
            AND u.awaiting <= (SELECT count(*) FROM deliveries x WHERE x.event_seq = u.seq)
                              + (SELECT count(*) FROM ins WHERE ins.event_seq = u.seq AND ins.inserted)",
-    )
-    .bind(&d.id)
-    .bind(&d.tenant)
-    .bind(&d.event_seq)
-    .bind(&d.config_id)
-    .bind(&d.config_version)
-    .bind(&d.status)
-    .bind(&d.reason)
-    .bind(&d.error_kind)
-    .bind(&d.script_logs)
-    .bind(&d.body)
-    .bind(&d.headers)
-    .bind(&attempts)
-    .bind(&d.next_attempt_at)
-    .bind(&routed_at)
-    .bind(&d.fuel_used)
-    .bind(now_ms())
-    .bind(lease.map(|(until, _)| until))
-    .bind(lease.map(|(_, node)| node))
-    .execute(&mut **tx)
-    .await?;
+    );
+    let query = sqlx::query(&sql)
+        .bind(&d.id)
+        .bind(&d.tenant)
+        .bind(&d.event_seq)
+        .bind(&d.config_id)
+        .bind(&d.config_version)
+        .bind(&d.status)
+        .bind(&d.reason)
+        .bind(&d.error_kind)
+        .bind(&d.script_logs)
+        .bind(&d.body)
+        .bind(&d.headers)
+        .bind(&attempts)
+        .bind(&d.next_attempt_at)
+        .bind(&routed_at)
+        .bind(&d.fuel_used)
+        .bind(now_ms());
+    let query = match plain {
+        true => query,
+        false => query.bind(lease.map(|(until, _)| until)).bind(lease.map(|(_, node)| node)),
+    };
+    query.execute(&mut **tx).await?;
     Ok(())
 }
 

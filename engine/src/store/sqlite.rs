@@ -1392,15 +1392,23 @@ fn write_unwritten(
     lease_until: Option<i64>,
 ) -> Result<()> {
     let d = &unwritten.delivery;
+    // Only a delivery left pending can outlive its configuration. (Asked
+    // apart: as `INSERT … SELECT` with the test in it, the insert cost the
+    // writer 10 % more per event.)
+    let gone = status == DeliveryStatus::Pending
+        && c.prepare_cached("SELECT 1 FROM configurations WHERE id = ?")?
+            .query_row([d.config_id.as_str()], |_| Ok(()))
+            .optional()?
+            .is_none();
+    let (status, reason, error_kind, next_attempt_at, lease_until) = match gone {
+        true => (DeliveryStatus::Failed, Some("its configuration was deleted"), Some("configuration_deleted"), None, None),
+        false => (status, d.reason.as_deref(), d.error_kind.as_deref(), next_attempt_at, lease_until),
+    };
     c.prepare_cached(
         "INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
                                  script_logs, body, headers, attempts, next_attempt_at, lease_until, created_at, updated_at,
                                  fuel_used)
-         SELECT ?1, ?2, ?3, ?4, ?5, CASE WHEN gone THEN 'failed' ELSE ?6 END,
-                CASE WHEN gone THEN 'its configuration was deleted' ELSE ?7 END,
-                CASE WHEN gone THEN 'configuration_deleted' ELSE ?8 END,
-                ?9, ?10, ?11, ?12, CASE WHEN gone THEN NULL ELSE ?13 END, CASE WHEN gone THEN NULL ELSE ?14 END, ?15, ?16, ?17
-         FROM (SELECT ?6 = 'pending' AND NOT EXISTS (SELECT 1 FROM configurations WHERE id = ?4) AS gone) WHERE true
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
          ON CONFLICT (id) DO UPDATE SET status = excluded.status, attempts = excluded.attempts,
                                         next_attempt_at = excluded.next_attempt_at, lease_until = NULL, updated_at = excluded.updated_at
          WHERE ?14 IS NULL AND deliveries.status = 'pending' AND deliveries.attempts <= excluded.attempts",
@@ -1412,8 +1420,8 @@ fn write_unwritten(
         d.config_id.as_str(),
         d.config_version,
         status.as_str(),
-        d.reason,
-        d.error_kind,
+        reason,
+        error_kind,
         d.script_logs,
         d.body,
         d.headers,
