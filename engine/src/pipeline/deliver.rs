@@ -332,7 +332,7 @@ impl Deliverer {
                 let at = timestamp::now_ms() + wait.as_millis() as i64;
                 return release(&self.store, &job, at).await;
             }
-            if let Some(u) = job.unwritten.as_ref().filter(|u| wait > UNWRITTEN_WAIT && !u.shown.swap(true, Ordering::Relaxed)) {
+            if let Some(u) = job.unwritten.as_ref().filter(|u| wait > UNWRITTEN_WAIT && u.mark_shown()) {
                 self.show(vec![u.clone()]).await;
             }
             tokio::time::sleep(wait).await;
@@ -475,7 +475,7 @@ impl Deliverer {
             // for sending after this, never shown, and its attempt's write
             // need not meet a row.
             self.queue.each(|job| {
-                if let Some(u) = job.unwritten.as_ref().filter(|u| u.routed_at < before && !u.shown.swap(true, Ordering::Relaxed)) {
+                if let Some(u) = job.unwritten.as_ref().filter(|u| u.routed_at < before && u.mark_shown()) {
                     waiting.push(u.clone());
                 }
             });

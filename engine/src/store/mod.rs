@@ -408,6 +408,11 @@ impl Unwritten {
         delivery.encode();
         Arc::new(Self { tenant, event_seq, delivery, routed_at: now_ms(), shown: Default::default() })
     }
+
+    /// Marks it shown; `true` if it was not yet (the caller writes the row).
+    pub fn mark_shown(&self) -> bool {
+        !self.shown.swap(true, std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// An event the recovery scan found unrouted.

@@ -509,11 +509,14 @@ impl PostgresStore {
         }
         // Its open deliveries end here, with a state that says why: nothing
         // would ever claim them again.
-        sqlx::query(
-            "UPDATE deliveries SET status = 'failed', error_kind = 'configuration_deleted', reason = 'its configuration was deleted',
-                                   undecided = false, next_attempt_at = NULL, lease_until = NULL, lease_owner = NULL, updated_at = $1
+        sqlx::query(concat!(
+            "UPDATE deliveries SET status = 'failed', error_kind = '",
+            config_deleted!(kind),
+            "', reason = '",
+            config_deleted!(reason),
+            "', undecided = false, next_attempt_at = NULL, lease_until = NULL, lease_owner = NULL, updated_at = $1
              WHERE tenant_id = $2 AND config_id = $3 AND status = 'pending'",
-        )
+        ))
         .bind(now_ms())
         .bind(tenant.as_str())
         .bind(id.as_str())
@@ -1073,8 +1076,8 @@ async fn write_unwritten(tx: &mut Transaction<'static, Postgres>, rows: &[Settle
     } else {
         (
             "CASE WHEN g.gone THEN 'failed' ELSE d.status END",
-            "CASE WHEN g.gone THEN 'its configuration was deleted' ELSE d.reason END",
-            "CASE WHEN g.gone THEN 'configuration_deleted' ELSE d.error_kind END",
+            concat!("CASE WHEN g.gone THEN '", config_deleted!(reason), "' ELSE d.reason END"),
+            concat!("CASE WHEN g.gone THEN '", config_deleted!(kind), "' ELSE d.error_kind END"),
             "CASE WHEN g.gone THEN NULL ELSE d.next_attempt_at END",
             "CASE WHEN g.gone THEN NULL ELSE $17::bigint END",
             "CASE WHEN g.gone THEN NULL ELSE $18::text END",

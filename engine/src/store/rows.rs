@@ -151,6 +151,18 @@ pub(super) fn event_type_row(row: &impl Columns) -> Result<EventTypeRecord> {
     Ok(EventTypeRecord { name: row.text("name")?, description: row.opt_free_text("description")?, first_seen: row.int("first_seen")? })
 }
 
+/// What a delivery ended by its configuration's deletion records: its
+/// `reason`, and its `error_kind` (one text for SQL and Rust alike).
+macro_rules! config_deleted {
+    (reason) => {
+        "its configuration was deleted"
+    };
+    (kind) => {
+        "configuration_deleted"
+    };
+}
+pub(super) use config_deleted;
+
 /// Whether the event `e` has been routed: its decisions are recorded (the
 /// state lives in `unrouted`, not in the wide event row).
 macro_rules! routed {

@@ -872,11 +872,14 @@ impl SqliteStore {
             if deleted == 0 {
                 return Err(stale_or_missing(c, &tenant, &id));
             }
-            c.prepare_cached(
-                "UPDATE deliveries SET status = 'failed', error_kind = 'configuration_deleted', reason = 'its configuration was deleted',
-                                       undecided = 0, next_attempt_at = NULL, lease_until = NULL, updated_at = ?1
+            c.prepare_cached(concat!(
+                "UPDATE deliveries SET status = 'failed', error_kind = '",
+                config_deleted!(kind),
+                "', reason = '",
+                config_deleted!(reason),
+                "', undecided = 0, next_attempt_at = NULL, lease_until = NULL, updated_at = ?1
                  WHERE tenant_id = ?2 AND config_id = ?3 AND status = 'pending'",
-            )?
+            ))?
             .execute(rusqlite::params![now_ms(), tenant.as_str(), id.as_str()])?;
             Ok(())
         })
@@ -991,14 +994,24 @@ impl SqliteStore {
                  WHERE seq = ?1 AND CASE WHEN ?3 THEN claimed_until < ?4 ELSE claimed_until IS NULL END
                    AND EXISTS (SELECT 1 FROM events WHERE seq = ?1 AND tenant_id = ?2)",
             )?;
-            const INSERT: &str = "INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
-                                         script_logs, body, headers, undecided, next_attempt_at, lease_until, created_at, updated_at,
-                                         fuel_used)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16";
-            let mut insert = c.prepare_cached(INSERT)?;
-            // Resumed: the rows its first routing wrote stand.
-            let mut insert_missing =
-                c.prepare_cached(&format!("{INSERT} WHERE NOT EXISTS (SELECT 1 FROM deliveries WHERE event_seq = ?3 AND config_id = ?4)"))?;
+            macro_rules! insert {
+                () => {
+                    "INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
+                                             script_logs, body, headers, undecided, next_attempt_at, lease_until, created_at,
+                                             updated_at, fuel_used) "
+                };
+            }
+            let mut insert = c.prepare_cached(concat!(
+                insert!(),
+                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16)"
+            ))?;
+            // Resumed: the rows its first routing wrote stand. (`INSERT …
+            // SELECT` only here: it costs SQLite more than `VALUES`.)
+            let mut insert_missing = c.prepare_cached(concat!(
+                insert!(),
+                "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16
+                 WHERE NOT EXISTS (SELECT 1 FROM deliveries WHERE event_seq = ?3 AND config_id = ?4)"
+            ))?;
             let mut recorded = Vec::with_capacity(routed.len());
             for r in &routed {
                 let taken = if r.handed == 0 {
@@ -1401,7 +1414,7 @@ fn write_unwritten(
             .optional()?
             .is_none();
     let (status, reason, error_kind, next_attempt_at, lease_until) = match gone {
-        true => (DeliveryStatus::Failed, Some("its configuration was deleted"), Some("configuration_deleted"), None, None),
+        true => (DeliveryStatus::Failed, Some(config_deleted!(reason)), Some(config_deleted!(kind)), None, None),
         false => (status, d.reason.as_deref(), d.error_kind.as_deref(), next_attempt_at, lease_until),
     };
     c.prepare_cached(
