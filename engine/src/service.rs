@@ -368,9 +368,9 @@ impl App {
     /// Routes events that were accepted but not routed: at start-up (the
     /// process died in between), then every half minute for events the
     /// live path left (a tenant's full routing queue, a failed write) and
-    /// those whose routing's claim ran out (its node died before writing
-    /// all their rows). A pass that found a tenant's queue full comes back
-    /// sooner.
+    /// another node's whose claim ran out (it died before writing all
+    /// their rows). Those this node still holds, the router leaves alone. A
+    /// pass that found a tenant's queue full comes back sooner.
     async fn route_unrouted(self: Arc<Self>) {
         let mut before = i64::MAX;
         loop {
@@ -391,13 +391,13 @@ impl App {
             match self.store.unrouted_events(after, received_before, timestamp::now_ms(), 512).await {
                 Ok(events) if events.is_empty() => return full.is_empty(),
                 Ok(events) => {
-                    for store::UnroutedEvent { record: e, resumed } in events {
+                    for e in events {
                         after = e.seq;
                         if full.contains(&e.tenant_id) {
                             continue;
                         }
                         let tenant = e.tenant_id.clone();
-                        let job = RouteJob { tenant: e.tenant_id, seq: e.seq, event: Arc::new(e.event), resumed };
+                        let job = RouteJob { tenant: e.tenant_id, seq: e.seq, event: Arc::new(e.event), stored_at: None };
                         if self.router.queue(job, Duration::from_millis(100)).await.is_err() {
                             full.insert(tenant);
                         }
@@ -641,6 +641,8 @@ impl App {
 
     async fn store_and_route(&self, tenant: &TenantId, quota: Option<i64>, events: Vec<Event>) -> Result<Vec<Ingested>, AppError> {
         let started = std::time::SystemTime::now();
+        // Before the store's own clock reads it: the claim is judged short.
+        let stored_at = timestamp::now_ms();
         let kept: Vec<Arc<Event>> = events.iter().cloned().map(Arc::new).collect();
         let results = self.store.ingest(tenant, quota, events).await?;
         let stored = std::time::SystemTime::now();
@@ -654,7 +656,7 @@ impl App {
         let mut left_for_scan = 0usize;
         for (event, result) in kept.into_iter().zip(&results) {
             if let Ingested::Stored { seq } = result {
-                let job = RouteJob { tenant: tenant.clone(), seq: *seq, event, resumed: false };
+                let job = RouteJob { tenant: tenant.clone(), seq: *seq, event, stored_at: Some(stored_at) };
                 if left_for_scan > 0 || self.router.queue(job, ROUTE_QUEUE_WAIT).await.is_err() {
                     left_for_scan += 1;
                 }
@@ -779,6 +781,7 @@ impl App {
                 attempt: 1,
                 undecided: false,
                 unwritten: None,
+                hold: None,
             };
             Some(config.send(&self.store, &job).await)
         } else {

@@ -95,8 +95,14 @@ fn describe() {
     );
     describe_histogram!(ATTEMPT_SECONDS, Unit::Seconds, "Time from sending an attempt to its answer (or its failure).");
     describe_gauge!(DELIVERIES_IN_FLIGHT, "Requests to receivers in flight on this node.");
-    describe_gauge!(DELIVERIES_PENDING, "Deliveries not yet settled (waiting, in flight or to retry), all nodes.");
-    describe_gauge!(OLDEST_PENDING_SECONDS, "Age of the oldest pending delivery, all nodes (0 when none): the backlog.");
+    describe_gauge!(
+        DELIVERIES_PENDING,
+        "Deliveries not yet settled (waiting, in flight or to retry): all nodes' recorded ones and this node's sent before they are recorded."
+    );
+    describe_gauge!(
+        OLDEST_PENDING_SECONDS,
+        "Age of the oldest pending delivery, or event whose routing is not all recorded, all nodes (0 when none): the backlog."
+    );
     describe_gauge!(CONFIGURATIONS, "Export configurations, by state (enabled, disabled).");
     describe_gauge!(BREAKERS_OPEN, "Configurations whose receiver this node takes to be down (deliveries held, one probe at a time).");
     describe_gauge!(QUEUE_DEPTH, "Work waiting in this node's memory, by queue (routing, delivery).");

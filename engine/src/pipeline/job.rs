@@ -4,9 +4,10 @@
 //!
 //! Plain data: it must never do I/O or decide anything.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::model::event::Event;
 use crate::model::ids::{ConfigId, DeliveryId, TenantId};
@@ -34,6 +35,44 @@ pub struct DeliveryJob {
     /// Routing handed it on without writing its row: whatever ends its
     /// first turn (the attempt, or a release) writes it.
     pub unwritten: Option<Arc<Unwritten>>,
+    /// With `unwritten`: its event stays this node's until the row is
+    /// written (the job is dropped after its first turn's write). Kept for
+    /// its drop, never read.
+    #[allow(dead_code)]
+    pub hold: Option<Arc<EventHold>>,
+}
+
+/// The events this node holds: queued for routing, being routed, or with
+/// deliveries handed on whose rows are unwritten.
+pub type Held = Arc<Mutex<HashSet<i64>>>;
+
+/// This node's hold on a stored event, from the moment it is queued for
+/// routing until every row of that routing is written (each delivery handed
+/// on unwritten has ended its first turn) or given up; the last clone's
+/// drop lets it go. While held, the recovery scan leaves the event alone:
+/// nothing on the node routes it twice.
+pub struct EventHold {
+    seq: i64,
+    held: Held,
+}
+
+impl EventHold {
+    /// Holds `seq`; `None` if it is held already.
+    pub fn take(held: &Held, seq: i64) -> Option<Arc<Self>> {
+        super::lock(held).insert(seq).then(|| Arc::new(Self { seq, held: held.clone() }))
+    }
+}
+
+impl Drop for EventHold {
+    fn drop(&mut self) {
+        super::lock(&self.held).remove(&self.seq);
+    }
+}
+
+impl std::fmt::Debug for EventHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventHold").field("seq", &self.seq).finish()
+    }
 }
 
 impl From<DueDelivery> for DeliveryJob {
@@ -48,6 +87,7 @@ impl From<DueDelivery> for DeliveryJob {
             attempt: due.delivery.attempts as u32 + 1,
             undecided: due.delivery.undecided,
             unwritten: None,
+            hold: None,
         }
     }
 }

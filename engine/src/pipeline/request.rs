@@ -177,6 +177,7 @@ mod tests {
             attempt: 1,
             undecided: false,
             unwritten: None,
+            hold: None,
         };
         let request = build(&spec, &Target::new(&spec).expect("endpoint"), &job);
         assert_eq!(request.url.as_str(), "https://x.example/hook?token=abc&v=1&key=k-123&page=2");

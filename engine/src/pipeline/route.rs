@@ -3,16 +3,17 @@
 //! handed to the deliverer through [`Handoff`](crate::pipeline::job::Handoff)
 //! unwritten, and their first attempt writes their rows, settled (one row
 //! written once instead of twice). Until then the event stays unrouted,
-//! claimed for [`LEASE_MS`]: if this node dies meanwhile, the claim runs
-//! out and the recovery scan routes the event again ("resumed"), writing
-//! the rows that are missing.
+//! claimed by this node since it was stored, and held in memory
+//! ([`EventHold`]): the recovery scan routes it again ("resumed", writing
+//! the rows that are missing) only once this node let it go (a write
+//! failed) or, on another node, once the claim ran out (this node died).
 //!
 //! This module owns matching and the per-tenant cache of active
 //! configurations. It must never send anything over the network, and never
 //! look at another tenant's configurations for an event.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use crate::model::event::Event;
@@ -21,10 +22,9 @@ use crate::model::timestamp;
 use crate::pipeline::configs::ConfigCache;
 use crate::pipeline::decide::{Decided, decide_all};
 use crate::pipeline::fair::{Bounds, FairQueue};
-use crate::pipeline::job::{DeliveryJob, Handoff, LEASE_MS};
-use crate::pipeline::lock;
+use crate::pipeline::job::{DeliveryJob, EventHold, Handoff, Held};
 use crate::sandbox::Sandbox;
-use crate::store::{DeliveryStatus, NewDelivery, Routed, Store, StoreError, Unwritten};
+use crate::store::{DeliveryStatus, NewDelivery, ROUTING_CLAIM_MS, Routed, Store, StoreError};
 use crate::telemetry::traces;
 
 /// An accepted event waiting to be routed.
@@ -32,10 +32,28 @@ pub struct RouteJob {
     pub tenant: TenantId,
     pub seq: i64,
     pub event: Arc<Event>,
-    /// Its routing began once and its claim ran out: it writes every row
-    /// (but those already written), hands nothing on, and the retry poller
-    /// sends what is pending.
-    pub resumed: bool,
+    /// When this node stored it (ms), claiming it for its own routing.
+    /// `None`: found by the recovery scan, routed "resumed": every row
+    /// written (but those already written), nothing handed on, the retry
+    /// poller sends what is pending.
+    pub stored_at: Option<i64>,
+}
+
+impl RouteJob {
+    /// Whether its routing may hand deliveries on unwritten: this node's
+    /// claim on it has more than half of its time to run (a delivery it
+    /// hands on is written, or shown, well before the claim runs out and
+    /// another node could route the event).
+    fn may_hand_on(&self, now: i64) -> bool {
+        self.stored_at.is_some_and(|at| now - at < ROUTING_CLAIM_MS / 2)
+    }
+}
+
+/// A job in its tenant's queue, with the hold that keeps the recovery scan
+/// from queuing its event again.
+struct Queued {
+    job: RouteJob,
+    hold: Arc<EventHold>,
 }
 
 /// Routes events: matches, runs scripts (on blocking threads: a script may
@@ -50,10 +68,12 @@ pub struct Router {
     configs: Arc<ConfigCache>,
     deliver: Arc<dyn Handoff>,
     /// One queue per tenant (the key within it is the tenant itself).
-    queue: FairQueue<TenantId, (), RouteJob>,
-    /// Events queued and not yet routed, so that the recovery scan does not
-    /// queue them twice.
-    queued: Mutex<HashSet<i64>>,
+    queue: FairQueue<TenantId, (), Queued>,
+    /// The events this node holds, so that the recovery scan does not
+    /// route them again.
+    held: Held,
+    /// Events queued or being routed.
+    routing: AtomicUsize,
 }
 
 /// Events one worker routes per turn.
@@ -87,7 +107,8 @@ impl Router {
             configs,
             deliver,
             queue: FairQueue::new(Bounds { per_key: PER_TENANT, per_group: PER_TENANT, total: TOTAL, group_workers: workers / 2 }),
-            queued: Mutex::default(),
+            held: Held::default(),
+            routing: AtomicUsize::new(0),
         });
         for _ in 0..workers {
             tokio::spawn(router.clone().work());
@@ -96,17 +117,17 @@ impl Router {
     }
 
     /// Queues an event for routing, waiting up to `wait` while its tenant's
-    /// queue is full.
+    /// queue is full. An event this node holds already (queued, being
+    /// routed, or with rows handed on unwritten) is left alone.
     pub async fn queue(&self, job: RouteJob, wait: Duration) -> Result<(), NotQueued> {
-        let seq = job.seq;
-        if !lock(&self.queued).insert(seq) {
-            return Ok(()); // already waiting
-        }
+        let Some(hold) = EventHold::take(&self.held, job.seq) else { return Ok(()) };
         let tenant = job.tenant.clone();
-        match self.queue.push(&tenant, &(), usize::MAX, job, wait).await {
+        self.routing.fetch_add(1, Ordering::Relaxed);
+        match self.queue.push(&tenant, &(), usize::MAX, Queued { job, hold }, wait).await {
             Ok(()) => Ok(()),
             Err(_) => {
-                lock(&self.queued).remove(&seq);
+                // The refused job and its hold are dropped: the event is the scan's.
+                self.routing.fetch_sub(1, Ordering::Relaxed);
                 Err(NotQueued)
             }
         }
@@ -120,26 +141,21 @@ impl Router {
     /// Whether events wait for routing (or are being routed): previews
     /// hold back meanwhile.
     pub fn busy(&self) -> bool {
-        !lock(&self.queued).is_empty()
+        self.routing.load(Ordering::Relaxed) > 0
     }
 
     async fn work(self: Arc<Self>) {
         while let Some((tenant, (), jobs)) = self.queue.next(BATCH).await {
-            let seqs: Vec<i64> = jobs.iter().map(|j| j.seq).collect();
+            let n = jobs.len();
             self.route_batch(&tenant, jobs).await;
-            {
-                let mut queued = lock(&self.queued);
-                for seq in seqs {
-                    queued.remove(&seq);
-                }
-            }
+            self.routing.fetch_sub(n, Ordering::Relaxed);
             self.queue.done(&tenant, &());
         }
     }
 
     /// Routes one tenant's batch. Whatever fails stays unrouted, for the
     /// recovery scan; nothing here fails another tenant's events.
-    async fn route_batch(&self, tenant: &TenantId, jobs: Vec<RouteJob>) {
+    async fn route_batch(&self, tenant: &TenantId, jobs: Vec<Queued>) {
         let configs = match self.configs.enabled(tenant).await {
             Ok(configs) => configs,
             Err(e) => {
@@ -150,11 +166,11 @@ impl Router {
         let sandbox = self.sandbox.clone();
         let routed = tokio::task::spawn_blocking(move || {
             jobs.into_iter()
-                .map(|job| {
-                    let started = SystemTime::now();
+                .map(|queued| {
+                    let (job, started) = (&queued.job, SystemTime::now());
                     let decided = decide_all(&sandbox, &configs, &job.event);
                     traces::route(job.tenant.as_str(), job.event.id.as_str(), decided.len(), (started, SystemTime::now()));
-                    (job, decided)
+                    (queued, decided)
                 })
                 .collect::<Vec<_>>()
         })
@@ -171,28 +187,30 @@ impl Router {
     /// to the senders. When the write fails, each event is written alone,
     /// so that one bad row fails only its own event; an event that still
     /// cannot be written is recorded without the details that failed.
-    async fn record(&self, routed: Vec<(RouteJob, Decided)>) {
-        let claim_until = timestamp::now_ms() + LEASE_MS;
-        let rows: Vec<Routed> = routed.iter().map(|(job, decided)| routed_row(job, decided, claim_until, !job.resumed)).collect();
+    async fn record(&self, routed: Vec<(Queued, Decided)>) {
+        let now = timestamp::now_ms();
+        let rows: Vec<Routed> = routed.iter().map(|(q, decided)| routed_row(&q.job, decided, q.job.may_hand_on(now))).collect();
         let recorded = match self.store.record_routing(rows).await {
             Ok(recorded) => recorded,
             Err(StoreError::Closed) => return,
             Err(e) => {
                 tracing::warn!(events = routed.len(), error = %e, "recording a routing batch failed; recording its events one by one");
                 let mut recorded = Vec::with_capacity(routed.len());
-                for (job, decided) in &routed {
-                    recorded.push(self.record_alone(job, decided, claim_until).await);
+                for (q, decided) in &routed {
+                    recorded.push(self.record_alone(&q.job, decided, now).await);
                 }
                 recorded
             }
         };
         let deadline = tokio::time::Instant::now() + HAND_WAIT;
-        for ((job, decided), recorded) in routed.into_iter().zip(recorded) {
+        for ((Queued { job, hold }, decided), recorded) in routed.into_iter().zip(recorded) {
             // Not recorded: another path routed the event first and its
             // deliveries stand (or it could not be written at all).
-            if !recorded || job.resumed {
+            if !recorded || !job.may_hand_on(now) {
                 continue;
             }
+            // Every delivery decided has a row once all are written.
+            let awaiting = decided.len() as i64;
             for (config, d) in decided {
                 if !hands_on(&d) {
                     continue;
@@ -206,18 +224,19 @@ impl Router {
                     headers: d.headers.clone(),
                     attempt: 1,
                     undecided: false,
-                    unwritten: Some(Unwritten::new(job.tenant.clone(), job.seq, d)),
+                    unwritten: Some(self.store.unwritten(job.tenant.clone(), job.seq, d, awaiting)),
+                    hold: Some(hold.clone()),
                 };
                 if !self.deliver.hand(delivery, deadline).await {
-                    return; // shutting down: the claim runs out and a restart routes the rest
+                    return; // shutting down: a restart routes the rest, resumed
                 }
             }
         }
     }
 
     /// `true`: recorded with its deliveries to hand on unwritten.
-    async fn record_alone(&self, job: &RouteJob, decided: &Decided, claim_until: i64) -> bool {
-        match self.store.record_routing(vec![routed_row(job, decided, claim_until, !job.resumed)]).await {
+    async fn record_alone(&self, job: &RouteJob, decided: &Decided, now: i64) -> bool {
+        match self.store.record_routing(vec![routed_row(job, decided, job.may_hand_on(now))]).await {
             Ok(recorded) => return recorded.first().copied().unwrap_or(false),
             Err(StoreError::Closed) => return false,
             Err(e) => {
@@ -227,7 +246,7 @@ impl Router {
         }
         // Every row written now, none handed on: its pending deliveries are
         // due and the retry poller sends them.
-        let mut row = routed_row(job, decided, claim_until, false);
+        let mut row = routed_row(job, decided, false);
         for d in &mut row.deliveries {
             d.script_logs = None;
             d.reason = Some("the script's decision could not be stored".into());
@@ -255,8 +274,9 @@ fn hands_on(d: &NewDelivery) -> bool {
 }
 
 /// The rows routing writes for `job`: all but those it hands on (if it
-/// may: else all, due without a lease, for the retry poller).
-fn routed_row(job: &RouteJob, decided: &Decided, claim_until: i64, may_hand_on: bool) -> Routed {
+/// may: else all, due without a lease, for the retry poller, as a resumed
+/// routing that adds only the rows missing).
+fn routed_row(job: &RouteJob, decided: &Decided, may_hand_on: bool) -> Routed {
     let mut deliveries = Vec::with_capacity(decided.len());
     let mut handed = 0;
     for (_, d) in decided {
@@ -266,5 +286,5 @@ fn routed_row(job: &RouteJob, decided: &Decided, claim_until: i64, may_hand_on: 
         }
         deliveries.push(NewDelivery { lease_until: None, ..d.clone() });
     }
-    Routed { tenant: job.tenant.clone(), event_seq: job.seq, deliveries, handed, claim_until, resumed: job.resumed }
+    Routed { tenant: job.tenant.clone(), event_seq: job.seq, deliveries, handed, resumed: !may_hand_on }
 }

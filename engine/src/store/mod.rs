@@ -35,6 +35,7 @@ use std::path::Path;
 
 use serde::Serialize;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use crate::model::auth::{KeyHash, Scope};
 use crate::model::event::Event;
@@ -358,6 +359,13 @@ impl DeliveryStatus {
     }
 }
 
+/// How long the node that stores an event claims it for its own routing
+/// (PostgreSQL: its `unrouted` row is written claimed; on SQLite's one node
+/// the pipeline's hold is the claim): the routing writes every row by then,
+/// or the claim runs out and another node may route the event (an event
+/// routed after half of it is routed in full, handing nothing on).
+pub const ROUTING_CLAIM_MS: i64 = 5 * 60 * 1000;
+
 /// The routing of one event: a delivery row per matching configuration,
 /// but for those handed straight to a sender, whose rows their first
 /// attempt writes (see [`Unwritten`]).
@@ -368,20 +376,26 @@ pub struct Routed {
     /// The rows written now.
     pub deliveries: Vec<NewDelivery>,
     /// Deliveries handed on without a row. While there are any, the event
-    /// stays unrouted, claimed until `claim_until`, and is marked routed
-    /// when the last of their rows is written.
+    /// stays unrouted (on PostgreSQL under the claim its ingest took), and
+    /// the write of the last of their rows marks it routed. Only a routing
+    /// by the node that stored the event, within its claim, hands any on.
     pub handed: usize,
-    pub claim_until: i64,
-    /// A claim on the event ran out before its rows were all written (its
-    /// process died): rows for configurations that have one are not added
-    /// again, and the event can be recorded only if its claim ran out.
+    /// Found by the recovery scan (its node died, its routing failed or
+    /// was left undone): rows for configurations that have one are not
+    /// added again, and the event must be this node's or its claim run out.
     pub resumed: bool,
 }
 
 impl Routed {
     /// A routing whose rows are all written at once (nothing handed on).
     pub fn written(tenant: TenantId, event_seq: i64, deliveries: Vec<NewDelivery>) -> Self {
-        Self { tenant, event_seq, deliveries, handed: 0, claim_until: 0, resumed: false }
+        Self { tenant, event_seq, deliveries, handed: 0, resumed: false }
+    }
+
+    /// Whether recording it writes anything: not when every delivery is
+    /// handed on (their rows, when written, mark the event routed).
+    fn writes(&self) -> bool {
+        self.handed == 0 || !self.deliveries.is_empty()
     }
 }
 
@@ -399,28 +413,34 @@ pub struct Unwritten {
     pub delivery: NewDelivery,
     /// When: the row's creation time.
     pub routed_at: i64,
+    /// How many delivery rows the event has once its routing is all
+    /// written: the write that reaches it marks the event routed.
+    pub awaiting: i64,
     /// A pending row of it has been asked for, to show it while it waits.
     pub shown: std::sync::atomic::AtomicBool,
+    /// The store's count of unwritten deliveries no row shows yet (the
+    /// backlog gauge's share of them), which this one is in until shown or
+    /// dropped.
+    uncounted: Arc<AtomicI64>,
 }
 
 impl Unwritten {
-    pub fn new(tenant: TenantId, event_seq: i64, mut delivery: NewDelivery) -> Arc<Self> {
-        delivery.encode();
-        Arc::new(Self { tenant, event_seq, delivery, routed_at: now_ms(), shown: Default::default() })
-    }
-
     /// Marks it shown; `true` if it was not yet (the caller writes the row).
     pub fn mark_shown(&self) -> bool {
-        !self.shown.swap(true, std::sync::atomic::Ordering::Relaxed)
+        let first = !self.shown.swap(true, Ordering::Relaxed);
+        if first {
+            self.uncounted.fetch_sub(1, Ordering::Relaxed);
+        }
+        first
     }
 }
 
-/// An event the recovery scan found unrouted.
-#[derive(Debug, Clone)]
-pub struct UnroutedEvent {
-    pub record: EventRecord,
-    /// Its routing began once and its claim ran out (see [`Routed::resumed`]).
-    pub resumed: bool,
+impl Drop for Unwritten {
+    fn drop(&mut self) {
+        if !*self.shown.get_mut() {
+            self.uncounted.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// The routing result for one event × configuration.
@@ -757,6 +777,9 @@ pub struct Store {
     backend: Backend,
     /// Seals configurations and tags compiled code.
     keys: Arc<Keyring>,
+    /// Deliveries of this node handed on unwritten that no row shows: the
+    /// store's own count of pending work it holds no row for.
+    unwritten: Arc<AtomicI64>,
 }
 
 #[derive(Clone)]
@@ -813,14 +836,14 @@ fn code_subject(bytes: &[u8]) -> [u8; 32] {
 impl Store {
     /// Opens (creating if needed) the SQLite file at `path` and migrates it.
     pub async fn open_sqlite(path: &Path, keys: Arc<Keyring>) -> Result<Self> {
-        Ok(Self { backend: Backend::Sqlite(SqliteStore::open(path).await?), keys })
+        Ok(Self { backend: Backend::Sqlite(SqliteStore::open(path).await?), keys, unwritten: Arc::default() })
     }
 
     /// Connects to the PostgreSQL database at `url` (which must exist),
     /// migrates it, and serves as `node` among the nodes sharing it. Every
     /// node must hold the same `keys`.
     pub async fn open_postgres(url: &str, node: NodeId, keys: Arc<Keyring>) -> Result<Self> {
-        Ok(Self { backend: Backend::Postgres(PostgresStore::open(url, node).await?), keys })
+        Ok(Self { backend: Backend::Postgres(PostgresStore::open(url, node).await?), keys, unwritten: Arc::default() })
     }
 
     /// A configuration's spec as stored: sealed, bound to its row.
@@ -1034,8 +1057,12 @@ impl Store {
         Ok((read!(self.monthly_usage(tenant, now))?, rows::month_of(now)))
     }
     /// All tenants' backlog and configurations, read at a metrics scrape.
+    /// Pending deliveries (those of this node handed on unwritten among
+    /// them) and the oldest one's creation.
     pub async fn backlog(&self) -> Result<Backlog> {
-        read!(self.backlog())
+        let mut backlog: Backlog = read!(self.backlog())?;
+        backlog.pending += self.unwritten.load(Ordering::Relaxed).max(0);
+        Ok(backlog)
     }
     /// Every tenant's configurations by id after `after`, opened.
     pub async fn all_configs_after(&self, after: &str, limit: i64) -> Result<Vec<ConfigRecord>> {
@@ -1160,19 +1187,51 @@ impl Store {
     pub async fn list_events(&self, tenant: &TenantId, filter: &EventFilter, page: &PageRequest) -> Result<Page<EventRecord>> {
         read!(self.list_events(tenant, filter, page))
     }
-    /// Events accepted before `received_before` but not routed yet (after a
-    /// restart, or when the routing queue was full), but for those whose
-    /// routing's claim runs at `now`.
-    pub async fn unrouted_events(&self, after_seq: i64, received_before: i64, now: i64, limit: i64) -> Result<Vec<UnroutedEvent>> {
-        read!(self.unrouted_events(after_seq, received_before, now, limit))
+    /// Events accepted before `received_before` and not routed yet, in
+    /// `seq` order after `after_seq`: this node's own (its routing failed or
+    /// was left undone; those still in its hands it tells apart itself), and
+    /// other nodes' whose claim has run out at `now`, or never was taken.
+    pub async fn unrouted_events(&self, after_seq: i64, received_before: i64, now: i64, limit: i64) -> Result<Vec<EventRecord>> {
+        dispatch!(self.unrouted_events(after_seq, received_before, now, limit))
     }
     /// Records events' routing: their deliveries, and that they are routed
-    /// (or claimed, while rows handed on are unwritten). For each, whether it
-    /// was recorded: `false` when another path (the recovery scan, another
-    /// node) routed or claimed that event first, whose deliveries then stand.
-    pub async fn record_routing(&self, mut routed: Vec<Routed>) -> Result<Vec<bool>> {
-        routed.iter_mut().flat_map(|r| &mut r.deliveries).for_each(NewDelivery::encode);
-        dispatch!(self.record_routing(routed))
+    /// (unless rows handed on are unwritten). For each, whether it was
+    /// recorded: `false` when another path (a scan on another node, once
+    /// the claim ran out) routed that event first, whose deliveries then
+    /// stand.
+    pub async fn record_routing(&self, routed: Vec<Routed>) -> Result<Vec<bool>> {
+        // A routing that hands every delivery on writes nothing now.
+        let mut recorded = vec![true; routed.len()];
+        let (mut writing, mut at) = (Vec::with_capacity(routed.len()), Vec::with_capacity(routed.len()));
+        for (i, mut r) in routed.into_iter().enumerate() {
+            if r.writes() {
+                r.deliveries.iter_mut().for_each(NewDelivery::encode);
+                writing.push(r);
+                at.push(i);
+            }
+        }
+        if !writing.is_empty() {
+            let written: Vec<bool> = dispatch!(self.record_routing(writing))?;
+            for (i, w) in at.into_iter().zip(written) {
+                recorded[i] = w;
+            }
+        }
+        Ok(recorded)
+    }
+    /// A delivery routing hands on before its row is written; `awaiting`:
+    /// the event's rows once its routing is all written.
+    pub fn unwritten(&self, tenant: TenantId, event_seq: i64, mut delivery: NewDelivery, awaiting: i64) -> Arc<Unwritten> {
+        delivery.encode();
+        self.unwritten.fetch_add(1, Ordering::Relaxed);
+        Arc::new(Unwritten {
+            tenant,
+            event_seq,
+            delivery,
+            routed_at: now_ms(),
+            awaiting,
+            shown: Default::default(),
+            uncounted: self.unwritten.clone(),
+        })
     }
 
     // Deliveries and attempts.

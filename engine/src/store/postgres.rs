@@ -37,7 +37,7 @@ const USAGE_SHARDS: i64 = 16;
 #[derive(Clone)]
 pub struct PostgresStore {
     pub(super) pool: PgPool,
-    node: NodeId,
+    pub(super) node: NodeId,
     /// Ingests of tenants without a quota wait here for the next group write.
     ingests: mpsc::Sender<IngestJob>,
     /// Attempts wait here for the next group write.
@@ -115,7 +115,7 @@ impl PostgresStore {
         let (attempts, queue) = mpsc::channel(4096);
         tokio::spawn(write_attempts(pool.clone(), queue));
         let (ingests, queue) = mpsc::channel(1024);
-        tokio::spawn(write_ingests(pool.clone(), queue));
+        tokio::spawn(write_ingests(pool.clone(), node.clone(), queue));
         Ok(Self { pool, node, ingests, attempts })
     }
 
@@ -555,7 +555,7 @@ impl PostgresStore {
         };
         let mut tx = self.begin().await?;
         let now = now_ms();
-        let stored = insert_events(&mut *tx, &[(tenant, &events)], now, true).await?;
+        let stored = insert_events(&mut *tx, &self.node, &[(tenant, &events)], now, true).await?;
         let used: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(events), 0)::bigint FROM usage WHERE tenant_id = $1 AND month = $2")
             .bind(tenant.as_str())
             .bind(month_of(now))
@@ -573,9 +573,9 @@ impl PostgresStore {
     pub async fn record_routing(&self, routed: Vec<Routed>) -> Result<Vec<bool>> {
         let seqs: Vec<i64> = routed.iter().map(|r| r.event_seq).collect();
         let tenants: Vec<&str> = routed.iter().map(|r| r.tenant.as_str()).collect();
-        // 0: all its rows are written now, and the event is marked routed.
-        let awaiting: Vec<i64> = routed.iter().map(|r| if r.handed == 0 { 0 } else { (r.deliveries.len() + r.handed) as i64 }).collect();
-        let claims: Vec<i64> = routed.iter().map(|r| r.claim_until).collect();
+        // Marked routed now: all its rows are written now. The others hand
+        // rows on under the claim this node took at ingest, which stands.
+        let mark: Vec<bool> = routed.iter().map(|r| r.handed == 0).collect();
         let resumed: Vec<bool> = routed.iter().map(|r| r.resumed).collect();
         let mut rows = DeliveryRows::default();
         for r in &routed {
@@ -583,26 +583,24 @@ impl PostgresStore {
                 rows.push(&r.tenant, r.event_seq, d);
             }
         }
-        // One statement: take the events that are unclaimed (resumed: whose
-        // claim ran out), locked in `seq` order (no deadlock with another
-        // node routing some of them), skipping those another node took first;
-        // mark routed those whose rows are all written now (delete their
-        // `unrouted` rows), claim the others until their rows handed on are
-        // written, and insert the deliveries of the taken ones only (resumed:
-        // those to configurations without one).
+        // One statement: take the events to mark that are still unrouted and
+        // this node's (or whose claim ran out), locked in `seq` order (no
+        // deadlock with another node routing some of them), skipping those
+        // another node took first; mark them routed (delete their `unrouted`
+        // rows), and insert the deliveries of those taken and of those
+        // handing rows on (resumed: only to configurations without one).
         let taken: Vec<i64> = sqlx::query_scalar(
-            "WITH r AS (SELECT * FROM unnest($16::bigint[], $17::text[], $20::bigint[], $21::bigint[], $22::boolean[])
-                          AS r(seq, tenant_id, awaiting, claim_until, resumed)),
+            "WITH r AS (SELECT * FROM unnest($16::bigint[], $17::text[], $20::boolean[], $21::boolean[])
+                          AS r(seq, tenant_id, mark, resumed)),
              taken AS MATERIALIZED (
-                SELECT u.seq, r.awaiting, r.claim_until, r.resumed FROM unrouted u JOIN events e ON e.seq = u.seq
+                SELECT u.seq, r.resumed FROM unrouted u JOIN events e ON e.seq = u.seq
                   JOIN r ON e.seq = r.seq AND e.tenant_id = r.tenant_id
-                WHERE CASE WHEN r.resumed THEN u.claimed_until < $15 ELSE u.claimed_until IS NULL END
+                WHERE r.mark AND (u.claimed_by = $14 OR u.claimed_until IS NULL OR u.claimed_until < $15)
                 ORDER BY u.seq FOR UPDATE OF u),
              marked AS (
-                DELETE FROM unrouted WHERE seq IN (SELECT seq FROM taken WHERE awaiting = 0)),
-             claimed AS (
-                UPDATE unrouted u SET claimed_until = t.claim_until, claimed_by = $14, awaiting = t.awaiting
-                FROM taken t WHERE u.seq = t.seq AND t.awaiting > 0),
+                DELETE FROM unrouted WHERE seq IN (SELECT seq FROM taken)),
+             kept AS (
+                SELECT seq, resumed FROM taken UNION ALL SELECT seq, resumed FROM r WHERE NOT r.mark),
              added AS (
                 INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
                                         script_logs, body, headers, next_attempt_at, lease_until, lease_owner,
@@ -614,9 +612,9 @@ impl PostgresStore {
                             $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[], $18::boolean[], $19::bigint[])
                      AS d(id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
                           script_logs, body, headers, next_attempt_at, lease_until, undecided, fuel_used)
-                JOIN taken t ON t.seq = d.event_seq
+                JOIN kept t ON t.seq = d.event_seq
                 WHERE NOT (t.resumed AND EXISTS (SELECT 1 FROM deliveries x WHERE x.event_seq = d.event_seq AND x.config_id = d.config_id)))
-             SELECT seq FROM taken",
+             SELECT seq FROM kept",
         )
         .bind(&rows.id)
         .bind(&rows.tenant)
@@ -631,15 +629,14 @@ impl PostgresStore {
         .bind(&rows.headers)
         .bind(&rows.next_attempt_at)
         .bind(&rows.lease_until)
-        // Leased rows (handed straight to this node's sender) and claims carry its id.
+        // Leased rows (handed straight to this node's sender) carry its id.
         .bind(self.node.as_str())
         .bind(now_ms())
         .bind(&seqs)
         .bind(&tenants)
         .bind(&rows.undecided)
         .bind(&rows.fuel_used)
-        .bind(&awaiting)
-        .bind(&claims)
+        .bind(&mark)
         .bind(&resumed)
         .fetch_all(&self.pool)
         .await?;
@@ -759,6 +756,25 @@ impl PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// This node's own (it tells those it still holds apart itself), and
+    /// others' whose claim ran out or never was taken.
+    pub async fn unrouted_events(&self, after_seq: i64, received_before: i64, now: i64, limit: i64) -> Result<Vec<EventRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM unrouted r JOIN events e ON e.seq = r.seq
+             WHERE r.seq > $1 AND e.received_at < $2
+               AND (r.claimed_by = $3 OR r.claimed_until IS NULL OR r.claimed_until < $4)
+             ORDER BY r.seq LIMIT $5"
+        ))
+        .bind(after_seq)
+        .bind(received_before)
+        .bind(self.node.as_str())
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_row).collect()
     }
 
     /// A start-up query: found through the pending deliveries' index, so
@@ -1056,6 +1072,7 @@ async fn write_unwritten(tx: &mut Transaction<'static, Postgres>, rows: &[Settle
     let mut d = DeliveryRows::default();
     let mut attempts = Vec::with_capacity(rows.len());
     let mut routed_at = Vec::with_capacity(rows.len());
+    let mut awaiting = Vec::with_capacity(rows.len());
     for row in rows {
         let u = row.unwritten;
         d.push(&u.tenant, u.event_seq, &u.delivery);
@@ -1065,6 +1082,7 @@ async fn write_unwritten(tx: &mut Transaction<'static, Postgres>, rows: &[Settle
         }
         attempts.push(row.attempts);
         routed_at.push(u.routed_at);
+        awaiting.push(u.awaiting);
     }
     // Settled by its first attempt, never shown: nothing to meet but a
     // plain insert (most rows; `ON CONFLICT` and the configuration's test
@@ -1079,14 +1097,14 @@ async fn write_unwritten(tx: &mut Transaction<'static, Postgres>, rows: &[Settle
             concat!("CASE WHEN g.gone THEN '", config_deleted!(reason), "' ELSE d.reason END"),
             concat!("CASE WHEN g.gone THEN '", config_deleted!(kind), "' ELSE d.error_kind END"),
             "CASE WHEN g.gone THEN NULL ELSE d.next_attempt_at END",
-            "CASE WHEN g.gone THEN NULL ELSE $17::bigint END",
-            "CASE WHEN g.gone THEN NULL ELSE $18::text END",
+            "CASE WHEN g.gone THEN NULL ELSE $18::bigint END",
+            "CASE WHEN g.gone THEN NULL ELSE $19::text END",
             "CROSS JOIN LATERAL (SELECT d.status = 'pending' AND NOT EXISTS (SELECT 1 FROM configurations c WHERE c.id = d.config_id)
                                  AS gone) g",
             "ON CONFLICT (tenant_id, id) DO UPDATE
                SET status = excluded.status, attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at,
                    lease_until = NULL, lease_owner = NULL, updated_at = excluded.updated_at
-               WHERE $17::bigint IS NULL AND deliveries.status = 'pending' AND deliveries.attempts <= excluded.attempts",
+               WHERE $18::bigint IS NULL AND deliveries.status = 'pending' AND deliveries.attempts <= excluded.attempts",
         )
     };
     // The statement's snapshot does not see the rows it inserts: counted
@@ -1106,8 +1124,10 @@ async fn write_unwritten(tx: &mut Transaction<'static, Postgres>, rows: &[Settle
             {gone}
             {upsert}
             RETURNING event_seq, xmax = 0 AS inserted)
-         DELETE FROM unrouted u WHERE u.seq IN (SELECT event_seq FROM ins)
-           AND u.awaiting <= (SELECT count(*) FROM deliveries x WHERE x.event_seq = u.seq)
+         DELETE FROM unrouted u
+         USING (SELECT seq, max(awaiting) AS awaiting FROM unnest($3::bigint[], $17::bigint[]) AS w(seq, awaiting) GROUP BY seq) w
+         WHERE u.seq = w.seq AND u.seq IN (SELECT event_seq FROM ins)
+           AND w.awaiting <= (SELECT count(*) FROM deliveries x WHERE x.event_seq = u.seq)
                              + (SELECT count(*) FROM ins WHERE ins.event_seq = u.seq AND ins.inserted)",
     );
     let query = sqlx::query(&sql)
@@ -1126,7 +1146,8 @@ async fn write_unwritten(tx: &mut Transaction<'static, Postgres>, rows: &[Settle
         .bind(&d.next_attempt_at)
         .bind(&routed_at)
         .bind(&d.fuel_used)
-        .bind(now_ms());
+        .bind(now_ms())
+        .bind(&awaiting);
     let query = match plain {
         true => query,
         false => query.bind(lease.map(|(until, _)| until)).bind(lease.map(|(_, node)| node)),
@@ -1378,13 +1399,13 @@ pub(super) async fn record_group(pool: &PgPool, attempts: &[&NewAttempt]) -> Res
 /// Stores queued ingest requests in groups, one statement each, until the
 /// store is dropped. A group that fails is stored again one request at a
 /// time, so that one bad request fails only its own caller.
-async fn write_ingests(pool: PgPool, mut queue: mpsc::Receiver<IngestJob>) {
+async fn write_ingests(pool: PgPool, node: NodeId, mut queue: mpsc::Receiver<IngestJob>) {
     let mut jobs = Vec::with_capacity(MAX_INGEST_GROUP);
     while queue.recv_many(&mut jobs, MAX_INGEST_GROUP).await > 0 {
         let group = std::mem::take(&mut jobs);
         let requests: Vec<(&TenantId, &[Event])> = group.iter().map(|(t, e, _)| (t, e.as_slice())).collect();
         let began = std::time::Instant::now();
-        let result = insert_events(&pool, &requests, now_ms(), false).await;
+        let result = insert_events(&pool, &node, &requests, now_ms(), false).await;
         telemetry::store_group("ingest", requests.len(), began.elapsed());
         match result {
             Ok(stored) => {
@@ -1402,7 +1423,8 @@ async fn write_ingests(pool: PgPool, mut queue: mpsc::Receiver<IngestJob>) {
                 tracing::debug!(error = %e, requests = group.len(), "storing a group of ingests failed; storing them one by one");
                 for (tenant, events, reply) in group {
                     let requests = [(&tenant, events.as_slice())];
-                    let answer = insert_events(&pool, &requests, now_ms(), false).await.map(|stored| ingested(&requests, stored).remove(0));
+                    let answer =
+                        insert_events(&pool, &node, &requests, now_ms(), false).await.map(|stored| ingested(&requests, stored).remove(0));
                     let _ = reply.send(answer);
                 }
             }
@@ -1413,11 +1435,13 @@ async fn write_ingests(pool: PgPool, mut queue: mpsc::Receiver<IngestJob>) {
 /// Stores the events of several ingest requests in one statement: the
 /// events (a repeated id, stored before or earlier in the statement,
 /// inserts nothing), each tenant's usage for the month and its catalog of
-/// types. `quota_shard`: count usage on shard 0 (a tenant with a quota);
-/// otherwise on a shard picked by sequence number. Returns what was stored:
-/// (tenant, event id, seq).
+/// types. The events wait for routing claimed by `node`, which routes its
+/// own (see [`ROUTING_CLAIM_MS`]). `quota_shard`: count usage on shard 0 (a
+/// tenant with a quota); otherwise on a shard picked by sequence number.
+/// Returns what was stored: (tenant, event id, seq).
 pub(super) async fn insert_events<'c>(
     db: impl sqlx::Executor<'c, Database = Postgres>,
+    node: &NodeId,
     requests: &[(&TenantId, &[Event])],
     now: i64,
     quota_shard: bool,
@@ -1456,7 +1480,7 @@ pub(super) async fn insert_events<'c>(
             ORDER BY i.n
             ON CONFLICT (tenant_id, id) DO NOTHING RETURNING tenant_id, id, seq, type),
          waiting AS (
-            INSERT INTO unrouted (seq) SELECT seq FROM ins),
+            INSERT INTO unrouted (seq, claimed_until, claimed_by) SELECT seq, $13, $14 FROM ins),
          used AS (
             INSERT INTO usage (tenant_id, month, shard, events)
             SELECT tenant_id, $10, CASE WHEN $11 THEN 0 ELSE min(seq) % $12 END, count(*) FROM ins
@@ -1481,6 +1505,8 @@ pub(super) async fn insert_events<'c>(
     .bind(month_of(now))
     .bind(quota_shard)
     .bind(USAGE_SHARDS)
+    .bind(now + ROUTING_CLAIM_MS)
+    .bind(node.as_str())
     .fetch_all(db)
     .await?)
 }

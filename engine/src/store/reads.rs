@@ -279,17 +279,13 @@ where
         .fetch_one(self.0)
         .await?
         .opt_int("oldest")?;
-        // Deliveries handed on unwritten are pending too: those an event's
-        // routing awaits beyond the rows it has.
-        let unwritten = sqlx::query(
-            "SELECT CAST(COALESCE(SUM(u.awaiting - (SELECT COUNT(*) FROM deliveries d WHERE d.event_seq = u.seq)), 0) AS BIGINT) AS n,
-                    MIN(e.received_at) AS oldest
-             FROM unrouted u JOIN events e ON e.seq = u.seq WHERE u.awaiting IS NOT NULL",
-        )
-        .fetch_one(self.0)
-        .await?;
-        let pending = pending + unwritten.int("n")?;
-        let oldest = match (oldest, unwritten.opt_int("oldest")?) {
+        // Deliveries handed on unwritten are pending too (the store counts
+        // this node's): the oldest event whose routing is not all written
+        // is as old as the oldest of them can be.
+        let unwritten = sqlx::query("SELECT e.received_at AS oldest FROM unrouted u JOIN events e ON e.seq = u.seq ORDER BY u.seq LIMIT 1")
+            .fetch_optional(self.0)
+            .await?;
+        let oldest = match (oldest, unwritten.map(|row| row.int("oldest")).transpose()?) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -408,21 +404,6 @@ where
         .await?;
         let items = rows.iter().map(event_row).collect::<Result<Vec<_>>>()?;
         Ok(Page::from_items(items, page, |e| e.seq.to_string()))
-    }
-
-    pub async fn unrouted_events(&self, after_seq: i64, received_before: i64, now: i64, limit: i64) -> Result<Vec<UnroutedEvent>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS}, r.claimed_until IS NOT NULL AS resumed FROM unrouted r JOIN events e ON e.seq = r.seq
-             WHERE r.seq > $1 AND e.received_at < $2 AND (r.claimed_until IS NULL OR r.claimed_until < $3)
-             ORDER BY r.seq LIMIT $4"
-        ))
-        .bind(after_seq)
-        .bind(received_before)
-        .bind(now)
-        .bind(limit)
-        .fetch_all(self.0)
-        .await?;
-        rows.iter().map(|row| Ok(UnroutedEvent { record: event_row(row)?, resumed: row.flag("resumed")? })).collect()
     }
 
     // Deliveries and attempts.

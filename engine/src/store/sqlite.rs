@@ -912,6 +912,8 @@ impl SqliteStore {
                 "INSERT INTO events (tenant_id, id, type, organization_unit, occurred_at_ns, received_at, source, related, payload)
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, id) DO NOTHING",
             )?;
+            // Not claimed: on one node the pipeline itself keeps the events
+            // it holds from being routed twice.
             let mut unrouted = c.prepare_cached("INSERT INTO unrouted (seq) VALUES (?)")?;
             for e in &events {
                 let source = e.source.as_ref().map(serde_json::to_string).transpose().map_err(corrupt)?;
@@ -982,17 +984,11 @@ impl SqliteStore {
     pub async fn record_routing(&self, routed: Vec<Routed>) -> Result<Vec<bool>> {
         self.write(move |c| {
             let now = now_ms();
-            // The routing that finds the event unclaimed (resumed: its claim
-            // run out) takes it: marks it routed when it writes all its rows
-            // now, else claims it until the rows handed on are written.
+            // One node: no claims, the pipeline keeps the events it holds
+            // from being routed twice. What the marking tests is that the
+            // event is still unrouted and the tenant's.
             let mut mark = c.prepare_cached(
-                "DELETE FROM unrouted WHERE seq = ?1 AND CASE WHEN ?3 THEN claimed_until < ?4 ELSE claimed_until IS NULL END
-                   AND EXISTS (SELECT 1 FROM events WHERE seq = ?1 AND tenant_id = ?2)",
-            )?;
-            let mut claim = c.prepare_cached(
-                "UPDATE unrouted SET claimed_until = ?5, awaiting = ?6
-                 WHERE seq = ?1 AND CASE WHEN ?3 THEN claimed_until < ?4 ELSE claimed_until IS NULL END
-                   AND EXISTS (SELECT 1 FROM events WHERE seq = ?1 AND tenant_id = ?2)",
+                "DELETE FROM unrouted WHERE seq = ?1 AND EXISTS (SELECT 1 FROM events WHERE seq = ?1 AND tenant_id = ?2)",
             )?;
             macro_rules! insert {
                 () => {
@@ -1014,13 +1010,8 @@ impl SqliteStore {
             ))?;
             let mut recorded = Vec::with_capacity(routed.len());
             for r in &routed {
-                let taken = if r.handed == 0 {
-                    mark.execute(rusqlite::params![r.event_seq, r.tenant.as_str(), r.resumed, now])?
-                } else {
-                    let awaiting = (r.deliveries.len() + r.handed) as i64;
-                    claim.execute(rusqlite::params![r.event_seq, r.tenant.as_str(), r.resumed, now, r.claim_until, awaiting])?
-                };
-                if taken == 0 {
+                // Rows handed on: the event stays unrouted until they are written.
+                if r.handed == 0 && mark.execute(rusqlite::params![r.event_seq, r.tenant.as_str()])? == 0 {
                     recorded.push(false);
                     continue;
                 }
@@ -1050,6 +1041,21 @@ impl SqliteStore {
             Ok(recorded)
         })
         .await
+    }
+
+    /// One node: none is skipped (the pipeline tells the events it holds
+    /// from those left unrouted).
+    pub async fn unrouted_events(&self, after_seq: i64, received_before: i64, _now: i64, limit: i64) -> Result<Vec<EventRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM unrouted r JOIN events e ON e.seq = r.seq
+             WHERE r.seq > $1 AND e.received_at < $2 ORDER BY r.seq LIMIT $3"
+        ))
+        .bind(after_seq)
+        .bind(received_before)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(event_row).collect()
     }
 
     // Deliveries and attempts.
@@ -1167,9 +1173,8 @@ impl SqliteStore {
         self.write(|c| {
             let released =
                 c.execute("UPDATE deliveries SET lease_until = NULL WHERE status = 'pending' AND lease_until IS NOT NULL", [])?;
-            // Run out, not cleared: the scan routes these again as resumed.
-            let claims = c.execute("UPDATE unrouted SET claimed_until = 0 WHERE claimed_until IS NOT NULL", [])?;
-            Ok((released + claims) as u64)
+            // Routing claims need no release: on one node the scan skips none.
+            Ok(released as u64)
         })
         .await
     }
@@ -1445,8 +1450,8 @@ fn write_unwritten(
         now_ms(),
         d.fuel_used
     ])?;
-    c.prepare_cached("DELETE FROM unrouted WHERE seq = ?1 AND awaiting <= (SELECT count(*) FROM deliveries WHERE event_seq = ?1)")?
-        .execute([unwritten.event_seq])?;
+    c.prepare_cached("DELETE FROM unrouted WHERE seq = ?1 AND ?2 <= (SELECT count(*) FROM deliveries WHERE event_seq = ?1)")?
+        .execute([unwritten.event_seq, unwritten.awaiting])?;
     Ok(())
 }
 

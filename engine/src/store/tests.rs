@@ -283,7 +283,7 @@ impl Scratch {
 
     /// The same database seen through other keys.
     fn with_keys(&self, keys: Arc<Keyring>) -> Store {
-        Store { backend: self.store.backend.clone(), keys }
+        Store { backend: self.store.backend.clone(), keys, unwritten: Arc::default() }
     }
 }
 
@@ -915,7 +915,7 @@ async fn postgres_ingest_groups_store_each_event_once() {
     s.ingest(&t1, "before").await;
     let (r1, r2, r3) = (vec![event("a"), event("b")], vec![event("a")], vec![event("a"), event("c"), event("before")]);
     let requests: Vec<(&TenantId, &[Event])> = vec![(&t1, &r1), (&t2, &r2), (&t1, &r3)];
-    let stored = postgres::insert_events(&db.pool, &requests, now_ms(), false).await.unwrap();
+    let stored = postgres::insert_events(&db.pool, &db.node, &requests, now_ms(), false).await.unwrap();
     let answers = postgres::ingested(&requests, stored);
     let kinds: Vec<Vec<bool>> = answers.iter().map(|a| a.iter().map(|i| matches!(i, Ingested::Stored { .. })).collect()).collect();
     assert_eq!(kinds, vec![vec![true, true], vec![true], vec![false, true, false]]);
@@ -1300,10 +1300,10 @@ async fn refused_among_others(s: Scratch) {
     assert_eq!(s.count("unrouted").await, 40);
 }
 
-/// A routing that hands `handed` deliveries on unwritten, claiming the
-/// event until `claim_until`, besides writing `written`.
-fn handing_on(tenant: &TenantId, seq: i64, written: Vec<NewDelivery>, handed: usize, claim_until: i64) -> Routed {
-    Routed { tenant: tenant.clone(), event_seq: seq, deliveries: written, handed, claim_until, resumed: false }
+/// A routing that hands `handed` deliveries on unwritten, besides writing
+/// `written`.
+fn handing_on(tenant: &TenantId, seq: i64, written: Vec<NewDelivery>, handed: usize) -> Routed {
+    Routed { tenant: tenant.clone(), event_seq: seq, deliveries: written, handed, resumed: false }
 }
 
 both_backends!(deliveries_handed_on_are_written_by_their_first_turn, handed_on);
@@ -1312,20 +1312,20 @@ async fn handed_on(s: Scratch) {
     let seq = s.ingest(&tenant, "evt_handed").await;
     let (a, b, c) = (s.config(&tenant, "a").await, s.config(&tenant, "b").await, s.config(&tenant, "c").await);
     let now = now_ms();
-    let routing = handing_on(&tenant, seq, vec![delivery(&c, DeliveryStatus::Filtered)], 2, now + 60_000);
+    let routing = handing_on(&tenant, seq, vec![delivery(&c, DeliveryStatus::Filtered)], 2);
     assert_eq!(s.store.record_routing(vec![routing]).await.unwrap(), vec![true]);
     assert_eq!(s.count("deliveries").await, 1, "only the filtered one is written at routing");
-    // Claimed: the recovery scan leaves it, and another routing of it (a
-    // scan on another node) is refused.
-    assert!(s.store.unrouted_events(0, i64::MAX, now, 10).await.unwrap().is_empty());
-    let again = Routed::written(tenant.clone(), seq, vec![delivery(&a, DeliveryStatus::Pending)]);
-    assert_eq!(s.store.record_routing(vec![again]).await.unwrap(), vec![false]);
-    assert!(!s.store.get_event(&tenant, "evt_handed").await.unwrap().routed);
+    assert_eq!(s.count("unrouted").await, 1, "unrouted until the rows handed on are written");
+    let pending = || async { s.store.backlog().await.unwrap().pending };
 
     // A row shows it while it waits; the first attempt settles that row.
-    // The event waits for the other delivery.
-    let first = Unwritten::new(tenant.clone(), seq, delivery(&a, DeliveryStatus::Pending));
+    // The event waits for the other delivery. The backlog counts it once
+    // all along: unwritten, then by its row.
+    let first = s.store.unwritten(tenant.clone(), seq, delivery(&a, DeliveryStatus::Pending), 3);
+    assert_eq!(pending().await, 1, "unwritten, counted by the store");
+    assert!(first.mark_shown());
     s.store.write_pending(vec![first.clone()], now, Some(now + 60_000)).await.unwrap();
+    assert_eq!(pending().await, 1, "shown by its row");
     let row = s.store.get_delivery(&tenant, &first.delivery.id).await.unwrap();
     assert_eq!((row.status, row.attempts), (DeliveryStatus::Pending, 0));
     assert!(!s.store.get_event(&tenant, "evt_handed").await.unwrap().routed, "the other is unwritten still");
@@ -1339,36 +1339,41 @@ async fn handed_on(s: Scratch) {
     s.store.write_pending(vec![first.clone()], now, Some(now + 60_000)).await.unwrap();
     assert_eq!(s.store.get_delivery(&tenant, &first.delivery.id).await.unwrap().attempts, 1);
     assert!(!s.store.get_event(&tenant, "evt_handed").await.unwrap().routed);
+    drop(first);
+    assert_eq!(pending().await, 1);
 
     // The other, held back unattempted: its release writes it pending, due
     // then, and with that last row the event is routed.
-    let second = Unwritten::new(tenant.clone(), seq, delivery(&b, DeliveryStatus::Pending));
+    let second = s.store.unwritten(tenant.clone(), seq, delivery(&b, DeliveryStatus::Pending), 3);
+    assert_eq!(pending().await, 2);
     s.store.write_pending(vec![second.clone()], now + 5_000, None).await.unwrap();
+    drop(second.clone());
     let row = s.store.get_delivery(&tenant, &second.delivery.id).await.unwrap();
     assert_eq!((row.status, row.attempts, row.next_attempt_at), (DeliveryStatus::Pending, 0, Some(now + 5_000)));
     assert!(s.store.get_event(&tenant, "evt_handed").await.unwrap().routed);
     assert_eq!(s.count("unrouted").await, 0);
     assert_eq!(s.store.deliveries_of_event(&tenant, seq).await.unwrap().len(), 3);
+    drop(second);
+    assert_eq!(pending().await, 2, "both rows pending, nothing unwritten");
 }
 
-both_backends!(a_routing_whose_claim_ran_out_is_resumed_once, resumed_routing);
+both_backends!(an_event_left_unwritten_is_resumed_once, resumed_routing);
 async fn resumed_routing(s: Scratch) {
     let tenant = s.tenant("acme").await;
     let seq = s.ingest(&tenant, "evt_resumed").await;
     let (a, b) = (s.config(&tenant, "a").await, s.config(&tenant, "b").await);
     let now = now_ms();
-    // Both handed on, one attempt written, then the node died: its claim
-    // has run out.
-    assert_eq!(s.store.record_routing(vec![handing_on(&tenant, seq, Vec::new(), 2, now - 1)]).await.unwrap(), vec![true]);
-    let first = Unwritten::new(tenant.clone(), seq, delivery(&a, DeliveryStatus::Pending));
+    // Both handed on (nothing written), one attempt written, then the other
+    // was dropped unwritten (a failed write, or the node died).
+    assert_eq!(s.store.record_routing(vec![handing_on(&tenant, seq, Vec::new(), 2)]).await.unwrap(), vec![true]);
+    let first = s.store.unwritten(tenant.clone(), seq, delivery(&a, DeliveryStatus::Pending), 2);
     let attempt = new_attempt(&tenant, &first.delivery.id, &a, 1, now, AttemptOutcome::Succeeded);
     s.store.record_attempt(NewAttempt { unwritten: Some(first.clone()), ..attempt }).await.unwrap();
 
+    // This node's scan finds it (the pipeline knows it holds it no longer).
     let found = s.store.unrouted_events(0, i64::MAX, now, 10).await.unwrap();
-    assert_eq!(found.iter().map(|u| (u.record.seq, u.resumed)).collect::<Vec<_>>(), vec![(seq, true)]);
-    // Only a resumed routing may take it; it adds only the missing row.
-    let fresh = Routed::written(tenant.clone(), seq, vec![delivery(&a, DeliveryStatus::Pending)]);
-    assert_eq!(s.store.record_routing(vec![fresh]).await.unwrap(), vec![false]);
+    assert_eq!(found.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![seq]);
+    // The resumed routing adds only the missing row, and routes it once.
     let mut resumed =
         Routed::written(tenant.clone(), seq, vec![delivery(&a, DeliveryStatus::Pending), delivery(&b, DeliveryStatus::Pending)]);
     resumed.resumed = true;
@@ -1379,18 +1384,35 @@ async fn resumed_routing(s: Scratch) {
     states.sort_by_key(|(is_a, _)| *is_a);
     assert_eq!(states, vec![(false, DeliveryStatus::Pending), (true, DeliveryStatus::Succeeded)]);
     assert!(s.store.get_event(&tenant, "evt_resumed").await.unwrap().routed);
+    assert!(s.store.unrouted_events(0, i64::MAX, now, 10).await.unwrap().is_empty());
 }
 
-both_backends!(a_restart_runs_out_its_own_routing_claims, restart_claims);
-async fn restart_claims(s: Scratch) {
+/// The node that stores an event claims it: another node's scan and
+/// routing leave it until the claim runs out or its node restarts.
+#[tokio::test]
+async fn postgres_a_stored_event_is_its_nodes_until_the_claim_runs_out() {
+    let s = Scratch::postgres().await;
+    let (a, b) = (s.store.clone(), s.node("node-b").await);
     let tenant = s.tenant("acme").await;
     let seq = s.ingest(&tenant, "evt_claimed").await;
+    let config = s.config(&tenant, "c").await;
     let now = now_ms();
-    assert_eq!(s.store.record_routing(vec![handing_on(&tenant, seq, Vec::new(), 1, now + 60_000)]).await.unwrap(), vec![true]);
-    assert!(s.store.unrouted_events(0, i64::MAX, now, 10).await.unwrap().is_empty());
-    s.store.release_leases().await.unwrap();
-    let found = s.store.unrouted_events(0, i64::MAX, now, 10).await.unwrap();
-    assert_eq!(found.iter().map(|u| (u.record.seq, u.resumed)).collect::<Vec<_>>(), vec![(seq, true)]);
+    let seqs = |found: Vec<EventRecord>| found.into_iter().map(|e| e.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(a.unrouted_events(0, i64::MAX, now, 10).await.unwrap()), vec![seq], "its own");
+    assert!(b.unrouted_events(0, i64::MAX, now, 10).await.unwrap().is_empty(), "another node's, claimed");
+    let later = now + ROUTING_CLAIM_MS + 1;
+    assert_eq!(seqs(b.unrouted_events(0, i64::MAX, later, 10).await.unwrap()), vec![seq], "once the claim ran out");
+    let mut resumed = Routed::written(tenant.clone(), seq, vec![delivery(&config, DeliveryStatus::Pending)]);
+    resumed.resumed = true;
+    assert_eq!(b.record_routing(vec![resumed.clone()]).await.unwrap(), vec![false], "node B may not take it yet");
+    assert_eq!(s.count("deliveries").await, 0);
+
+    // Node A restarts: its claims run out at once.
+    a.release_leases().await.unwrap();
+    assert_eq!(seqs(b.unrouted_events(0, i64::MAX, now, 10).await.unwrap()), vec![seq]);
+    assert_eq!(b.record_routing(vec![resumed]).await.unwrap(), vec![true]);
+    assert_eq!(s.count("deliveries").await, 1);
+    assert!(a.get_event(&tenant, "evt_claimed").await.unwrap().routed);
 }
 
 both_backends!(a_delivery_written_after_its_configuration_was_deleted_fails, written_after_delete);
@@ -1399,10 +1421,10 @@ async fn written_after_delete(s: Scratch) {
     let seq = s.ingest(&tenant, "evt_gone").await;
     let config = s.config(&tenant, "gone").await;
     let now = now_ms();
-    assert_eq!(s.store.record_routing(vec![handing_on(&tenant, seq, Vec::new(), 1, now + 60_000)]).await.unwrap(), vec![true]);
+    assert_eq!(s.store.record_routing(vec![handing_on(&tenant, seq, Vec::new(), 1)]).await.unwrap(), vec![true]);
     s.store.delete_config(&tenant, &config, None).await.unwrap();
     // Its request was in flight: the answer is logged, the delivery ends.
-    let unwritten = Unwritten::new(tenant.clone(), seq, delivery(&config, DeliveryStatus::Pending));
+    let unwritten = s.store.unwritten(tenant.clone(), seq, delivery(&config, DeliveryStatus::Pending), 1);
     let attempt = new_attempt(&tenant, &unwritten.delivery.id, &config, 1, now, AttemptOutcome::Retry);
     s.store.record_attempt(NewAttempt { unwritten: Some(unwritten.clone()), ..attempt }).await.unwrap();
     let row = s.store.get_delivery(&tenant, &unwritten.delivery.id).await.unwrap();
