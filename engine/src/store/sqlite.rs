@@ -14,7 +14,7 @@
 //! last one began: one commit instead of several writes each page the group
 //! changes to the log once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -110,7 +110,15 @@ pub struct SqliteStore {
     /// Rate-limit slots: with one node they need no database, and writing
     /// them would put a commit before every rate-limited request.
     slots: Arc<Mutex<HashMap<ConfigId, Instant>>>,
+    /// Event types known to be in each tenant's catalog (committed there by
+    /// an earlier ingest; a catalog row is never deleted): an ingest of
+    /// only these writes no catalog row.
+    catalogued: Arc<Mutex<HashMap<TenantId, HashSet<String>>>>,
 }
+
+/// Types [`SqliteStore::catalogued`] remembers before it starts over: a
+/// tenant inventing types costs memory no longer than this.
+const CATALOGUED_MAX: usize = 65_536;
 
 impl SqliteStore {
     pub async fn open(path: &Path) -> Result<Self> {
@@ -155,7 +163,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Commit(format!("cannot start the sync thread: {e}")))?;
         let (attempts, queue) = mpsc::channel(4096);
         tokio::spawn(write_attempts(writer.clone(), queue));
-        Ok(Self { read, writer, attempts, slots: Arc::default() })
+        Ok(Self { read, writer, attempts, slots: Arc::default(), catalogued: Arc::default() })
     }
 
     /// One node: every change is made through it.
@@ -903,7 +911,30 @@ impl SqliteStore {
     }
 
     pub async fn ingest(&self, tenant: &TenantId, quota: Option<i64>, events: Vec<Event>) -> Result<Vec<Ingested>> {
-        let tenant = tenant.clone();
+        let types: Vec<String> = {
+            let catalogued = self.catalogued.lock().unwrap_or_else(|e| e.into_inner());
+            let known = catalogued.get(tenant);
+            let mut types: Vec<&str> =
+                events.iter().map(|e| e.event_type.as_str()).filter(|t| known.is_none_or(|known| !known.contains(*t))).collect();
+            types.sort_unstable();
+            types.dedup();
+            types.into_iter().map(str::to_owned).collect()
+        };
+        let out = self.write_ingest(tenant.clone(), quota, events, types.clone()).await?;
+        // Committed: those types are in the catalog for good.
+        if !types.is_empty() && out.iter().any(|i| matches!(i, Ingested::Stored { .. })) {
+            let mut catalogued = self.catalogued.lock().unwrap_or_else(|e| e.into_inner());
+            if catalogued.values().map(HashSet::len).sum::<usize>() + types.len() > CATALOGUED_MAX {
+                catalogued.clear();
+            }
+            catalogued.entry(tenant.clone()).or_default().extend(types);
+        }
+        Ok(out)
+    }
+
+    /// Stores the events, and `types` (those not known to be there) in the
+    /// tenant's catalog of event types.
+    async fn write_ingest(&self, tenant: TenantId, quota: Option<i64>, events: Vec<Event>, types: Vec<String>) -> Result<Vec<Ingested>> {
         self.write(move |c| {
             let now = now_ms();
             let mut out = Vec::with_capacity(events.len());
@@ -968,12 +999,9 @@ impl SqliteStore {
                     }
                 }
             }
-            let mut types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-            types.sort_unstable();
-            types.dedup();
             let mut catalog =
                 c.prepare_cached("INSERT INTO event_types (tenant_id, name, first_seen) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")?;
-            for t in types {
+            for t in &types {
                 catalog.execute(rusqlite::params![tenant.as_str(), t, now])?;
             }
             Ok(out)

@@ -1432,3 +1432,27 @@ async fn written_after_delete(s: Scratch) {
     assert_eq!(s.count("attempts").await, 1);
     assert!(s.store.get_event(&tenant, "evt_gone").await.unwrap().routed);
 }
+
+both_backends!(an_ingest_refused_leaves_its_types_out_of_the_catalog, catalog_after_refusal);
+async fn catalog_after_refusal(s: Scratch) {
+    let tenant = s.tenant("acme").await;
+    let event = |id: &str, kind: &str| {
+        let json = format!(
+            r#"{{"id": "{id}", "type": "{kind}", "organization_unit": "emea", "occurred_at": "2026-11-22T11:30:00Z", "payload": {{}}}}"#
+        );
+        EventInput::from_json(&json).unwrap().validate(|| unreachable!("the id is given")).unwrap()
+    };
+    let names = || async { s.store.list_event_types(&tenant).await.unwrap().into_iter().map(|t| t.name).collect::<Vec<_>>() };
+    // Over the quota: nothing is stored, its type not catalogued either.
+    let refused = s.store.ingest(&tenant, Some(0), vec![event("e1", "order.refused")]).await;
+    assert!(matches!(refused, Err(StoreError::QuotaExceeded { .. })), "{refused:?}");
+    assert!(names().await.is_empty());
+    // The same type stored later is catalogued, once however often it comes.
+    for (id, kind) in [("e2", "order.refused"), ("e3", "order.refused"), ("e4", "order.paid"), ("e5", "order.refused")] {
+        s.store.ingest(&tenant, None, vec![event(id, kind)]).await.unwrap();
+    }
+    assert_eq!(names().await, vec!["order.paid", "order.refused"]);
+    // A repeated event (nothing stored) of a new type catalogues nothing.
+    s.store.ingest(&tenant, None, vec![event("e2", "order.repeated")]).await.unwrap();
+    assert_eq!(names().await, vec!["order.paid", "order.refused"]);
+}
