@@ -99,3 +99,24 @@ impl From<DueDelivery> for DeliveryJob {
 pub trait Handoff: Send + Sync {
     fn hand(&self, job: DeliveryJob, deadline: tokio::time::Instant) -> Pin<Box<dyn Future<Output = bool> + Send + '_>>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_is_held_once_until_its_last_hold_is_dropped() {
+        let held = Held::default();
+        let hold = EventHold::take(&held, 7).expect("not held yet");
+        assert!(EventHold::take(&held, 7).is_none(), "held: the scan may not take it");
+        let other = EventHold::take(&held, 8).expect("another event");
+        // A delivery handed on keeps a clone after the routing job is done.
+        let delivery = hold.clone();
+        drop(hold);
+        assert!(EventHold::take(&held, 7).is_none(), "a delivery still holds it");
+        drop(delivery);
+        assert!(EventHold::take(&held, 7).is_some(), "let go with its last hold");
+        drop(other);
+        assert!(super::super::lock(&held).is_empty());
+    }
+}

@@ -288,3 +288,21 @@ fn routed_row(job: &RouteJob, decided: &Decided, may_hand_on: bool) -> Routed {
     }
     Routed { tenant: job.tenant.clone(), event_seq: job.seq, deliveries, handed, resumed: !may_hand_on }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_nodes_fresh_events_hand_deliveries_on() {
+        let json =
+            r#"{"id": "e1", "type": "order.paid", "organization_unit": "emea", "occurred_at": "2026-11-22T11:30:00Z", "payload": {}}"#;
+        let event = crate::model::event::EventInput::from_json(json).unwrap().validate(|| unreachable!("the id is given")).unwrap();
+        let job = |stored_at| RouteJob { tenant: TenantId::generate(), seq: 1, event: Arc::new(event.clone()), stored_at };
+        let now = 1_000_000_000;
+        assert!(job(Some(now)).may_hand_on(now));
+        assert!(job(Some(now - ROUTING_CLAIM_MS / 2 + 1)).may_hand_on(now));
+        assert!(!job(Some(now - ROUTING_CLAIM_MS / 2)).may_hand_on(now), "half its claim gone: routed in full");
+        assert!(!job(None).may_hand_on(now), "found by the scan: resumed");
+    }
+}
