@@ -34,7 +34,7 @@ impl Default for Retention {
     }
 }
 
-/// Payload rows deleted per write job.
+/// Attempts walked per write job of the payload purge.
 const PAYLOAD_CHUNK: i64 = 1_000;
 /// Events deleted per write job (each with its deliveries, attempts and
 /// payloads: a few rows to a few hundred).
@@ -80,9 +80,9 @@ pub async fn purge_once(store: &Store, retention: &Retention, now: i64) -> Resul
     let mut purged = Purged::default();
     let payload_cutoff = now.saturating_sub(millis(retention.payloads));
     loop {
-        let n = store.purge_payloads(payload_cutoff, PAYLOAD_CHUNK).await?;
-        purged.payloads += n;
-        if n < PAYLOAD_CHUNK as u64 {
+        let chunk = store.purge_payloads(payload_cutoff, PAYLOAD_CHUNK).await?;
+        purged.payloads += chunk.payloads;
+        if chunk.done {
             break;
         }
     }

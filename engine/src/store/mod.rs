@@ -22,6 +22,7 @@
 //! caller compiles the uploaded bytes). Callers never see either format.
 
 mod log_writes;
+mod payload_walk;
 mod postgres;
 mod reads;
 mod rows;
@@ -659,6 +660,15 @@ impl EventCursor {
     pub fn from(received_at: i64) -> Self {
         Self { received_at, seq: 0 }
     }
+}
+
+/// What one chunk of the payload purge did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgedPayloads {
+    /// Attempts whose request and response bodies were removed.
+    pub payloads: u64,
+    /// No attempt older than the cutoff holds its bodies any more.
+    pub done: bool,
 }
 
 /// What one chunk of the event purge removed.
@@ -1342,14 +1352,15 @@ impl Store {
     // Retention: system jobs, across tenants. Cutoffs are arguments so that
     // the clock stays the caller's.
 
-    /// Deletes attempt payloads (request and response bodies) made before
-    /// `before` among the `limit` oldest (in id order, which is creation
-    /// order); returns how many. Fewer than `limit`: none older are left.
-    pub async fn purge_payloads(&self, before: i64, limit: i64) -> Result<u64> {
+    /// Removes the request and response bodies of attempts made before
+    /// `before`, walking each tenant's attempts in creation order from
+    /// where its last walk stopped, at most `limit` attempts in all.
+    pub async fn purge_payloads(&self, before: i64, limit: i64) -> Result<PurgedPayloads> {
         dispatch!(self.purge_payloads(before, limit))
     }
     /// Deletes at most `limit` events received before `before`, oldest
-    /// first, with their deliveries, attempts and payloads. An event still
+    /// first, with their deliveries and attempts (`payloads` counts those
+    /// that still held bodies). An event still
     /// pending (not routed, or with a pending delivery) is kept.
     pub async fn purge_events(&self, before: i64, limit: i64) -> Result<PurgedEvents> {
         dispatch!(self.purge_events(before, limit))

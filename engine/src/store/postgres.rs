@@ -30,6 +30,9 @@ const CHANGES: &str = "sluice_changes";
 /// Takes the bootstrap's advisory lock: nodes starting together on an empty
 /// database make one operator tenant.
 const BOOTSTRAP_LOCK: i64 = 0x736c_7569_6365; // "sluice"
+/// Taken by the node walking the payload purge: two nodes' walks would
+/// clear the same rows, perhaps in another order.
+const PAYLOAD_PURGE_LOCK: i64 = 0x736c_7569_6370; // "sluicp"
 /// Ingests of tenants without a quota spread their usage count over this
 /// many rows, so that they do not queue on one row lock.
 const USAGE_SHARDS: i64 = 16;
@@ -881,18 +884,55 @@ impl PostgresStore {
 
     // Retention.
 
-    pub async fn purge_payloads(&self, before: i64, limit: i64) -> Result<u64> {
-        let deleted = sqlx::query(
-            "DELETE FROM attempt_payloads WHERE attempt_id IN
-                (SELECT attempt_id FROM (SELECT attempt_id, created_at FROM attempt_payloads ORDER BY attempt_id LIMIT $2
-                                         FOR UPDATE SKIP LOCKED) oldest
-                 WHERE created_at < $1)",
+    pub async fn purge_payloads(&self, before: i64, limit: i64) -> Result<PurgedPayloads> {
+        let mut tx = self.begin().await?;
+        let ours: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(PAYLOAD_PURGE_LOCK).fetch_one(&mut *tx).await?;
+        if !ours {
+            // Another node is walking: this purge is its.
+            return Ok(PurgedPayloads { payloads: 0, done: true });
+        }
+        let tenants: Vec<(String, String)> = sqlx::query_as(
+            "SELECT t.id, coalesce(p.purged_to, '') FROM tenants t LEFT JOIN payload_purges p ON p.tenant_id = t.id ORDER BY t.id",
         )
-        .bind(before)
-        .bind(limit)
-        .execute(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
-        Ok(deleted.rows_affected())
+        let mut chunk = payload_walk::Chunk::new(limit);
+        for (tenant, from) in tenants {
+            let Some(fetch) = chunk.next_fetch() else { break };
+            let rows: Vec<(String, i64, bool)> = sqlx::query_as(
+                "SELECT id, started_at, request_body IS NOT NULL OR response_body IS NOT NULL FROM attempts
+                 WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            )
+            .bind(&tenant)
+            .bind(&from)
+            .bind(fetch)
+            .fetch_all(&mut *tx)
+            .await?;
+            let rows = rows.into_iter().map(|(id, started_at, has_bodies)| payload_walk::Walked { id, started_at, has_bodies }).collect();
+            let step = payload_walk::step(rows, before, fetch);
+            if !step.clear.is_empty() {
+                sqlx::query("UPDATE attempts SET request_body = NULL, response_body = NULL WHERE tenant_id = $1 AND id = ANY($2)")
+                    .bind(&tenant)
+                    .bind(&step.clear)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if let Some(to) = &step.walked_to {
+                sqlx::query(
+                    "INSERT INTO payload_purges (tenant_id, purged_to) VALUES ($1, $2)
+                     ON CONFLICT (tenant_id) DO UPDATE SET purged_to = excluded.purged_to",
+                )
+                .bind(&tenant)
+                .bind(to)
+                .execute(&mut *tx)
+                .await?;
+            }
+            if !chunk.record(&step) {
+                break;
+            }
+        }
+        tx.commit().await?;
+        Ok(chunk.finish())
     }
 
     pub async fn purge_events(&self, before: i64, limit: i64) -> Result<PurgedEvents> {
@@ -915,13 +955,16 @@ impl PostgresStore {
         }
         let mut purged = PurgedEvents::default();
         // Children first: no row is left pointing at one that is gone.
+        let (attempts, payloads): (i64, i64) = sqlx::query_as(
+            "WITH gone AS (DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = ANY($1))
+                           RETURNING request_body IS NOT NULL OR response_body IS NOT NULL AS had_bodies)
+             SELECT count(*), count(*) FILTER (WHERE had_bodies) FROM gone",
+        )
+        .bind(&seqs)
+        .fetch_one(&mut *tx)
+        .await?;
+        (purged.attempts, purged.payloads) = (attempts as u64, payloads as u64);
         for (sql, count) in [
-            (
-                "DELETE FROM attempt_payloads WHERE attempt_id IN
-                    (SELECT a.id FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE d.event_seq = ANY($1))",
-                &mut purged.payloads,
-            ),
-            ("DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = ANY($1))", &mut purged.attempts),
             ("DELETE FROM deliveries WHERE event_seq = ANY($1)", &mut purged.deliveries),
             ("DELETE FROM events WHERE seq = ANY($1)", &mut purged.events),
         ] {
@@ -1156,8 +1199,8 @@ async fn write_unwritten(tx: &mut Transaction<'static, Postgres>, rows: &[Settle
     Ok(())
 }
 
-/// Records one attempt in one statement: the attempt, its payload, its
-/// delivery, and the streak. (The first attempt of a delivery handed on
+/// Records one attempt in one statement: the attempt (with its bodies),
+/// its delivery, and the streak. (The first attempt of a delivery handed on
 /// unwritten goes as a group of one: its row comes first.)
 async fn record_one(pool: &PgPool, a: NewAttempt) -> Result<FailureStreak> {
     if a.unwritten.is_some() {
@@ -1173,10 +1216,8 @@ async fn record_one(pool: &PgPool, a: NewAttempt) -> Result<FailureStreak> {
     let row = sqlx::query(&format!(
         "WITH attempt AS (
             INSERT INTO attempts (id, tenant_id, delivery_id, number, started_at, duration_ms, method, uri,
-                                  response_status, outcome, error, request_headers, response_headers)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)),
-         payload AS (
-            INSERT INTO attempt_payloads (attempt_id, request_body, response_body, created_at) VALUES ($1, $14, $15, $5)),
+                                  response_status, outcome, error, request_headers, response_headers, request_body, response_body)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)),
          delivery AS (
             UPDATE deliveries SET status = $16, attempts = $4, next_attempt_at = $17, lease_until = NULL, lease_owner = NULL,
                                   updated_at = $18
@@ -1293,12 +1334,9 @@ pub(super) async fn record_group(pool: &PgPool, attempts: &[&NewAttempt]) -> Res
                           error, request_headers, response_headers, request_body, response_body, status, next_attempt_at)),
          attempt AS (
             INSERT INTO attempts (id, tenant_id, delivery_id, number, started_at, duration_ms, method, uri,
-                                  response_status, outcome, error, request_headers, response_headers)
+                                  response_status, outcome, error, request_headers, response_headers, request_body, response_body)
             SELECT id, tenant_id, delivery_id, number, started_at, duration_ms, method, uri,
-                   response_status, outcome, error, request_headers, response_headers FROM a),
-         payload AS (
-            INSERT INTO attempt_payloads (attempt_id, request_body, response_body, created_at)
-            SELECT id, request_body, response_body, started_at FROM a)
+                   response_status, outcome, error, request_headers, response_headers, request_body, response_body FROM a)
          UPDATE deliveries d SET status = a.status, attempts = a.number, next_attempt_at = a.next_attempt_at,
                                  lease_until = NULL, lease_owner = NULL, updated_at = $18
          FROM a WHERE d.id = a.delivery_id AND d.tenant_id = a.tenant_id AND d.status = a.was AND d.attempts < a.number",

@@ -454,20 +454,19 @@ where
     }
 
     pub async fn get_attempt(&self, tenant: &TenantId, id: &AttemptId) -> Result<AttemptRecord> {
-        let row = sqlx::query(
-            "SELECT a.*, p.request_body, p.response_body FROM attempts a
-             LEFT JOIN attempt_payloads p ON p.attempt_id = a.id WHERE a.tenant_id = $1 AND a.id = $2",
-        )
-        .bind(tenant.as_str())
-        .bind(id.as_str())
-        .fetch_optional(self.0)
-        .await?;
+        let row = sqlx::query("SELECT * FROM attempts WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_optional(self.0)
+            .await?;
         attempt_row(&not_found_if_none(row)?, true)
     }
 
     pub async fn list_attempts(&self, tenant: &TenantId, filter: &AttemptFilter, page: &PageRequest) -> Result<Page<AttemptRecord>> {
         let rows = sqlx::query(
-            "SELECT a.* FROM attempts a
+            "SELECT a.id, a.delivery_id, a.number, a.started_at, a.duration_ms, a.method, a.uri, a.response_status, a.outcome,
+                    a.error, a.request_headers, a.response_headers
+             FROM attempts a
              WHERE a.tenant_id = $1
                AND (CAST($2 AS TEXT) IS NULL OR a.id < $2)
                AND (CAST($3 AS TEXT) IS NULL OR a.delivery_id = $3)

@@ -1260,16 +1260,45 @@ impl SqliteStore {
 
     // Retention.
 
-    pub async fn purge_payloads(&self, before: i64, limit: i64) -> Result<u64> {
+    pub async fn purge_payloads(&self, before: i64, limit: i64) -> Result<PurgedPayloads> {
         self.write(move |c| {
-            let deleted = c
+            let tenants: Vec<(String, String)> = c
                 .prepare_cached(
-                    "DELETE FROM attempt_payloads WHERE attempt_id IN
-                        (SELECT attempt_id FROM (SELECT attempt_id, created_at FROM attempt_payloads ORDER BY attempt_id LIMIT ?2)
-                         WHERE created_at < ?1)",
+                    "SELECT t.id, coalesce(p.purged_to, '') FROM tenants t LEFT JOIN payload_purges p ON p.tenant_id = t.id
+                     ORDER BY t.id",
                 )?
-                .execute(rusqlite::params![before, limit])?;
-            Ok(deleted as u64)
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut walk = c.prepare_cached(
+                "SELECT id, started_at, request_body IS NOT NULL OR response_body IS NOT NULL FROM attempts
+                 WHERE tenant_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            )?;
+            let mut clear =
+                c.prepare_cached("UPDATE attempts SET request_body = NULL, response_body = NULL WHERE tenant_id = ?1 AND id = ?2")?;
+            let mut stop = c.prepare_cached(
+                "INSERT INTO payload_purges (tenant_id, purged_to) VALUES (?1, ?2)
+                 ON CONFLICT (tenant_id) DO UPDATE SET purged_to = excluded.purged_to",
+            )?;
+            let mut chunk = payload_walk::Chunk::new(limit);
+            for (tenant, from) in tenants {
+                let Some(fetch) = chunk.next_fetch() else { break };
+                let rows = walk
+                    .query_map(rusqlite::params![tenant, from, fetch], |row| {
+                        Ok(payload_walk::Walked { id: row.get(0)?, started_at: row.get(1)?, has_bodies: row.get(2)? })
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+                let step = payload_walk::step(rows, before, fetch);
+                for id in &step.clear {
+                    clear.execute([&tenant, id])?;
+                }
+                if let Some(to) = &step.walked_to {
+                    stop.execute([&tenant, to])?;
+                }
+                if !chunk.record(&step) {
+                    break;
+                }
+            }
+            Ok(chunk.finish())
         })
         .await
     }
@@ -1286,18 +1315,18 @@ impl SqliteStore {
                 .query_map(rusqlite::params![before, limit], |row| row.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
             // Children first: the foreign keys are enforced.
-            let mut payloads = c.prepare_cached(
-                "DELETE FROM attempt_payloads WHERE attempt_id IN
-                    (SELECT a.id FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE d.event_seq = ?)",
+            let mut attempts = c.prepare_cached(
+                "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = ?)
+                 RETURNING request_body IS NOT NULL OR response_body IS NOT NULL",
             )?;
-            let mut attempts =
-                c.prepare_cached("DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = ?)")?;
             let mut deliveries = c.prepare_cached("DELETE FROM deliveries WHERE event_seq = ?")?;
             let mut events = c.prepare_cached("DELETE FROM events WHERE seq = ?")?;
             let mut purged = PurgedEvents::default();
             for seq in seqs {
-                purged.payloads += payloads.execute([seq])? as u64;
-                purged.attempts += attempts.execute([seq])? as u64;
+                for had_bodies in attempts.query_map([seq], |row| row.get::<_, bool>(0))? {
+                    purged.attempts += 1;
+                    purged.payloads += u64::from(had_bodies?);
+                }
                 purged.deliveries += deliveries.execute([seq])? as u64;
                 purged.events += events.execute([seq])? as u64;
             }
@@ -1348,11 +1377,9 @@ pub(super) const CLAIM_DUE: &str = "
 fn insert_attempts(c: &rusqlite::Connection, attempts: &[NewAttempt]) -> Result<Vec<FailureStreak>> {
     let mut insert = c.prepare_cached(
         "INSERT INTO attempts (id, tenant_id, delivery_id, number, started_at, duration_ms, method, uri,
-                               response_status, outcome, error, request_headers, response_headers)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                               response_status, outcome, error, request_headers, response_headers, request_body, response_body)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?;
-    let mut payload =
-        c.prepare_cached("INSERT INTO attempt_payloads (attempt_id, request_body, response_body, created_at) VALUES (?, ?, ?, ?)")?;
     let mut settle = c.prepare_cached(
         "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?, lease_until = NULL, updated_at = ?
          WHERE id = ? AND tenant_id = ? AND status = 'pending' AND attempts < ?2",
@@ -1398,13 +1425,9 @@ fn insert_attempts(c: &rusqlite::Connection, attempts: &[NewAttempt]) -> Result<
             a.outcome.as_str(),
             a.error.as_deref().map(text::encode),
             a.request_headers,
-            a.response_headers
-        ])?;
-        payload.execute(rusqlite::params![
-            a.id.as_str(),
+            a.response_headers,
             a.request_body.as_deref().map(text::encode),
-            a.response_body.as_deref().map(text::encode_bytes),
-            a.started_at
+            a.response_body.as_deref().map(text::encode_bytes)
         ])?;
         if a.outcome == AttemptOutcome::Succeeded {
             if !cleared.contains(&&a.config_id) {

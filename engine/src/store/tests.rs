@@ -406,6 +406,9 @@ async fn tagged_code(s: Scratch) {
     assert_eq!(s.store.script_code(&tenant, &record.id).await.unwrap().compiled, Some(code), "restored");
 }
 
+/// For [`Scratch::count`]: attempts that still hold a body.
+const ATTEMPTS_WITH_BODIES: &str = "attempts WHERE request_body IS NOT NULL OR response_body IS NOT NULL";
+
 both_backends!(the_purge_removes_exactly_what_is_past_each_window, purge);
 async fn purge(s: Scratch) {
     let store = &s.store;
@@ -442,7 +445,7 @@ async fn purge(s: Scratch) {
     s.received_at(&tenant, "edge", now - 60 * DAY).await;
 
     // Chunks are bounded: one row, then one event, oldest first.
-    assert_eq!(store.purge_payloads(now - 15 * DAY, 1).await.unwrap(), 1);
+    assert_eq!(store.purge_payloads(now - 15 * DAY, 1).await.unwrap(), PurgedPayloads { payloads: 1, done: false });
     assert!(store.get_attempt(&tenant, &a_done).await.unwrap().request_body.is_none(), "the oldest payload went first");
     let first = store.purge_events(now - 60 * DAY, 1).await.unwrap();
     assert_eq!(first, PurgedEvents { events: 1, deliveries: 1, attempts: 1, payloads: 0 });
@@ -474,7 +477,7 @@ async fn purge(s: Scratch) {
         assert_eq!(a.request_headers["webhook-id"], "x", "headers stay with the attempt");
     }
     assert_eq!(
-        (s.count("events").await, s.count("deliveries").await, s.count("attempts").await, s.count("attempt_payloads").await),
+        (s.count("events").await, s.count("deliveries").await, s.count("attempts").await, s.count(ATTEMPTS_WITH_BODIES).await),
         (4, 3, 4, 2)
     );
 
@@ -484,9 +487,49 @@ async fn purge(s: Scratch) {
     assert_eq!(later.events.events, 2, "recent and edge");
     assert_eq!(later.payloads, 2);
     assert_eq!(
-        (s.count("events").await, s.count("deliveries").await, s.count("attempts").await, s.count("attempt_payloads").await),
+        (s.count("events").await, s.count("deliveries").await, s.count("attempts").await, s.count(ATTEMPTS_WITH_BODIES).await),
         (2, 1, 1, 0)
     );
+}
+
+both_backends!(the_payload_purge_walks_every_tenant_and_goes_on_where_it_stopped, payload_walk);
+async fn payload_walk(s: Scratch) {
+    let store = &s.store;
+    let (a, b) = (s.tenant("a").await, s.tenant("b").await);
+    let now = now_ms();
+    let (mut old, mut recent) = (Vec::new(), Vec::new());
+    for (tenant, n) in [(&a, 3), (&b, 2)] {
+        let seq = s.ingest(tenant, "e").await;
+        let d = s.route(tenant, seq, &ConfigId::generate(), DeliveryStatus::Pending).await;
+        for number in 1..=n {
+            old.push((tenant.clone(), s.attempt(tenant, &d, number, now - 20 * DAY, AttemptOutcome::Retry).await));
+        }
+        recent.push((tenant.clone(), s.attempt(tenant, &d, n + 1, now - DAY, AttemptOutcome::Retry).await));
+    }
+
+    // Two attempts walked per chunk: `a`'s first two; its third, then `b`'s
+    // first; `b`'s second, and every walk has met a recent attempt.
+    let mut chunks = Vec::new();
+    loop {
+        let chunk = store.purge_payloads(now - 15 * DAY, 2).await.unwrap();
+        chunks.push(chunk);
+        if chunk.done || chunks.len() > 5 {
+            break;
+        }
+    }
+    let chunk = |payloads, done| PurgedPayloads { payloads, done };
+    assert_eq!(chunks, [chunk(2, false), chunk(2, false), chunk(1, true)]);
+    for (tenant, attempt) in &old {
+        assert!(store.get_attempt(tenant, attempt).await.unwrap().request_body.is_none(), "{attempt}");
+    }
+    for (tenant, attempt) in &recent {
+        assert!(store.get_attempt(tenant, attempt).await.unwrap().request_body.is_some(), "{attempt}");
+    }
+    // Each walk stopped before its recent attempt, and starts there again.
+    assert_eq!(s.count("payload_purges").await, 2);
+    assert_eq!(store.purge_payloads(now - 15 * DAY, 2).await.unwrap(), chunk(0, true));
+    assert_eq!(store.purge_payloads(now + DAY, 10).await.unwrap(), chunk(2, true));
+    assert_eq!(s.count(ATTEMPTS_WITH_BODIES).await, 0);
 }
 
 both_backends!(added_deliveries_are_recorded_once_and_only_in_their_tenant, added_deliveries);
@@ -1204,8 +1247,8 @@ async fn portal_links(s: Scratch) {
     assert!(s.store.find_key(&secret.hash()).await.unwrap().is_none());
 }
 
-/// Rows written under the PostgreSQL schema before deliveries and attempts
-/// were keyed by tenant (0009).
+/// Rows written before deliveries and attempts were keyed by tenant
+/// (PostgreSQL 0009), and before attempts held their own bodies.
 const OLDER_ROWS: &str = "
     INSERT INTO tenants (id, name, created_at) VALUES ('ten_0000000000007000800000000000000a', 'older', 1);
     INSERT INTO events (tenant_id, id, type, organization_unit, occurred_at_ns, received_at, payload)
@@ -1237,6 +1280,23 @@ async fn older_rows_are_kept(store: &Store) {
     assert_eq!(store.list_attempts(&tenant, &filter, &page).await.unwrap().items.len(), 1);
     let other = store.create_tenant("other", None).await.unwrap().id;
     assert!(matches!(store.get_attempt(&other, &attempt).await, Err(StoreError::NotFound)), "keyed by tenant");
+}
+
+#[tokio::test]
+async fn a_sqlite_database_from_before_inline_bodies_keeps_its_attempts_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sluice.db");
+    {
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options).await.unwrap();
+        let mut older = sqlx::migrate!("./migrations/sqlite");
+        older.migrations = older.migrations.iter().filter(|m| m.version <= 14).cloned().collect::<Vec<_>>().into();
+        older.run(&mut conn).await.unwrap();
+        sqlx::raw_sql(OLDER_ROWS).execute(&mut conn).await.unwrap();
+    }
+    let store = Store::open_sqlite(&path, test_keys()).await.unwrap();
+    older_rows_are_kept(&store).await;
+    store.close().await;
 }
 
 #[tokio::test]
