@@ -2,7 +2,7 @@
 # What the tests need on a Debian machine, installed or started only where
 # missing: Debian's Rust with its std sources (scripts build for wasm with
 # it when rustup has no wasm target), a PostgreSQL server on 127.0.0.1:5432
-# that trusts the `postgres` user, the `standardwebhooks` Python package, and
+# that trusts the `postgres` user, openssl, the `standardwebhooks` Python package, and
 # Chromium with chromedriver for the console's browser tests.
 # `./scripts/test.sh` runs it first; on a machine that has all of it, it
 # does nothing. Set SLUICE_TEST_POSTGRES to use another server instead.
@@ -26,6 +26,9 @@ fi
 # The PostgreSQL backend's tests need a server on 127.0.0.1:5432.
 command -v pg_ctlcluster >/dev/null || packages+=(postgresql)
 command -v pg_isready >/dev/null || packages+=(postgresql-client)
+
+# The client-certificate tests read PKCS#12 files written by openssl.
+command -v openssl >/dev/null || packages+=(openssl)
 
 # The signing tests verify with the `standardwebhooks` library from PyPI,
 # independent of sluice's own code.
