@@ -1,8 +1,8 @@
 //! Delivery when receivers misbehave: every way a request can fail ends in
 //! the right retries and final state with the reason logged; `410 Gone` and
 //! continuous failure disable a configuration, and enabling it resumes;
-//! `Retry-After` is honoured; a hanging endpoint holds up no other; the rate
-//! limit holds. Real engine process, real receivers on 127.0.0.1.
+//! `Retry-After` is honoured; a hanging endpoint holds up no other, and its
+//! events read routed while it holds them; the rate limit holds. Real engine process, real receivers on 127.0.0.1.
 
 use std::time::Duration;
 
@@ -199,6 +199,24 @@ async fn a_hanging_endpoint_does_not_hold_up_another() {
     // Every event reached the healthy endpoint while the hanging one held
     // at most its own two slots.
     assert!(hangs.arrived() <= 2, "{} requests reached the hanging endpoint at once", hangs.arrived());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_whose_receiver_is_slow_to_answer_reads_routed_with_its_delivery_pending() {
+    let engine = Engine::start().await;
+    let api = engine.admin();
+    let slow = Receiver::with(Behaviour { status: 200, delay: Duration::from_secs(4) }).await;
+    api.enabled_config(json!({"name": "slow", "endpoint": slow.url, "event_types": ["slow.*"], "deadline": 10000})).await;
+    api.ingest(&[event_body("slow-1", "slow.thing", "emea", json!({}))]).await;
+    // While the receiver holds the request, the event is routed and its
+    // delivery pending (not an event that looks as if nothing happened).
+    let during = api.wait_for("/v1/events/slow-1", |e| e["routed"] == true && e["deliveries"][0]["status"] == "pending").await;
+    assert_eq!(during["deliveries"].as_array().map(Vec::len), Some(1), "{during}");
+    assert!(slow.received().is_empty(), "read before the receiver answered");
+    // Its answer settles the same delivery, after one attempt.
+    let done = delivery_when(&api, "slow-1", |d| d["status"] == "succeeded").await;
+    assert_eq!((done["id"].clone(), done["attempts"].clone()), (during["deliveries"][0]["id"].clone(), json!(1)));
+    assert_eq!(attempts_of(&api, &done).await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

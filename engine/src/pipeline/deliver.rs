@@ -156,8 +156,9 @@ enum Admission {
     Defer(i64),
 }
 
-/// How long a delivery handed on unwritten waits in a send queue, or for
-/// a rate limit's slot, before a row shows it (see [`Deliverer::show`]).
+/// How long a delivery handed on unwritten waits in a send queue, for a
+/// rate limit's slot, or for its receiver's answer, before a row shows it
+/// (see [`Deliverer::show`]).
 const UNWRITTEN_WAIT: Duration = Duration::from_secs(1);
 
 /// Longest `Retry-After` honoured.
@@ -339,7 +340,7 @@ impl Deliverer {
         }
         let sent = {
             let _sending = InFlight::count(&self.in_flight);
-            config.send(&self.store, &job).await
+            self.send_showing(&config, &job).await
         };
         // Answered: the receiver's slot is free while the attempt is
         // recorded, if there is room to record it.
@@ -459,6 +460,27 @@ impl Deliverer {
         let (count, now) = (waiting.len(), timestamp::now_ms());
         if let Err(e) = self.store.write_pending(waiting, now, Some(now + LEASE_MS)).await {
             tracing::warn!(deliveries = count, error = %e, "writing rows of waiting deliveries failed; their events' claims cover them");
+        }
+    }
+
+    /// Sends `job`'s attempt. A delivery handed on unwritten whose attempt
+    /// is still under way after [`UNWRITTEN_WAIT`] is shown meanwhile: a
+    /// slow receiver would otherwise leave its event unrouted to readers
+    /// (and to other nodes' recovery scans) until it answers or its
+    /// deadline passes. The request goes on while the row is written.
+    async fn send_showing(&self, config: &ActiveConfig, job: &DeliveryJob) -> Sent {
+        let send = config.send(&self.store, job);
+        let Some(unwritten) = job.unwritten.as_ref() else { return send.await };
+        tokio::pin!(send);
+        let show = async {
+            tokio::time::sleep(UNWRITTEN_WAIT).await;
+            if unwritten.mark_shown() {
+                self.show(vec![unwritten.clone()]).await;
+            }
+        };
+        tokio::select! {
+            sent = &mut send => sent,
+            () = show => send.await,
         }
     }
 
