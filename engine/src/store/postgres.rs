@@ -1323,15 +1323,21 @@ pub(super) async fn record_group(pool: &PgPool, attempts: &[&NewAttempt]) -> Res
     // vacuum, and each group read them all (63,770 entries and 3,142 heap
     // pages for a group of 200 in a load run: 12.5 ms, against 0.6 ms by
     // primary key). Matched by key, the row is still checked for being
-    // pending, by every node that races for it.
+    // pending, by every node that races for it. Deliveries whose rows this
+    // group has just written settled (handed on unwritten: most first
+    // attempts) are left out of the update: with none left, the join ends
+    // before reading `deliveries` at all. (Joined, they made the planner
+    // hash-join a table of a few thousand rows read whole: 10,527 rows read
+    // for a group of 145 in a load run, 9.6 ms, to update none of them.)
     sqlx::query(
         "WITH a AS MATERIALIZED (
             SELECT *, 'pending'::text AS was
             FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::text[],
                         $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
-                        $15::text[], $16::text[], $17::bigint[])
+                        $15::text[], $16::text[], $17::bigint[], $19::boolean[])
                      AS a(id, tenant_id, delivery_id, number, started_at, duration_ms, method, uri, response_status, outcome,
-                          error, request_headers, response_headers, request_body, response_body, status, next_attempt_at)),
+                          error, request_headers, response_headers, request_body, response_body, status, next_attempt_at,
+                          written)),
          attempt AS (
             INSERT INTO attempts (id, tenant_id, delivery_id, number, started_at, duration_ms, method, uri,
                                   response_status, outcome, error, request_headers, response_headers, request_body, response_body)
@@ -1339,7 +1345,8 @@ pub(super) async fn record_group(pool: &PgPool, attempts: &[&NewAttempt]) -> Res
                    response_status, outcome, error, request_headers, response_headers, request_body, response_body FROM a)
          UPDATE deliveries d SET status = a.status, attempts = a.number, next_attempt_at = a.next_attempt_at,
                                  lease_until = NULL, lease_owner = NULL, updated_at = $18
-         FROM a WHERE d.id = a.delivery_id AND d.tenant_id = a.tenant_id AND d.status = a.was AND d.attempts < a.number",
+         FROM (SELECT * FROM a WHERE NOT written) a
+         WHERE d.id = a.delivery_id AND d.tenant_id = a.tenant_id AND d.status = a.was AND d.attempts < a.number",
     )
     .bind(&ids)
     .bind(&tenants)
@@ -1359,6 +1366,7 @@ pub(super) async fn record_group(pool: &PgPool, attempts: &[&NewAttempt]) -> Res
     .bind(&delivery_status)
     .bind(&next)
     .bind(now)
+    .bind(attempts.iter().map(|a| a.unwritten.is_some()).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
 
