@@ -552,8 +552,10 @@ pub struct EventView {
     #[schema(format = DateTime)]
     pub received_at: String,
     /// Whether its deliveries have all been recorded. A delivery sent
-    /// straight after routing is recorded with its first attempt: until
-    /// then the event is not routed yet, and its `deliveries` lack it.
+    /// straight after routing is recorded with its first attempt, or
+    /// pending once it has waited a second for it (queued, or its receiver
+    /// slow to answer): until then the event is not routed yet, and its
+    /// `deliveries` lack it.
     pub routed: bool,
     /// With `GET /v1/events/{id}` only.
     #[serde(skip_serializing_if = "Option::is_none")]
