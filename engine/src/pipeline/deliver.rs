@@ -43,6 +43,9 @@ pub struct Deliverer {
     /// Requests sent and not yet answered (the permits count also the
     /// sender waiting for its next turn).
     in_flight: AtomicUsize,
+    /// Of those, the deliveries handed on unwritten, by address, where
+    /// [`Deliverer::show_waiting`] sees them as it sees the queued ones.
+    sending_unwritten: Mutex<HashMap<usize, Arc<Unwritten>>>,
     /// Attempts answered and being recorded. A request's slot is given
     /// back once it is answered, not once it is recorded: the store's
     /// latency must not cap a receiver's rate at `max_in_flight` over it.
@@ -54,19 +57,33 @@ pub struct Deliverer {
 }
 
 /// One request counted in flight until dropped (answered, or the attempt
-/// abandoned).
-struct InFlight<'a>(&'a AtomicUsize);
+/// abandoned); a delivery handed on unwritten is meanwhile where the sweep
+/// that shows waiting deliveries finds it. Dropped before the attempt is
+/// recorded, under the lock the sweep marks under: the recording sees
+/// whether it was shown.
+struct InFlight<'a> {
+    deliverer: &'a Deliverer,
+    unwritten: Option<usize>,
+}
 
 impl<'a> InFlight<'a> {
-    fn count(n: &'a AtomicUsize) -> Self {
-        n.fetch_add(1, Ordering::Relaxed);
-        Self(n)
+    fn start(deliverer: &'a Deliverer, job: &DeliveryJob) -> Self {
+        deliverer.in_flight.fetch_add(1, Ordering::Relaxed);
+        let unwritten = job.unwritten.as_ref().map(|u| {
+            let key = Arc::as_ptr(u) as usize;
+            lock(&deliverer.sending_unwritten).insert(key, u.clone());
+            key
+        });
+        Self { deliverer, unwritten }
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.deliverer.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Some(key) = self.unwritten {
+            lock(&self.deliverer.sending_unwritten).remove(&key);
+        }
     }
 }
 
@@ -174,6 +191,7 @@ impl Deliverer {
             configs,
             permits: Arc::new(Semaphore::new(concurrency)),
             in_flight: AtomicUsize::new(0),
+            sending_unwritten: Mutex::default(),
             recording: Arc::new(Semaphore::new(concurrency)),
             queue: FairQueue::new(Bounds {
                 per_key: queued / CONFIG_SHARE,
@@ -339,8 +357,8 @@ impl Deliverer {
             tokio::time::sleep(wait).await;
         }
         let sent = {
-            let _sending = InFlight::count(&self.in_flight);
-            self.send_showing(&config, &job).await
+            let _sending = InFlight::start(self, &job);
+            config.send(&self.store, &job).await
         };
         // Answered: the receiver's slot is free while the attempt is
         // recorded, if there is room to record it.
@@ -463,29 +481,12 @@ impl Deliverer {
         }
     }
 
-    /// Sends `job`'s attempt. A delivery handed on unwritten whose attempt
-    /// is still under way after [`UNWRITTEN_WAIT`] is shown meanwhile: a
-    /// slow receiver would otherwise leave its event unrouted to readers
-    /// (and to other nodes' recovery scans) until it answers or its
-    /// deadline passes. The request goes on while the row is written.
-    async fn send_showing(&self, config: &ActiveConfig, job: &DeliveryJob) -> Sent {
-        let send = config.send(&self.store, job);
-        let Some(unwritten) = job.unwritten.as_ref() else { return send.await };
-        tokio::pin!(send);
-        let show = async {
-            tokio::time::sleep(UNWRITTEN_WAIT).await;
-            if unwritten.mark_shown() {
-                self.show(vec![unwritten.clone()]).await;
-            }
-        };
-        tokio::select! {
-            sent = &mut send => sent,
-            () = show => send.await,
-        }
-    }
-
     /// Every [`UNWRITTEN_WAIT`], shows the deliveries handed on unwritten
-    /// that have waited that long in the send queues.
+    /// that have waited that long in the send queues, or for their
+    /// receivers' answers: a slow receiver would otherwise leave its event
+    /// unrouted to readers (and to other nodes' recovery scans) until it
+    /// answers or its deadline passes. A request goes on while its row is
+    /// written, and its attempt settles the row whichever is written first.
     async fn show_waiting(self: Arc<Self>) {
         let mut tick = tokio::time::interval(UNWRITTEN_WAIT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -493,14 +494,18 @@ impl Deliverer {
             tick.tick().await;
             let before = timestamp::now_ms() - UNWRITTEN_WAIT.as_millis() as i64;
             let mut waiting = Vec::new();
-            // Marked under the queues' lock: one not marked now is taken
-            // for sending after this, never shown, and its attempt's write
-            // need not meet a row.
+            // Marked under the queues' lock, then the senders': a mark is
+            // made before its attempt is recorded or not at all (see
+            // `InFlight`), and that write knows whether it meets a row.
             self.queue.each(|job| {
                 if let Some(u) = job.unwritten.as_ref().filter(|u| u.routed_at < before && u.mark_shown()) {
                     waiting.push(u.clone());
                 }
             });
+            {
+                let sending = lock(&self.sending_unwritten);
+                waiting.extend(sending.values().filter(|u| u.routed_at < before && u.mark_shown()).cloned());
+            }
             self.show(waiting).await;
         }
     }
