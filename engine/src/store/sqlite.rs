@@ -1183,7 +1183,8 @@ impl SqliteStore {
 
     pub async fn write_pending(&self, unwritten: Vec<Arc<Unwritten>>, next_attempt_at: i64, lease_until: Option<i64>) -> Result<()> {
         self.write(move |c| {
-            unwritten.iter().try_for_each(|u| write_unwritten(c, u, DeliveryStatus::Pending, 0, Some(next_attempt_at), lease_until))
+            let mut writes = UnwrittenWrites::prepare(c)?;
+            unwritten.iter().try_for_each(|u| writes.write(u, DeliveryStatus::Pending, 0, Some(next_attempt_at), lease_until))
         })
         .await
     }
@@ -1392,6 +1393,7 @@ fn insert_attempts(c: &rusqlite::Connection, attempts: &[NewAttempt]) -> Result<
          ON CONFLICT (config_id) DO UPDATE SET failures = failures + 1",
     )?;
     let mut read = c.prepare_cached("SELECT failures, since FROM failure_streaks WHERE config_id = ?")?;
+    let mut writes = UnwrittenWrites::prepare(c)?;
     // Configurations whose streak this group has cleared and not counted
     // since: a group's successes are mostly to the same few receivers.
     let mut cleared: Vec<&ConfigId> = Vec::new();
@@ -1400,7 +1402,7 @@ fn insert_attempts(c: &rusqlite::Connection, attempts: &[NewAttempt]) -> Result<
         let status = a.outcome.settles_as();
         // The delivery's row before its attempt's (the attempt refers to it).
         match &a.unwritten {
-            Some(unwritten) => write_unwritten(c, unwritten, status, a.number, a.next_attempt_at, None)?,
+            Some(unwritten) => writes.write(unwritten, status, a.number, a.next_attempt_at, None)?,
             None => {
                 settle.execute(rusqlite::params![
                     status.as_str(),
@@ -1445,65 +1447,80 @@ fn insert_attempts(c: &rusqlite::Connection, attempts: &[NewAttempt]) -> Result<
     Ok(streaks)
 }
 
-/// Writes the row of a delivery handed on unwritten, `status` after
-/// `attempts` attempts, and marks its event routed if that was the last
-/// row its routing awaited. With `lease_until` it only shows the delivery
-/// (pending, held by its sender) and leaves a row already written alone;
-/// without, it settles the row a lease wrote, if that is still pending.
-/// A delivery whose configuration was deleted meanwhile is written failed,
-/// as the deletion ended the others.
-fn write_unwritten(
-    c: &rusqlite::Connection,
-    unwritten: &Unwritten,
-    status: DeliveryStatus,
-    attempts: i64,
-    next_attempt_at: Option<i64>,
-    lease_until: Option<i64>,
-) -> Result<()> {
-    let d = &unwritten.delivery;
-    // Only a delivery left pending can outlive its configuration. (Asked
-    // apart: as `INSERT … SELECT` with the test in it, the insert cost the
-    // writer 10 % more per event.)
-    let gone = status == DeliveryStatus::Pending
-        && c.prepare_cached("SELECT 1 FROM configurations WHERE id = ?")?
-            .query_row([d.config_id.as_str()], |_| Ok(()))
-            .optional()?
-            .is_none();
-    let (status, reason, error_kind, next_attempt_at, lease_until) = match gone {
-        true => (DeliveryStatus::Failed, Some(config_deleted!(reason)), Some(config_deleted!(kind)), None, None),
-        false => (status, d.reason.as_deref(), d.error_kind.as_deref(), next_attempt_at, lease_until),
-    };
-    c.prepare_cached(
-        "INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
-                                 script_logs, body, headers, attempts, next_attempt_at, lease_until, created_at, updated_at,
-                                 fuel_used)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
-         ON CONFLICT (id) DO UPDATE SET status = excluded.status, attempts = excluded.attempts,
-                                        next_attempt_at = excluded.next_attempt_at, lease_until = NULL, updated_at = excluded.updated_at
-         WHERE ?14 IS NULL AND deliveries.status = 'pending' AND deliveries.attempts <= excluded.attempts",
-    )?
-    .execute(rusqlite::params![
-        d.id.as_str(),
-        unwritten.tenant.as_str(),
-        unwritten.event_seq,
-        d.config_id.as_str(),
-        d.config_version,
-        status.as_str(),
-        reason,
-        error_kind,
-        d.script_logs,
-        d.body,
-        d.headers,
-        attempts,
-        next_attempt_at,
-        lease_until,
-        unwritten.routed_at,
-        now_ms(),
-        d.fuel_used
-    ])?;
-    c.prepare_cached("DELETE FROM unrouted WHERE seq = ?1 AND ?2 <= (SELECT count(*) FROM deliveries WHERE event_seq = ?1)")?
-        .execute([unwritten.event_seq, unwritten.awaiting])?;
-    Ok(())
+/// The statements writing the rows of deliveries handed on unwritten,
+/// prepared once per job: looked up per row, the statement cache hashed
+/// their text for every delivery on the writer everyone shares.
+struct UnwrittenWrites<'c> {
+    config_exists: rusqlite::CachedStatement<'c>,
+    upsert: rusqlite::CachedStatement<'c>,
+    mark_routed: rusqlite::CachedStatement<'c>,
+}
+
+impl<'c> UnwrittenWrites<'c> {
+    fn prepare(c: &'c rusqlite::Connection) -> Result<Self> {
+        Ok(Self {
+            config_exists: c.prepare_cached("SELECT 1 FROM configurations WHERE id = ?")?,
+            upsert: c.prepare_cached(
+                "INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
+                                         script_logs, body, headers, attempts, next_attempt_at, lease_until, created_at, updated_at,
+                                         fuel_used)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+                 ON CONFLICT (id) DO UPDATE SET status = excluded.status, attempts = excluded.attempts,
+                                                next_attempt_at = excluded.next_attempt_at, lease_until = NULL, updated_at = excluded.updated_at
+                 WHERE ?14 IS NULL AND deliveries.status = 'pending' AND deliveries.attempts <= excluded.attempts",
+            )?,
+            mark_routed: c
+                .prepare_cached("DELETE FROM unrouted WHERE seq = ?1 AND ?2 <= (SELECT count(*) FROM deliveries WHERE event_seq = ?1)")?,
+        })
+    }
+
+    /// Writes the row of a delivery handed on unwritten, `status` after
+    /// `attempts` attempts, and marks its event routed if that was the last
+    /// row its routing awaited. With `lease_until` it only shows the delivery
+    /// (pending, held by its sender) and leaves a row already written alone;
+    /// without, it settles the row a lease wrote, if that is still pending.
+    /// A delivery whose configuration was deleted meanwhile is written failed,
+    /// as the deletion ended the others.
+    fn write(
+        &mut self,
+        unwritten: &Unwritten,
+        status: DeliveryStatus,
+        attempts: i64,
+        next_attempt_at: Option<i64>,
+        lease_until: Option<i64>,
+    ) -> Result<()> {
+        let d = &unwritten.delivery;
+        // Only a delivery left pending can outlive its configuration. (Asked
+        // apart: as `INSERT … SELECT` with the test in it, the insert cost the
+        // writer 10 % more per event.)
+        let gone =
+            status == DeliveryStatus::Pending && self.config_exists.query_row([d.config_id.as_str()], |_| Ok(())).optional()?.is_none();
+        let (status, reason, error_kind, next_attempt_at, lease_until) = match gone {
+            true => (DeliveryStatus::Failed, Some(config_deleted!(reason)), Some(config_deleted!(kind)), None, None),
+            false => (status, d.reason.as_deref(), d.error_kind.as_deref(), next_attempt_at, lease_until),
+        };
+        self.upsert.execute(rusqlite::params![
+            d.id.as_str(),
+            unwritten.tenant.as_str(),
+            unwritten.event_seq,
+            d.config_id.as_str(),
+            d.config_version,
+            status.as_str(),
+            reason,
+            error_kind,
+            d.script_logs,
+            d.body,
+            d.headers,
+            attempts,
+            next_attempt_at,
+            lease_until,
+            unwritten.routed_at,
+            now_ms(),
+            d.fuel_used
+        ])?;
+        self.mark_routed.execute([unwritten.event_seq, unwritten.awaiting])?;
+        Ok(())
+    }
 }
 
 /// Records the script a configuration runs from `version` on, unless its

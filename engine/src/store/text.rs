@@ -25,13 +25,11 @@ use std::borrow::Cow;
 
 const ESCAPE: char = '\u{FFFF}';
 
-fn needs_escape(c: char) -> bool {
-    c == '\0' || c == ESCAPE
-}
-
 /// `raw` as stored.
 pub fn encode(raw: &str) -> Cow<'_, str> {
-    if !raw.contains(needs_escape) {
+    // Two byte searches (`memchr`), not a walk char by char: bodies pass
+    // here on the way to the store's one writer.
+    if !raw.as_bytes().contains(&0) && !raw.contains(ESCAPE) {
         return Cow::Borrowed(raw);
     }
     let mut out = String::with_capacity(raw.len() + 8);
