@@ -255,7 +255,11 @@ fn open_writer(path: &Path) -> Result<rusqlite::Connection> {
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
          PRAGMA foreign_keys = ON;
-         PRAGMA cache_size = -32768;
+         -- 8 MiB, not the readers' 32: a B-tree rebalance renumbers a page
+         -- through the lock-byte page's number (262,145 with 4-KiB pages), and
+         -- every commit that follows one then walks the whole page cache's hash
+         -- table, a slot per cached page (3.6 % of the writer's time at 32 MiB).
+         PRAGMA cache_size = -8192;
          -- A job run again runs in a savepoint, which keeps the pages it changes
          -- in a sub-journal: in memory, not written to a temporary file.
          PRAGMA temp_store = MEMORY;
