@@ -24,9 +24,10 @@ pub struct DeliveryJob {
     pub delivery: DeliveryId,
     pub config: ConfigId,
     pub event: Arc<Event>,
-    /// The script's replacement body (JSON text), if any.
+    /// The script's replacement body (JSON text), if any; see
+    /// [`DeliveryJob::body`].
     pub body: Option<String>,
-    /// JSON array of headers the script added.
+    /// JSON array of headers the script added; see [`DeliveryJob::headers`].
     pub headers: Option<String>,
     /// 1 for the first attempt.
     pub attempt: u32,
@@ -72,6 +73,19 @@ impl Drop for EventHold {
 impl std::fmt::Debug for EventHold {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventHold").field("seq", &self.seq).finish()
+    }
+}
+
+impl DeliveryJob {
+    /// The script's replacement body: the job's own, or, handed on
+    /// unwritten, the one its row is to hold (kept once, not copied).
+    pub fn body(&self) -> Option<&str> {
+        self.body.as_deref().or_else(|| self.unwritten.as_ref()?.delivery.body.as_deref())
+    }
+
+    /// The headers the script added, as [`DeliveryJob::body`].
+    pub fn headers(&self) -> Option<&str> {
+        self.headers.as_deref().or_else(|| self.unwritten.as_ref()?.delivery.headers.as_deref())
     }
 }
 

@@ -82,8 +82,8 @@ impl Target {
 pub fn build(spec: &ExportConfig, target: &Target, job: &DeliveryJob) -> Request {
     use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-    let body = bytes::Bytes::from(match &job.body {
-        Some(b) => b.clone().into_bytes(),
+    let body = bytes::Bytes::from(match job.body() {
+        Some(b) => b.as_bytes().to_vec(),
         None => default_body(&job.event),
     });
     let mut headers = HeaderMap::with_capacity(12);
@@ -100,7 +100,7 @@ pub fn build(spec: &ExportConfig, target: &Target, job: &DeliveryJob) -> Request
             put(n, v);
         }
     }
-    if let Some(script_headers) = job.headers.as_deref().and_then(|h| serde_json::from_str::<Vec<Header>>(h).ok()) {
+    if let Some(script_headers) = job.headers().and_then(|h| serde_json::from_str::<Vec<Header>>(h).ok()) {
         for h in script_headers {
             if let Some(n) = parsed(&h.name) {
                 put(n, &h.value);

@@ -220,8 +220,9 @@ impl Router {
                     delivery: d.id.clone(),
                     config: config.id.clone(),
                     event: job.event.clone(),
-                    body: d.body.clone(),
-                    headers: d.headers.clone(),
+                    // Read from `unwritten`, which keeps them for the row.
+                    body: None,
+                    headers: None,
                     attempt: 1,
                     undecided: false,
                     unwritten: Some(self.store.unwritten(job.tenant.clone(), job.seq, d, awaiting)),
