@@ -254,6 +254,9 @@ pub struct Candidate {
 /// leaving its events to the recovery scan.
 const ROUTE_QUEUE_WAIT: Duration = Duration::from_secs(2);
 
+/// How often a node tells the others it is alive (PostgreSQL).
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
 impl App {
     /// Wires the pipeline and starts its tasks: the router, the deliverer,
     /// the retry poller, the retention purge, and a scan that routes events
@@ -304,6 +307,7 @@ impl App {
             certificates_told: Mutex::default(),
         });
         tokio::spawn(app.clone().route_unrouted());
+        tokio::spawn(app.clone().keep_alive());
         tokio::spawn(app.clone().store_notices(raised));
         tokio::spawn(app.clone().watch_certificates());
         if let Some(changes) = app.store.watch().await? {
@@ -379,6 +383,34 @@ impl App {
             if complete {
                 before = timestamp::now_ms() - 30_000;
             }
+        }
+    }
+
+    /// Every [`HEARTBEAT`], says this node is alive, and releases what
+    /// nodes silent for [`store::NODE_SILENT_MS`] held, so that their events
+    /// and deliveries are taken over within a minute or so rather than when
+    /// their claims run out. It judges others only once its own heartbeats
+    /// have gone through for longer than that: after an outage of the
+    /// database, every node that is alive has spoken again by then.
+    async fn keep_alive(self: Arc<Self>) {
+        let judge_after = Duration::from_millis(store::NODE_SILENT_MS as u64) + HEARTBEAT;
+        let mut healthy_since: Option<std::time::Instant> = None;
+        loop {
+            let judge = healthy_since.is_some_and(|since| since.elapsed() >= judge_after);
+            match self.store.keep_alive(judge).await {
+                Ok(silent) => {
+                    healthy_since.get_or_insert_with(std::time::Instant::now);
+                    for node in silent {
+                        tracing::warn!(node, "a node was silent too long; its events and deliveries are taken over");
+                    }
+                }
+                Err(StoreError::Closed) => return,
+                Err(e) => {
+                    healthy_since = None;
+                    tracing::warn!(error = %e, "telling the other nodes this one is alive failed");
+                }
+            }
+            tokio::time::sleep(HEARTBEAT).await;
         }
     }
 

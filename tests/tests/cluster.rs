@@ -345,3 +345,47 @@ async fn a_node_that_never_saw_the_upload_runs_the_stored_compiled_script() {
     let uploader_cache = first.data_dir().join("data").join("compiled");
     assert!(std::fs::read_dir(&uploader_cache).is_ok_and(|d| d.count() == 1), "the uploading node compiled it (and cached it)");
 }
+
+/// A node that dies for good, with its events' deliveries in flight and
+/// their rows unwritten: the other node finds it silent and takes over its
+/// claims, and every one of its events ends delivered, with its state
+/// recorded, long before the claims it took at ingest (5 minutes) run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_dies_for_good_has_its_events_taken_over_before_its_claims_run_out() {
+    let database = PostgresDatabase::create().await;
+    let mut victim = Engine::start_on_database(database.url(), &[("SLUICE_NODE_ID", "node-1")]).await;
+    let survivor = Engine::start_on_database(database.url(), &[("SLUICE_NODE_ID", "node-2")]).await;
+    // Slow: the victim's first attempts are under way when it dies.
+    let rx = Receiver::with(Behaviour { status: 200, delay: Duration::from_secs(3) }).await;
+    victim.admin().enabled_config(json!({"name": "taken over", "endpoint": rx.url, "event_types": ["order.*"]})).await;
+    let ids: Vec<String> = (0..10).map(|i| format!("orphan-{i}")).collect();
+    let events: Vec<_> = ids.iter().map(|id| event_body(id, "order.paid", "emea", json!({}))).collect();
+    victim.admin().ingest(&events).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rx.arrived() == 0 {
+        assert!(Instant::now() < deadline, "the victim sent nothing");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    victim.kill().await;
+    let killed = Instant::now();
+
+    // Silent for 30 s, then released; the next recovery scan (every 30 s)
+    // routes its events. Two minutes is well inside the five its claims
+    // would hold them.
+    let api = survivor.admin();
+    let deadline = killed + Duration::from_secs(120);
+    for id in &ids {
+        loop {
+            let event = api.get(&format!("/v1/events/{id}")).await.expect(200);
+            let delivered = event["deliveries"].as_array().is_some_and(|d| d.iter().any(|d| d["status"] == "succeeded"));
+            if event["routed"] == true && delivered {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{id} not taken over {:?} after its node died: {event}", killed.elapsed());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    let got: BTreeSet<String> = rx.received().iter().filter_map(|r| r.header("webhook-id").map(str::to_owned)).collect();
+    assert_eq!(got, ids.iter().cloned().collect(), "every event reached the receiver");
+    drop(survivor);
+}

@@ -367,6 +367,11 @@ impl DeliveryStatus {
 /// routed after half of it is routed in full, handing nothing on).
 pub const ROUTING_CLAIM_MS: i64 = 5 * 60 * 1000;
 
+/// How long a node may go without saying it is alive before the others
+/// take its claims and leases (see [`Store::keep_alive`]): six of its
+/// heartbeats missed.
+pub const NODE_SILENT_MS: i64 = 30_000;
+
 /// The routing of one event: a delivery row per matching configuration,
 /// but for those handed straight to a sender, whose rows their first
 /// attempt writes (see [`Unwritten`]).
@@ -1289,9 +1294,20 @@ impl Store {
     pub async fn write_pending(&self, unwritten: Vec<Arc<Unwritten>>, next_attempt_at: i64, lease_until: Option<i64>) -> Result<()> {
         dispatch!(self.write_pending(unwritten, next_attempt_at, lease_until))
     }
+    /// Says this node is alive. With `judge`, also releases what nodes not
+    /// heard from for [`NODE_SILENT_MS`] held (their events' routing claims
+    /// and their deliveries' leases), sooner than those would run out, and
+    /// forgets them; returns their ids. One node: nothing to tell.
+    pub async fn keep_alive(&self, judge: bool) -> Result<Vec<String>> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            Backend::Postgres(db) => db.keep_alive(judge).await,
+        }
+    }
     /// Drops the leases this node held before it (re)started, of deliveries
     /// and of events' routing: nothing of its own is in flight yet. Other
-    /// nodes' leases run to their expiry.
+    /// nodes' leases run to their expiry, or until the node is found silent
+    /// ([`Store::keep_alive`]).
     pub async fn release_leases(&self) -> Result<u64> {
         dispatch!(self.release_leases())
     }

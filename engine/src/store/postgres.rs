@@ -783,17 +783,37 @@ impl PostgresStore {
     /// A start-up query: found through the pending deliveries' index, so
     /// that taking and dropping a lease (every send) maintains no other.
     pub async fn release_leases(&self) -> Result<u64> {
-        let released =
-            sqlx::query("UPDATE deliveries SET lease_until = NULL, lease_owner = NULL WHERE lease_owner = $1 AND status = 'pending'")
-                .bind(self.node.as_str())
-                .execute(&self.pool)
-                .await?;
-        // Run out, not cleared: a scan routes these again as resumed.
-        let claims = sqlx::query("UPDATE unrouted SET claimed_until = 0, claimed_by = NULL WHERE claimed_by = $1")
-            .bind(self.node.as_str())
-            .execute(&self.pool)
+        let mut tx = self.pool.begin().await?;
+        let released = release_node(&mut tx, self.node.as_str()).await?;
+        tx.commit().await?;
+        Ok(released)
+    }
+
+    /// The times compared are the database server's, so that the nodes'
+    /// clocks need not agree.
+    pub async fn keep_alive(&self, judge: bool) -> Result<Vec<String>> {
+        const SERVER_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+        sqlx::query(&format!(
+            "INSERT INTO nodes (id, seen_at) VALUES ($1, {SERVER_MS}) ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at"
+        ))
+        .bind(self.node.as_str())
+        .execute(&self.pool)
+        .await?;
+        if !judge {
+            return Ok(Vec::new());
+        }
+        // Deleted and released in one transaction: a node that finds a
+        // silent one (two at once: one of them) releases all it held.
+        let mut tx = self.pool.begin().await?;
+        let silent: Vec<String> = sqlx::query_scalar(&format!("DELETE FROM nodes WHERE seen_at < {SERVER_MS} - $1 RETURNING id"))
+            .bind(NODE_SILENT_MS)
+            .fetch_all(&mut *tx)
             .await?;
-        Ok(released.rows_affected() + claims.rows_affected())
+        for node in &silent {
+            release_node(&mut tx, node).await?;
+        }
+        tx.commit().await?;
+        Ok(silent)
     }
 
     pub async fn write_pending(&self, unwritten: Vec<Arc<Unwritten>>, next_attempt_at: i64, lease_until: Option<i64>) -> Result<()> {
@@ -1111,6 +1131,20 @@ struct Settled<'a> {
 /// settles the rows a lease wrote, if still pending. A delivery whose
 /// configuration was deleted meanwhile is written failed, as the deletion
 /// ended the others.
+/// Releases what `node` holds: its deliveries' leases (they are due at
+/// once) and its events' routing claims (run out, not cleared: the
+/// recovery scan routes those events again, as resumed).
+async fn release_node(tx: &mut Transaction<'static, Postgres>, node: &str) -> Result<u64> {
+    let released =
+        sqlx::query("UPDATE deliveries SET lease_until = NULL, lease_owner = NULL WHERE lease_owner = $1 AND status = 'pending'")
+            .bind(node)
+            .execute(&mut **tx)
+            .await?;
+    let claims =
+        sqlx::query("UPDATE unrouted SET claimed_until = 0, claimed_by = NULL WHERE claimed_by = $1").bind(node).execute(&mut **tx).await?;
+    Ok(released.rows_affected() + claims.rows_affected())
+}
+
 async fn write_unwritten(tx: &mut Transaction<'static, Postgres>, rows: &[Settled<'_>], lease: Option<(i64, &str)>) -> Result<()> {
     let mut d = DeliveryRows::default();
     let mut attempts = Vec::with_capacity(rows.len());
