@@ -1116,6 +1116,20 @@ async fn stale_or_missing(tx: &mut Transaction<'static, Postgres>, tenant: &Tena
     }
 }
 
+/// Releases what `node` holds: its deliveries' leases (they are due at
+/// once) and its events' routing claims (run out, not cleared: the
+/// recovery scan routes those events again, as resumed).
+async fn release_node(tx: &mut Transaction<'static, Postgres>, node: &str) -> Result<u64> {
+    let released =
+        sqlx::query("UPDATE deliveries SET lease_until = NULL, lease_owner = NULL WHERE lease_owner = $1 AND status = 'pending'")
+            .bind(node)
+            .execute(&mut **tx)
+            .await?;
+    let claims =
+        sqlx::query("UPDATE unrouted SET claimed_until = 0, claimed_by = NULL WHERE claimed_by = $1").bind(node).execute(&mut **tx).await?;
+    Ok(released.rows_affected() + claims.rows_affected())
+}
+
 /// The row of a delivery handed on unwritten, as it is to be written.
 struct Settled<'a> {
     unwritten: &'a Unwritten,
@@ -1131,20 +1145,6 @@ struct Settled<'a> {
 /// settles the rows a lease wrote, if still pending. A delivery whose
 /// configuration was deleted meanwhile is written failed, as the deletion
 /// ended the others.
-/// Releases what `node` holds: its deliveries' leases (they are due at
-/// once) and its events' routing claims (run out, not cleared: the
-/// recovery scan routes those events again, as resumed).
-async fn release_node(tx: &mut Transaction<'static, Postgres>, node: &str) -> Result<u64> {
-    let released =
-        sqlx::query("UPDATE deliveries SET lease_until = NULL, lease_owner = NULL WHERE lease_owner = $1 AND status = 'pending'")
-            .bind(node)
-            .execute(&mut **tx)
-            .await?;
-    let claims =
-        sqlx::query("UPDATE unrouted SET claimed_until = 0, claimed_by = NULL WHERE claimed_by = $1").bind(node).execute(&mut **tx).await?;
-    Ok(released.rows_affected() + claims.rows_affected())
-}
-
 async fn write_unwritten(tx: &mut Transaction<'static, Postgres>, rows: &[Settled<'_>], lease: Option<(i64, &str)>) -> Result<()> {
     let mut d = DeliveryRows::default();
     let mut attempts = Vec::with_capacity(rows.len());
