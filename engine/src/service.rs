@@ -307,7 +307,9 @@ impl App {
             certificates_told: Mutex::default(),
         });
         tokio::spawn(app.clone().route_unrouted());
-        tokio::spawn(app.clone().keep_alive());
+        if app.store.has_peers() {
+            tokio::spawn(app.clone().keep_alive());
+        }
         tokio::spawn(app.clone().store_notices(raised));
         tokio::spawn(app.clone().watch_certificates());
         if let Some(changes) = app.store.watch().await? {

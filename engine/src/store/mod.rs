@@ -1294,6 +1294,11 @@ impl Store {
     pub async fn write_pending(&self, unwritten: Vec<Arc<Unwritten>>, next_attempt_at: i64, lease_until: Option<i64>) -> Result<()> {
         dispatch!(self.write_pending(unwritten, next_attempt_at, lease_until))
     }
+    /// Whether other nodes may share this store (PostgreSQL): only then is
+    /// there anyone to tell that this node is alive.
+    pub fn has_peers(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
     /// Says this node is alive. With `judge`, also releases what nodes not
     /// heard from for [`NODE_SILENT_MS`] held (their events' routing claims
     /// and their deliveries' leases), sooner than those would run out, and

@@ -1397,7 +1397,9 @@ fn insert_attempts(c: &rusqlite::Connection, attempts: &[NewAttempt]) -> Result<
          ON CONFLICT (config_id) DO UPDATE SET failures = failures + 1",
     )?;
     let mut read = c.prepare_cached("SELECT failures, since FROM failure_streaks WHERE config_id = ?")?;
-    let mut writes = UnwrittenWrites::prepare(c)?;
+    // Prepared at the first delivery handed on unwritten: a group of
+    // retries has none.
+    let mut writes: Option<UnwrittenWrites> = None;
     // Configurations whose streak this group has cleared and not counted
     // since: a group's successes are mostly to the same few receivers.
     let mut cleared: Vec<&ConfigId> = Vec::new();
@@ -1406,7 +1408,13 @@ fn insert_attempts(c: &rusqlite::Connection, attempts: &[NewAttempt]) -> Result<
         let status = a.outcome.settles_as();
         // The delivery's row before its attempt's (the attempt refers to it).
         match &a.unwritten {
-            Some(unwritten) => writes.write(unwritten, status, a.number, a.next_attempt_at, None)?,
+            Some(unwritten) => {
+                let writes = match &mut writes {
+                    Some(prepared) => prepared,
+                    None => writes.insert(UnwrittenWrites::prepare(c)?),
+                };
+                writes.write(unwritten, status, a.number, a.next_attempt_at, None)?;
+            }
             None => {
                 settle.execute(rusqlite::params![
                     status.as_str(),
