@@ -39,7 +39,7 @@ async fn deliver_one(store: &Store, tenant: &TenantId, config: &ConfigId, id: St
     // Handed straight to a sender, as routing does: the attempt writes the row.
     let delivery = NewDelivery::due_now(config.clone(), 1, now, now + 300_000);
     let delivery_id = delivery.id.clone();
-    let routed = Routed { tenant: tenant.clone(), event_seq: seq, deliveries: Vec::new(), handed: 1, resumed: false };
+    let routed = Routed { tenant: tenant.clone(), event_seq: seq, deliveries: Vec::new(), handed: 1, resumed: false, epoch: store.epoch() };
     assert_eq!(store.record_routing(vec![routed]).await.expect("routing"), vec![true]);
     store
         .record_attempt(NewAttempt {
@@ -60,7 +60,7 @@ async fn deliver_one(store: &Store, tenant: &TenantId, config: &ConfigId, id: St
             request_body: Some("x".repeat(500)),
             response_body: Some(b"[ACK]".to_vec()),
             next_attempt_at: None,
-            unwritten: Some(store.unwritten(tenant.clone(), seq, delivery, 1)),
+            unwritten: Some(store.unwritten(tenant.clone(), seq, delivery, 1, store.epoch())),
         })
         .await
         .expect("attempt");

@@ -28,7 +28,7 @@ use crate::pipeline::notice::{Notice, Notices};
 use crate::pipeline::preview::{Item, Previewer, Side, Window};
 use crate::pipeline::replay::{RecoverRequest, Recovered, ReplayError, Replayed, Replayer};
 use crate::pipeline::retention::{self, Retention};
-use crate::pipeline::route::{RouteJob, Router};
+use crate::pipeline::route::{Claim, RouteJob, Router};
 use crate::sandbox::{LoadError, Sandbox, Script};
 use crate::sandbox::{Outcome, Params};
 use crate::store::{self, ConfigWrite, Store};
@@ -431,7 +431,7 @@ impl App {
                             continue;
                         }
                         let tenant = e.tenant_id.clone();
-                        let job = RouteJob { tenant: e.tenant_id, seq: e.seq, event: Arc::new(e.event), stored_at: None };
+                        let job = RouteJob { tenant: e.tenant_id, seq: e.seq, event: Arc::new(e.event), claim: None };
                         if self.router.queue(job, Duration::from_millis(100)).await.is_err() {
                             full.insert(tenant);
                         }
@@ -675,8 +675,9 @@ impl App {
 
     async fn store_and_route(&self, tenant: &TenantId, quota: Option<i64>, events: Vec<Event>) -> Result<Vec<Ingested>, AppError> {
         let started = std::time::SystemTime::now();
-        // Before the store's own clock reads it: the claim is judged short.
-        let stored_at = timestamp::now_ms();
+        // Before the store's own clock reads it: the claim is judged short
+        // (and taken in this epoch or a later one).
+        let claim = Claim { at: timestamp::now_ms(), epoch: self.store.epoch() };
         let kept: Vec<Arc<Event>> = events.iter().cloned().map(Arc::new).collect();
         let results = self.store.ingest(tenant, quota, events).await?;
         let stored = std::time::SystemTime::now();
@@ -690,7 +691,7 @@ impl App {
         let mut left_for_scan = 0usize;
         for (event, result) in kept.into_iter().zip(&results) {
             if let Ingested::Stored { seq } = result {
-                let job = RouteJob { tenant: tenant.clone(), seq: *seq, event, stored_at: Some(stored_at) };
+                let job = RouteJob { tenant: tenant.clone(), seq: *seq, event, claim: Some(claim) };
                 if left_for_scan > 0 || self.router.queue(job, ROUTE_QUEUE_WAIT).await.is_err() {
                     left_for_scan += 1;
                 }

@@ -24,7 +24,7 @@ use crate::pipeline::decide::{Decided, decide_all};
 use crate::pipeline::fair::{Bounds, FairQueue};
 use crate::pipeline::job::{DeliveryJob, EventHold, Handoff, Held};
 use crate::sandbox::Sandbox;
-use crate::store::{DeliveryStatus, NewDelivery, ROUTING_CLAIM_MS, Routed, Store, StoreError};
+use crate::store::{DeliveryStatus, Epoch, NewDelivery, ROUTING_CLAIM_MS, Routed, Store, StoreError};
 use crate::telemetry::traces;
 
 /// An accepted event waiting to be routed.
@@ -32,20 +32,30 @@ pub struct RouteJob {
     pub tenant: TenantId,
     pub seq: i64,
     pub event: Arc<Event>,
-    /// When this node stored it (ms), claiming it for its own routing.
-    /// `None`: found by the recovery scan, routed "resumed": every row
-    /// written (but those already written), nothing handed on, the retry
-    /// poller sends what is pending.
-    pub stored_at: Option<i64>,
+    /// This node's claim on it, taken as it stored it. `None`: found by
+    /// the recovery scan, routed "resumed": every row written (but those
+    /// already written), nothing handed on, the retry poller sends what is
+    /// pending.
+    pub claim: Option<Claim>,
+}
+
+/// The claim a node takes on an event it stores, for its own routing.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim {
+    /// When (ms; read before the store's own clock, so judged short).
+    pub at: i64,
+    /// In which of this node's epochs.
+    pub epoch: Epoch,
 }
 
 impl RouteJob {
     /// Whether its routing may hand deliveries on unwritten: this node's
-    /// claim on it has more than half of its time to run (a delivery it
+    /// claim on it stands (taken in its `present` epoch: no other node took
+    /// it over) and has more than half of its time to run (a delivery it
     /// hands on is written, or shown, well before the claim runs out and
     /// another node could route the event).
-    fn may_hand_on(&self, now: i64) -> bool {
-        self.stored_at.is_some_and(|at| now - at < ROUTING_CLAIM_MS / 2)
+    fn may_hand_on(&self, now: i64, present: Epoch) -> bool {
+        self.claim.is_some_and(|c| c.epoch == present && now - c.at < ROUTING_CLAIM_MS / 2)
     }
 }
 
@@ -188,8 +198,8 @@ impl Router {
     /// so that one bad row fails only its own event; an event that still
     /// cannot be written is recorded without the details that failed.
     async fn record(&self, routed: Vec<(Queued, Decided)>) {
-        let now = timestamp::now_ms();
-        let rows: Vec<Routed> = routed.iter().map(|(q, decided)| routed_row(&q.job, decided, q.job.may_hand_on(now))).collect();
+        let (now, epoch) = (timestamp::now_ms(), self.store.epoch());
+        let rows: Vec<Routed> = routed.iter().map(|(q, decided)| routed_row(&q.job, decided, q.job.may_hand_on(now, epoch))).collect();
         let recorded = match self.store.record_routing(rows).await {
             Ok(recorded) => recorded,
             Err(StoreError::Closed) => return,
@@ -197,7 +207,7 @@ impl Router {
                 tracing::warn!(events = routed.len(), error = %e, "recording a routing batch failed; recording its events one by one");
                 let mut recorded = Vec::with_capacity(routed.len());
                 for (q, decided) in &routed {
-                    recorded.push(self.record_alone(&q.job, decided, now).await);
+                    recorded.push(self.record_alone(&q.job, decided, now, epoch).await);
                 }
                 recorded
             }
@@ -206,7 +216,7 @@ impl Router {
         for ((Queued { job, hold }, decided), recorded) in routed.into_iter().zip(recorded) {
             // Not recorded: another path routed the event first and its
             // deliveries stand (or it could not be written at all).
-            if !recorded || !job.may_hand_on(now) {
+            if !recorded || !job.may_hand_on(now, epoch) {
                 continue;
             }
             // Every delivery decided has a row once all are written.
@@ -225,7 +235,7 @@ impl Router {
                     headers: None,
                     attempt: 1,
                     undecided: false,
-                    unwritten: Some(self.store.unwritten(job.tenant.clone(), job.seq, d, awaiting)),
+                    unwritten: Some(self.store.unwritten(job.tenant.clone(), job.seq, d, awaiting, epoch)),
                     hold: Some(hold.clone()),
                 };
                 if !self.deliver.hand(delivery, deadline).await {
@@ -236,8 +246,8 @@ impl Router {
     }
 
     /// `true`: recorded with its deliveries to hand on unwritten.
-    async fn record_alone(&self, job: &RouteJob, decided: &Decided, now: i64) -> bool {
-        match self.store.record_routing(vec![routed_row(job, decided, job.may_hand_on(now))]).await {
+    async fn record_alone(&self, job: &RouteJob, decided: &Decided, now: i64, epoch: Epoch) -> bool {
+        match self.store.record_routing(vec![routed_row(job, decided, job.may_hand_on(now, epoch))]).await {
             Ok(recorded) => return recorded.first().copied().unwrap_or(false),
             Err(StoreError::Closed) => return false,
             Err(e) => {
@@ -287,7 +297,8 @@ fn routed_row(job: &RouteJob, decided: &Decided, may_hand_on: bool) -> Routed {
         }
         deliveries.push(NewDelivery { lease_until: None, ..d.clone() });
     }
-    Routed { tenant: job.tenant.clone(), event_seq: job.seq, deliveries, handed, resumed: !may_hand_on }
+    let epoch = job.claim.map(|c| c.epoch).unwrap_or_default();
+    Routed { tenant: job.tenant.clone(), event_seq: job.seq, deliveries, handed, resumed: !may_hand_on, epoch }
 }
 
 #[cfg(test)]
@@ -299,11 +310,18 @@ mod tests {
         let json =
             r#"{"id": "e1", "type": "order.paid", "organization_unit": "emea", "occurred_at": "2026-11-22T11:30:00Z", "payload": {}}"#;
         let event = crate::model::event::EventInput::from_json(json).unwrap().validate(|| unreachable!("the id is given")).unwrap();
-        let job = |stored_at| RouteJob { tenant: TenantId::generate(), seq: 1, event: Arc::new(event.clone()), stored_at };
+        let (then, present) = (Epoch::nth(1), Epoch::nth(2));
+        let job = |at: Option<i64>, epoch| RouteJob {
+            tenant: TenantId::generate(),
+            seq: 1,
+            event: Arc::new(event.clone()),
+            claim: at.map(|at| Claim { at, epoch }),
+        };
         let now = 1_000_000_000;
-        assert!(job(Some(now)).may_hand_on(now));
-        assert!(job(Some(now - ROUTING_CLAIM_MS / 2 + 1)).may_hand_on(now));
-        assert!(!job(Some(now - ROUTING_CLAIM_MS / 2)).may_hand_on(now), "half its claim gone: routed in full");
-        assert!(!job(None).may_hand_on(now), "found by the scan: resumed");
+        assert!(job(Some(now), present).may_hand_on(now, present));
+        assert!(job(Some(now - ROUTING_CLAIM_MS / 2 + 1), present).may_hand_on(now, present));
+        assert!(!job(Some(now - ROUTING_CLAIM_MS / 2), present).may_hand_on(now, present), "half its claim gone: routed in full");
+        assert!(!job(None, present).may_hand_on(now, present), "found by the scan: resumed");
+        assert!(!job(Some(now), then).may_hand_on(now, present), "claimed before the node was taken for dead: resumed");
     }
 }

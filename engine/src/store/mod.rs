@@ -372,6 +372,23 @@ pub const ROUTING_CLAIM_MS: i64 = 5 * 60 * 1000;
 /// heartbeats missed.
 pub const NODE_SILENT_MS: i64 = 30_000;
 
+/// Which life of its node a claim was taken in. A node the others took for
+/// dead ([`Store::keep_alive`]) lost its claims and leases to them; when it
+/// speaks again it starts a new epoch, and what it still holds in memory
+/// from the old one (deliveries handed on unwritten, events it stored and
+/// has not routed) writes nothing that relies on those claims: the nodes
+/// that took its events over route and send them. SQLite's one node has one
+/// epoch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Epoch(i64);
+
+#[cfg(test)]
+impl Epoch {
+    pub fn nth(n: i64) -> Self {
+        Self(n)
+    }
+}
+
 /// The routing of one event: a delivery row per matching configuration,
 /// but for those handed straight to a sender, whose rows their first
 /// attempt writes (see [`Unwritten`]).
@@ -390,12 +407,15 @@ pub struct Routed {
     /// was left undone): rows for configurations that have one are not
     /// added again, and the event must be this node's or its claim run out.
     pub resumed: bool,
+    /// The epoch of this node's claim on the event, which rows handed on
+    /// rely on: with any handed on, nothing is written once it has ended.
+    pub epoch: Epoch,
 }
 
 impl Routed {
     /// A routing whose rows are all written at once (nothing handed on).
     pub fn written(tenant: TenantId, event_seq: i64, deliveries: Vec<NewDelivery>) -> Self {
-        Self { tenant, event_seq, deliveries, handed: 0, resumed: false }
+        Self { tenant, event_seq, deliveries, handed: 0, resumed: false, epoch: Epoch::default() }
     }
 
     /// Whether recording it writes anything: not when every delivery is
@@ -424,6 +444,9 @@ pub struct Unwritten {
     pub awaiting: i64,
     /// A pending row of it has been asked for, to show it while it waits.
     pub shown: std::sync::atomic::AtomicBool,
+    /// The epoch of the claim it was handed on under: its row is not
+    /// written once that has ended.
+    pub epoch: Epoch,
     /// The store's count of unwritten deliveries no row shows yet (the
     /// backlog gauge's share of them), which this one is in until shown or
     /// dropped.
@@ -1234,8 +1257,9 @@ impl Store {
         Ok(recorded)
     }
     /// A delivery routing hands on before its row is written; `awaiting`:
-    /// the event's rows once its routing is all written.
-    pub fn unwritten(&self, tenant: TenantId, event_seq: i64, mut delivery: NewDelivery, awaiting: i64) -> Arc<Unwritten> {
+    /// the event's rows once its routing is all written; `epoch`: its
+    /// claim's on the event.
+    pub fn unwritten(&self, tenant: TenantId, event_seq: i64, mut delivery: NewDelivery, awaiting: i64, epoch: Epoch) -> Arc<Unwritten> {
         delivery.encode();
         self.unwritten.fetch_add(1, Ordering::Relaxed);
         Arc::new(Unwritten {
@@ -1245,6 +1269,7 @@ impl Store {
             routed_at: now_ms(),
             awaiting,
             shown: Default::default(),
+            epoch,
             uncounted: self.unwritten.clone(),
         })
     }
@@ -1298,6 +1323,13 @@ impl Store {
     /// there anyone to tell that this node is alive.
     pub fn has_peers(&self) -> bool {
         matches!(self.backend, Backend::Postgres(_))
+    }
+    /// This node's current epoch: claims taken now are taken in it.
+    pub fn epoch(&self) -> Epoch {
+        match &self.backend {
+            Backend::Sqlite(_) => Epoch::default(),
+            Backend::Postgres(db) => db.epoch(),
+        }
     }
     /// Says this node is alive. With `judge`, also releases what nodes not
     /// heard from for [`NODE_SILENT_MS`] held (their events' routing claims

@@ -45,6 +45,8 @@ pub struct PostgresStore {
     ingests: mpsc::Sender<IngestJob>,
     /// Attempts wait here for the next group write.
     attempts: mpsc::Sender<AttemptJob>,
+    /// This node's epoch (see [`Epoch`]), as its row in `nodes` holds it.
+    epoch: Arc<AtomicI64>,
 }
 
 /// An ingest request to store, and who waits for its answer.
@@ -115,11 +117,17 @@ impl PostgresStore {
             .await?;
         // sqlx takes an advisory lock: nodes starting together migrate once.
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        // Alive before it claims anything: its writes check its epoch.
+        let epoch = register(&pool, &node, 0).await?;
         let (attempts, queue) = mpsc::channel(4096);
-        tokio::spawn(write_attempts(pool.clone(), queue));
+        tokio::spawn(write_attempts(pool.clone(), node.clone(), queue));
         let (ingests, queue) = mpsc::channel(1024);
         tokio::spawn(write_ingests(pool.clone(), node.clone(), queue));
-        Ok(Self { pool, node, ingests, attempts })
+        Ok(Self { pool, node, ingests, attempts, epoch: Arc::new(AtomicI64::new(epoch)) })
+    }
+
+    pub fn epoch(&self) -> Epoch {
+        Epoch(self.epoch.load(Ordering::Acquire))
     }
 
     pub async fn close(&self) {
@@ -580,6 +588,7 @@ impl PostgresStore {
         // rows on under the claim this node took at ingest, which stands.
         let mark: Vec<bool> = routed.iter().map(|r| r.handed == 0).collect();
         let resumed: Vec<bool> = routed.iter().map(|r| r.resumed).collect();
+        let epochs: Vec<i64> = routed.iter().map(|r| r.epoch.0).collect();
         let mut rows = DeliveryRows::default();
         for r in &routed {
             for d in &r.deliveries {
@@ -591,10 +600,14 @@ impl PostgresStore {
         // deadlock with another node routing some of them), skipping those
         // another node took first; mark them routed (delete their `unrouted`
         // rows), and insert the deliveries of those taken and of those
-        // handing rows on (resumed: only to configurations without one).
+        // handing rows on (resumed: only to configurations without one)
+        // under a claim of this node's present epoch, whose row stays locked
+        // until the statement ends (see [`Epoch`]).
         let taken: Vec<i64> = sqlx::query_scalar(
-            "WITH r AS (SELECT * FROM unnest($16::bigint[], $17::text[], $20::boolean[], $21::boolean[])
-                          AS r(seq, tenant_id, mark, resumed)),
+            "WITH r AS (SELECT * FROM unnest($16::bigint[], $17::text[], $20::boolean[], $21::boolean[], $22::bigint[])
+                          AS r(seq, tenant_id, mark, resumed, epoch)),
+             node AS MATERIALIZED (
+                SELECT epoch FROM nodes WHERE id = $14 AND EXISTS (SELECT 1 FROM r WHERE NOT r.mark) FOR KEY SHARE),
              taken AS MATERIALIZED (
                 SELECT u.seq, r.resumed FROM unrouted u JOIN events e ON e.seq = u.seq
                   JOIN r ON e.seq = r.seq AND e.tenant_id = r.tenant_id
@@ -603,7 +616,7 @@ impl PostgresStore {
              marked AS (
                 DELETE FROM unrouted WHERE seq IN (SELECT seq FROM taken)),
              kept AS (
-                SELECT seq, resumed FROM taken UNION ALL SELECT seq, resumed FROM r WHERE NOT r.mark),
+                SELECT seq, resumed FROM taken UNION ALL SELECT seq, resumed FROM r WHERE NOT r.mark AND r.epoch = (SELECT epoch FROM node)),
              added AS (
                 INSERT INTO deliveries (id, tenant_id, event_seq, config_id, config_version, status, reason, error_kind,
                                         script_logs, body, headers, next_attempt_at, lease_until, lease_owner,
@@ -641,6 +654,7 @@ impl PostgresStore {
         .bind(&rows.fuel_used)
         .bind(&mark)
         .bind(&resumed)
+        .bind(&epochs)
         .fetch_all(&self.pool)
         .await?;
         let taken: std::collections::HashSet<i64> = taken.into_iter().collect();
@@ -790,15 +804,23 @@ impl PostgresStore {
     }
 
     /// The times compared are the database server's, so that the nodes'
-    /// clocks need not agree.
+    /// clocks need not agree. A node that finds its row gone was taken for
+    /// dead: it starts a new epoch.
     pub async fn keep_alive(&self, judge: bool) -> Result<Vec<String>> {
-        const SERVER_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
-        sqlx::query(&format!(
-            "INSERT INTO nodes (id, seen_at) VALUES ($1, {SERVER_MS}) ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at"
-        ))
-        .bind(self.node.as_str())
-        .execute(&self.pool)
-        .await?;
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let beat = sqlx::query(&format!("UPDATE nodes SET seen_at = {SERVER_MS} WHERE id = $1 AND epoch = $2"))
+            .bind(self.node.as_str())
+            .bind(epoch)
+            .execute(&self.pool)
+            .await?;
+        if beat.rows_affected() == 0 {
+            self.epoch.store(register(&self.pool, &self.node, epoch).await?, Ordering::Release);
+            tracing::warn!(
+                node = %self.node,
+                "the other nodes took this node for dead (silent too long) and took its events and deliveries over; \
+                 what it still held from before is left to them"
+            );
+        }
         if !judge {
             return Ok(Vec::new());
         }
@@ -822,7 +844,11 @@ impl PostgresStore {
             .map(|u| Settled { unwritten: u, status: DeliveryStatus::Pending, attempts: 0, next_attempt_at: Some(next_attempt_at) })
             .collect();
         let mut tx = self.pool.begin().await?;
-        write_unwritten(&mut tx, &rows, lease_until.map(|until| (until, self.node.as_str()))).await?;
+        let void = void_handed_on(&mut tx, self.node.as_str(), &rows.iter().map(|r| Some(r.unwritten.epoch)).collect::<Vec<_>>()).await?;
+        let rows: Vec<Settled> = rows.into_iter().zip(void).filter(|(_, void)| !void).map(|(row, _)| row).collect();
+        if !rows.is_empty() {
+            write_unwritten(&mut tx, &rows, lease_until.map(|until| (until, self.node.as_str()))).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -1116,6 +1142,46 @@ async fn stale_or_missing(tx: &mut Transaction<'static, Postgres>, tenant: &Tena
     }
 }
 
+/// The database server's clock in ms: nodes' liveness is judged on it.
+const SERVER_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+
+/// Says `node` is alive in a new epoch, later than `after` (the one it had):
+/// returns the epoch.
+async fn register(pool: &PgPool, node: &NodeId, after: i64) -> Result<i64> {
+    Ok(sqlx::query_scalar(&format!(
+        "INSERT INTO nodes (id, seen_at, epoch) VALUES ($1, {SERVER_MS}, greatest({SERVER_MS}, $2 + 1))
+         ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at, epoch = greatest(excluded.epoch, nodes.epoch + 1)
+         RETURNING epoch"
+    ))
+    .bind(node.as_str())
+    .bind(after)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Which of a group's deliveries handed on unwritten (`None`: not one) may
+/// no longer be written: handed on in an epoch of this node that has ended,
+/// their claims taken over by other nodes, which route and send them
+/// anew. Locks this node's row until the transaction ends, so that no node
+/// takes it for dead while the rest are written.
+async fn void_handed_on(tx: &mut Transaction<'static, Postgres>, node: &str, epochs: &[Option<Epoch>]) -> Result<Vec<bool>> {
+    if epochs.iter().all(Option::is_none) {
+        return Ok(vec![false; epochs.len()]);
+    }
+    let live: Option<i64> =
+        sqlx::query_scalar("SELECT epoch FROM nodes WHERE id = $1 FOR KEY SHARE").bind(node).fetch_optional(&mut **tx).await?;
+    let void: Vec<bool> = epochs.iter().map(|e| e.is_some_and(|e| Some(e.0) != live)).collect();
+    let count = void.iter().filter(|v| **v).count();
+    if count > 0 {
+        tracing::warn!(
+            node,
+            deliveries = count,
+            "deliveries this node handed on before the others took it for dead are not written; the nodes that took its events over send them"
+        );
+    }
+    Ok(void)
+}
+
 /// Releases what `node` holds: its deliveries' leases (they are due at
 /// once) and its events' routing claims (run out, not cleared: the
 /// recovery scan routes those events again, as resumed).
@@ -1236,9 +1302,9 @@ async fn write_unwritten(tx: &mut Transaction<'static, Postgres>, rows: &[Settle
 /// Records one attempt in one statement: the attempt (with its bodies),
 /// its delivery, and the streak. (The first attempt of a delivery handed on
 /// unwritten goes as a group of one: its row comes first.)
-async fn record_one(pool: &PgPool, a: NewAttempt) -> Result<FailureStreak> {
+async fn record_one(pool: &PgPool, node: &str, a: NewAttempt) -> Result<FailureStreak> {
     if a.unwritten.is_some() {
-        return Ok(record_group(pool, &[&a]).await?.pop().unwrap_or_default());
+        return Ok(record_group(pool, node, &[&a]).await?.pop().unwrap_or_default());
     }
     let status = a.outcome.settles_as();
     let streak = if a.outcome == AttemptOutcome::Succeeded {
@@ -1289,7 +1355,7 @@ async fn record_one(pool: &PgPool, a: NewAttempt) -> Result<FailureStreak> {
 /// is dropped. A group that fails (a row that cannot be written, a deadlock
 /// with another node's group) is written again one attempt at a time, so
 /// that one bad row fails only its own caller.
-async fn write_attempts(pool: PgPool, mut queue: mpsc::Receiver<AttemptJob>) {
+async fn write_attempts(pool: PgPool, node: NodeId, mut queue: mpsc::Receiver<AttemptJob>) {
     let mut jobs = Vec::with_capacity(MAX_ATTEMPT_GROUP);
     while queue.recv_many(&mut jobs, MAX_ATTEMPT_GROUP).await > 0 {
         let group = std::mem::take(&mut jobs);
@@ -1297,7 +1363,7 @@ async fn write_attempts(pool: PgPool, mut queue: mpsc::Receiver<AttemptJob>) {
         let size = group.len();
         if group.len() > 1 {
             let attempts: Vec<&NewAttempt> = group.iter().map(|(a, _)| a).collect();
-            match record_group(&pool, &attempts).await {
+            match record_group(&pool, node.as_str(), &attempts).await {
                 Ok(streaks) => {
                     telemetry::store_group("attempts", size, began.elapsed());
                     for ((_, reply), streak) in group.into_iter().zip(streaks) {
@@ -1311,7 +1377,7 @@ async fn write_attempts(pool: PgPool, mut queue: mpsc::Receiver<AttemptJob>) {
             }
         }
         for (attempt, reply) in group {
-            let _ = reply.send(record_one(&pool, attempt).await);
+            let _ = reply.send(record_one(&pool, node.as_str(), attempt).await);
         }
         telemetry::store_group("attempts", size, began.elapsed());
     }
@@ -1319,8 +1385,20 @@ async fn write_attempts(pool: PgPool, mut queue: mpsc::Receiver<AttemptJob>) {
 
 /// Records a group of attempts in one transaction, and each one's failure
 /// streak: a configuration's successes and failures in the group count in
-/// their order.
-pub(super) async fn record_group(pool: &PgPool, attempts: &[&NewAttempt]) -> Result<Vec<FailureStreak>> {
+/// their order. The first attempts of deliveries handed on in an epoch of
+/// this node that has ended are not recorded (see [`Epoch`]).
+pub(super) async fn record_group(pool: &PgPool, node: &str, attempts: &[&NewAttempt]) -> Result<Vec<FailureStreak>> {
+    let mut tx = pool.begin().await?;
+    let epochs: Vec<Option<Epoch>> = attempts.iter().map(|a| a.unwritten.as_ref().map(|u| u.epoch)).collect();
+    let void = void_handed_on(&mut tx, node, &epochs).await?;
+    let kept: Vec<&NewAttempt> = attempts.iter().zip(&void).filter(|(_, void)| !**void).map(|(a, _)| *a).collect();
+    let mut streaks = if kept.is_empty() { Vec::new() } else { write_group(&mut tx, &kept).await? }.into_iter();
+    tx.commit().await?;
+    Ok(void.into_iter().map(|void| if void { FailureStreak::default() } else { streaks.next().unwrap_or_default() }).collect())
+}
+
+/// [`record_group`]'s writes, in its transaction.
+async fn write_group(tx: &mut Transaction<'static, Postgres>, attempts: &[&NewAttempt]) -> Result<Vec<FailureStreak>> {
     let now = now_ms();
     let col = |f: fn(&NewAttempt) -> Option<String>| attempts.iter().map(|a| f(a)).collect::<Vec<_>>();
     let ids: Vec<&str> = attempts.iter().map(|a| a.id.as_str()).collect();
@@ -1337,7 +1415,6 @@ pub(super) async fn record_group(pool: &PgPool, attempts: &[&NewAttempt]) -> Res
     let next: Vec<Option<i64>> = attempts.iter().map(|a| a.next_attempt_at).collect();
     let delivery_status: Vec<&str> = attempts.iter().map(|a| a.outcome.settles_as().as_str()).collect();
 
-    let mut tx = pool.begin().await?;
     // The rows of deliveries handed on unwritten, before their attempts
     // (which refer to them); the update below then finds them settled.
     let unwritten: Vec<Settled> = attempts
@@ -1348,7 +1425,7 @@ pub(super) async fn record_group(pool: &PgPool, attempts: &[&NewAttempt]) -> Res
         })
         .collect();
     if !unwritten.is_empty() {
-        write_unwritten(&mut tx, &unwritten, None).await?;
+        write_unwritten(tx, &unwritten, None).await?;
     }
     // `d.status = a.was` rather than `d.status = 'pending'`: with the
     // constant, the planner may read the group's deliveries through the
@@ -1401,7 +1478,7 @@ pub(super) async fn record_group(pool: &PgPool, attempts: &[&NewAttempt]) -> Res
     .bind(&next)
     .bind(now)
     .bind(attempts.iter().map(|a| a.unwritten.is_some()).collect::<Vec<_>>())
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
 
     // Per configuration, in the group's order: how many of its attempts,
@@ -1429,7 +1506,7 @@ pub(super) async fn record_group(pool: &PgPool, attempts: &[&NewAttempt]) -> Res
     let reset: Vec<&str> = tally.iter().filter(|(_, t)| t.last_success.is_some()).map(|(c, _)| *c).collect();
     let (failing, added): (Vec<&str>, Vec<i64>) = tally.iter().filter(|(_, t)| t.trailing > 0).map(|(c, t)| (*c, t.trailing)).unzip();
     if !reset.is_empty() {
-        sqlx::query("DELETE FROM failure_streaks WHERE config_id = ANY($1)").bind(&reset).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM failure_streaks WHERE config_id = ANY($1)").bind(&reset).execute(&mut **tx).await?;
     }
     let mut totals: std::collections::HashMap<String, FailureStreak> = Default::default();
     if !failing.is_empty() {
@@ -1443,11 +1520,10 @@ pub(super) async fn record_group(pool: &PgPool, attempts: &[&NewAttempt]) -> Res
         .bind(&failing)
         .bind(&added)
         .bind(now)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?;
         totals = rows.into_iter().map(|(c, failures, since)| (c, FailureStreak { failures, since })).collect();
     }
-    tx.commit().await?;
 
     // Each attempt's streak as it stood after it: a failure after its
     // configuration's last success in the group counts up to the stored

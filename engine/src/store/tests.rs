@@ -779,7 +779,7 @@ async fn free_text(s: Scratch) {
                 unwritten: None,
             })
             .collect();
-        postgres::record_group(&db.pool, &attempts.iter().collect::<Vec<_>>()).await.unwrap();
+        postgres::record_group(&db.pool, "node-a", &attempts.iter().collect::<Vec<_>>()).await.unwrap();
         let a = s.store.get_attempt(&tenant, &attempts[1].id).await.unwrap();
         assert_eq!((a.error.as_deref(), a.request_body.as_deref()), (Some(ODD), Some(ODD)));
         assert_eq!(a.response_body_base64.as_deref(), Some("AP8="));
@@ -924,7 +924,7 @@ async fn postgres_attempt_groups_count_streaks_in_order() {
         attempt(3, &c1, Retry),
         attempt(6, &c2, Failed),
     ];
-    let streaks = postgres::record_group(&db.pool, &group.iter().collect::<Vec<_>>()).await.unwrap();
+    let streaks = postgres::record_group(&db.pool, "node-a", &group.iter().collect::<Vec<_>>()).await.unwrap();
     assert_eq!(streaks.iter().map(|s| s.failures).collect::<Vec<_>>(), [1, 3, 2, 0, 1, 4]);
 
     // Every row landed, and the deliveries moved on.
@@ -1367,8 +1367,8 @@ async fn refused_among_others(s: Scratch) {
 
 /// A routing that hands `handed` deliveries on unwritten, besides writing
 /// `written`.
-fn handing_on(tenant: &TenantId, seq: i64, written: Vec<NewDelivery>, handed: usize) -> Routed {
-    Routed { tenant: tenant.clone(), event_seq: seq, deliveries: written, handed, resumed: false }
+fn handing_on(s: &Scratch, tenant: &TenantId, seq: i64, written: Vec<NewDelivery>, handed: usize) -> Routed {
+    Routed { tenant: tenant.clone(), event_seq: seq, deliveries: written, handed, resumed: false, epoch: s.store.epoch() }
 }
 
 both_backends!(deliveries_handed_on_are_written_by_their_first_turn, handed_on);
@@ -1377,7 +1377,7 @@ async fn handed_on(s: Scratch) {
     let seq = s.ingest(&tenant, "evt_handed").await;
     let (a, b, c) = (s.config(&tenant, "a").await, s.config(&tenant, "b").await, s.config(&tenant, "c").await);
     let now = now_ms();
-    let routing = handing_on(&tenant, seq, vec![delivery(&c, DeliveryStatus::Filtered)], 2);
+    let routing = handing_on(&s, &tenant, seq, vec![delivery(&c, DeliveryStatus::Filtered)], 2);
     assert_eq!(s.store.record_routing(vec![routing]).await.unwrap(), vec![true]);
     assert_eq!(s.count("deliveries").await, 1, "only the filtered one is written at routing");
     assert_eq!(s.count("unrouted").await, 1, "unrouted until the rows handed on are written");
@@ -1386,7 +1386,7 @@ async fn handed_on(s: Scratch) {
     // A row shows it while it waits; the first attempt settles that row.
     // The event waits for the other delivery. The backlog counts it once
     // all along: unwritten, then by its row.
-    let first = s.store.unwritten(tenant.clone(), seq, delivery(&a, DeliveryStatus::Pending), 3);
+    let first = s.store.unwritten(tenant.clone(), seq, delivery(&a, DeliveryStatus::Pending), 3, s.store.epoch());
     assert_eq!(pending().await, 1, "unwritten, counted by the store");
     assert!(first.mark_shown());
     s.store.write_pending(vec![first.clone()], now, Some(now + 60_000)).await.unwrap();
@@ -1409,7 +1409,7 @@ async fn handed_on(s: Scratch) {
 
     // The other, held back unattempted: its release writes it pending, due
     // then, and with that last row the event is routed.
-    let second = s.store.unwritten(tenant.clone(), seq, delivery(&b, DeliveryStatus::Pending), 3);
+    let second = s.store.unwritten(tenant.clone(), seq, delivery(&b, DeliveryStatus::Pending), 3, s.store.epoch());
     assert_eq!(pending().await, 2);
     s.store.write_pending(vec![second.clone()], now + 5_000, None).await.unwrap();
     drop(second.clone());
@@ -1430,8 +1430,8 @@ async fn resumed_routing(s: Scratch) {
     let now = now_ms();
     // Both handed on (nothing written), one attempt written, then the other
     // was dropped unwritten (a failed write, or the node died).
-    assert_eq!(s.store.record_routing(vec![handing_on(&tenant, seq, Vec::new(), 2)]).await.unwrap(), vec![true]);
-    let first = s.store.unwritten(tenant.clone(), seq, delivery(&a, DeliveryStatus::Pending), 2);
+    assert_eq!(s.store.record_routing(vec![handing_on(&s, &tenant, seq, Vec::new(), 2)]).await.unwrap(), vec![true]);
+    let first = s.store.unwritten(tenant.clone(), seq, delivery(&a, DeliveryStatus::Pending), 2, s.store.epoch());
     let attempt = new_attempt(&tenant, &first.delivery.id, &a, 1, now, AttemptOutcome::Succeeded);
     s.store.record_attempt(NewAttempt { unwritten: Some(first.clone()), ..attempt }).await.unwrap();
 
@@ -1480,16 +1480,75 @@ async fn postgres_a_stored_event_is_its_nodes_until_the_claim_runs_out() {
     assert!(a.get_event(&tenant, "evt_claimed").await.unwrap().routed);
 }
 
+/// A node the others took for dead lost its claims to them: what it had
+/// handed on before writes nothing when it speaks again (the event is
+/// routed once, by the node that took it over), and what it hands on in
+/// its new epoch is written as ever.
+#[tokio::test]
+async fn postgres_a_node_taken_for_dead_writes_nothing_it_handed_on_before() {
+    let s = Scratch::postgres().await;
+    let (a, b) = (s.store.clone(), s.node("node-b").await);
+    let tenant = s.tenant("acme").await;
+    let (one, two) = (s.config(&tenant, "one").await, s.config(&tenant, "two").await);
+    let now = now_ms();
+    let handed = s.ingest(&tenant, "evt_handed").await;
+    let unrouted = s.ingest(&tenant, "evt_unrouted").await;
+    let before = a.epoch();
+    assert_eq!(a.record_routing(vec![handing_on(&s, &tenant, handed, Vec::new(), 1)]).await.unwrap(), vec![true]);
+    let in_flight = a.unwritten(tenant.clone(), handed, delivery(&one, DeliveryStatus::Pending), 1, before);
+    let shown = a.unwritten(tenant.clone(), handed, delivery(&two, DeliveryStatus::Pending), 1, before);
+
+    // Node A falls silent; B takes it for dead and its claims over.
+    s.execute("UPDATE nodes SET seen_at = 0 WHERE id = 'node-a'").await;
+    assert_eq!(b.keep_alive(true).await.unwrap(), vec!["node-a".to_string()]);
+
+    // A's first attempt, and a row to show a delivery waiting: neither is
+    // written, before or after A speaks again.
+    let attempt = new_attempt(&tenant, &in_flight.delivery.id, &one, 1, now, AttemptOutcome::Succeeded);
+    a.record_attempt(NewAttempt { unwritten: Some(in_flight.clone()), ..attempt }).await.unwrap();
+    a.write_pending(vec![shown.clone()], now, Some(now + 60_000)).await.unwrap();
+    assert_eq!((s.count("deliveries").await, s.count("attempts").await), (0, 0));
+    a.keep_alive(false).await.unwrap();
+    assert_ne!(a.epoch(), before, "a new epoch");
+    a.write_pending(vec![shown], now, Some(now + 60_000)).await.unwrap();
+    assert_eq!(s.count("deliveries").await, 0);
+    // Nor do an event's rows written beside deliveries handed on under the
+    // old claim.
+    let mixed = Routed { epoch: before, ..handing_on(&s, &tenant, unrouted, vec![delivery(&two, DeliveryStatus::Filtered)], 1) };
+    assert_eq!(a.record_routing(vec![mixed]).await.unwrap(), vec![false]);
+    assert_eq!(s.count("deliveries").await, 0);
+
+    // B routes both events, resumed: one row per configuration.
+    let scanned: Vec<i64> = b.unrouted_events(0, i64::MAX, now, 10).await.unwrap().into_iter().map(|e| e.seq).collect();
+    assert_eq!(scanned, vec![handed, unrouted]);
+    for seq in [handed, unrouted] {
+        let mut resumed =
+            Routed::written(tenant.clone(), seq, vec![delivery(&one, DeliveryStatus::Pending), delivery(&two, DeliveryStatus::Pending)]);
+        resumed.resumed = true;
+        assert_eq!(b.record_routing(vec![resumed]).await.unwrap(), vec![true]);
+    }
+    assert_eq!(s.count("deliveries").await, 4);
+
+    // In its new epoch A hands on and writes as ever.
+    let fresh = s.ingest(&tenant, "evt_fresh").await;
+    assert_eq!(a.record_routing(vec![handing_on(&s, &tenant, fresh, Vec::new(), 1)]).await.unwrap(), vec![true]);
+    let next = a.unwritten(tenant.clone(), fresh, delivery(&one, DeliveryStatus::Pending), 1, a.epoch());
+    let attempt = new_attempt(&tenant, &next.delivery.id, &one, 1, now, AttemptOutcome::Succeeded);
+    a.record_attempt(NewAttempt { unwritten: Some(next), ..attempt }).await.unwrap();
+    assert_eq!((s.count("deliveries").await, s.count("attempts").await), (5, 1));
+    assert!(a.get_event(&tenant, "evt_fresh").await.unwrap().routed);
+}
+
 both_backends!(a_delivery_written_after_its_configuration_was_deleted_fails, written_after_delete);
 async fn written_after_delete(s: Scratch) {
     let tenant = s.tenant("acme").await;
     let seq = s.ingest(&tenant, "evt_gone").await;
     let config = s.config(&tenant, "gone").await;
     let now = now_ms();
-    assert_eq!(s.store.record_routing(vec![handing_on(&tenant, seq, Vec::new(), 1)]).await.unwrap(), vec![true]);
+    assert_eq!(s.store.record_routing(vec![handing_on(&s, &tenant, seq, Vec::new(), 1)]).await.unwrap(), vec![true]);
     s.store.delete_config(&tenant, &config, None).await.unwrap();
     // Its request was in flight: the answer is logged, the delivery ends.
-    let unwritten = s.store.unwritten(tenant.clone(), seq, delivery(&config, DeliveryStatus::Pending), 1);
+    let unwritten = s.store.unwritten(tenant.clone(), seq, delivery(&config, DeliveryStatus::Pending), 1, s.store.epoch());
     let attempt = new_attempt(&tenant, &unwritten.delivery.id, &config, 1, now, AttemptOutcome::Retry);
     s.store.record_attempt(NewAttempt { unwritten: Some(unwritten.clone()), ..attempt }).await.unwrap();
     let row = s.store.get_delivery(&tenant, &unwritten.delivery.id).await.unwrap();
