@@ -675,8 +675,9 @@ impl App {
 
     async fn store_and_route(&self, tenant: &TenantId, quota: Option<i64>, events: Vec<Event>) -> Result<Vec<Ingested>, AppError> {
         let started = std::time::SystemTime::now();
-        // Before the store's own clock reads it: the claim is judged short
-        // (and taken in this epoch or a later one).
+        // Read before the store writes the claim: its time is judged short,
+        // and if the epoch ends meanwhile the claim counts as ended (the
+        // event is routed resumed, nothing handed on).
         let claim = Claim { at: timestamp::now_ms(), epoch: self.store.epoch() };
         let kept: Vec<Arc<Event>> = events.iter().cloned().map(Arc::new).collect();
         let results = self.store.ingest(tenant, quota, events).await?;
