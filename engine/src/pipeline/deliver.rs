@@ -24,7 +24,7 @@ use crate::pipeline::job::{DeliveryJob, Handoff, LEASE_MS};
 use crate::pipeline::lock;
 use crate::pipeline::notice::{FailedDelivery, Notices};
 use crate::sandbox::Sandbox;
-use crate::store::{self, AttemptOutcome, DeliveryStatus, FailureStreak, NewAttempt, Store, StoreError, Unwritten};
+use crate::store::{self, AttemptOutcome, DeliveryStatus, FailureStreak, NewAttempt, Recorded, Store, StoreError, Unwritten};
 use crate::telemetry::{self, traces};
 
 /// Sends deliveries. They wait in one queue per configuration within one
@@ -410,9 +410,13 @@ impl Deliverer {
             next_attempt_at,
             unwritten: job.unwritten.clone(),
         };
-        let streak = self.record(attempt).await;
+        let recorded = self.record(attempt).await;
         drop(recording);
-        let streak = streak?;
+        let Recorded::Logged(streak) = recorded? else {
+            // The nodes that took this one for dead send this delivery
+            // again: what its receiver said is theirs to count and tell.
+            return Ok(());
+        };
         if outcome == AttemptOutcome::Failed {
             let failed = FailedDelivery {
                 delivery: &job.delivery,
@@ -442,7 +446,7 @@ impl Deliverer {
     /// Records an attempt. One whose log cannot be stored (text the
     /// database refuses, a row too large) is recorded again without its
     /// bodies and headers, so that the delivery still gets its state.
-    async fn record(&self, attempt: NewAttempt) -> Result<FailureStreak, StoreError> {
+    async fn record(&self, attempt: NewAttempt) -> Result<Recorded, StoreError> {
         match self.store.record_attempt(attempt.clone()).await {
             Err(StoreError::Closed) => Err(StoreError::Closed),
             Err(e) => {

@@ -799,6 +799,18 @@ pub struct FailureStreak {
     pub since: i64,
 }
 
+/// What recording an attempt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// In the log; the configuration's failure streak after it.
+    Logged(FailureStreak),
+    /// Not written: its delivery was handed on unwritten in an epoch of
+    /// this node that has ended. The nodes that took this one for dead
+    /// route that event again, send it and count what its receiver says;
+    /// this node's attempt must raise no notice and move no breaker.
+    Void,
+}
+
 /// A script's code: as uploaded, and compiled by the uploading node.
 #[derive(Debug, Clone)]
 pub struct ScriptCode {
@@ -1350,8 +1362,9 @@ impl Store {
     }
     /// Logs an attempt, updates its delivery (writes it, if it was handed
     /// on [`Unwritten`]), and counts the configuration's failure streak
-    /// (reset by a success).
-    pub async fn record_attempt(&self, attempt: NewAttempt) -> Result<FailureStreak> {
+    /// (reset by a success). Writes nothing for a delivery handed on in an
+    /// epoch of this node that has ended ([`Recorded::Void`]).
+    pub async fn record_attempt(&self, attempt: NewAttempt) -> Result<Recorded> {
         dispatch!(self.record_attempt(attempt))
     }
     /// Takes the next start slot of a configuration's rate limit, one

@@ -56,7 +56,7 @@ type IngestJob = (TenantId, Vec<Event>, tokio::sync::oneshot::Sender<Result<Vec<
 const MAX_INGEST_GROUP: usize = 64;
 
 /// An attempt to record, and who waits for its failure streak.
-type AttemptJob = (NewAttempt, tokio::sync::oneshot::Sender<Result<FailureStreak>>);
+type AttemptJob = (NewAttempt, tokio::sync::oneshot::Sender<Result<Recorded>>);
 
 /// Most attempts written in one transaction.
 const MAX_ATTEMPT_GROUP: usize = 256;
@@ -856,7 +856,7 @@ impl PostgresStore {
     /// Queued for the next group write: attempts finish far more often
     /// than one transaction each could commit, and their callers can wait
     /// a moment.
-    pub async fn record_attempt(&self, a: NewAttempt) -> Result<FailureStreak> {
+    pub async fn record_attempt(&self, a: NewAttempt) -> Result<Recorded> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.attempts.send((a, reply)).await.map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -1302,9 +1302,9 @@ async fn write_unwritten(tx: &mut Transaction<'static, Postgres>, rows: &[Settle
 /// Records one attempt in one statement: the attempt (with its bodies),
 /// its delivery, and the streak. (The first attempt of a delivery handed on
 /// unwritten goes as a group of one: its row comes first.)
-async fn record_one(pool: &PgPool, node: &str, a: NewAttempt) -> Result<FailureStreak> {
+async fn record_one(pool: &PgPool, node: &str, a: NewAttempt) -> Result<Recorded> {
     if a.unwritten.is_some() {
-        return Ok(record_group(pool, node, &[&a]).await?.pop().unwrap_or_default());
+        return Ok(record_group(pool, node, &[&a]).await?.pop().unwrap_or(Recorded::Void));
     }
     let status = a.outcome.settles_as();
     let streak = if a.outcome == AttemptOutcome::Succeeded {
@@ -1345,10 +1345,10 @@ async fn record_one(pool: &PgPool, node: &str, a: NewAttempt) -> Result<FailureS
     .bind(a.config_id.as_str())
     .fetch_optional(pool)
     .await?;
-    Ok(match row {
+    Ok(Recorded::Logged(match row {
         Some(row) => FailureStreak { failures: row.try_get("failures")?, since: row.try_get("since")? },
         None => FailureStreak::default(),
-    })
+    }))
 }
 
 /// Writes queued attempts in groups, one transaction each, until the store
@@ -1364,10 +1364,10 @@ async fn write_attempts(pool: PgPool, node: NodeId, mut queue: mpsc::Receiver<At
         if group.len() > 1 {
             let attempts: Vec<&NewAttempt> = group.iter().map(|(a, _)| a).collect();
             match record_group(&pool, node.as_str(), &attempts).await {
-                Ok(streaks) => {
+                Ok(recorded) => {
                     telemetry::store_group("attempts", size, began.elapsed());
-                    for ((_, reply), streak) in group.into_iter().zip(streaks) {
-                        let _ = reply.send(Ok(streak));
+                    for ((_, reply), recorded) in group.into_iter().zip(recorded) {
+                        let _ = reply.send(Ok(recorded));
                     }
                     continue;
                 }
@@ -1386,15 +1386,16 @@ async fn write_attempts(pool: PgPool, node: NodeId, mut queue: mpsc::Receiver<At
 /// Records a group of attempts in one transaction, and each one's failure
 /// streak: a configuration's successes and failures in the group count in
 /// their order. The first attempts of deliveries handed on in an epoch of
-/// this node that has ended are not recorded (see [`Epoch`]).
-pub(super) async fn record_group(pool: &PgPool, node: &str, attempts: &[&NewAttempt]) -> Result<Vec<FailureStreak>> {
+/// this node that has ended are not recorded (see [`Epoch`]): those are
+/// [`Recorded::Void`].
+pub(super) async fn record_group(pool: &PgPool, node: &str, attempts: &[&NewAttempt]) -> Result<Vec<Recorded>> {
     let mut tx = pool.begin().await?;
     let epochs: Vec<Option<Epoch>> = attempts.iter().map(|a| a.unwritten.as_ref().map(|u| u.epoch)).collect();
     let void = void_handed_on(&mut tx, node, &epochs).await?;
     let kept: Vec<&NewAttempt> = attempts.iter().zip(&void).filter(|(_, void)| !**void).map(|(a, _)| *a).collect();
     let mut streaks = if kept.is_empty() { Vec::new() } else { write_group(&mut tx, &kept).await? }.into_iter();
     tx.commit().await?;
-    Ok(void.into_iter().map(|void| if void { FailureStreak::default() } else { streaks.next().unwrap_or_default() }).collect())
+    Ok(void.into_iter().map(|void| if void { Recorded::Void } else { Recorded::Logged(streaks.next().unwrap_or_default()) }).collect())
 }
 
 /// [`record_group`]'s writes, in its transaction.

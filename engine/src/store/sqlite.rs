@@ -1212,10 +1212,11 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn record_attempt(&self, a: NewAttempt) -> Result<FailureStreak> {
+    /// Always [`Recorded::Logged`]: a node alone has one epoch.
+    pub async fn record_attempt(&self, a: NewAttempt) -> Result<Recorded> {
         let (reply, answer) = oneshot::channel();
         self.attempts.send((a, reply)).await.map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        answer.await.map_err(|_| StoreError::Closed)?.map(Recorded::Logged)
     }
 
     // Replay and recovery.

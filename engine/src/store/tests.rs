@@ -175,8 +175,7 @@ impl Scratch {
     ) -> (AttemptId, FailureStreak) {
         let attempt = new_attempt(tenant, delivery, config, number, started_at, outcome);
         let id = attempt.id.clone();
-        let streak = store.record_attempt(attempt).await.unwrap();
-        (id, streak)
+        (id, logged(store.record_attempt(attempt).await.unwrap()))
     }
 
     /// An enabled configuration without a script.
@@ -604,6 +603,15 @@ async fn failure_streaks(s: Scratch) {
     assert_eq!(s.attempt_to(&s.store, &tenant, &d, &config, 7, now, AttemptOutcome::Retry).await.1.failures, 1);
 }
 
+/// The streak after an attempt that was logged (every attempt but the
+/// first of a delivery handed on in an ended epoch).
+fn logged(recorded: Recorded) -> FailureStreak {
+    match recorded {
+        Recorded::Logged(streak) => streak,
+        Recorded::Void => panic!("the attempt was not written"),
+    }
+}
+
 /// An attempt of `delivery`, as the deliverer logs it.
 fn new_attempt(
     tenant: &TenantId,
@@ -658,7 +666,7 @@ async fn streaks_together(s: Scratch) {
         .zip(outcomes)
         .map(|(d, outcome)| {
             let (store, attempt) = (s.store.clone(), new_attempt(&tenant, d, &config, 1, now, outcome));
-            tokio::spawn(async move { store.record_attempt(attempt).await.unwrap().failures })
+            tokio::spawn(async move { logged(store.record_attempt(attempt).await.unwrap()).failures })
         })
         .collect();
     let mut streaks = Vec::new();
@@ -925,7 +933,7 @@ async fn postgres_attempt_groups_count_streaks_in_order() {
         attempt(6, &c2, Failed),
     ];
     let streaks = postgres::record_group(&db.pool, "node-a", &group.iter().collect::<Vec<_>>()).await.unwrap();
-    assert_eq!(streaks.iter().map(|s| s.failures).collect::<Vec<_>>(), [1, 3, 2, 0, 1, 4]);
+    assert_eq!(streaks.into_iter().map(|r| logged(r).failures).collect::<Vec<_>>(), [1, 3, 2, 0, 1, 4]);
 
     // Every row landed, and the deliveries moved on.
     for a in &group {
@@ -1504,8 +1512,10 @@ async fn postgres_a_node_taken_for_dead_writes_nothing_it_handed_on_before() {
 
     // A's first attempt, and a row to show a delivery waiting: neither is
     // written, before or after A speaks again.
-    let attempt = new_attempt(&tenant, &in_flight.delivery.id, &one, 1, now, AttemptOutcome::Succeeded);
-    a.record_attempt(NewAttempt { unwritten: Some(in_flight.clone()), ..attempt }).await.unwrap();
+    // (It failed for good: the answer is for B to count, not A.)
+    let attempt = new_attempt(&tenant, &in_flight.delivery.id, &one, 1, now, AttemptOutcome::Failed);
+    let recorded = a.record_attempt(NewAttempt { unwritten: Some(in_flight.clone()), ..attempt }).await.unwrap();
+    assert_eq!(recorded, Recorded::Void);
     a.write_pending(vec![shown.clone()], now, Some(now + 60_000)).await.unwrap();
     assert_eq!((s.count("deliveries").await, s.count("attempts").await), (0, 0));
     a.keep_alive(false).await.unwrap();
@@ -1534,7 +1544,8 @@ async fn postgres_a_node_taken_for_dead_writes_nothing_it_handed_on_before() {
     assert_eq!(a.record_routing(vec![handing_on(&s, &tenant, fresh, Vec::new(), 1)]).await.unwrap(), vec![true]);
     let next = a.unwritten(tenant.clone(), fresh, delivery(&one, DeliveryStatus::Pending), 1, a.epoch());
     let attempt = new_attempt(&tenant, &next.delivery.id, &one, 1, now, AttemptOutcome::Succeeded);
-    a.record_attempt(NewAttempt { unwritten: Some(next), ..attempt }).await.unwrap();
+    let recorded = a.record_attempt(NewAttempt { unwritten: Some(next), ..attempt }).await.unwrap();
+    assert_eq!(recorded, Recorded::Logged(FailureStreak::default()));
     assert_eq!((s.count("deliveries").await, s.count("attempts").await), (5, 1));
     assert!(a.get_event(&tenant, "evt_fresh").await.unwrap().routed);
 }
