@@ -17,7 +17,8 @@ const TARGET_SHARE_OF_RAW_BATCHED: f64 = 40.0;
 /// server's (PostgreSQL), in raw exchanges…
 const TARGET_ENGINE_UNITS: f64 = 1.5;
 const TARGET_DATABASE_UNITS: f64 = 2.0;
-/// …and no engine thread above this share of the engine's CPU at max rate.
+/// …and no engine thread above this share of the engine's CPU at max rate
+/// (SQLite).
 const TARGET_BUSIEST_SHARE: f64 = 35.0;
 const TARGET_P99_AT_HALF: Duration = Duration::from_millis(50);
 /// With one receiver in ten failing, the healthy receivers' delivery rate
@@ -597,7 +598,12 @@ impl Summary {
             let target = format!("target db ≤ {TARGET_DATABASE_UNITS} units/event{suffix}");
             println!("{target:<24}: {}", verdict(units <= TARGET_DATABASE_UNITS));
         }
-        if let Some(busiest) = &max.cpu.busiest {
+        // The issue sets it for SQLite, whose writer is one thread; on
+        // PostgreSQL a node's work is all on tokio's workers, which steal
+        // each other's tasks: two of them on two cores are ~40 % each.
+        if self.options.database.is_none()
+            && let Some(busiest) = &max.cpu.busiest
+        {
             let target = format!("target thread ≤ {TARGET_BUSIEST_SHARE:.0} %{suffix}");
             println!("{target:<24}: {}", verdict(busiest.share <= TARGET_BUSIEST_SHARE));
         }
