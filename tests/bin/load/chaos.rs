@@ -357,7 +357,7 @@ async fn bad_tenant(
     arrivals: &Arrivals,
 ) -> BadTenant {
     let generated = posted.accepted.iter().filter(|id| generator::unit_of(id) == Some(BAD_TENANT)).count();
-    inputs.accepted_delivered = inputs.accepted.iter().filter(|id| arrivals.first.contains_key(*id)).count();
+    inputs.accepted_delivered = inputs.accepted.iter().filter(|id| arrivals.first.contains_key(id)).count();
     let mut bad = BadTenant {
         name: tenant_name(BAD_TENANT),
         accepted: generated + inputs.accepted.len(),

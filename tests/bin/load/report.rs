@@ -56,19 +56,36 @@ impl Latency {
     }
 }
 
+/// The latency of the events issued in one minute of a phase.
+#[derive(Debug, Clone, Copy)]
+pub struct Minute {
+    pub latency: Latency,
+    /// When the slowest of them was issued, from the phase's first issue:
+    /// a stall shows when it began.
+    pub worst_issued: Duration,
+}
+
 /// Latency per minute of issue, from the first event's issue time.
-fn by_minute(timed: &[(Duration, Duration)]) -> Vec<Option<Latency>> {
+fn by_minute(timed: &[(Duration, Duration)]) -> Vec<Option<Minute>> {
     const MINUTE: Duration = Duration::from_secs(60);
     let Some(first) = timed.iter().map(|(issued, _)| *issued).min() else { return Vec::new() };
-    let mut minutes: Vec<Vec<Duration>> = Vec::new();
+    let mut minutes: Vec<(Vec<Duration>, (Duration, Duration))> = Vec::new();
     for &(issued, latency) in timed {
-        let minute = ((issued - first).as_secs() / MINUTE.as_secs()) as usize;
+        let since = issued - first;
+        let minute = (since.as_secs() / MINUTE.as_secs()) as usize;
         if minutes.len() <= minute {
-            minutes.resize_with(minute + 1, Vec::new);
+            minutes.resize_with(minute + 1, Default::default);
         }
-        minutes[minute].push(latency);
+        let (latencies, worst) = &mut minutes[minute];
+        latencies.push(latency);
+        if latency >= worst.0 {
+            *worst = (latency, since);
+        }
     }
-    minutes.into_iter().map(Latency::of).collect()
+    minutes
+        .into_iter()
+        .map(|(latencies, (_, worst_issued))| Latency::of(latencies).map(|latency| Minute { latency, worst_issued }))
+        .collect()
 }
 
 /// How a phase's accepted events reached the sink.
@@ -85,7 +102,7 @@ pub struct Delivered {
     pub latency: Option<Latency>,
     /// The latency of the events issued in each minute of the phase, in
     /// order: a long run's stalls show in the minutes they happened.
-    pub by_minute: Vec<Option<Latency>>,
+    pub by_minute: Vec<Option<Minute>>,
 }
 
 impl Delivered {
@@ -934,9 +951,12 @@ fn soak_line(samples: &[(Duration, u64)]) -> Option<String> {
     ))
 }
 
-/// Each minute's p99 (and its max, where a stall shows), in order.
-fn minutes_line(minutes: &[Option<Latency>]) -> String {
-    let minute = |l: &Option<Latency>| l.map_or_else(|| "-".to_owned(), |l| format!("{} (max {})", ms(l.p99), ms(l.max)));
+/// Each minute's p99 (and its max, where a stall shows, with when in the
+/// phase its event was issued), in order.
+fn minutes_line(minutes: &[Option<Minute>]) -> String {
+    let minute = |m: &Option<Minute>| {
+        m.map_or_else(|| "-".to_owned(), |m| format!("{} (max {} at {})", ms(m.latency.p99), ms(m.latency.max), secs(m.worst_issued)))
+    };
     minutes.iter().map(minute).collect::<Vec<_>>().join(", ")
 }
 
