@@ -78,16 +78,22 @@ struct Shared {
 
 impl Shared {
     fn arrivals(&self) -> MutexGuard<'_, Arrivals> {
-        self.arrivals.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.arrivals)
     }
 
     fn first(&self, id: &str) -> MutexGuard<'_, HashMap<String, Duration>> {
-        self.first[shard_of(&self.hasher, id)].lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.first[shard_of(&self.hasher, id)])
     }
 
     fn shards(&self) -> impl Iterator<Item = MutexGuard<'_, HashMap<String, Duration>>> {
-        self.first.iter().map(|shard| shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+        self.first.iter().map(lock)
     }
+}
+
+/// A lock whose holder panicked is still good: every critical section
+/// here leaves its map whole.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A running sink; stops when dropped.
