@@ -64,31 +64,16 @@ const ACCEPTED: &str = "accepted";
 async fn store_events(app: &App, auth: Auth, body: Result<Bytes, BytesRejection>) -> Result<(StatusCode, Json<IngestView>), ApiError> {
     let p = auth.require(Scope::EventsWrite)?;
     let body = body_bytes(body).await?;
-    // Parsed as raw JSON down to each event, so that every payload keeps
-    // the posted bytes (number spelling, key order) through to receivers.
-    let raw: &RawValue = parse_json(&body)?;
-    let (items, single): (Vec<&RawValue>, bool) = match raw.get().trim_start().as_bytes().first() {
-        Some(b'[') => (parse_json(raw.get().as_bytes())?, false),
-        Some(b'{') => (vec![raw], true),
-        _ => return Err(ApiError::bad_request("invalid_request", "post one event object or an array of events")),
+    let single = body.trim_ascii_start().first() == Some(&b'{');
+    // Most requests hold one well-formed event: parsed once. Anything else
+    // (a batch, an error to report) takes the path that tells each case.
+    let inputs = match single.then(|| serde_json::from_slice::<EventInput>(&body).ok()).flatten() {
+        Some(one) => vec![one],
+        None => parse_events(&body, app.limits().max_batch)?,
     };
-    if items.is_empty() {
-        return Err(ApiError::bad_request("empty_batch", "the batch holds no events"));
-    }
-    if items.len() > app.limits().max_batch {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "batch_too_large",
-            format!("at most {} events per request", app.limits().max_batch),
-        ));
-    }
-    let mut events = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
+    let mut events = Vec::with_capacity(inputs.len());
+    for (i, input) in inputs.into_iter().enumerate() {
         let at = if single { String::new() } else { format!("event {i}: ") };
-        let input: EventInput = serde_json::from_str(item.get()).map_err(|e| {
-            let code = if e.to_string().starts_with("unknown field") { "unknown_field" } else { "invalid_event" };
-            ApiError::new(StatusCode::BAD_REQUEST, code, format!("{at}{e}"))
-        })?;
         let event = input
             .validate(|| EventId::parse(&format!("evt_{}", uuid::Uuid::now_v7().simple())).expect("a generated id is valid"))
             .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_event", format!("{at}{e}")))?;
@@ -107,6 +92,36 @@ async fn store_events(app: &App, auth: Auth, body: Result<Bytes, BytesRejection>
         .map(|(id, r)| IngestedView { id, status: if matches!(r, Ingested::Stored { .. }) { ACCEPTED } else { "duplicate" } })
         .collect();
     Ok((StatusCode::ACCEPTED, Json(IngestView { events })))
+}
+
+/// Parses an ingest body, one event object or an array of them, each
+/// event's error naming its index in a batch. Parsed as raw JSON down to
+/// each event, so that every payload keeps the posted bytes (number
+/// spelling, key order) through to receivers.
+fn parse_events(body: &[u8], max_batch: usize) -> Result<Vec<EventInput>, ApiError> {
+    let raw: &RawValue = parse_json(body)?;
+    let (items, single): (Vec<&RawValue>, bool) = match raw.get().trim_start().as_bytes().first() {
+        Some(b'[') => (parse_json(raw.get().as_bytes())?, false),
+        Some(b'{') => (vec![raw], true),
+        _ => return Err(ApiError::bad_request("invalid_request", "post one event object or an array of events")),
+    };
+    if items.is_empty() {
+        return Err(ApiError::bad_request("empty_batch", "the batch holds no events"));
+    }
+    if items.len() > max_batch {
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large", format!("at most {max_batch} events per request")));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            serde_json::from_str(item.get()).map_err(|e| {
+                let at = if single { String::new() } else { format!("event {i}: ") };
+                let code = if e.to_string().starts_with("unknown field") { "unknown_field" } else { "invalid_event" };
+                ApiError::new(StatusCode::BAD_REQUEST, code, format!("{at}{e}"))
+            })
+        })
+        .collect()
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
