@@ -227,6 +227,7 @@ const EPOCH_TICK: Duration = Duration::from_millis(5);
 impl Sandbox {
     pub fn new(config: SandboxConfig) -> Result<Self, wasmtime::Error> {
         let mut pool = PoolingAllocationConfig::new();
+        let reset = MemoryReset::for_this_host();
         let slots = config.max_concurrent_calls.max(1);
         // A componentized script has a few core instances (the module plus
         // the shims wit-component adds for imports that allocate).
@@ -236,15 +237,9 @@ impl Sandbox {
             .total_tables(slots * 2)
             .max_memories_per_component(1)
             .max_memory_size(config.limits.memory_bytes)
-            // Reset the first part of a memory with memset instead of
-            // unmapping it, so the next instance in the slot does not
-            // page-fault it back in. An SDK-built script's memory is 128-192
-            // KiB; past this much, a larger one's pages are unmapped. No
-            // `PAGEMAP_SCAN` to find the dirty pages first: the system call
-            // cost more than the memset it saves (see `benches/sandbox.rs`).
-            .linear_memory_keep_resident(256 << 10)
+            .linear_memory_keep_resident(reset.keep_resident)
             .table_keep_resident(64 << 10)
-            .pagemap_scan(wasmtime::Enabled::No);
+            .pagemap_scan(reset.pagemap_scan);
 
         let mut wasm = Config::new();
         wasm.consume_fuel(true)
@@ -308,6 +303,29 @@ impl Sandbox {
             },
             logs: state.finish_logs(),
             fuel_used,
+        }
+    }
+}
+
+/// How a slot's memory is made fresh again after each call. Where the
+/// kernel has `PAGEMAP_SCAN` (Linux 6.7), it names the pages the slot's
+/// instances ever wrote and only those are restored with `memset`: a
+/// script's unused stack and heap cost nothing, whatever their size (a
+/// script built with Rust's default 1 MiB stack as cheap as one built with
+/// 64 KiB), and pages stay mapped up to `keep_resident`, so the next call
+/// does not fault them back in. Without it, the first 256 KiB are restored
+/// whole and the rest is unmapped: an SDK-built script's memory is 128-192
+/// KiB. (`benches/sandbox.rs`, LOAD.md "A script's memory, reset".)
+struct MemoryReset {
+    keep_resident: usize,
+    pagemap_scan: wasmtime::Enabled,
+}
+
+impl MemoryReset {
+    fn for_this_host() -> Self {
+        match PoolingAllocationConfig::is_pagemap_scan_available() {
+            true => Self { keep_resident: 2 << 20, pagemap_scan: wasmtime::Enabled::Yes },
+            false => Self { keep_resident: 256 << 10, pagemap_scan: wasmtime::Enabled::No },
         }
     }
 }
