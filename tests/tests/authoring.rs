@@ -45,6 +45,20 @@ fn clean(program: impl AsRef<std::ffi::OsStr>, dir: &Path) -> Command {
     cmd
 }
 
+/// The largest initial size, in 64-KiB pages, of a memory the component's
+/// core modules define.
+fn initial_memory_pages(component: &[u8]) -> u64 {
+    let mut pages = 0;
+    for payload in wasmparser::Parser::new(0).parse_all(component) {
+        if let wasmparser::Payload::MemorySection(memories) = payload.expect("a valid component") {
+            for memory in memories {
+                pages = pages.max(memory.expect("a memory type").initial);
+            }
+        }
+    }
+    pages
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_authoring_loop_runs_from_a_folder_of_its_own() {
     let outside = tempfile::tempdir().expect("a folder outside the repository");
@@ -62,6 +76,10 @@ async fn the_authoring_loop_runs_from_a_folder_of_its_own() {
     let built = run(clean(&sluice, &crate_dir).args(["script", "build"]));
     let component = stdout(&built);
     assert!(component.ends_with("big-orders.wasm"), "{component}");
+    // The scaffold's 64 KiB stack (not Rust's 1 MiB) reached the linker:
+    // the memory starts at two pages, its data and its stack.
+    let bytes = std::fs::read(&component).expect("the component");
+    assert!((1..=2).contains(&initial_memory_pages(&bytes)), "{} pages", initial_memory_pages(&bytes));
     let tried =
         run(clean(&sluice, &crate_dir).args(["script", "test", &component, "--event", "sample-event.json", "--param", "min_amount=100"]));
     let tried: Value = serde_json::from_slice(&tried.stdout).expect("the outcome as JSON");
