@@ -93,6 +93,9 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         ..SandboxConfig::default()
     })
     .map_err(|e| format!("cannot start the sandbox: {e:#}"))?;
+    // An operator comparing nodes' script costs needs to know which reset
+    // the kernel allowed (older kernels: a script's stack size matters).
+    tracing::info!(memory_reset = sandbox.memory_reset(), "scripts run in a fresh instance per event");
     let limits = AppLimits {
         max_body_bytes: settings.max_body_bytes,
         max_batch: settings.max_batch,

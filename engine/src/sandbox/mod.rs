@@ -218,6 +218,7 @@ pub struct Sandbox {
     linkers: abi::Linkers,
     config: SandboxConfig,
     compiled: Mutex<HashMap<Sha256, Arc<Script>>>,
+    reset: MemoryReset,
     _ticker: EpochTicker,
 }
 
@@ -259,7 +260,13 @@ impl Sandbox {
             std::fs::create_dir_all(dir).map_err(|e| wasmtime::Error::msg(format!("cache dir {}: {e}", dir.display())))?;
         }
         let ticker = EpochTicker::start(&engine);
-        Ok(Self { engine, linkers, config, compiled: Mutex::default(), _ticker: ticker })
+        Ok(Self { engine, linkers, config, compiled: Mutex::default(), reset, _ticker: ticker })
+    }
+
+    /// How a script's memory is made fresh after each call, for the log:
+    /// `"the pages written"` (`PAGEMAP_SCAN`) or `"the first 256 KiB"`.
+    pub fn memory_reset(&self) -> &'static str {
+        self.reset.describe()
     }
 
     pub fn limits(&self) -> &Limits {
@@ -313,9 +320,11 @@ impl Sandbox {
 /// script's unused stack and heap cost nothing, whatever their size (a
 /// script built with Rust's default 1 MiB stack as cheap as one built with
 /// 64 KiB), and pages stay mapped up to `keep_resident`, so the next call
-/// does not fault them back in. Without it, the first 256 KiB are restored
+/// does not fault them back in (a slot whose script wrote 16 MiB keeps 2
+/// MiB of it resident, not more). Without it, the first 256 KiB are restored
 /// whole and the rest is unmapped: an SDK-built script's memory is 128-192
-/// KiB. (`benches/sandbox.rs`, LOAD.md "A script's memory, reset".)
+/// KiB. (`benches/sandbox.rs`; LOAD.md, "A script's memory, reset by the pages
+/// it wrote".)
 struct MemoryReset {
     keep_resident: usize,
     pagemap_scan: wasmtime::Enabled,
@@ -326,6 +335,13 @@ impl MemoryReset {
         match PoolingAllocationConfig::is_pagemap_scan_available() {
             true => Self { keep_resident: 2 << 20, pagemap_scan: wasmtime::Enabled::Yes },
             false => Self { keep_resident: 256 << 10, pagemap_scan: wasmtime::Enabled::No },
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match self.pagemap_scan {
+            wasmtime::Enabled::Yes => "the pages written",
+            _ => "the first 256 KiB",
         }
     }
 }
