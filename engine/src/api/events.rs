@@ -69,11 +69,11 @@ async fn store_events(app: &App, auth: Auth, body: Result<Bytes, BytesRejection>
     // (a batch, an error to report) takes the path that tells each case.
     let inputs = match single.then(|| serde_json::from_slice::<EventInput>(&body).ok()).flatten() {
         Some(one) => vec![one],
-        None => parse_events(&body, app.limits().max_batch)?,
+        None => parse_events(&body, single, app.limits().max_batch)?,
     };
     let mut events = Vec::with_capacity(inputs.len());
     for (i, input) in inputs.into_iter().enumerate() {
-        let at = if single { String::new() } else { format!("event {i}: ") };
+        let at = position(single, i);
         let event = input
             .validate(|| EventId::parse(&format!("evt_{}", uuid::Uuid::now_v7().simple())).expect("a generated id is valid"))
             .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_event", format!("{at}{e}")))?;
@@ -94,15 +94,15 @@ async fn store_events(app: &App, auth: Auth, body: Result<Bytes, BytesRejection>
     Ok((StatusCode::ACCEPTED, Json(IngestView { events })))
 }
 
-/// Parses an ingest body, one event object or an array of them, each
-/// event's error naming its index in a batch. Parsed as raw JSON down to
+/// Parses an ingest body, one event object (`single`: it starts with `{`)
+/// or an array of them, each event's error naming its index in a batch. Parsed as raw JSON down to
 /// each event, so that every payload keeps the posted bytes (number
 /// spelling, key order) through to receivers.
-fn parse_events(body: &[u8], max_batch: usize) -> Result<Vec<EventInput>, ApiError> {
+fn parse_events(body: &[u8], single: bool, max_batch: usize) -> Result<Vec<EventInput>, ApiError> {
     let raw: &RawValue = parse_json(body)?;
-    let (items, single): (Vec<&RawValue>, bool) = match raw.get().trim_start().as_bytes().first() {
-        Some(b'[') => (parse_json(raw.get().as_bytes())?, false),
-        Some(b'{') => (vec![raw], true),
+    let items: Vec<&RawValue> = match raw.get().trim_start().as_bytes().first() {
+        Some(b'[') => parse_json(raw.get().as_bytes())?,
+        Some(b'{') => vec![raw],
         _ => return Err(ApiError::bad_request("invalid_request", "post one event object or an array of events")),
     };
     if items.is_empty() {
@@ -116,12 +116,18 @@ fn parse_events(body: &[u8], max_batch: usize) -> Result<Vec<EventInput>, ApiErr
         .enumerate()
         .map(|(i, item)| {
             serde_json::from_str(item.get()).map_err(|e| {
-                let at = if single { String::new() } else { format!("event {i}: ") };
+                let at = position(single, i);
                 let code = if e.to_string().starts_with("unknown field") { "unknown_field" } else { "invalid_event" };
                 ApiError::new(StatusCode::BAD_REQUEST, code, format!("{at}{e}"))
             })
         })
         .collect()
+}
+
+/// Where an event's error is: nowhere to say for one event, its index in a
+/// batch.
+fn position(single: bool, i: usize) -> String {
+    if single { String::new() } else { format!("event {i}: ") }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
