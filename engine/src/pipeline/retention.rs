@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use crate::model::timestamp;
-use crate::store::{PurgedEvents, Store, StoreError};
+use crate::store::{PayloadCursor, PurgedEvents, Store, StoreError};
 
 /// The retention windows and how often they are enforced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,11 +79,13 @@ pub async fn run(store: Store, retention: Retention) {
 pub async fn purge_once(store: &Store, retention: &Retention, now: i64) -> Result<Purged, StoreError> {
     let mut purged = Purged::default();
     let payload_cutoff = now.saturating_sub(millis(retention.payloads));
+    let mut from = PayloadCursor::default();
     loop {
-        let chunk = store.purge_payloads(payload_cutoff, PAYLOAD_CHUNK).await?;
+        let chunk = store.purge_payloads(payload_cutoff, PAYLOAD_CHUNK, &from).await?;
         purged.payloads += chunk.payloads;
-        if chunk.done {
-            break;
+        match chunk.resume {
+            Some(next) => from = next,
+            None => break,
         }
     }
     let event_cutoff = now.saturating_sub(millis(retention.events));

@@ -691,12 +691,22 @@ impl EventCursor {
 }
 
 /// What one chunk of the payload purge did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PurgedPayloads {
     /// Attempts whose request and response bodies were removed.
     pub payloads: u64,
-    /// No attempt older than the cutoff holds its bodies any more.
-    pub done: bool,
+    /// Where the next chunk starts; `None` once no attempt older than the
+    /// cutoff holds its bodies any more.
+    pub resume: Option<PayloadCursor>,
+}
+
+/// Where a chunk of the payload purge starts: after a tenant, in id
+/// order (the default: at the first). A chunk goes on from where the last
+/// stopped, so that a purge visits each tenant once, however many chunks
+/// it takes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PayloadCursor {
+    after: String,
 }
 
 /// What one chunk of the event purge removed.
@@ -1420,9 +1430,11 @@ impl Store {
 
     /// Removes the request and response bodies of attempts made before
     /// `before`, walking each tenant's attempts in creation order from
-    /// where its last walk stopped, at most `limit` attempts in all.
-    pub async fn purge_payloads(&self, before: i64, limit: i64) -> Result<PurgedPayloads> {
-        dispatch!(self.purge_payloads(before, limit))
+    /// where its last walk stopped, tenant after tenant from `from`: at
+    /// most `limit` attempts in all, each tenant visited counting one at
+    /// least (most have nothing to purge).
+    pub async fn purge_payloads(&self, before: i64, limit: i64, from: &PayloadCursor) -> Result<PurgedPayloads> {
+        dispatch!(self.purge_payloads(before, limit, from))
     }
     /// Deletes at most `limit` events received before `before`, oldest
     /// first, with their deliveries and attempts (`payloads` counts those

@@ -930,19 +930,22 @@ impl PostgresStore {
 
     // Retention.
 
-    pub async fn purge_payloads(&self, before: i64, limit: i64) -> Result<PurgedPayloads> {
+    pub async fn purge_payloads(&self, before: i64, limit: i64, from: &PayloadCursor) -> Result<PurgedPayloads> {
         let mut tx = self.begin().await?;
         let ours: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(PAYLOAD_PURGE_LOCK).fetch_one(&mut *tx).await?;
         if !ours {
             // Another node is walking: this purge is its.
-            return Ok(PurgedPayloads { payloads: 0, done: true });
+            return Ok(PurgedPayloads { payloads: 0, resume: None });
         }
+        let mut chunk = payload_walk::Chunk::new(limit, from);
         let tenants: Vec<(String, String)> = sqlx::query_as(
-            "SELECT t.id, coalesce(p.purged_to, '') FROM tenants t LEFT JOIN payload_purges p ON p.tenant_id = t.id ORDER BY t.id",
+            "SELECT t.id, coalesce(p.purged_to, '') FROM tenants t LEFT JOIN payload_purges p ON p.tenant_id = t.id
+             WHERE t.id > $1 ORDER BY t.id LIMIT $2",
         )
+        .bind(chunk.after())
+        .bind(chunk.tenants_to_list())
         .fetch_all(&mut *tx)
         .await?;
-        let mut chunk = payload_walk::Chunk::new(limit);
         for (tenant, from) in tenants {
             let Some(fetch) = chunk.next_fetch() else { break };
             let rows: Vec<(String, i64, bool)> = sqlx::query_as(
@@ -973,7 +976,7 @@ impl PostgresStore {
                 .execute(&mut *tx)
                 .await?;
             }
-            if !chunk.record(&step) {
+            if !chunk.record(&tenant, &step) {
                 break;
             }
         }

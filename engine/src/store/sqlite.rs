@@ -1266,14 +1266,17 @@ impl SqliteStore {
 
     // Retention.
 
-    pub async fn purge_payloads(&self, before: i64, limit: i64) -> Result<PurgedPayloads> {
+    pub async fn purge_payloads(&self, before: i64, limit: i64, from: &PayloadCursor) -> Result<PurgedPayloads> {
+        let from = from.clone();
         self.write(move |c| {
+            // Made in the job: a group that failed runs its jobs again.
+            let mut chunk = payload_walk::Chunk::new(limit, &from);
             let tenants: Vec<(String, String)> = c
                 .prepare_cached(
                     "SELECT t.id, coalesce(p.purged_to, '') FROM tenants t LEFT JOIN payload_purges p ON p.tenant_id = t.id
-                     ORDER BY t.id",
+                     WHERE t.id > ?1 ORDER BY t.id LIMIT ?2",
                 )?
-                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .query_map(rusqlite::params![chunk.after(), chunk.tenants_to_list()], |row| Ok((row.get(0)?, row.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?;
             let mut walk = c.prepare_cached(
                 "SELECT id, started_at, request_body IS NOT NULL OR response_body IS NOT NULL FROM attempts
@@ -1285,7 +1288,6 @@ impl SqliteStore {
                 "INSERT INTO payload_purges (tenant_id, purged_to) VALUES (?1, ?2)
                  ON CONFLICT (tenant_id) DO UPDATE SET purged_to = excluded.purged_to",
             )?;
-            let mut chunk = payload_walk::Chunk::new(limit);
             for (tenant, from) in tenants {
                 let Some(fetch) = chunk.next_fetch() else { break };
                 let rows = walk
@@ -1300,7 +1302,7 @@ impl SqliteStore {
                 if let Some(to) = &step.walked_to {
                     stop.execute([&tenant, to])?;
                 }
-                if !chunk.record(&step) {
+                if !chunk.record(&tenant, &step) {
                     break;
                 }
             }

@@ -449,7 +449,8 @@ async fn purge(s: Scratch) {
     s.received_at(&tenant, "edge", now - 60 * DAY).await;
 
     // Chunks are bounded: one row, then one event, oldest first.
-    assert_eq!(store.purge_payloads(now - 15 * DAY, 1).await.unwrap(), PurgedPayloads { payloads: 1, done: false });
+    let first = store.purge_payloads(now - 15 * DAY, 1, &PayloadCursor::default()).await.unwrap();
+    assert_eq!((first.payloads, first.resume.is_some()), (1, true));
     assert!(store.get_attempt(&tenant, &a_done).await.unwrap().request_body.is_none(), "the oldest payload went first");
     let first = store.purge_events(now - 60 * DAY, 1).await.unwrap();
     assert_eq!(first, PurgedEvents { events: 1, deliveries: 1, attempts: 1, payloads: 0 });
@@ -514,15 +515,16 @@ async fn payload_walk(s: Scratch) {
     // Two attempts walked per chunk: `a`'s first two; its third, then `b`'s
     // first; `b`'s second, and every walk has met a recent attempt.
     let mut chunks = Vec::new();
+    let mut from = PayloadCursor::default();
     loop {
-        let chunk = store.purge_payloads(now - 15 * DAY, 2).await.unwrap();
-        chunks.push(chunk);
-        if chunk.done || chunks.len() > 5 {
-            break;
+        let chunk = store.purge_payloads(now - 15 * DAY, 2, &from).await.unwrap();
+        chunks.push((chunk.payloads, chunk.resume.is_none()));
+        match chunk.resume {
+            Some(next) if chunks.len() < 5 => from = next,
+            _ => break,
         }
     }
-    let chunk = |payloads, done| PurgedPayloads { payloads, done };
-    assert_eq!(chunks, [chunk(2, false), chunk(2, false), chunk(1, true)]);
+    assert_eq!(chunks, [(2, false), (2, false), (1, true)]);
     for (tenant, attempt) in &old {
         assert!(store.get_attempt(tenant, attempt).await.unwrap().request_body.is_none(), "{attempt}");
     }
@@ -531,9 +533,48 @@ async fn payload_walk(s: Scratch) {
     }
     // Each walk stopped before its recent attempt, and starts there again.
     assert_eq!(s.count("payload_purges").await, 2);
-    assert_eq!(store.purge_payloads(now - 15 * DAY, 2).await.unwrap(), chunk(0, true));
-    assert_eq!(store.purge_payloads(now + DAY, 10).await.unwrap(), chunk(2, true));
+    let start = PayloadCursor::default();
+    let done = |payloads| PurgedPayloads { payloads, resume: None };
+    // `a` and `b`, each a visit of a share of 3, and no tenant after them.
+    assert_eq!(store.purge_payloads(now - 15 * DAY, 3, &start).await.unwrap(), done(0));
+    assert_eq!(store.purge_payloads(now + DAY, 10, &start).await.unwrap(), done(2));
     assert_eq!(s.count_where("attempts", HOLDS_BODIES).await, 0);
+}
+
+both_backends!(a_payload_purge_chunk_visits_a_bounded_number_of_tenants_and_the_next_goes_on_after_them, payload_walk_many);
+async fn payload_walk_many(s: Scratch) {
+    let store = &s.store;
+    let now = now_ms();
+    // Many tenants, one old attempt each: a chunk visits as many as its
+    // share, never all of them, and never one twice in a purge.
+    let mut old = Vec::new();
+    for i in 0..12 {
+        let tenant = s.tenant(&format!("t{i:02}")).await;
+        let seq = s.ingest(&tenant, "e").await;
+        let d = s.route(&tenant, seq, &ConfigId::generate(), DeliveryStatus::Pending).await;
+        old.push((tenant.clone(), s.attempt(&tenant, &d, 1, now - 20 * DAY, AttemptOutcome::Retry).await));
+    }
+    let (mut from, mut chunks) = (PayloadCursor::default(), Vec::new());
+    loop {
+        let chunk = store.purge_payloads(now - 15 * DAY, 4, &from).await.unwrap();
+        chunks.push(chunk.payloads);
+        match chunk.resume {
+            Some(next) if chunks.len() < 10 => from = next,
+            _ => break,
+        }
+    }
+    // Four visits a chunk. The last walk of each reads one attempt, a full
+    // fetch, which cannot tell the tenant's last attempt from more to come:
+    // the next chunk starts at that tenant again.
+    assert_eq!(chunks, [4, 3, 3, 2]);
+    for (tenant, attempt) in &old {
+        assert!(store.get_attempt(tenant, attempt).await.unwrap().request_body.is_none(), "{attempt}");
+    }
+
+    // With nothing left to purge, a chunk still stops at its share.
+    let chunk = store.purge_payloads(now - 15 * DAY, 5, &PayloadCursor::default()).await.unwrap();
+    assert_eq!(chunk.payloads, 0);
+    assert!(chunk.resume.is_some(), "five of twelve tenants visited");
 }
 
 both_backends!(added_deliveries_are_recorded_once_and_only_in_their_tenant, added_deliveries);
