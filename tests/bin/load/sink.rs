@@ -68,17 +68,26 @@ struct Shared {
     hasher: RandomState,
     first: Vec<Mutex<HashMap<String, Duration>>>,
     repeats: AtomicU64,
-    /// Everything else [`Arrivals`] holds: only failing and slow paths'.
-    arrivals: Mutex<Arrivals>,
+    /// What failing and slow paths received.
+    others: Mutex<Others>,
     /// Paths answered `500`.
     failing: RwLock<HashSet<String>>,
     /// Paths answered `200 [ACK]` after a delay.
     slow: RwLock<HashMap<String, Duration>>,
 }
 
+/// The part of [`Arrivals`] that failing and slow paths make, behind one
+/// lock (the rest is sharded: every delivery records there).
+#[derive(Debug, Default)]
+struct Others {
+    failed_attempts: Vec<Duration>,
+    failed_events: HashSet<String>,
+    slow_events: HashSet<String>,
+}
+
 impl Shared {
-    fn arrivals(&self) -> MutexGuard<'_, Arrivals> {
-        lock(&self.arrivals)
+    fn others(&self) -> MutexGuard<'_, Others> {
+        lock(&self.others)
     }
 
     fn first(&self, id: &str) -> MutexGuard<'_, HashMap<String, Duration>> {
@@ -111,7 +120,7 @@ impl Sink {
             hasher: RandomState::new(),
             first: (0..SHARDS).map(|_| Mutex::default()).collect(),
             repeats: AtomicU64::new(0),
-            arrivals: Mutex::default(),
+            others: Mutex::default(),
             failing: RwLock::default(),
             slow: RwLock::default(),
         });
@@ -124,12 +133,12 @@ impl Sink {
                 let failing = state.failing.read().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(uri.path());
                 if failing {
                     let at = state.clock.now();
-                    let mut arrivals = state.arrivals();
-                    arrivals.failed_attempts.push(at);
+                    let mut others = state.others();
+                    others.failed_attempts.push(at);
                     if let Some(id) = id
-                        && !arrivals.failed_events.contains(id)
+                        && !others.failed_events.contains(id)
                     {
-                        arrivals.failed_events.insert(id.to_owned());
+                        others.failed_events.insert(id.to_owned());
                     }
                     return (StatusCode::INTERNAL_SERVER_ERROR, "failing on purpose");
                 }
@@ -137,7 +146,7 @@ impl Sink {
                 if let Some(delay) = delay {
                     tokio::time::sleep(delay).await;
                     if let Some(id) = id {
-                        state.arrivals().slow_events.insert(id.to_owned());
+                        state.others().slow_events.insert(id.to_owned());
                     }
                     return (StatusCode::OK, "[ACK]");
                 }
@@ -188,10 +197,14 @@ impl Sink {
     /// Everything received so far; the sink starts afresh.
     pub fn drain(&self) -> Arrivals {
         let shards = self.shared.shards().map(|mut shard| std::mem::take(&mut *shard)).collect();
-        let mut arrivals = std::mem::take(&mut *self.shared.arrivals());
-        arrivals.first = Firsts { hasher: self.shared.hasher.clone(), shards };
-        arrivals.repeats = self.shared.repeats.swap(0, Ordering::Relaxed);
-        arrivals
+        let Others { failed_attempts, failed_events, slow_events } = std::mem::take(&mut *self.shared.others());
+        Arrivals {
+            first: Firsts { hasher: self.shared.hasher.clone(), shards },
+            repeats: self.shared.repeats.swap(0, Ordering::Relaxed),
+            failed_attempts,
+            failed_events,
+            slow_events,
+        }
     }
 }
 
