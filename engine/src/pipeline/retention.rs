@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use crate::model::timestamp;
-use crate::store::{PayloadCursor, PurgedEvents, Store, StoreError};
+use crate::store::{EventCursor, PayloadCursor, PurgedEvents, Store, StoreError};
 
 /// The retention windows and how often they are enforced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,8 +36,8 @@ impl Default for Retention {
 
 /// Attempts walked per write job of the payload purge.
 const PAYLOAD_CHUNK: i64 = 1_000;
-/// Events deleted per write job (each with its deliveries, attempts and
-/// payloads: a few rows to a few hundred).
+/// Events read per write job, and so at most deleted (each with its
+/// deliveries, attempts and payloads: a few rows to a few hundred).
 const EVENT_CHUNK: i64 = 200;
 /// The first purge waits this long after start (or the interval, if
 /// shorter), leaving start-up to the recovery scan.
@@ -89,14 +89,16 @@ pub async fn purge_once(store: &Store, retention: &Retention, now: i64) -> Resul
         }
     }
     let event_cutoff = now.saturating_sub(millis(retention.events));
+    let mut from = EventCursor::from(i64::MIN);
     loop {
-        let chunk = store.purge_events(event_cutoff, EVENT_CHUNK).await?;
+        let (chunk, resume) = store.purge_events(event_cutoff, EVENT_CHUNK, from).await?;
         purged.events.events += chunk.events;
         purged.events.deliveries += chunk.deliveries;
         purged.events.attempts += chunk.attempts;
         purged.events.payloads += chunk.payloads;
-        if chunk.events < EVENT_CHUNK as u64 {
-            break;
+        match resume {
+            Some(next) => from = next,
+            None => break,
         }
     }
     Ok(purged)

@@ -21,6 +21,7 @@
 //! with a tag and handed back only when the tag checks (else `None`, and the
 //! caller compiles the uploaded bytes). Callers never see either format.
 
+mod event_walk;
 mod log_writes;
 mod payload_walk;
 mod postgres;
@@ -1440,7 +1441,13 @@ impl Store {
     /// first, with their deliveries and attempts (`payloads` counts those
     /// that still held bodies). An event still
     /// pending (not routed, or with a pending delivery) is kept.
-    pub async fn purge_events(&self, before: i64, limit: i64) -> Result<PurgedEvents> {
-        dispatch!(self.purge_events(before, limit))
+    ///
+    /// The scan goes on from `from`, and reads a bounded number of events
+    /// past those kept (`event_walk::READS_PER_EVENT` for each of `limit`):
+    /// events kept for a long time (a disabled configuration's pending
+    /// deliveries) are read once a purge, not once a chunk. Returns where
+    /// the next chunk starts (`None`: no event before `before` is left).
+    pub async fn purge_events(&self, before: i64, limit: i64, from: EventCursor) -> Result<(PurgedEvents, Option<EventCursor>)> {
+        dispatch!(self.purge_events(before, limit, from))
     }
 }

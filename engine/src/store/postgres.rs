@@ -984,23 +984,36 @@ impl PostgresStore {
         Ok(chunk.finish())
     }
 
-    pub async fn purge_events(&self, before: i64, limit: i64) -> Result<PurgedEvents> {
+    pub async fn purge_events(&self, before: i64, limit: i64, from: EventCursor) -> Result<(PurgedEvents, Option<EventCursor>)> {
+        let read_limit = limit.saturating_mul(event_walk::READS_PER_EVENT);
         let mut tx = self.begin().await?;
-        // Locked: a replay adding a delivery waits, then finds no event.
-        // Skipped if locked: another node is purging or routing it.
+        let scanned: Vec<(i64, i64, bool)> = sqlx::query_as(&event_walk::scan_sql(["$1", "$2", "$3", "$4"]))
+            .bind(before)
+            .bind(from.received_at)
+            .bind(from.seq)
+            .bind(read_limit)
+            .fetch_all(&mut *tx)
+            .await?;
+        let scanned: Vec<event_walk::Scanned> =
+            scanned.into_iter().map(|(seq, received_at, may_go)| event_walk::Scanned { seq, received_at, may_go }).collect();
+        let (candidates, resume) = event_walk::page(&scanned, limit, read_limit);
+        if candidates.is_empty() {
+            return Ok((PurgedEvents::default(), resume));
+        }
+        // Locked, and checked again under the lock: a replay adding a
+        // delivery waits, then finds no event. Skipped if locked: another
+        // node is purging or routing it (the next purge sees it again).
         let seqs: Vec<i64> = sqlx::query_scalar(&format!(
             "SELECT e.seq FROM events e
-             WHERE e.received_at < $1 AND {ROUTED}
+             WHERE e.seq = ANY($1) AND {ROUTED}
                AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status = 'pending')
-             ORDER BY e.received_at LIMIT $2
-             FOR UPDATE SKIP LOCKED"
+             ORDER BY e.seq FOR UPDATE SKIP LOCKED"
         ))
-        .bind(before)
-        .bind(limit)
+        .bind(&candidates)
         .fetch_all(&mut *tx)
         .await?;
         if seqs.is_empty() {
-            return Ok(PurgedEvents::default());
+            return Ok((PurgedEvents::default(), resume));
         }
         let mut purged = PurgedEvents::default();
         // Children first: no row is left pointing at one that is gone.
@@ -1020,7 +1033,7 @@ impl PostgresStore {
             *count = sqlx::query(sql).bind(&seqs).execute(&mut *tx).await?.rows_affected();
         }
         tx.commit().await?;
-        Ok(purged)
+        Ok((purged, resume))
     }
 }
 

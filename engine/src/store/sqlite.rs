@@ -1311,17 +1311,16 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn purge_events(&self, before: i64, limit: i64) -> Result<PurgedEvents> {
+    pub async fn purge_events(&self, before: i64, limit: i64, from: EventCursor) -> Result<(PurgedEvents, Option<EventCursor>)> {
+        let read_limit = limit.saturating_mul(event_walk::READS_PER_EVENT);
         self.write(move |c| {
-            let seqs: Vec<i64> = c
-                .prepare_cached(&format!(
-                    "SELECT e.seq FROM events e
-                     WHERE e.received_at < ?1 AND {ROUTED}
-                       AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status = 'pending')
-                     ORDER BY e.received_at LIMIT ?2"
-                ))?
-                .query_map(rusqlite::params![before, limit], |row| row.get(0))?
+            let scanned: Vec<event_walk::Scanned> = c
+                .prepare_cached(&event_walk::scan_sql(["?1", "?2", "?3", "?4"]))?
+                .query_map(rusqlite::params![before, from.received_at, from.seq, read_limit], |row| {
+                    Ok(event_walk::Scanned { seq: row.get(0)?, received_at: row.get(1)?, may_go: row.get(2)? })
+                })?
                 .collect::<rusqlite::Result<_>>()?;
+            let (seqs, resume) = event_walk::page(&scanned, limit, read_limit);
             // Children first: the foreign keys are enforced.
             let mut attempts = c.prepare_cached(
                 "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = ?)
@@ -1338,7 +1337,7 @@ impl SqliteStore {
                 purged.deliveries += deliveries.execute([seq])? as u64;
                 purged.events += events.execute([seq])? as u64;
             }
-            Ok(purged)
+            Ok((purged, resume))
         })
         .await
     }

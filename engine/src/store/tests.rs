@@ -128,10 +128,10 @@ impl Scratch {
     }
 
     /// Backdates an event: the API never does.
-    async fn received_at(&self, tenant: &TenantId, id: &'static str, at: i64) {
+    async fn received_at(&self, tenant: &TenantId, id: &str, at: i64) {
         match &self.store.backend {
             Backend::Sqlite(db) => {
-                let tenant = tenant.to_string();
+                let (tenant, id) = (tenant.to_string(), id.to_owned());
                 db.write(move |c| {
                     Ok(c.execute("UPDATE events SET received_at = ?1 WHERE tenant_id = ?2 AND id = ?3", rusqlite::params![at, tenant, id])?)
                 })
@@ -452,8 +452,10 @@ async fn purge(s: Scratch) {
     let first = store.purge_payloads(now - 15 * DAY, 1, &PayloadCursor::default()).await.unwrap();
     assert_eq!((first.payloads, first.resume.is_some()), (1, true));
     assert!(store.get_attempt(&tenant, &a_done).await.unwrap().request_body.is_none(), "the oldest payload went first");
-    let first = store.purge_events(now - 60 * DAY, 1).await.unwrap();
+    // Past old-unrouted (kept), one event: old-done.
+    let (first, resume) = store.purge_events(now - 60 * DAY, 1, EventCursor::from(i64::MIN)).await.unwrap();
     assert_eq!(first, PurgedEvents { events: 1, deliveries: 1, attempts: 1, payloads: 0 });
+    assert!(resume.is_some());
     assert!(matches!(store.get_event(&tenant, "old-done").await, Err(StoreError::NotFound)));
 
     let retention =
@@ -539,6 +541,44 @@ async fn payload_walk(s: Scratch) {
     assert_eq!(store.purge_payloads(now - 15 * DAY, 3, &start).await.unwrap(), done(0));
     assert_eq!(store.purge_payloads(now + DAY, 10, &start).await.unwrap(), done(2));
     assert_eq!(s.count_where("attempts", HOLDS_BODIES).await, 0);
+}
+
+both_backends!(the_event_purge_reads_kept_events_once_a_purge_not_once_a_chunk, purge_past_kept);
+async fn purge_past_kept(s: Scratch) {
+    let store = &s.store;
+    let tenant = s.tenant("a").await;
+    let config = s.config(&tenant, "c").await;
+    let now = now_ms();
+    // 45 old events kept (never routed), then three old ones that go.
+    let kept: Vec<String> = (0..45).map(|i| format!("k{i:02}")).collect();
+    let names = kept.iter().map(String::as_str).chain(["p1", "p2", "p3"]);
+    for (i, name) in names.enumerate() {
+        let seq = s.ingest(&tenant, name).await;
+        if name.starts_with('p') {
+            s.route(&tenant, seq, &config, DeliveryStatus::Filtered).await;
+        }
+        s.received_at(&tenant, name, now - 90 * DAY + i as i64).await;
+    }
+    s.ingest(&tenant, "recent").await;
+
+    let (mut from, mut chunks) = (EventCursor::from(i64::MIN), Vec::new());
+    loop {
+        let (chunk, resume) = store.purge_events(now - 60 * DAY, 1, from).await.unwrap();
+        chunks.push(chunk.events);
+        match resume {
+            Some(next) if chunks.len() < 10 => from = next,
+            _ => break,
+        }
+    }
+    // One event a chunk, at most 20 read, each chunk from where the last
+    // stopped: k00-k19, k20-k39, k40-k44 and p1, then p2, then p3.
+    assert_eq!(chunks, [0, 0, 1, 1, 1]);
+    for kept in kept.iter().map(String::as_str).chain(["recent"]) {
+        store.get_event(&tenant, kept).await.unwrap_or_else(|e| panic!("{kept}: {e}"));
+    }
+    for gone in ["p1", "p2", "p3"] {
+        assert!(matches!(store.get_event(&tenant, gone).await, Err(StoreError::NotFound)), "{gone}");
+    }
 }
 
 both_backends!(a_payload_purge_chunk_visits_a_bounded_number_of_tenants_and_the_next_goes_on_after_them, payload_walk_many);
