@@ -36,7 +36,12 @@ pub(super) struct Scanned {
 /// (not routed, or a delivery pending) are walked past, a few thousand a
 /// chunk (about a millisecond), so that a long run of them costs a purge
 /// few chunks, each of them short.
-pub(super) const READS_PER_EVENT: i64 = 20;
+const READS_PER_EVENT: i64 = 20;
+
+/// How many events a chunk that may delete `limit` reads at most.
+pub(super) fn read_limit(limit: i64) -> i64 {
+    limit.saturating_mul(READS_PER_EVENT)
+}
 
 /// The first `limit` events of a purge scan that may go, and where the
 /// next scan starts: after the last of those if the limit cut the page

@@ -985,7 +985,7 @@ impl PostgresStore {
     }
 
     pub async fn purge_events(&self, before: i64, limit: i64, from: EventCursor) -> Result<(PurgedEvents, Option<EventCursor>)> {
-        let read_limit = limit.saturating_mul(event_walk::READS_PER_EVENT);
+        let read_limit = event_walk::read_limit(limit);
         let mut tx = self.begin().await?;
         let scanned: Vec<(i64, i64, bool)> = sqlx::query_as(&event_walk::scan_sql(["$1", "$2", "$3", "$4"]))
             .bind(before)

@@ -1312,7 +1312,7 @@ impl SqliteStore {
     }
 
     pub async fn purge_events(&self, before: i64, limit: i64, from: EventCursor) -> Result<(PurgedEvents, Option<EventCursor>)> {
-        let read_limit = limit.saturating_mul(event_walk::READS_PER_EVENT);
+        let read_limit = event_walk::read_limit(limit);
         self.write(move |c| {
             let scanned: Vec<event_walk::Scanned> = c
                 .prepare_cached(&event_walk::scan_sql(["?1", "?2", "?3", "?4"]))?
