@@ -670,14 +670,27 @@ impl PostgresStore {
             // Per configuration that may be claimed for, its first due ones
             // through its own range of `deliveries_due`: one left alone
             // (queue full, breaker open) costs nothing however long its
-            // backlog, and no backlog costs more than `$3` rows.
-            "WITH due AS (
-                SELECT d.tenant_id, d.id, d.next_attempt_at FROM configurations c CROSS JOIN LATERAL (
+            // backlog, and no backlog costs more than `$3` rows. Only the
+            // configurations with deliveries waiting are visited, found by
+            // skipping through that index from one's range to the next
+            // (`waiting`, with each one's first due time), and only those
+            // whose first is due are looked up: as SQLite's claim.
+            "WITH RECURSIVE waiting AS (
+                (SELECT config_id, next_attempt_at FROM deliveries WHERE status = 'pending' AND lease_until IS NULL
+                 ORDER BY config_id, next_attempt_at LIMIT 1)
+                UNION ALL
+                SELECT n.config_id, n.next_attempt_at FROM waiting w CROSS JOIN LATERAL (
+                    SELECT config_id, next_attempt_at FROM deliveries
+                    WHERE status = 'pending' AND lease_until IS NULL AND config_id > w.config_id
+                    ORDER BY config_id, next_attempt_at LIMIT 1) n),
+             due AS (
+                SELECT d.tenant_id, d.id, d.next_attempt_at FROM waiting w
+                JOIN configurations c ON c.id = w.config_id CROSS JOIN LATERAL (
                     SELECT tenant_id, id, next_attempt_at FROM deliveries
                     WHERE config_id = c.id AND status = 'pending' AND lease_until IS NULL AND next_attempt_at <= $2
                     ORDER BY next_attempt_at LIMIT $3
                     FOR UPDATE SKIP LOCKED) d
-                WHERE c.enabled AND NOT (c.tenant_id = ANY($5)) AND NOT (c.id = ANY($6))
+                WHERE w.next_attempt_at <= $2 AND c.enabled AND NOT (c.tenant_id = ANY($5)) AND NOT (c.id = ANY($6))
                 ORDER BY d.next_attempt_at LIMIT $3),
              lost AS (
                 SELECT tenant_id, id, next_attempt_at FROM deliveries

@@ -1351,13 +1351,32 @@ impl SqliteStore {
 /// through its own range of `deliveries_due` (configuration, then due
 /// time), and only up to its `?3`-th due one: a configuration left alone
 /// (queue full, breaker open) costs nothing however long its backlog, nor
-/// does a long backlog cost more than `?3` rows. `CROSS JOIN` keeps the
-/// configurations the outer loop, `INDEXED BY` keeps SQLite (without
-/// statistics) from walking every delivery of a configuration instead.
+/// does a long backlog cost more than `?3` rows.
+///
+/// Only the configurations with deliveries waiting are visited, found by
+/// skipping through the same index from one configuration's range to the
+/// next (`waiting`), and of those only the ones whose first is due are
+/// looked up: a configuration with nothing waiting costs nothing, however
+/// many there are. The claim runs at every poll, on the writer every tenant
+/// shares. `CROSS JOIN` keeps `waiting` the outer loop, `INDEXED BY` keeps
+/// SQLite (without statistics) from walking every delivery of a
+/// configuration instead.
 pub(super) const CLAIM_DUE: &str = "
-    WITH due AS (SELECT d.id, d.next_attempt_at
-                 FROM configurations c CROSS JOIN deliveries d INDEXED BY deliveries_due
-                 WHERE c.enabled = 1
+    WITH RECURSIVE
+         waiting(config_id) AS (
+             SELECT (SELECT config_id FROM deliveries INDEXED BY deliveries_due
+                     WHERE status = 'pending' AND lease_until IS NULL ORDER BY config_id LIMIT 1)
+             UNION ALL
+             SELECT (SELECT config_id FROM deliveries INDEXED BY deliveries_due
+                     WHERE status = 'pending' AND lease_until IS NULL AND config_id > w.config_id
+                     ORDER BY config_id LIMIT 1)
+             FROM waiting w WHERE w.config_id IS NOT NULL),
+         due AS (SELECT d.id, d.next_attempt_at
+                 FROM waiting w CROSS JOIN configurations c CROSS JOIN deliveries d INDEXED BY deliveries_due
+                 WHERE EXISTS (SELECT 1 FROM deliveries INDEXED BY deliveries_due
+                               WHERE config_id = w.config_id AND status = 'pending' AND lease_until IS NULL
+                                 AND next_attempt_at <= ?2)
+                   AND c.id = w.config_id AND c.enabled = 1
                    AND c.tenant_id NOT IN (SELECT value FROM json_each(?4))
                    AND c.id NOT IN (SELECT value FROM json_each(?5))
                    AND d.config_id = c.id AND d.status = 'pending' AND d.lease_until IS NULL
@@ -1370,7 +1389,7 @@ pub(super) const CLAIM_DUE: &str = "
          lost AS (SELECT id, next_attempt_at FROM deliveries INDEXED BY deliveries_leased
                   WHERE status = 'pending' AND lease_until IS NOT NULL AND lease_until < ?2
                     AND next_attempt_at <= ?2
-                    AND config_id IN (SELECT id FROM configurations WHERE enabled = 1)
+                    AND (SELECT enabled FROM configurations c WHERE c.id = deliveries.config_id) = 1
                     AND tenant_id NOT IN (SELECT value FROM json_each(?4))
                     AND config_id NOT IN (SELECT value FROM json_each(?5))
                   ORDER BY lease_until LIMIT ?3)

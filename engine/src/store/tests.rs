@@ -1200,6 +1200,46 @@ async fn claim_across_configurations(s: Scratch) {
     assert_eq!(claim(10, ClaimSkip::default()).await, due[5..].to_vec());
 }
 
+both_backends!(a_claim_takes_what_is_due_of_each_configuration_with_deliveries_waiting, claim_among_waiting);
+async fn claim_among_waiting(s: Scratch) {
+    let tenant = s.tenant("a").await;
+    let now = now_ms();
+    // Configurations in the order the claim skips through them, each with
+    // deliveries due (-) or due later (+): it must pass the ones with
+    // nothing due, nothing waiting or disabled, and go on after them.
+    let mut expected = Vec::new();
+    for (name, waiting, enabled) in [
+        ("later", vec![60_000], true),
+        ("two-due", vec![-20, -10], true),
+        ("disabled", vec![-30], false),
+        ("nothing", vec![], true),
+        ("due-and-later", vec![-5, 60_000], true),
+        ("later-again", vec![120_000], true),
+        ("last-due", vec![-1], true),
+    ] {
+        let config = s.config(&tenant, name).await;
+        if !enabled {
+            s.store.set_config_enabled(&tenant, &config, None, false, None).await.unwrap();
+        }
+        for (i, at) in waiting.into_iter().enumerate() {
+            let seq = s.ingest(&tenant, &format!("{name}-{i}")).await;
+            let mut d = delivery(&config, DeliveryStatus::Pending);
+            (d.next_attempt_at, d.lease_until) = (Some(now + at), None);
+            if enabled && at < 0 {
+                expected.push((at, d.id.clone()));
+            }
+            s.store.record_routing(vec![Routed::written(tenant.clone(), seq, vec![d])]).await.unwrap();
+        }
+    }
+    expected.sort();
+    let expected: Vec<_> = expected.into_iter().map(|(_, id)| id).collect();
+    let claimed = s.store.claim_due(now, 60_000, 10, &ClaimSkip::default()).await.unwrap();
+    let claimed: Vec<_> = claimed.into_iter().map(|d| d.delivery.id).collect();
+    assert_eq!(claimed, expected, "every enabled configuration's due deliveries, earliest first");
+    let later = s.store.claim_due(now + 60_000, 60_000, 10, &ClaimSkip::default()).await.unwrap();
+    assert_eq!(later.len(), 2, "the two due a minute later: {later:?}");
+}
+
 both_backends!(a_claim_takes_what_is_due_and_what_a_lost_sender_held, claim_due_and_lost);
 async fn claim_due_and_lost(s: Scratch) {
     let tenant = s.tenant("a").await;
@@ -1239,6 +1279,14 @@ async fn the_sqlite_claim_reads_only_pending_deliveries() {
     let reads: Vec<&String> = plan.iter().filter(|step| step.contains(" deliveries ") || step.contains(" d ")).collect();
     assert!(reads.iter().any(|r| r.contains("deliveries_due")) && reads.iter().any(|r| r.contains("deliveries_leased")), "{plan:#?}");
     assert!(reads.iter().all(|r| r.contains("deliveries_due") || r.contains("deliveries_leased") || r.contains("(id=?)")), "{plan:#?}");
+    // Configurations are looked up one by one, those with deliveries
+    // waiting: never all of them, at every poll.
+    let configurations: Vec<&String> =
+        plan.iter().filter(|step| step.split_whitespace().nth(1).is_some_and(|table| table == "c" || table == "configurations")).collect();
+    assert!(
+        !configurations.is_empty() && configurations.iter().all(|step| step.starts_with("SEARCH") && step.contains("(id=?)")),
+        "{plan:#?}"
+    );
 }
 
 both_backends!(scripts_are_numbered_per_name_and_configurations_keep_their_script_history, script_versions);
