@@ -677,8 +677,11 @@ impl App {
         let started = std::time::SystemTime::now();
         // Read before the store writes the claim: its time is judged short,
         // and if the epoch ends meanwhile the claim counts as ended (the
-        // event is routed resumed, nothing handed on).
-        let claim = Claim { at: timestamp::now_ms(), epoch: self.store.epoch() };
+        // event is routed resumed, nothing handed on). The epoch confirmed
+        // live first if the node was out of touch: claims taken in an epoch
+        // that ended while it was would all be routed late, and sent twice.
+        let epoch = self.store.live_epoch().await?;
+        let claim = Claim { at: timestamp::now_ms(), epoch };
         let kept: Vec<Arc<Event>> = events.iter().cloned().map(Arc::new).collect();
         let results = self.store.ingest(tenant, quota, events).await?;
         let stored = std::time::SystemTime::now();

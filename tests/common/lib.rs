@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod engine;
+pub mod proxy;
 pub mod receiver;
 pub mod tls;
 pub mod verify;

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use sluice_tests::engine::{Api, Engine, PostgresDatabase, event_body};
+use sluice_tests::proxy::Proxy;
 use sluice_tests::receiver::{Behaviour, Receiver};
 use tokio::time::Instant;
 
@@ -388,4 +389,110 @@ async fn a_node_that_dies_for_good_has_its_events_taken_over_before_its_claims_r
     let got: BTreeSet<String> = rx.received().iter().filter_map(|r| r.header("webhook-id").map(str::to_owned)).collect();
     assert_eq!(got, ids.iter().cloned().collect(), "every event reached the receiver");
     drop(survivor);
+}
+
+/// A node cut off from the database (its connections closed, new ones
+/// refused) while it holds events it accepted, some of them in flight, then
+/// connected again. It cannot accept anything meanwhile; the other node
+/// finds it silent and delivers what it held; back, it learns it was taken
+/// for dead, leaves what it held to the other, and serves again. Every
+/// accepted event ends delivered, its state recorded, nothing pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_the_database_has_its_work_taken_over_and_serves_again_once_back() {
+    let database = PostgresDatabase::create().await;
+    let server = url::Url::parse(database.url()).expect("the database's URL");
+    let target = format!("{}:{}", server.host_str().expect("a host"), server.port().unwrap_or(5432));
+    let proxy = Proxy::start(target.parse().expect("the database server's address")).await;
+    let cut_off = Engine::start_on_database(&proxy.url_through(database.url()), &[("SLUICE_NODE_ID", "node-1")]).await;
+    let other = Engine::start_on_database(database.url(), &[("SLUICE_NODE_ID", "node-2")]).await;
+    // Slow: the cut-off node's first attempts are under way at the cut.
+    let rx = Receiver::with(Behaviour { status: 200, delay: Duration::from_secs(3) }).await;
+    cut_off.admin().enabled_config(json!({"name": "across a cut", "endpoint": rx.url, "event_types": ["order.*"]})).await;
+    let held: Vec<String> = (0..10).map(|i| format!("held-{i}")).collect();
+    let events: Vec<_> = held.iter().map(|id| event_body(id, "order.paid", "emea", json!({}))).collect();
+    cut_off.admin().ingest(&events).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rx.arrived() == 0 {
+        assert!(Instant::now() < deadline, "the node sent nothing before the cut");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.cut();
+    let cut = Instant::now();
+
+    // Cut off, it cannot store an event, and says so: the poster retries.
+    let refused = tokio::spawn({
+        let api = cut_off.admin();
+        async move {
+            let started = Instant::now();
+            let answer = api.try_post("/v1/events", &json!([event_body("while-cut", "order.paid", "emea", json!({}))])).await;
+            (answer, started.elapsed())
+        }
+    });
+
+    // The other node takes over once the node was silent 30 s.
+    let api = other.admin();
+    wait_delivered(&api, &held, cut + Duration::from_secs(120), &cut_off).await;
+    let taken_over = cut.elapsed();
+    let (answer, waited) = refused.await.expect("the post while cut off");
+    let answer = answer.expect("an answer while cut off");
+    assert_eq!((answer.status, answer.body["code"].as_str()), (503, Some("store_unavailable")), "{}", answer.body);
+    assert_eq!(answer.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+
+    // Connected again, it serves: events posted to it are accepted (once its
+    // connections are made again) and delivered.
+    proxy.heal();
+    let healed = Instant::now();
+    let after: Vec<String> = (0..5).map(|i| format!("after-{i}")).collect();
+    for id in &after {
+        loop {
+            let answer = cut_off.admin().try_post("/v1/events", &json!([event_body(id, "order.paid", "emea", json!({}))])).await;
+            if answer.as_ref().is_some_and(|a| a.status == 202 && a.body["events"][0]["status"] == "accepted") {
+                break;
+            }
+            assert!(
+                healed.elapsed() < Duration::from_secs(60),
+                "{id} not accepted {:?} after the cut healed: {:?}",
+                healed.elapsed(),
+                answer.map(|a| a.body)
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    wait_delivered(&cut_off.admin(), &after, healed + Duration::from_secs(60), &cut_off).await;
+    assert!(cut_off.log().contains("took this node for dead"), "the node never learnt it was taken for dead:\n{}", cut_off.log());
+
+    // The held events' attempts under way at the cut were answered but not
+    // recorded: sent again by the other node. Those accepted once it was
+    // back were claimed in its new epoch: sent once.
+    let mut sent: BTreeMap<String, usize> = BTreeMap::new();
+    for r in rx.received() {
+        *sent.entry(r.header("webhook-id").unwrap_or_default().to_owned()).or_default() += 1;
+    }
+    let all: BTreeSet<String> = held.iter().chain(&after).cloned().collect();
+    assert_eq!(sent.keys().cloned().collect::<BTreeSet<_>>(), all, "every accepted event reached the receiver, and only those");
+    for id in &after {
+        assert_eq!(sent[id], 1, "{id}, accepted after the cut healed, sent more than once: {sent:?}");
+    }
+    eprintln!(
+        "taken over {taken_over:?} after the cut; the post while cut off answered after {waited:?}; {} requests for {} events",
+        rx.received().len(),
+        all.len()
+    );
+    drop((cut_off, other));
+}
+
+/// Waits until each of `ids` is routed and every one of its deliveries has
+/// succeeded (none pending), as `api` reads it.
+async fn wait_delivered(api: &Api, ids: &[String], deadline: Instant, node: &Engine) {
+    for id in ids {
+        loop {
+            let event = api.get(&format!("/v1/events/{id}")).await.expect(200);
+            let deliveries = event["deliveries"].as_array().cloned().unwrap_or_default();
+            if event["routed"] == true && !deliveries.is_empty() && deliveries.iter().all(|d| d["status"] == "succeeded") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{id} not delivered in time: {event}\n{}", node.log());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
 }

@@ -40,7 +40,12 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(code = self.code, message = %self.message, "request failed");
         }
-        (self.status, axum::Json(super::views::ErrorBody { code: self.code, message: self.message, field: self.field })).into_response()
+        let body = axum::Json(super::views::ErrorBody { code: self.code, message: self.message, field: self.field });
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // Unavailable for a moment: a poster's retry loop need not guess.
+            return (self.status, [(axum::http::header::RETRY_AFTER, "1")], body).into_response();
+        }
+        (self.status, body).into_response()
     }
 }
 
@@ -68,6 +73,11 @@ impl From<StoreError> for ApiError {
                 format!("the tenant's monthly quota of {quota} events is used up ({used} this month); nothing was stored"),
             ),
             StoreError::Closed => Self::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down"),
+            e if e.is_unavailable() => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the database cannot be reached just now; retry shortly (events posted again with the same ids are stored once)",
+            ),
             other => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", other.to_string()),
         }
     }

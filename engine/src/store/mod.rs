@@ -85,6 +85,23 @@ pub enum StoreError {
     Closed,
 }
 
+impl StoreError {
+    /// The database could not be reached (down, restarting, the network in
+    /// between): a fault of no request's, and the same request may succeed
+    /// a moment later.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed | sqlx::Error::Tls(_)) => true,
+            // Connection exceptions (class 08), and the server shutting
+            // down or starting up (57P01-57P03).
+            StoreError::Database(sqlx::Error::Database(e)) => {
+                e.code().is_some_and(|code| code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03"))
+            }
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 pub use crate::model::timestamp::{now_ms, rfc3339};
@@ -1352,6 +1369,15 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(_) => Epoch::default(),
             Backend::Postgres(db) => db.epoch(),
+        }
+    }
+    /// The epoch to take new claims in: [`Store::epoch`], confirmed first
+    /// by a heartbeat when this node has not been heard for a while (it
+    /// could not reach the database, and may have been taken for dead).
+    pub async fn live_epoch(&self) -> Result<Epoch> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(Epoch::default()),
+            Backend::Postgres(db) => db.live_epoch().await,
         }
     }
     /// Says this node is alive. With `judge`, also releases what nodes not

@@ -12,6 +12,7 @@
 //! SQLite shares are in `reads`, not here.
 
 use std::str::FromStr;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
@@ -47,7 +48,27 @@ pub struct PostgresStore {
     attempts: mpsc::Sender<AttemptJob>,
     /// This node's epoch (see [`Epoch`]), as its row in `nodes` holds it.
     epoch: Arc<AtomicI64>,
+    /// When its last heartbeat that went through was sent.
+    beats: Arc<Beats>,
 }
+
+/// This node's heartbeats as it sees them: whether its epoch may have
+/// ended while it could not reach the database.
+struct Beats {
+    opened: std::time::Instant,
+    /// When the last heartbeat that went through was sent, in ms since
+    /// `opened`: no node can have taken this one for dead before
+    /// [`NODE_SILENT_MS`] after it.
+    sent_ok: AtomicU64,
+    /// One heartbeat at a time: two that found the epoch ended would each
+    /// start a new one, ending the other's.
+    one: tokio::sync::Mutex<()>,
+}
+
+/// A node whose last heartbeat went through longer ago than this confirms
+/// its epoch before it takes new claims: a third of the silence after
+/// which the others take it for dead.
+const CONFIRM_AFTER_MS: u64 = NODE_SILENT_MS as u64 / 3;
 
 /// An ingest request to store, and who waits for its answer.
 type IngestJob = (TenantId, Vec<Event>, tokio::sync::oneshot::Sender<Result<Vec<Ingested>>>);
@@ -123,7 +144,8 @@ impl PostgresStore {
         tokio::spawn(write_attempts(pool.clone(), node.clone(), queue));
         let (ingests, queue) = mpsc::channel(1024);
         tokio::spawn(write_ingests(pool.clone(), node.clone(), queue));
-        Ok(Self { pool, node, ingests, attempts, epoch: Arc::new(AtomicI64::new(epoch)) })
+        let beats = Beats { opened: std::time::Instant::now(), sent_ok: AtomicU64::new(0), one: tokio::sync::Mutex::new(()) };
+        Ok(Self { pool, node, ingests, attempts, epoch: Arc::new(AtomicI64::new(epoch)), beats: Arc::new(beats) })
     }
 
     pub fn epoch(&self) -> Epoch {
@@ -820,20 +842,7 @@ impl PostgresStore {
     /// clocks need not agree. A node that finds its row gone was taken for
     /// dead: it starts a new epoch.
     pub async fn keep_alive(&self, judge: bool) -> Result<Vec<String>> {
-        let epoch = self.epoch.load(Ordering::Acquire);
-        let beat = sqlx::query(&format!("UPDATE nodes SET seen_at = {SERVER_MS} WHERE id = $1 AND epoch = $2"))
-            .bind(self.node.as_str())
-            .bind(epoch)
-            .execute(&self.pool)
-            .await?;
-        if beat.rows_affected() == 0 {
-            self.epoch.store(register(&self.pool, &self.node, epoch).await?, Ordering::Release);
-            tracing::warn!(
-                node = %self.node,
-                "the other nodes took this node for dead (silent too long) and took its events and deliveries over; \
-                 what it still held from before is left to them"
-            );
-        }
+        self.beat().await?;
         if !judge {
             return Ok(Vec::new());
         }
@@ -849,6 +858,42 @@ impl PostgresStore {
         }
         tx.commit().await?;
         Ok(silent)
+    }
+
+    /// Says this node is alive; if the others took it for dead meanwhile,
+    /// starts a new epoch.
+    async fn beat(&self) -> Result<()> {
+        let _one = self.beats.one.lock().await;
+        let sent = self.beats.opened.elapsed().as_millis() as u64;
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let beat = sqlx::query(&format!("UPDATE nodes SET seen_at = {SERVER_MS} WHERE id = $1 AND epoch = $2"))
+            .bind(self.node.as_str())
+            .bind(epoch)
+            .execute(&self.pool)
+            .await?;
+        if beat.rows_affected() == 0 {
+            self.epoch.store(register(&self.pool, &self.node, epoch).await?, Ordering::Release);
+            tracing::warn!(
+                node = %self.node,
+                "the other nodes took this node for dead (silent too long) and took its events and deliveries over; \
+                 what it still held from before is left to them"
+            );
+        }
+        self.beats.sent_ok.fetch_max(sent, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// The epoch to take new claims in: the present one, confirmed first
+    /// if this node has not been heard for a while (it could not reach the
+    /// database, and may have been taken for dead meanwhile). Claims taken
+    /// in an ended epoch hand nothing on: their events would wait for the
+    /// recovery scan, and be sent twice.
+    pub async fn live_epoch(&self) -> Result<Epoch> {
+        let silent = |beats: &Beats| beats.opened.elapsed().as_millis() as u64 > beats.sent_ok.load(Ordering::Acquire) + CONFIRM_AFTER_MS;
+        if silent(&self.beats) {
+            self.beat().await?;
+        }
+        Ok(self.epoch())
     }
 
     pub async fn write_pending(&self, unwritten: Vec<Arc<Unwritten>>, next_attempt_at: i64, lease_until: Option<i64>) -> Result<()> {
