@@ -5,13 +5,17 @@
 //! Posters work concurrently as in production, so write groups form as they
 //! do under load. `cargo bench -p sluice --bench store`; the figure is wall
 //! time per event, which the single writer thread bounds.
+//!
+//! Beside it, the retry poller's claim among many enabled configurations,
+//! few of them with anything waiting: it runs on the same writer at every
+//! poll, whatever the load.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sluice::Keyring;
-use sluice::store::{self, AttemptOutcome, Ingested, NewAttempt, NewDelivery, Routed, Store};
+use sluice::store::{self, AttemptOutcome, ClaimSkip, ConfigWrite, Ingested, NewAttempt, NewDelivery, Routed, Store};
 use sluice::{AttemptId, ConfigId, TenantId};
 use sluice::{Event, EventInput};
 
@@ -27,6 +31,16 @@ fn event(id: &str) -> Event {
     })
     .to_string();
     EventInput::from_json(&json).and_then(|i| i.validate(|| unreachable!())).expect("valid event")
+}
+
+/// A store on a SQLite file in a scratch directory (removed when the
+/// directory is dropped), and a tenant in it.
+fn scratch(runtime: &tokio::runtime::Runtime) -> (tempfile::TempDir, Store, TenantId) {
+    let dir = tempfile::tempdir().expect("scratch directory");
+    let keys = Arc::new(Keyring::new(&"AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=".parse().expect("key"), &[]));
+    let store = runtime.block_on(Store::open_sqlite(&dir.path().join("sluice.db"), keys)).expect("store");
+    let tenant = runtime.block_on(store.create_tenant("bench", None)).expect("tenant").id;
+    (dir, store, tenant)
 }
 
 /// One event's walk through the store.
@@ -68,10 +82,7 @@ async fn deliver_one(store: &Store, tenant: &TenantId, config: &ConfigId, id: St
 
 fn write_path(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    let dir = tempfile::tempdir().expect("scratch directory");
-    let keys = Arc::new(Keyring::new(&"AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=".parse().expect("key"), &[]));
-    let store = runtime.block_on(Store::open_sqlite(&dir.path().join("sluice.db"), keys)).expect("store");
-    let tenant = runtime.block_on(store.create_tenant("bench", None)).expect("tenant").id;
+    let (_dir, store, tenant) = scratch(&runtime);
     let config = ConfigId::generate();
     let mut next = 0u64;
 
@@ -103,5 +114,53 @@ fn write_path(c: &mut Criterion) {
     runtime.block_on(store.close());
 }
 
-criterion_group!(benches, write_path);
+/// Enabled configurations for the claim bench, and how many of them have
+/// a delivery waiting (its retry due in an hour).
+const CONFIGS: usize = 20_000;
+const WAITING: usize = 100;
+
+fn claim(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let (_dir, store, tenant) = scratch(&runtime);
+    runtime.block_on(async {
+        let in_an_hour = store::now_ms() + 3_600_000;
+        for i in 0..CONFIGS {
+            let id = ConfigId::generate();
+            let write =
+                ConfigWrite { name: format!("c{i}"), script_id: None, script_params: "{}".into(), spec: "{}".into(), changed_by: None };
+            store.insert_config(&tenant, &id, &write).await.expect("configuration");
+            store.set_config_enabled(&tenant, &id, None, true, None).await.expect("enabled");
+            if i % (CONFIGS / WAITING) == 0 {
+                let seq = match store.ingest(&tenant, None, vec![event(&format!("evt_{i}"))]).await.expect("ingest")[..] {
+                    [Ingested::Stored { seq }] => seq,
+                    ref other => panic!("{other:?}"),
+                };
+                let mut waiting = NewDelivery::due_now(id, 1, in_an_hour, in_an_hour);
+                waiting.lease_until = None;
+                let routed = Routed {
+                    tenant: tenant.clone(),
+                    event_seq: seq,
+                    deliveries: vec![waiting],
+                    handed: 0,
+                    resumed: false,
+                    epoch: store.epoch(),
+                };
+                assert_eq!(store.record_routing(vec![routed]).await.expect("routing"), vec![true]);
+            }
+        }
+    });
+
+    let mut group = c.benchmark_group("store");
+    group.sample_size(20).measurement_time(Duration::from_secs(10));
+    group.bench_function(format!("sqlite: claim with {CONFIGS} configurations enabled, {WAITING} waiting, none due"), |b| {
+        b.iter(|| {
+            let due = runtime.block_on(store.claim_due(store::now_ms(), 60_000, 256, &ClaimSkip::default())).expect("claim");
+            assert!(due.is_empty());
+        })
+    });
+    group.finish();
+    runtime.block_on(store.close());
+}
+
+criterion_group!(benches, write_path, claim);
 criterion_main!(benches);

@@ -356,36 +356,14 @@ async fn a_node_that_dies_for_good_has_its_events_taken_over_before_its_claims_r
     let database = PostgresDatabase::create().await;
     let mut victim = Engine::start_on_database(database.url(), &[("SLUICE_NODE_ID", "node-1")]).await;
     let survivor = Engine::start_on_database(database.url(), &[("SLUICE_NODE_ID", "node-2")]).await;
-    // Slow: the victim's first attempts are under way when it dies.
-    let rx = Receiver::with(Behaviour { status: 200, delay: Duration::from_secs(3) }).await;
-    victim.admin().enabled_config(json!({"name": "taken over", "endpoint": rx.url, "event_types": ["order.*"]})).await;
-    let ids: Vec<String> = (0..10).map(|i| format!("orphan-{i}")).collect();
-    let events: Vec<_> = ids.iter().map(|id| event_body(id, "order.paid", "emea", json!({}))).collect();
-    victim.admin().ingest(&events).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while rx.arrived() == 0 {
-        assert!(Instant::now() < deadline, "the victim sent nothing");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (rx, ids) = sending(&victim, "orphan").await;
     victim.kill().await;
     let killed = Instant::now();
 
     // Silent for 30 s, then released; the next recovery scan (every 30 s)
     // routes its events. Two minutes is well inside the five its claims
     // would hold them.
-    let api = survivor.admin();
-    let deadline = killed + Duration::from_secs(120);
-    for id in &ids {
-        loop {
-            let event = api.get(&format!("/v1/events/{id}")).await.expect(200);
-            let delivered = event["deliveries"].as_array().is_some_and(|d| d.iter().any(|d| d["status"] == "succeeded"));
-            if event["routed"] == true && delivered {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{id} not taken over {:?} after its node died: {event}", killed.elapsed());
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
+    wait_delivered(&survivor.admin(), &ids, killed + Duration::from_secs(120), &survivor).await;
     let got: BTreeSet<String> = rx.received().iter().filter_map(|r| r.header("webhook-id").map(str::to_owned)).collect();
     assert_eq!(got, ids.iter().cloned().collect(), "every event reached the receiver");
     drop(survivor);
@@ -405,17 +383,7 @@ async fn a_node_cut_off_from_the_database_has_its_work_taken_over_and_serves_aga
     let proxy = Proxy::start(target.parse().expect("the database server's address")).await;
     let cut_off = Engine::start_on_database(&proxy.url_through(database.url()), &[("SLUICE_NODE_ID", "node-1")]).await;
     let other = Engine::start_on_database(database.url(), &[("SLUICE_NODE_ID", "node-2")]).await;
-    // Slow: the cut-off node's first attempts are under way at the cut.
-    let rx = Receiver::with(Behaviour { status: 200, delay: Duration::from_secs(3) }).await;
-    cut_off.admin().enabled_config(json!({"name": "across a cut", "endpoint": rx.url, "event_types": ["order.*"]})).await;
-    let held: Vec<String> = (0..10).map(|i| format!("held-{i}")).collect();
-    let events: Vec<_> = held.iter().map(|id| event_body(id, "order.paid", "emea", json!({}))).collect();
-    cut_off.admin().ingest(&events).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while rx.arrived() == 0 {
-        assert!(Instant::now() < deadline, "the node sent nothing before the cut");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (rx, held) = sending(&cut_off, "held").await;
     proxy.cut();
     let cut = Instant::now();
 
@@ -479,6 +447,23 @@ async fn a_node_cut_off_from_the_database_has_its_work_taken_over_and_serves_aga
         all.len()
     );
     drop((cut_off, other));
+}
+
+/// A slow receiver, a configuration of `node` sending to it, and ten events
+/// (`<prefix>-<n>`) posted to `node`; returns once the first of its
+/// attempts is under way.
+async fn sending(node: &Engine, prefix: &str) -> (Receiver, Vec<String>) {
+    let rx = Receiver::with(Behaviour { status: 200, delay: Duration::from_secs(3) }).await;
+    node.admin().enabled_config(json!({"name": prefix, "endpoint": rx.url, "event_types": ["order.*"]})).await;
+    let ids: Vec<String> = (0..10).map(|i| format!("{prefix}-{i}")).collect();
+    let events: Vec<_> = ids.iter().map(|id| event_body(id, "order.paid", "emea", json!({}))).collect();
+    node.admin().ingest(&events).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rx.arrived() == 0 {
+        assert!(Instant::now() < deadline, "the node sent nothing");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (rx, ids)
 }
 
 /// Waits until each of `ids` is routed and every one of its deliveries has
