@@ -32,7 +32,7 @@ use crate::pipeline::route::{Claim, RouteJob, Router};
 use crate::sandbox::{LoadError, Sandbox, Script};
 use crate::sandbox::{Outcome, Params};
 use crate::store::{self, ConfigWrite, Store};
-use crate::telemetry::{self, traces};
+use crate::telemetry::{self, streak::Streak, traces};
 // The store's vocabulary the API speaks through this door.
 pub use crate::store::{
     AttemptFilter, AttemptRecord, CatcherRecord, Caught, ConfigRecord, ConfigStats, DeliveryCounts, DeliveryFilter, DeliveryRecord,
@@ -397,10 +397,14 @@ impl App {
     async fn keep_alive(self: Arc<Self>) {
         let judge_after = Duration::from_millis(store::NODE_SILENT_MS as u64) + HEARTBEAT;
         let mut healthy_since: Option<std::time::Instant> = None;
+        let mut failing = Streak::default();
         loop {
             let judge = healthy_since.is_some_and(|since| since.elapsed() >= judge_after);
             match self.store.keep_alive(judge).await {
                 Ok(silent) => {
+                    if let Some(failures) = failing.succeeded() {
+                        tracing::info!(failures, "telling the other nodes this one is alive works again");
+                    }
                     healthy_since.get_or_insert_with(std::time::Instant::now);
                     for node in silent {
                         tracing::warn!(node, "a node was silent too long; its events and deliveries are taken over");
@@ -409,7 +413,9 @@ impl App {
                 Err(StoreError::Closed) => return,
                 Err(e) => {
                     healthy_since = None;
-                    tracing::warn!(error = %e, "telling the other nodes this one is alive failed");
+                    if let Some(failures) = failing.failed() {
+                        tracing::warn!(error = %e, failures, "telling the other nodes this one is alive failed; logged ever more rarely");
+                    }
                 }
             }
             tokio::time::sleep(HEARTBEAT).await;

@@ -1,6 +1,7 @@
 //! Metrics: the name, meaning and labels of everything sluice counts,
 //! measures and gauges, and the Prometheus recorder that renders them for
-//! `/metrics`; and, in [`traces`], each event's trace.
+//! `/metrics`; in [`traces`], each event's trace; in [`streak`], how a
+//! retried step's failures are logged.
 //!
 //! This module owns the metric names and label sets, so that they are read
 //! in one place and stay bounded: every label value is a `&'static str`
@@ -9,6 +10,7 @@
 //! any layer may call it (as any may call `tracing`). Until [`install`] has
 //! run (in tests of one module, in benchmarks) every call is a no-op.
 
+pub mod streak;
 pub mod traces;
 
 use std::sync::OnceLock;

@@ -25,7 +25,7 @@ use crate::pipeline::lock;
 use crate::pipeline::notice::{FailedDelivery, Notices};
 use crate::sandbox::Sandbox;
 use crate::store::{self, AttemptOutcome, DeliveryStatus, FailureStreak, NewAttempt, Recorded, Store, StoreError, Unwritten};
-use crate::telemetry::{self, traces};
+use crate::telemetry::{self, streak::Streak, traces};
 
 /// Sends deliveries. They wait in one queue per configuration within one
 /// per tenant, served in turn: at most `concurrency` requests in flight in
@@ -278,6 +278,7 @@ impl Deliverer {
     async fn poll_due(self: Arc<Self>, every: Duration) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = Streak::default();
         loop {
             tick.tick().await;
             loop {
@@ -293,10 +294,17 @@ impl Deliverer {
                 configs.extend(self.held());
                 let skip = store::ClaimSkip { tenants, configs };
                 let due = match self.store.claim_due(timestamp::now_ms(), LEASE_MS, room, &skip).await {
-                    Ok(due) => due,
+                    Ok(due) => {
+                        if let Some(failures) = failing.succeeded() {
+                            tracing::info!(failures, "claiming due deliveries works again");
+                        }
+                        due
+                    }
                     Err(StoreError::Closed) => return,
                     Err(e) => {
-                        tracing::error!(error = %e, "claiming due deliveries failed");
+                        if let Some(failures) = failing.failed() {
+                            tracing::error!(error = %e, failures, "claiming due deliveries failed; retried every poll, logged ever more rarely");
+                        }
                         break;
                     }
                 };

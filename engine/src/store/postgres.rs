@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use super::rows::*;
 use super::*;
 use crate::telemetry;
+use crate::telemetry::streak::Streak;
 
 /// Connections per node. The database does the work; more connections
 /// than its cores mostly queue inside it.
@@ -161,16 +162,24 @@ impl PostgresStore {
         listener.listen(CHANGES).await?;
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(async move {
+            let mut failing = Streak::default();
             loop {
                 let change = match listener.try_recv().await {
-                    Ok(Some(n)) => match parse_change(n.payload()) {
-                        Some(change) => change,
-                        None => continue,
-                    },
+                    Ok(Some(n)) => {
+                        if let Some(failures) = failing.succeeded() {
+                            tracing::info!(failures, "listening for other nodes' changes works again");
+                        }
+                        match parse_change(n.payload()) {
+                            Some(change) => change,
+                            None => continue,
+                        }
+                    }
                     // The connection dropped; the next call reconnects.
                     Ok(None) => Change::Lost,
                     Err(e) => {
-                        tracing::warn!(error = %e, "listening for other nodes' changes failed; retrying");
+                        if let Some(failures) = failing.failed() {
+                            tracing::warn!(error = %e, failures, "listening for other nodes' changes failed; retrying every second, logged ever more rarely");
+                        }
                         tokio::time::sleep(Duration::from_secs(1)).await;
                         Change::Lost
                     }
