@@ -275,12 +275,12 @@ impl Deliverer {
     /// Claims deliveries whose retry is due (or whose sender died) and
     /// queues them, every `every`: as many as there is room for, none of a
     /// tenant or configuration whose queue is full (those wait in the store).
+    /// Claims that take long (very many configurations with retries
+    /// waiting, a busy store) are made less often: see [`poll_pause`].
     async fn poll_due(self: Arc<Self>, every: Duration) {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = Streak::default();
         loop {
-            tick.tick().await;
+            let mut claiming = Duration::ZERO;
             loop {
                 let room = self.queue.room().min(256) as i64;
                 if room == 0 {
@@ -293,7 +293,10 @@ impl Deliverer {
                 // pause, on the writer everyone shares.
                 configs.extend(self.held());
                 let skip = store::ClaimSkip { tenants, configs };
-                let due = match self.store.claim_due(timestamp::now_ms(), LEASE_MS, room, &skip).await {
+                let started = std::time::Instant::now();
+                let claimed = self.store.claim_due(timestamp::now_ms(), LEASE_MS, room, &skip).await;
+                claiming += started.elapsed();
+                let due = match claimed {
                     Ok(due) => {
                         if let Some(failures) = failing.succeeded() {
                             tracing::info!(failures, "claiming due deliveries works again");
@@ -319,6 +322,7 @@ impl Deliverer {
                     break;
                 }
             }
+            tokio::time::sleep(poll_pause(every, claiming)).await;
         }
     }
 
@@ -662,6 +666,14 @@ async fn release(store: &Store, job: &DeliveryJob, at: i64) -> Result<(), StoreE
     }
 }
 
+/// How long the retry poller waits after a round whose claims took
+/// `claiming`: `every`, or long enough that claims take at most a tenth of
+/// the time. The claim is one write on the store every tenant shares; its
+/// cost grows with the configurations that have retries waiting.
+fn poll_pause(every: Duration, claiming: Duration) -> Duration {
+    every.max(claiming * 9)
+}
+
 /// `wait` plus as much again at most, at random, in ms.
 fn jittered(wait: Duration) -> i64 {
     let ms = wait.as_millis() as i64;
@@ -678,5 +690,20 @@ fn random_fraction() -> f64 {
 impl Handoff for Deliverer {
     fn hand(&self, job: DeliveryJob, deadline: tokio::time::Instant) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
         Box::pin(self.hand_job(job, deadline))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_poller_waits_its_interval_or_long_enough_that_claims_take_a_tenth_of_the_time() {
+        let every = Duration::from_millis(250);
+        assert_eq!(poll_pause(every, Duration::from_millis(2)), every);
+        assert_eq!(poll_pause(every, Duration::from_millis(100)), Duration::from_millis(900));
+        let claiming = Duration::from_millis(66);
+        let share = claiming.as_secs_f64() / (claiming + poll_pause(every, claiming)).as_secs_f64();
+        assert!(share <= 0.1, "{share}");
     }
 }
