@@ -71,6 +71,21 @@ struct Beats {
 /// which the others take it for dead.
 const CONFIRM_AFTER_MS: u64 = NODE_SILENT_MS as u64 / 3;
 
+impl Beats {
+    fn new() -> Self {
+        Self { opened: std::time::Instant::now(), sent_ok: AtomicU64::new(0), one: tokio::sync::Mutex::new(()) }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.opened.elapsed().as_millis() as u64
+    }
+
+    /// Whether no heartbeat has gone through for [`CONFIRM_AFTER_MS`].
+    fn stale(&self) -> bool {
+        self.now_ms() > self.sent_ok.load(Ordering::Acquire) + CONFIRM_AFTER_MS
+    }
+}
+
 /// An ingest request to store, and who waits for its answer.
 type IngestJob = (TenantId, Vec<Event>, tokio::sync::oneshot::Sender<Result<Vec<Ingested>>>);
 
@@ -145,8 +160,7 @@ impl PostgresStore {
         tokio::spawn(write_attempts(pool.clone(), node.clone(), queue));
         let (ingests, queue) = mpsc::channel(1024);
         tokio::spawn(write_ingests(pool.clone(), node.clone(), queue));
-        let beats = Beats { opened: std::time::Instant::now(), sent_ok: AtomicU64::new(0), one: tokio::sync::Mutex::new(()) };
-        Ok(Self { pool, node, ingests, attempts, epoch: Arc::new(AtomicI64::new(epoch)), beats: Arc::new(beats) })
+        Ok(Self { pool, node, ingests, attempts, epoch: Arc::new(AtomicI64::new(epoch)), beats: Arc::new(Beats::new()) })
     }
 
     pub fn epoch(&self) -> Epoch {
@@ -873,7 +887,12 @@ impl PostgresStore {
     /// starts a new epoch.
     async fn beat(&self) -> Result<()> {
         let _one = self.beats.one.lock().await;
-        let sent = self.beats.opened.elapsed().as_millis() as u64;
+        self.beat_held().await
+    }
+
+    /// [`Self::beat`], its lock held by the caller.
+    async fn beat_held(&self) -> Result<()> {
+        let sent = self.beats.now_ms();
         let epoch = self.epoch.load(Ordering::Acquire);
         let beat = sqlx::query(&format!("UPDATE nodes SET seen_at = {SERVER_MS} WHERE id = $1 AND epoch = $2"))
             .bind(self.node.as_str())
@@ -898,9 +917,13 @@ impl PostgresStore {
     /// in an ended epoch hand nothing on: their events would wait for the
     /// recovery scan, and be sent twice.
     pub async fn live_epoch(&self) -> Result<Epoch> {
-        let silent = |beats: &Beats| beats.opened.elapsed().as_millis() as u64 > beats.sent_ok.load(Ordering::Acquire) + CONFIRM_AFTER_MS;
-        if silent(&self.beats) {
-            self.beat().await?;
+        if self.beats.stale() {
+            let _one = self.beats.one.lock().await;
+            // The requests that waited here behind the one that confirmed
+            // it need not each confirm it again.
+            if self.beats.stale() {
+                self.beat_held().await?;
+            }
         }
         Ok(self.epoch())
     }
