@@ -19,11 +19,14 @@ pub struct ApiError {
     pub message: String,
     /// The request field at fault, when one is.
     pub field: Option<String>,
+    /// What failed underneath, for the server's log only: a client is told
+    /// the code and message, the operator why (a full disk, say).
+    pub cause: Option<String>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), field: None }
+        Self { status, code, message: message.into(), field: None, cause: None }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -38,7 +41,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
-            tracing::error!(code = self.code, message = %self.message, "request failed");
+            tracing::error!(code = self.code, message = %self.message, cause = self.cause, "request failed");
         }
         let body = axum::Json(super::views::ErrorBody { code: self.code, message: self.message, field: self.field });
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
@@ -73,11 +76,15 @@ impl From<StoreError> for ApiError {
                 format!("the tenant's monthly quota of {quota} events is used up ({used} this month); nothing was stored"),
             ),
             StoreError::Closed => Self::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down"),
-            e if e.is_unavailable() => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "the database cannot be reached just now; retry shortly (events posted again with the same ids are stored once)",
-            ),
+            e if e.is_unavailable() => Self {
+                cause: Some(e.to_string()),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the database cannot be reached or cannot take writes just now; retry shortly (events posted again with the \
+                     same ids are stored once)",
+                )
+            },
             other => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", other.to_string()),
         }
     }

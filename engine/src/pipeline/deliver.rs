@@ -460,7 +460,8 @@ impl Deliverer {
     /// bodies and headers, so that the delivery still gets its state.
     async fn record(&self, attempt: NewAttempt) -> Result<Recorded, StoreError> {
         match self.store.record_attempt(attempt.clone()).await {
-            Err(StoreError::Closed) => Err(StoreError::Closed),
+            // Not the log's fault: without its details it would fail the same.
+            Err(e) if matches!(e, StoreError::Closed) || e.is_unavailable() => Err(e),
             Err(e) => {
                 tracing::warn!(delivery = %attempt.delivery_id, error = %e, "an attempt's log could not be stored; storing it without its details");
                 let bare = NewAttempt {

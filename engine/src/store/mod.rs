@@ -87,19 +87,43 @@ pub enum StoreError {
 
 impl StoreError {
     /// The database could not be reached (down, restarting, the network in
-    /// between): a fault of no request's, and the same request may succeed
-    /// a moment later.
+    /// between) or cannot take writes now (a full disk, an I/O error, a
+    /// commit that failed): a fault of no request's, and the same request
+    /// may succeed a moment later.
     pub fn is_unavailable(&self) -> bool {
         match self {
             StoreError::Database(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed | sqlx::Error::Tls(_)) => true,
-            // Connection exceptions (class 08), and the server shutting
-            // down or starting up (57P01-57P03).
-            StoreError::Database(sqlx::Error::Database(e)) => {
-                e.code().is_some_and(|code| code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03"))
-            }
+            StoreError::Database(sqlx::Error::Database(e)) => match e.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+                Some(_) => e.code().and_then(|code| code.parse().ok()).is_some_and(sqlite_unavailable),
+                // Connection exceptions (class 08), and the server shutting
+                // down or starting up (57P01-57P03).
+                None => e.code().is_some_and(|code| code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")),
+            },
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => sqlite_unavailable(e.extended_code),
+            // Nothing of the group was stored (or, when only the flush
+            // failed, its durability is unknown): whatever failed, it was
+            // the disk's or the database's, not the rows'.
+            StoreError::Commit(_) => true,
             _ => false,
         }
     }
+}
+
+/// Whether a SQLite result code (extended or primary) is the database's
+/// condition rather than the statement's: busy or locked, out of memory,
+/// read-only, an I/O error, a full disk, a file that cannot be opened.
+fn sqlite_unavailable(code: i32) -> bool {
+    use rusqlite::ffi;
+    matches!(
+        code & 0xff,
+        ffi::SQLITE_BUSY
+            | ffi::SQLITE_LOCKED
+            | ffi::SQLITE_NOMEM
+            | ffi::SQLITE_READONLY
+            | ffi::SQLITE_IOERR
+            | ffi::SQLITE_FULL
+            | ffi::SQLITE_CANTOPEN
+    )
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;

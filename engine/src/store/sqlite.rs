@@ -39,8 +39,8 @@ use crate::telemetry;
 /// indexes). When a job fails, the group is rolled back and run again with
 /// a savepoint per job, so that only the failed one's writes are undone.
 trait Job: Send {
-    /// Runs the job in `conn`'s open transaction; whether it succeeded.
-    fn run(&mut self, conn: &rusqlite::Connection) -> bool;
+    /// Runs the job in `conn`'s open transaction; why it failed, if it did.
+    fn run(&mut self, conn: &rusqlite::Connection) -> std::result::Result<(), String>;
     /// Answers the caller: the last run's result if the group committed.
     fn answer(self: Box<Self>, commit: std::result::Result<(), String>);
 }
@@ -57,11 +57,11 @@ where
     T: Send,
     F: Fn(&rusqlite::Connection) -> Result<T> + Send,
 {
-    fn run(&mut self, conn: &rusqlite::Connection) -> bool {
+    fn run(&mut self, conn: &rusqlite::Connection) -> std::result::Result<(), String> {
         let result = (self.writes)(conn);
-        let ok = result.is_ok();
+        let outcome = result.as_ref().map(drop).map_err(|e| e.to_string());
         self.result = Some(result);
-        ok
+        outcome
     }
 
     fn answer(self: Box<Self>, commit: std::result::Result<(), String>) {
@@ -301,15 +301,14 @@ fn write_loop(
     while let Some(first) = jobs.blocking_recv() {
         let began = Instant::now();
         if let Err(e) = run("BEGIN IMMEDIATE") {
-            // The caller sees its channel close: `StoreError::Closed`.
             tracing::error!(error = %e, "cannot begin a write transaction");
-            drop(first);
+            first.answer(Err(format!("cannot begin a write transaction: {e}")));
             std::thread::sleep(Duration::from_millis(50));
             continue;
         }
         // Whether the job ran without failing.
         let take = |mut job: Box<dyn Job>, group: &mut Vec<Box<dyn Job>>| {
-            let ok = job.run(&conn);
+            let ok = job.run(&conn).is_ok();
             group.push(job);
             ok
         };
@@ -364,7 +363,15 @@ fn write_loop(
             if commit.is_ok() {
                 for job in &mut group {
                     let _ = run("SAVEPOINT job");
-                    if !job.run(&conn) {
+                    if let Err(e) = job.run(&conn) {
+                        if conn.is_autocommit() {
+                            // SQLite rolled the whole transaction back (it
+                            // may on a full disk, an I/O error, no memory):
+                            // the jobs run before this one are undone too,
+                            // and those after it would each commit alone.
+                            commit = Err(format!("a write failed and took its group with it: {e}"));
+                            break;
+                        }
                         let _ = run("ROLLBACK TO job");
                     }
                     let _ = run("RELEASE job");

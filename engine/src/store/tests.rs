@@ -1720,3 +1720,86 @@ async fn catalog_after_refusal(s: Scratch) {
     s.store.ingest(&tenant, None, vec![event("e2", "order.repeated")]).await.unwrap();
     assert_eq!(names().await, vec!["order.paid", "order.refused"]);
 }
+
+/// A full disk (here the database held at its present size with
+/// `max_page_count`, which fails a write as a full disk does, with
+/// `SQLITE_FULL`, and as SQLite may on a full disk, rolling back the whole
+/// transaction): every write that fails does so as the store being
+/// unavailable (the API's 503: a request to make again; it was a 500), no
+/// write is half-done, none is answered failed yet stored nor stored yet
+/// failed, and once there is room the same writes go through.
+#[tokio::test]
+async fn a_full_sqlite_database_fails_writes_as_unavailable_and_takes_them_once_there_is_room() {
+    let s = Scratch::sqlite().await;
+    let tenant = s.tenant("acme").await;
+    s.ingest(&tenant, "before").await;
+    let pages: i64 = match &s.store.backend {
+        Backend::Sqlite(db) => sqlx::query_scalar("PRAGMA page_count").fetch_one(&db.read).await.unwrap(),
+        Backend::Postgres(_) => unreachable!("a SQLite scratch store"),
+    };
+    s.execute(&format!("PRAGMA max_page_count = {pages}")).await;
+    let event = |id: &str, pad: usize| {
+        let json = format!(
+            r#"{{"id": "{id}", "type": "order.paid", "organization_unit": "emea", "occurred_at": "2026-11-22T11:30:00Z", "payload": {{"pad": "{}"}}}}"#,
+            "x".repeat(pad)
+        );
+        EventInput::from_json(&json).unwrap().validate(|| unreachable!("the id is given")).unwrap()
+    };
+    // Fill the room left in the pages there are.
+    let mut filled = 0;
+    while s.store.ingest(&tenant, None, vec![event(&format!("fill-{filled}"), 2000)]).await.is_ok() {
+        filled += 1;
+        assert!(filled < 1000, "the database never filled");
+    }
+    // Concurrent requests, large and small, in one group: a write that
+    // holds the writer lets them all queue behind it.
+    let ids: Vec<(String, usize)> =
+        (0..60).map(|i| if i % 2 == 0 { (format!("large-{i}"), 20_000) } else { (format!("small-{i}"), 0) }).collect();
+    let posts = |s: &Scratch| {
+        let store = s.store.clone();
+        let mut posts = tokio::task::JoinSet::new();
+        posts.spawn(async move {
+            let Backend::Sqlite(db) = &store.backend else { unreachable!("a SQLite scratch store") };
+            (
+                "hold".to_owned(),
+                db.write(|_| {
+                    std::thread::sleep(Duration::from_millis(200));
+                    Ok(())
+                })
+                .await
+                .map(|()| vec![]),
+            )
+        });
+        for (id, pad) in &ids {
+            let (store, tenant, e, id) = (s.store.clone(), tenant.clone(), event(id, *pad), id.clone());
+            posts.spawn(async move { (id, store.ingest(&tenant, None, vec![e]).await) });
+        }
+        posts.join_all()
+    };
+    let mut stored = 0;
+    for (id, answer) in posts(&s).await.into_iter().filter(|(id, _)| id != "hold") {
+        let found = s.store.get_event(&tenant, &id).await;
+        match answer {
+            Err(e) => {
+                assert!(e.is_unavailable(), "{id}: a full database is the store's fault, not the request's: {e}");
+                assert!(matches!(found, Err(StoreError::NotFound)), "{id}: answered failed, yet stored");
+            }
+            Ok(answer) => {
+                assert!(id.starts_with("small"), "{id}: stored with no room: {answer:?}");
+                assert!(found.is_ok(), "{id}: answered stored, yet not found");
+                stored += 1;
+            }
+        }
+    }
+    assert_eq!(s.count("events").await, 1 + filled + stored, "nothing half-written");
+    assert_eq!(s.count("unrouted").await, 1 + filled + stored);
+    // Reads, and writes that need no room, still work.
+    assert_eq!(s.store.get_event(&tenant, "before").await.unwrap().event.id.as_str(), "before");
+    assert!(matches!(s.store.ingest(&tenant, None, vec![event("before", 0)]).await.unwrap()[..], [Ingested::Duplicate]));
+
+    s.execute("PRAGMA max_page_count = 1073741823").await;
+    for (id, answer) in posts(&s).await.into_iter().filter(|(id, _)| id != "hold") {
+        assert!(matches!(answer.unwrap_or_else(|e| panic!("{id}: {e}"))[..], [Ingested::Stored { .. } | Ingested::Duplicate]));
+    }
+    assert_eq!(s.count("events").await, 1 + filled + ids.len() as i64);
+}
