@@ -1,7 +1,9 @@
-//! The embedded default under a crash loop: a steady stream of events while
-//! the single SQLite node is killed (SIGKILL: no shutdown code runs) every
-//! few seconds for a minute and started again. Every event answered 2xx is
-//! delivered, and a delivery repeated after a crash carries the same id.
+//! The embedded default when its process or its database fails. A crash
+//! loop: a steady stream of events while the single SQLite node is killed
+//! (SIGKILL: no shutdown code runs) every few seconds for a minute and
+//! started again; every event answered 2xx is delivered, and a delivery
+//! repeated after a crash carries the same id. A database another process
+//! holds locked: posts are answered 503 until it lets go, then delivered.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -94,4 +96,39 @@ async fn every_accepted_event_survives_a_minute_of_kills() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The database held locked by another process (an operator's `sqlite3`
+/// shell in a write transaction, say) for longer than the writer waits for
+/// it (10 s): a post is answered `503 store_unavailable` with `Retry-After`
+/// (the store's condition, not the request's: it was a 500) and nothing of
+/// it is stored; reads go on meanwhile; once the lock is let go the same
+/// post is accepted (not a duplicate) and delivered, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_another_process_holds_locked_answers_503_until_let_go() {
+    use sqlx::Connection;
+    let engine = Engine::start().await;
+    let rx = Receiver::start().await;
+    let api = engine.admin();
+    api.enabled_config(json!({"name": "all", "endpoint": rx.url, "event_types": ["*"]})).await;
+    api.ingest(&[event_body("before", "order.paid", "emea", json!({}))]).await;
+    rx.wait_for(1).await;
+
+    let url = format!("sqlite://{}", engine.data_dir().join("data/sluice.db").display());
+    let mut holder = sqlx::SqliteConnection::connect(&url).await.expect("open the engine's database");
+    sqlx::raw_sql("BEGIN EXCLUSIVE").execute(&mut holder).await.expect("lock the database");
+    let during = event_body("during", "order.paid", "emea", json!({}));
+    let answer = api.post("/v1/events", &during).await;
+    let retry_after = answer.headers.get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    answer.expect_error(503, "store_unavailable");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    api.get("/v1/events/before").await.expect(200);
+    sqlx::raw_sql("ROLLBACK").execute(&mut holder).await.expect("let go");
+
+    let stored = api.post("/v1/events", &during).await.expect(202);
+    assert_eq!(stored["events"][0]["status"], "accepted", "nothing of the refused post was stored: {stored}");
+    let ids: Vec<String> =
+        rx.settle(Duration::from_secs(2)).await.iter().map(|r| r.json()["id"].as_str().unwrap_or_default().to_owned()).collect();
+    assert_eq!(ids, ["before", "during"]);
+    assert!(engine.log().contains("database is locked"), "the log says why");
 }

@@ -38,7 +38,9 @@ pub fn router() -> OpenApiRouter<Arc<App>> {
 /// Error codes: `malformed_json`, `invalid_request`, `unknown_field`,
 /// `empty_batch`, `invalid_event` (400 or 422, with the event's index in a
 /// batch), `reserved_event_type` (422: `sluice.*` types are sluice's own
-/// notices), `batch_too_large`, `payload_too_large` (413), `quota_exceeded` (429).
+/// notices), `batch_too_large`, `payload_too_large` (413), `quota_exceeded` (429),
+/// `store_unavailable` (503, with `Retry-After`: the database is unreachable
+/// or cannot take writes, a full disk say; post the same events again).
 #[utoipa::path(post, path = "/v1/events", tag = "events",
     request_body(content = EventInputSchema, description = "one event, or an array of them"),
     responses((status = 202, body = IngestView)),
