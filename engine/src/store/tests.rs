@@ -27,6 +27,14 @@ macro_rules! both_backends {
     };
 }
 
+/// An event as the API would store it: `payload` is JSON text.
+fn event_of(id: &str, kind: &str, payload: &str) -> Event {
+    let json = format!(
+        r#"{{"id": "{id}", "type": "{kind}", "organization_unit": "emea", "occurred_at": "2026-11-22T11:30:00Z", "payload": {payload}}}"#
+    );
+    EventInput::from_json(&json).unwrap().validate(|| unreachable!("the id is given")).unwrap()
+}
+
 /// The keys every scratch store (and every node of one) shares.
 fn test_keys() -> Arc<Keyring> {
     Arc::new(Keyring::new(&"AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=".parse().unwrap(), &[]))
@@ -117,10 +125,7 @@ impl Scratch {
     }
 
     async fn ingest(&self, tenant: &TenantId, id: &str) -> i64 {
-        let json = format!(
-            r#"{{"id": "{id}", "type": "order.paid", "organization_unit": "emea", "occurred_at": "2026-11-22T11:30:00Z", "payload": {{}}}}"#
-        );
-        let event = EventInput::from_json(&json).unwrap().validate(|| unreachable!("the id is given")).unwrap();
+        let event = event_of(id, "order.paid", "{}");
         match self.store.ingest(tenant, None, vec![event]).await.unwrap()[..] {
             [Ingested::Stored { seq }] => seq,
             ref other => panic!("{other:?}"),
@@ -1043,12 +1048,7 @@ async fn postgres_ingest_groups_store_each_event_once() {
     let s = Scratch::postgres().await;
     let Backend::Postgres(db) = &s.store.backend else { unreachable!("a PostgreSQL scratch store") };
     let (t1, t2) = (s.tenant("one").await, s.tenant("two").await);
-    let event = |id: &str| {
-        let json = format!(
-            r#"{{"id": "{id}", "type": "order.paid", "organization_unit": "emea", "occurred_at": "2026-11-22T11:30:00Z", "payload": {{}}}}"#
-        );
-        EventInput::from_json(&json).unwrap().validate(|| unreachable!("the id is given")).unwrap()
-    };
+    let event = |id: &str| event_of(id, "order.paid", "{}");
     s.ingest(&t1, "before").await;
     let (r1, r2, r3) = (vec![event("a"), event("b")], vec![event("a")], vec![event("a"), event("c"), event("before")]);
     let requests: Vec<(&TenantId, &[Event])> = vec![(&t1, &r1), (&t2, &r2), (&t1, &r3)];
@@ -1466,12 +1466,7 @@ async fn a_postgres_database_from_before_tenant_keys_keeps_its_deliveries_and_at
 both_backends!(a_refused_write_undoes_only_its_own_rows_among_concurrent_ones, refused_among_others);
 async fn refused_among_others(s: Scratch) {
     let (busy, over) = (s.tenant("busy").await, s.tenant("over").await);
-    let event = |id: String| {
-        let json = format!(
-            r#"{{"id": "{id}", "type": "order.paid", "organization_unit": "emea", "occurred_at": "2026-11-22T11:30:00Z", "payload": {{}}}}"#
-        );
-        EventInput::from_json(&json).unwrap().validate(|| unreachable!("the id is given")).unwrap()
-    };
+    let event = |id: String| event_of(&id, "order.paid", "{}");
     // Writes that land in the same groups as the refused one, on both sides of it.
     let mut writes = tokio::task::JoinSet::new();
     for i in 0..40 {
@@ -1700,12 +1695,7 @@ async fn written_after_delete(s: Scratch) {
 both_backends!(an_ingest_refused_leaves_its_types_out_of_the_catalog, catalog_after_refusal);
 async fn catalog_after_refusal(s: Scratch) {
     let tenant = s.tenant("acme").await;
-    let event = |id: &str, kind: &str| {
-        let json = format!(
-            r#"{{"id": "{id}", "type": "{kind}", "organization_unit": "emea", "occurred_at": "2026-11-22T11:30:00Z", "payload": {{}}}}"#
-        );
-        EventInput::from_json(&json).unwrap().validate(|| unreachable!("the id is given")).unwrap()
-    };
+    let event = |id: &str, kind: &str| event_of(id, kind, "{}");
     let names = || async { s.store.list_event_types(&tenant).await.unwrap().into_iter().map(|t| t.name).collect::<Vec<_>>() };
     // Over the quota: nothing is stored, its type not catalogued either.
     let refused = s.store.ingest(&tenant, Some(0), vec![event("e1", "order.refused")]).await;
@@ -1738,21 +1728,16 @@ async fn a_full_sqlite_database_fails_writes_as_unavailable_and_takes_them_once_
         Backend::Postgres(_) => unreachable!("a SQLite scratch store"),
     };
     s.execute(&format!("PRAGMA max_page_count = {pages}")).await;
-    let event = |id: &str, pad: usize| {
-        let json = format!(
-            r#"{{"id": "{id}", "type": "order.paid", "organization_unit": "emea", "occurred_at": "2026-11-22T11:30:00Z", "payload": {{"pad": "{}"}}}}"#,
-            "x".repeat(pad)
-        );
-        EventInput::from_json(&json).unwrap().validate(|| unreachable!("the id is given")).unwrap()
-    };
+    let event = |id: &str, pad: usize| event_of(id, "order.paid", &format!(r#"{{"pad": "{}"}}"#, "x".repeat(pad)));
     // Fill the room left in the pages there are.
     let mut filled = 0;
     while s.store.ingest(&tenant, None, vec![event(&format!("fill-{filled}"), 2000)]).await.is_ok() {
         filled += 1;
         assert!(filled < 1000, "the database never filled");
     }
-    // Concurrent requests, large and small, in one group: a write that
-    // holds the writer lets them all queue behind it.
+    // Concurrent requests, large and small, queued behind a write that
+    // holds the writer, so that they share groups (a group ends at its
+    // first failing job).
     let ids: Vec<(String, usize)> =
         (0..60).map(|i| if i % 2 == 0 { (format!("large-{i}"), 20_000) } else { (format!("small-{i}"), 0) }).collect();
     let posts = |s: &Scratch| {
