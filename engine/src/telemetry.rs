@@ -1,7 +1,8 @@
 //! Metrics: the name, meaning and labels of everything sluice counts,
 //! measures and gauges, and the Prometheus recorder that renders them for
 //! `/metrics`; in [`traces`], each event's trace; in [`streak`], how a
-//! retried step's failures are logged.
+//! retried step's failures are logged; in [`throttle`], how a condition
+//! many tasks meet at once is.
 //!
 //! This module owns the metric names and label sets, so that they are read
 //! in one place and stay bounded: every label value is a `&'static str`
@@ -11,6 +12,7 @@
 //! run (in tests of one module, in benchmarks) every call is a no-op.
 
 pub mod streak;
+pub mod throttle;
 pub mod traces;
 
 use std::sync::OnceLock;
@@ -21,6 +23,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 const EVENTS_INGESTED: &str = "sluice_events_ingested_total";
 const INGEST_REFUSED: &str = "sluice_ingest_refused_total";
+const API_SERVER_ERRORS: &str = "sluice_api_server_errors_total";
 const ROUTING_DECISIONS: &str = "sluice_routing_decisions_total";
 const SCRIPT_RUN_SECONDS: &str = "sluice_script_run_seconds";
 const SCRIPT_FUEL: &str = "sluice_script_fuel";
@@ -86,6 +89,10 @@ fn describe() {
     describe_counter!(EVENTS_INGESTED, "Events posted, by outcome: accepted (stored) or duplicate (an id the tenant already had).");
     describe_counter!(INGEST_REFUSED, "Ingest requests refused, by the error code answered; a refused request stores none of its events.");
     describe_counter!(
+        API_SERVER_ERRORS,
+        "API requests answered 5xx, by the error code answered (store_unavailable, shutting_down, internal); the log says them throttled."
+    );
+    describe_counter!(
         ROUTING_DECISIONS,
         "Decisions on an event for a configuration that selects it: deliver, filtered (the script skipped it), script_error, deferred."
     );
@@ -141,6 +148,11 @@ pub fn events_ingested(accepted: u64, duplicate: u64) {
 /// An ingest request refused with `code`.
 pub fn ingest_refused(code: &'static str) {
     counter!(INGEST_REFUSED, "code" => code).increment(1);
+}
+
+/// An API request answered with a server-side error `code`.
+pub fn api_server_error(code: &'static str) {
+    counter!(API_SERVER_ERRORS, "code" => code).increment(1);
 }
 
 /// What a configuration decided on an event.

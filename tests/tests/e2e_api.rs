@@ -88,7 +88,8 @@ async fn the_openapi_document_lists_every_endpoint() {
 
 /// The document against the running router, both ways: every documented
 /// operation is served, every other method on a documented path is refused
-/// with 405 (the engine's unit test holds the set of paths), and each
+/// with 405 (the engine's unit test holds the set of paths), each operation
+/// documents the error answers it gives (401, 403 behind a key), and each
 /// operation's scope is the one enforced: a key with only that scope passes
 /// the check, a key with every other scope (admin aside) is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,12 +124,19 @@ async fn the_router_serves_exactly_the_documented_operations_with_the_documented
             // A hosted catcher that does not exist answers 404 itself, not the router.
             let own_404 = anonymous.status == 404 && anonymous.body["message"] == "no such catcher";
             assert!(own_404 || ![404, 405].contains(&anonymous.status), "{verb} {path} is documented but not served: {}", anonymous.status);
+            let error = json!({"$ref": "#/components/schemas/Error"});
+            assert_eq!(op["responses"]["default"]["content"]["application/json"]["schema"], error, "{verb} {path}");
             let Some(scope) = op["x-scope"].as_str() else {
                 assert_eq!(op["security"], json!([]), "{verb} {path}");
                 assert_ne!(anonymous.status, 401, "{verb} {path} is documented as public");
+                assert!(op["responses"].get("401").is_none(), "{verb} {path} is public but documents 401");
                 continue;
             };
             assert_eq!(op["security"], json!([{"bearer": [scope]}]), "{verb} {path}");
+            for status in ["401", "403", "503"] {
+                assert_eq!(op["responses"][status]["content"]["application/json"]["schema"], error, "{verb} {path} documents {status}");
+            }
+            assert!(op["responses"]["503"]["headers"].get("Retry-After").is_some(), "{verb} {path}");
             anonymous.expect_error(401, "unauthorized");
             let with = only[scope].send(&verb, &concrete, None, &[]).await;
             assert!(![401, 403].contains(&with.status), "{verb} {path}: a key with `{scope}` was refused: {}", with.body);

@@ -26,12 +26,24 @@ pub fn finish(generated: OpenApi) -> Value {
     if let Some(paths) = doc["paths"].as_object_mut() {
         for op in paths.values_mut().filter_map(Value::as_object_mut).flat_map(|item| item.values_mut()) {
             let scope = op["security"][0]["bearer"][0].as_str().map(str::to_owned);
+            let responses = &mut op["responses"];
+            if let Some(scope) = &scope {
+                // What every operation behind a key may answer besides its own
+                // errors; each is the `Error` body with the code named.
+                responses["401"] = error_answer("no key, or an unknown or revoked one: `unauthorized`");
+                responses["403"] = error_answer(&format!("the key lacks the `{scope}` scope: `forbidden`"));
+                responses["503"] = error_answer(
+                    "the database cannot take writes or be reached just now (`store_unavailable`), or the server is shutting \
+                     down (`shutting_down`): retry after `Retry-After` seconds",
+                );
+                responses["503"]["headers"] =
+                    json!({"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}});
+            }
+            responses["default"] = error_answer("error: `code` says which, `message` why, `field` the request's field at fault");
             match scope {
                 Some(scope) => op["x-scope"] = json!(scope),
                 None => op["security"] = json!([]),
             }
-            op["responses"]["default"] =
-                json!({"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
         }
     }
     doc["security"] = json!([{"bearer": []}]);
@@ -41,6 +53,11 @@ pub fn finish(generated: OpenApi) -> Value {
     schemas["ConfigurationInput"] = configuration_input();
     schemas["EventInput"] = event_input();
     doc
+}
+
+/// An answer carrying the [`ErrorBody`].
+fn error_answer(description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
 }
 
 /// Names a hand-written schema in annotations (`request_body =

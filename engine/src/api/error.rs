@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use crate::pipeline::replay::ReplayError;
 use crate::sandbox::LoadError;
 use crate::service::{AppError, StoreError};
+use crate::telemetry::{self, throttle::Throttle};
 
 /// An error answer: a status, a stable code, a message for humans.
 #[derive(Debug)]
@@ -41,7 +42,13 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
-            tracing::error!(code = self.code, message = %self.message, cause = self.cause, "request failed");
+            // During an outage every request fails alike: one line a while
+            // per code; the metric counts each.
+            telemetry::api_server_error(self.code);
+            if let Some(held_back) = throttle(self.code).pass() {
+                tracing::error!(code = self.code, message = %self.message, cause = self.cause, held_back,
+                    "request failed (and held_back more alike since the last such line, not logged)");
+            }
         }
         let body = axum::Json(super::views::ErrorBody { code: self.code, message: self.message, field: self.field });
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
@@ -49,6 +56,18 @@ impl IntoResponse for ApiError {
             return (self.status, [(axum::http::header::RETRY_AFTER, "1")], body).into_response();
         }
         (self.status, body).into_response()
+    }
+}
+
+/// The log's throttle for one server-side error code.
+fn throttle(code: &str) -> &'static Throttle {
+    static UNAVAILABLE: Throttle = Throttle::new();
+    static SHUTTING_DOWN: Throttle = Throttle::new();
+    static INTERNAL: Throttle = Throttle::new();
+    match code {
+        "store_unavailable" => &UNAVAILABLE,
+        "shutting_down" => &SHUTTING_DOWN,
+        _ => &INTERNAL,
     }
 }
 

@@ -25,7 +25,7 @@ use crate::pipeline::lock;
 use crate::pipeline::notice::{FailedDelivery, Notices};
 use crate::sandbox::Sandbox;
 use crate::store::{self, AttemptOutcome, DeliveryStatus, FailureStreak, NewAttempt, Recorded, Store, StoreError, Unwritten};
-use crate::telemetry::{self, streak::Streak, traces};
+use crate::telemetry::{self, streak::Streak, throttle::Throttle, traces};
 
 /// Sends deliveries. They wait in one queue per configuration within one
 /// per tenant, served in turn: at most `concurrency` requests in flight in
@@ -263,9 +263,15 @@ impl Deliverer {
                     let tenant = job.tenant.clone();
                     let deliverer = turn.deliverer.clone();
                     if let Err(e) = deliverer.attempt(job, turn).await {
-                        let trace_id = traces::trace_id(tenant.as_str(), event.id.as_str());
-                        tracing::error!(%delivery, event = %event.id, trace_id, attempt, error = %e,
-                            "recording an attempt failed; the lease will expire and it is retried");
+                        // A store that cannot take writes fails every attempt
+                        // alike: one line a while, not one per attempt.
+                        static UNRECORDED: Throttle = Throttle::new();
+                        if let Some(held_back) = UNRECORDED.pass() {
+                            let trace_id = traces::trace_id(tenant.as_str(), event.id.as_str());
+                            tracing::error!(%delivery, event = %event.id, trace_id, attempt, error = %e, held_back,
+                                "recording an attempt failed; the lease will expire and it is retried \
+                                 (and held_back more alike since the last such line, not logged)");
+                        }
                     }
                 }
             });

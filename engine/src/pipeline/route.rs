@@ -25,7 +25,7 @@ use crate::pipeline::fair::{Bounds, FairQueue};
 use crate::pipeline::job::{DeliveryJob, EventHold, Handoff, Held};
 use crate::sandbox::Sandbox;
 use crate::store::{DeliveryStatus, Epoch, NewDelivery, ROUTING_CLAIM_MS, Routed, Store, StoreError};
-use crate::telemetry::traces;
+use crate::telemetry::{throttle::Throttle, traces};
 
 /// An accepted event waiting to be routed.
 pub struct RouteJob {
@@ -203,6 +203,17 @@ impl Router {
         let recorded = match self.store.record_routing(rows).await {
             Ok(recorded) => recorded,
             Err(StoreError::Closed) => return,
+            // Not these rows' fault: one by one they would fail the same,
+            // each a write on a store that takes none.
+            Err(e) if e.is_unavailable() => {
+                static UNAVAILABLE: Throttle = Throttle::new();
+                if let Some(held_back) = UNAVAILABLE.pass() {
+                    tracing::error!(events = routed.len(), error = %e, held_back,
+                        "recording a routing batch failed; its events wait for the recovery scan \
+                         (and held_back more batches alike since the last such line, not logged)");
+                }
+                return;
+            }
             Err(e) => {
                 tracing::warn!(events = routed.len(), error = %e, "recording a routing batch failed; recording its events one by one");
                 let mut recorded = Vec::with_capacity(routed.len());

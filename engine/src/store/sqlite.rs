@@ -301,8 +301,14 @@ fn write_loop(
     while let Some(first) = jobs.blocking_recv() {
         let began = Instant::now();
         if let Err(e) = run("BEGIN IMMEDIATE") {
-            tracing::error!(error = %e, "cannot begin a write transaction");
-            first.answer(Err(format!("cannot begin a write transaction: {e}")));
+            // Every job waiting now waited for the same lock (another
+            // process's, a busy wait of seconds): answered alike at once,
+            // not one by one after a wait each.
+            let waiting: Vec<_> = std::iter::once(first).chain(std::iter::from_fn(|| jobs.try_recv().ok())).collect();
+            tracing::error!(error = %e, jobs = waiting.len(), "cannot begin a write transaction");
+            for job in waiting {
+                job.answer(Err(format!("cannot begin a write transaction: {e}")));
+            }
             std::thread::sleep(Duration::from_millis(50));
             continue;
         }
