@@ -58,6 +58,9 @@ pub struct Engine {
     pub url: String,
     /// `/metrics` on its own listener, when `SLUICE_METRICS_LISTEN` is set.
     pub metrics_url: Option<String>,
+    /// The size of the small disk the data directory is on, when it is on
+    /// one: see [`Engine::start_on_small_disk`].
+    small_disk: Option<String>,
 }
 
 impl Engine {
@@ -81,6 +84,40 @@ impl Engine {
         }
     }
 
+    /// Starts an engine (SQLite) whose data directory is a file system of
+    /// its own, `size` big (`"4m"`): a `tmpfs` mounted in a user and mount
+    /// namespace of the engine's own (`unshare`, which needs no root), so
+    /// that its writes meet a real `ENOSPC` and nothing outlives it.
+    /// The disk lives as long as the process: no restart.
+    pub async fn start_on_small_disk(size: &str) -> Engine {
+        let dir = tempfile::tempdir().expect("temporary data directory");
+        let mut engine = Engine {
+            child: None,
+            dir,
+            env: Vec::new(),
+            postgres: None,
+            _database: None,
+            url: String::new(),
+            metrics_url: None,
+            small_disk: Some(size.to_owned()),
+        };
+        engine.spawn().await;
+        engine
+    }
+
+    /// Makes the small disk `size` big (an operator growing the volume),
+    /// its files kept.
+    pub fn grow_disk(&self, size: &str) {
+        let pid = self.child.as_ref().and_then(Child::id).expect("a running engine");
+        let data = self.dir.path().join("data");
+        let status = std::process::Command::new("nsenter")
+            .args(["-t", &pid.to_string(), "--user", "--mount", "--preserve-credentials", "mount", "-o", &format!("remount,size={size}")])
+            .arg(&data)
+            .status()
+            .expect("run nsenter");
+        assert!(status.success(), "growing the engine's disk failed: {status}");
+    }
+
     /// Starts a node on an existing PostgreSQL database, whatever
     /// `SLUICE_TEST_BACKEND` says: several of them form a cluster. The
     /// database is not dropped with this engine; whoever created it (a
@@ -95,7 +132,8 @@ impl Engine {
         let dir = tempfile::tempdir().expect("temporary data directory");
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let postgres = database_url.map(|url| (url, format!("e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])));
-        let mut engine = Engine { child: None, dir, env, postgres, _database: database, url: String::new(), metrics_url: None };
+        let mut engine =
+            Engine { child: None, dir, env, postgres, _database: database, url: String::new(), metrics_url: None, small_disk: None };
         engine.spawn().await;
         engine
     }
@@ -189,10 +227,25 @@ impl Engine {
 
     async fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("engine log file");
-        let mut command = Command::new(binary());
+        let data = self.dir.path().join("data");
+        let mut command = match &self.small_disk {
+            None => Command::new(binary()),
+            Some(size) => {
+                // The shell becomes the engine (`exec`): the child's pid is the engine's.
+                let mut wrapped = Command::new("unshare");
+                wrapped
+                    .args(["--user", "--map-root-user", "--mount", "--propagation", "private", "sh", "-c"])
+                    .arg(r#"mkdir -p "$1" && mount -t tmpfs -o "size=$2" sluice-small-disk "$1" && shift 2 && exec "$@""#)
+                    .arg("sh")
+                    .arg(&data)
+                    .arg(size)
+                    .arg(binary());
+                wrapped
+            }
+        };
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(self.dir.path().join("data"))
+            .arg(&data)
             .env("SLUICE_ADMIN_KEY", ADMIN_KEY)
             .env("SLUICE_LOG", "sluice=debug,info")
             // Receivers listen on 127.0.0.1, which sluice refuses by default.

@@ -3,8 +3,8 @@
 //! (SIGKILL: no shutdown code runs) every few seconds for a minute and
 //! started again; every event answered 2xx is delivered, and a delivery
 //! repeated after a crash carries the same id. A database another process
-//! holds locked: posts are answered 503 (together, said once in the log)
-//! until it lets go, then delivered.
+//! holds locked, or a disk that is full: posts are answered 503 (together,
+//! said once in the log) until it lets go or there is room, then delivered.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -159,4 +159,75 @@ async fn a_database_another_process_holds_locked_answers_503_until_let_go() {
     let said = |what: &str| log.lines().filter(|line| line.contains(what)).count();
     assert_eq!(said("sqlite: cannot begin a write transaction"), 1, "one wait for the lock, its jobs answered together:\n{log}");
     assert_eq!(said("error: request failed"), 1, "eight refusals alike, one line:\n{log}");
+}
+
+/// A real full disk: the data directory on a file system of its own, 4 MB
+/// big, filled by posts of 100 KB events until one is refused. The refused
+/// post is answered `503 store_unavailable` with `Retry-After` and nothing
+/// of it is stored; reads go on; the log says the disk is full. Once the
+/// disk is grown the same post is accepted, not a duplicate, and every
+/// event ever answered 202 reaches the receiver once, its delivery recorded
+/// `succeeded` after one attempt: an attempt made while its record could
+/// not be written (there was one, at the point the disk filled, in every
+/// run tried) is recorded once there is room, not sent again (it was,
+/// a minute later, by the recovery scan: twice to the receiver).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_posts_until_grown_and_loses_none_it_accepted() {
+    let engine = Engine::start_on_small_disk("4m").await;
+    let rx = Receiver::start().await;
+    let api = engine.admin();
+    api.enabled_config(json!({"name": "all", "endpoint": rx.url, "event_types": ["*"]})).await;
+
+    let filler = "x".repeat(100_000);
+    let mut accepted = HashSet::new();
+    let mut refused = None;
+    for i in 0..200 {
+        let id = format!("big-{i}");
+        let event = event_body(&id, "order.paid", "emea", json!({"filler": filler}));
+        let answer = api.post("/v1/events", &event).await;
+        if answer.status == 202 {
+            accepted.insert(id);
+            continue;
+        }
+        let retry_after = answer.headers.get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        answer.expect_error(503, "store_unavailable");
+        assert_eq!(retry_after.as_deref(), Some("1"));
+        refused = Some((id, event));
+        break;
+    }
+    let (refused_id, refused) = refused.expect("200 posts of 100 KB fill a 4-MB disk");
+    assert!(accepted.len() >= 2, "the disk held some events first: {}", accepted.len());
+    let some_accepted = accepted.iter().next().cloned().unwrap_or_default();
+    api.get(&format!("/v1/events/{some_accepted}")).await.expect(200);
+    api.get(&format!("/v1/events/{refused_id}")).await.expect_error(404, "not_found");
+    assert!(engine.log().contains("database or disk is full"), "the log says why:\n{}", engine.log());
+
+    engine.grow_disk("64m");
+    let stored = api.post("/v1/events", &refused).await.expect(202);
+    assert_eq!(stored["events"][0]["status"], "accepted", "nothing of the refused post was stored: {stored}");
+    accepted.insert(refused_id);
+
+    // Events whose routing could not be recorded wait for the recovery
+    // scan (every 30 s, for events older than 30 s).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(150);
+    for id in &accepted {
+        loop {
+            let event = api.get(&format!("/v1/events/{id}")).await.expect(200);
+            let delivery = &event["deliveries"][0];
+            if delivery["status"] == "succeeded" {
+                assert_eq!(delivery["attempts"], 1, "{id}: {event}");
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{id} never settled: {event}\n{}", engine.log());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let received = rx.settle(Duration::from_millis(500)).await;
+    let mut ids: Vec<String> = received.iter().map(|r| r.json()["id"].as_str().expect("body id").to_owned()).collect();
+    ids.sort();
+    let mut expected: Vec<String> = accepted.into_iter().collect();
+    expected.sort();
+    assert_eq!(ids, expected, "every event answered 202 delivered once, no other");
+    let waited = engine.log().contains("an attempt's record waits for the store");
+    eprintln!("{} events accepted; an attempt's record waited for room: {waited}", expected.len());
 }
