@@ -207,8 +207,8 @@ async fn a_full_disk_refuses_posts_until_grown_and_loses_none_it_accepted() {
     assert_eq!(stored["events"][0]["status"], "accepted", "nothing of the refused post was stored: {stored}");
     accepted.insert(refused_id);
 
-    // Events whose routing could not be recorded wait for the recovery
-    // scan (every 30 s, for events older than 30 s).
+    // Writes that met the full disk waited for room (a minute at most);
+    // the recovery scan (every 30 s) routes what gave up.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(150);
     for id in &accepted {
         loop {
@@ -228,6 +228,6 @@ async fn a_full_disk_refuses_posts_until_grown_and_loses_none_it_accepted() {
     let mut expected: Vec<String> = accepted.into_iter().collect();
     expected.sort();
     assert_eq!(ids, expected, "every event answered 202 delivered once, no other");
-    let waited = engine.log().contains("an attempt's record waits for the store");
-    eprintln!("{} events accepted; an attempt's record waited for room: {waited}", expected.len());
+    let waited = engine.log().contains("a write waits for the store");
+    eprintln!("{} events accepted; a write waited for room: {waited}", expected.len());
 }

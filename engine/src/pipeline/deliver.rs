@@ -23,6 +23,7 @@ use crate::pipeline::fair::{Bounds, FairQueue, Refused};
 use crate::pipeline::job::{DeliveryJob, Handoff, LEASE_MS};
 use crate::pipeline::lock;
 use crate::pipeline::notice::{FailedDelivery, Notices};
+use crate::pipeline::outage::through_outage;
 use crate::sandbox::Sandbox;
 use crate::store::{self, AttemptOutcome, DeliveryStatus, FailureStreak, NewAttempt, Recorded, Store, StoreError, Unwritten};
 use crate::telemetry::{self, streak::Streak, throttle::Throttle, traces};
@@ -117,10 +118,6 @@ const HURRY: i64 = 16;
 /// Longest wait for a rate-limit slot while holding the delivery's lease
 /// (far shorter than [`LEASE_MS`]).
 const MAX_SLOT_WAIT: Duration = Duration::from_secs(60);
-/// How long an attempt's record is tried again while the store cannot
-/// take writes. With a slot's wait and the send's deadline before it, still
-/// well within [`LEASE_MS`]: no one else sends the delivery meanwhile.
-const RECORD_RETRY_FOR: Duration = Duration::from_secs(60);
 
 /// A slot of the send queue taken for one turn, with its request permit:
 /// both given back when dropped.
@@ -468,25 +465,11 @@ impl Deliverer {
     /// Records an attempt. One whose log cannot be stored (text the
     /// database refuses, a row too large) is recorded again without its
     /// bodies and headers, so that the delivery still gets its state.
-    /// While the store cannot take writes (a lock, a full disk, a database
-    /// restarting), the record is tried again for [`RECORD_RETRY_FOR`]:
-    /// the request was made, and a record lost would have it made again
-    /// once the lease runs out. Meanwhile the attempt holds its recording
-    /// slot, so that sends stop piling up outcomes nobody can write.
+    /// While the store cannot take writes the record waits for it
+    /// ([`through_outage`]), holding its recording slot, so that sends stop
+    /// piling up outcomes nobody can write.
     async fn record(&self, attempt: NewAttempt) -> Result<Recorded, StoreError> {
-        let give_up = tokio::time::Instant::now() + RECORD_RETRY_FOR;
-        let mut pause = Duration::from_millis(250);
-        let mut recorded = self.store.record_attempt(attempt.clone()).await;
-        while recorded.as_ref().is_err_and(StoreError::is_unavailable) && tokio::time::Instant::now() + pause < give_up {
-            static WAITING: Throttle = Throttle::new();
-            if let (Some(held_back), Err(e)) = (WAITING.pass(), &recorded) {
-                tracing::warn!(delivery = %attempt.delivery_id, error = %e, held_back,
-                    "an attempt's record waits for the store, tried again for a minute (and held_back more alike since the last such line)");
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(5));
-            recorded = self.store.record_attempt(attempt.clone()).await;
-        }
+        let recorded = through_outage("an attempt's record", || self.store.record_attempt(attempt.clone())).await;
         match recorded {
             // Not the log's fault: without its details it would fail the same.
             Err(e) if matches!(e, StoreError::Closed) || e.is_unavailable() => Err(e),

@@ -7,7 +7,8 @@
 //! - [`deliver`]: per-configuration gates (in-flight, rate limit, breaker),
 //!   the retry poller; each attempt's [`request`] built and signed, sent by
 //!   the [`client`] behind the [`destination`] guard (or handed in-process
-//!   to one of the engine's own hosted catchers: [`catcher`]), then recorded;
+//!   to one of the engine's own hosted catchers: [`catcher`]), then recorded
+//!   (through a short store outage: [`outage`]);
 //! - [`notice`]: a tenant's own trouble (a configuration disabled, a
 //!   delivery failed, a receiver down) raised as events of `sluice.*` types;
 //! - [`replay`] and [`retention`]: sending again on demand, and purging
@@ -27,6 +28,7 @@ pub mod explain;
 pub mod fair;
 pub mod job;
 pub mod notice;
+pub mod outage;
 pub mod penalty;
 pub mod preview;
 pub mod replay;

@@ -23,6 +23,7 @@ use crate::pipeline::configs::ConfigCache;
 use crate::pipeline::decide::{Decided, decide_all};
 use crate::pipeline::fair::{Bounds, FairQueue};
 use crate::pipeline::job::{DeliveryJob, EventHold, Handoff, Held};
+use crate::pipeline::outage::through_outage;
 use crate::sandbox::Sandbox;
 use crate::store::{DeliveryStatus, Epoch, NewDelivery, ROUTING_CLAIM_MS, Routed, Store, StoreError};
 use crate::telemetry::{throttle::Throttle, traces};
@@ -198,10 +199,17 @@ impl Router {
     /// so that one bad row fails only its own event; an event that still
     /// cannot be written is recorded without the details that failed.
     async fn record(&self, routed: Vec<(Queued, Decided)>) {
-        let (now, epoch) = (timestamp::now_ms(), self.store.epoch());
-        let rows: Vec<Routed> = routed.iter().map(|(q, decided)| routed_row(&q.job, decided, q.job.may_hand_on(now, epoch))).collect();
-        let recorded = match self.store.record_routing(rows).await {
-            Ok(recorded) => recorded,
+        // Whether each may be handed on is decided at the write that
+        // succeeds: a write that waited for the store may find a claim over.
+        let batch = &routed;
+        let written = through_outage("a routing batch", || async move {
+            let (now, epoch) = (timestamp::now_ms(), self.store.epoch());
+            let rows: Vec<Routed> = batch.iter().map(|(q, decided)| routed_row(&q.job, decided, q.job.may_hand_on(now, epoch))).collect();
+            self.store.record_routing(rows).await.map(|recorded| (recorded, now, epoch))
+        })
+        .await;
+        let (recorded, now, epoch) = match written {
+            Ok(written) => written,
             Err(StoreError::Closed) => return,
             // Not these rows' fault: one by one they would fail the same,
             // each a write on a store that takes none.
@@ -216,11 +224,12 @@ impl Router {
             }
             Err(e) => {
                 tracing::warn!(events = routed.len(), error = %e, "recording a routing batch failed; recording its events one by one");
+                let (now, epoch) = (timestamp::now_ms(), self.store.epoch());
                 let mut recorded = Vec::with_capacity(routed.len());
                 for (q, decided) in &routed {
                     recorded.push(self.record_alone(&q.job, decided, now, epoch).await);
                 }
-                recorded
+                (recorded, now, epoch)
             }
         };
         let deadline = tokio::time::Instant::now() + HAND_WAIT;
