@@ -75,11 +75,11 @@ impl Engine {
     /// given: `("SLUICE_ALLOW_DESTINATIONS", "")` allows no reserved range).
     pub async fn start_with(env: &[(&str, &str)]) -> Engine {
         match Backend::from_env() {
-            Backend::Sqlite => Self::launch(None, None, env).await,
+            Backend::Sqlite => Self::launch(None, None, env, None).await,
             Backend::Postgres => {
                 let database = PostgresDatabase::create().await;
                 let url = database.url().to_owned();
-                Self::launch(Some(url), Some(database), env).await
+                Self::launch(Some(url), Some(database), env, None).await
             }
         }
     }
@@ -90,19 +90,7 @@ impl Engine {
     /// that its writes meet a real `ENOSPC` and nothing outlives it.
     /// The disk lives as long as the process: no restart.
     pub async fn start_on_small_disk(size: &str) -> Engine {
-        let dir = tempfile::tempdir().expect("temporary data directory");
-        let mut engine = Engine {
-            child: None,
-            dir,
-            env: Vec::new(),
-            postgres: None,
-            _database: None,
-            url: String::new(),
-            metrics_url: None,
-            small_disk: Some(size.to_owned()),
-        };
-        engine.spawn().await;
-        engine
+        Self::launch(None, None, &[], Some(size)).await
     }
 
     /// Makes the small disk `size` big (an operator growing the volume),
@@ -125,15 +113,20 @@ impl Engine {
     /// `("SLUICE_NODE_ID", …)` in `env`; without one it gets a unique id,
     /// kept across restarts.
     pub async fn start_on_database(url: &str, env: &[(&str, &str)]) -> Engine {
-        Self::launch(Some(url.to_owned()), None, env).await
+        Self::launch(Some(url.to_owned()), None, env, None).await
     }
 
-    async fn launch(database_url: Option<String>, database: Option<PostgresDatabase>, env: &[(&str, &str)]) -> Engine {
+    async fn launch(
+        database_url: Option<String>,
+        database: Option<PostgresDatabase>,
+        env: &[(&str, &str)],
+        small_disk: Option<&str>,
+    ) -> Engine {
         let dir = tempfile::tempdir().expect("temporary data directory");
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let postgres = database_url.map(|url| (url, format!("e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])));
-        let mut engine =
-            Engine { child: None, dir, env, postgres, _database: database, url: String::new(), metrics_url: None, small_disk: None };
+        let small_disk = small_disk.map(str::to_owned);
+        let mut engine = Engine { child: None, dir, env, postgres, _database: database, url: String::new(), metrics_url: None, small_disk };
         engine.spawn().await;
         engine
     }

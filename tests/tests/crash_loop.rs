@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use sluice_tests::engine::{Engine, event_body};
+use sluice_tests::engine::{Answer, Engine, event_body};
 use sluice_tests::receiver::Receiver;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,9 +133,7 @@ async fn a_database_another_process_holds_locked_answers_503_until_let_go() {
         .collect();
     for post in posts {
         let answer = post.await.expect("a post");
-        let retry_after = answer.headers.get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        answer.expect_error(503, "store_unavailable");
-        assert_eq!(retry_after.as_deref(), Some("1"));
+        expect_unavailable(answer);
     }
     api.get("/v1/events/before").await.expect(200);
     sqlx::raw_sql("ROLLBACK").execute(&mut holder).await.expect("let go");
@@ -145,9 +143,7 @@ async fn a_database_another_process_holds_locked_answers_503_until_let_go() {
         assert_eq!(stored["events"][0]["status"], "accepted", "nothing of the refused post was stored: {stored}");
     }
     rx.wait_for(9).await;
-    let mut ids: Vec<String> =
-        rx.settle(Duration::from_secs(2)).await.iter().map(|r| r.json()["id"].as_str().unwrap_or_default().to_owned()).collect();
-    ids.sort();
+    let ids = received_ids(&rx, Duration::from_secs(2)).await;
     let mut expected: Vec<String> = (0..8).map(|i| format!("during-{i}")).collect();
     expected.insert(0, "before".into());
     assert_eq!(ids, expected);
@@ -189,9 +185,7 @@ async fn a_full_disk_refuses_posts_until_grown_and_loses_none_it_accepted() {
             accepted.insert(id);
             continue;
         }
-        let retry_after = answer.headers.get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        answer.expect_error(503, "store_unavailable");
-        assert_eq!(retry_after.as_deref(), Some("1"));
+        expect_unavailable(answer);
         refused = Some((id, event));
         break;
     }
@@ -222,12 +216,26 @@ async fn a_full_disk_refuses_posts_until_grown_and_loses_none_it_accepted() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    let received = rx.settle(Duration::from_millis(500)).await;
-    let mut ids: Vec<String> = received.iter().map(|r| r.json()["id"].as_str().expect("body id").to_owned()).collect();
-    ids.sort();
+    let ids = received_ids(&rx, Duration::from_millis(500)).await;
     let mut expected: Vec<String> = accepted.into_iter().collect();
     expected.sort();
     assert_eq!(ids, expected, "every event answered 202 delivered once, no other");
     let waited = engine.log().contains("a write waits for the store");
     eprintln!("{} events accepted; a write waited for room: {waited}", expected.len());
+}
+
+/// A write refused because the store cannot take it: `503
+/// store_unavailable`, with `Retry-After: 1`.
+fn expect_unavailable(answer: Answer) {
+    let retry_after = answer.headers.get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    answer.expect_error(503, "store_unavailable");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+}
+
+/// The event ids the receiver got once nothing more arrived for `quiet`
+/// (a repeat shows as the same id twice), sorted.
+async fn received_ids(rx: &Receiver, quiet: Duration) -> Vec<String> {
+    let mut ids: Vec<String> = rx.settle(quiet).await.iter().map(|r| r.json()["id"].as_str().expect("body id").to_owned()).collect();
+    ids.sort();
+    ids
 }

@@ -31,21 +31,22 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
 {
-    let give_up = tokio::time::Instant::now() + PATIENCE;
+    // Set at the first failure: a write that succeeds reads no clock.
+    let mut give_up = None;
     let mut pause = FIRST_PAUSE;
     loop {
         let result = write().await;
-        match &result {
-            Err(e) if e.is_unavailable() && tokio::time::Instant::now() + pause < give_up => {
-                static WAITING: Throttle = Throttle::new();
-                if let Some(held_back) = WAITING.pass() {
-                    tracing::warn!(what, error = %e, held_back,
-                        "a write waits for the store, tried again for up to a minute (and held_back more alike since the last such line)");
-                }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(MAX_PAUSE);
-            }
-            _ => return result,
+        let Err(e) = &result else { return result };
+        let now = tokio::time::Instant::now();
+        if !e.is_unavailable() || now + pause >= *give_up.get_or_insert(now + PATIENCE) {
+            return result;
         }
+        static WAITING: Throttle = Throttle::new();
+        if let Some(held_back) = WAITING.pass() {
+            tracing::warn!(what, error = %e, held_back,
+                "a write waits for the store, tried again for up to a minute (and held_back more alike since the last such line)");
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_PAUSE);
     }
 }
