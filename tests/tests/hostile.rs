@@ -52,6 +52,33 @@ fn wall_clock_cap_stops_a_script_with_a_huge_budget() {
     assert_eq!(error, ScriptError::Timeout { limit_ms: 50 });
 }
 
+/// The clock behind the wall-clock cap sleeps while no script runs (an idle
+/// engine is not woken 200 times a second); a script that starts after such
+/// a sleep is still stopped at its cap, and so are several at once.
+#[test]
+fn wall_clock_cap_holds_after_the_sandbox_sat_idle() {
+    let limits = Limits { fuel: u64::MAX / 2, wall_clock: Duration::from_millis(50), ..Limits::default() };
+    let sandbox = sandbox(limits);
+    let script = sandbox.load(&script_bytes("hostile-loop")).expect("loads");
+    for _ in 0..2 {
+        // Longer than the clock ticks on after the last script (1 s).
+        std::thread::sleep(Duration::from_millis(1_500));
+        let (done, results) = std::sync::mpsc::channel();
+        for _ in 0..3 {
+            let (sandbox, script, done) = (sandbox.clone(), script.clone(), done.clone());
+            std::thread::spawn(move || {
+                let outcome = sandbox.run(&script, &params(&[]), &event("order.paid", "", json!({})));
+                let _ = done.send(outcome.decision().cloned().map_err(Clone::clone));
+            });
+        }
+        for _ in 0..3 {
+            // A clock that stayed asleep would leave the scripts running.
+            let result = results.recv_timeout(Duration::from_secs(10)).expect("the script was stopped");
+            assert_eq!(result.expect_err("stopped"), ScriptError::Timeout { limit_ms: 50 });
+        }
+    }
+}
+
 #[test]
 fn memory_hog_hits_the_memory_cap() {
     let limits = Limits { memory_bytes: 8 << 20, ..Limits::default() };

@@ -230,6 +230,7 @@ impl Sandbox {
         store.limiter(|state| &mut state.memory);
         let _ = store.set_fuel(self.config.limits.fuel);
         store.set_epoch_deadline(1_000);
+        let _running = self.ticker.running();
         pre.instantiate(&mut store)
             .map_err(|e| LoadError::Mismatch { reason: format!("`{WIT_PACKAGE}/filter@{wit_version}` function `filter`: {e:#}") })?;
         Ok(Script { sha256, wit_version, pre })

@@ -14,6 +14,7 @@
 //! nothing of HTTP, tenants or storage.
 
 mod abi;
+mod epoch;
 mod load;
 mod output;
 
@@ -27,6 +28,8 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 pub use load::{LoadError, Sha256, WIT_PACKAGE, componentize};
 pub use output::{Decision, Header};
+
+use epoch::EpochTicker;
 
 use crate::model::event::Event;
 
@@ -219,11 +222,8 @@ pub struct Sandbox {
     config: SandboxConfig,
     compiled: Mutex<HashMap<Sha256, Arc<Script>>>,
     reset: MemoryReset,
-    _ticker: EpochTicker,
+    ticker: EpochTicker,
 }
-
-/// How often the wall-clock backstop checks running scripts.
-const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 impl Sandbox {
     pub fn new(config: SandboxConfig) -> Result<Self, wasmtime::Error> {
@@ -259,8 +259,9 @@ impl Sandbox {
         if let Some(dir) = &config.cache_dir {
             std::fs::create_dir_all(dir).map_err(|e| wasmtime::Error::msg(format!("cache dir {}: {e}", dir.display())))?;
         }
-        let ticker = EpochTicker::start(&engine);
-        Ok(Self { engine, linkers, config, compiled: Mutex::default(), reset, _ticker: ticker })
+        let ticker =
+            EpochTicker::start(&engine, epoch::IDLE_BEFORE_SLEEP).map_err(|e| wasmtime::Error::msg(format!("the epoch thread: {e}")))?;
+        Ok(Self { engine, linkers, config, compiled: Mutex::default(), reset, ticker })
     }
 
     /// How a script's memory is made fresh after each call, for the log:
@@ -292,10 +293,12 @@ impl Sandbox {
         store.limiter(|state| &mut state.memory);
         // Both are set before instantiation, which runs guest code too.
         let _ = store.set_fuel(limits.fuel);
-        let ticks = limits.wall_clock.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64;
+        let ticks = limits.wall_clock.as_millis().div_ceil(epoch::TICK.as_millis()) as u64;
         store.set_epoch_deadline(ticks.max(1) + 1);
 
+        let running = self.ticker.running();
         let result = script.pre.call(&mut store, event);
+        drop(running);
         let fuel_used = limits.fuel - store.get_fuel().unwrap_or(0);
         let result = match result {
             Ok(Ok(decision)) => output::check(decision, &limits),
@@ -450,37 +453,5 @@ impl wasmtime::ResourceLimiter for MemoryCap {
 
     fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
-    }
-}
-
-/// Advances the engine's epoch so that a running script's wall-clock deadline
-/// can fire; stops when the sandbox is dropped.
-struct EpochTicker {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl EpochTicker {
-    fn start(engine: &Engine) -> Self {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (engine, flag) = (engine.weak(), stop.clone());
-        std::thread::Builder::new()
-            .name("sluice-epoch".into())
-            .spawn(move || {
-                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    match engine.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
-                    }
-                }
-            })
-            .expect("spawning the epoch thread at start-up");
-        Self { stop }
-    }
-}
-
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
