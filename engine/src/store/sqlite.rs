@@ -92,6 +92,8 @@ const COMMIT_PACE: Duration = Duration::from_millis(2);
 struct Flushing {
     groups: AtomicUsize,
     done: Notify,
+    /// Flushes so far: the tests' way to see which writes need one.
+    syncs: AtomicUsize,
 }
 
 /// An attempt to record, and where its answer goes.
@@ -114,6 +116,9 @@ pub struct SqliteStore {
     /// an earlier ingest; a catalog row is never deleted): an ingest of
     /// only these writes no catalog row.
     catalogued: Arc<Mutex<HashMap<TenantId, HashSet<String>>>>,
+    /// What the sync thread has flushed, and is flushing.
+    #[cfg_attr(not(test), allow(dead_code))]
+    flushing: Arc<Flushing>,
 }
 
 /// Types [`SqliteStore::catalogued`] remembers before it starts over: a
@@ -145,6 +150,7 @@ impl SqliteStore {
         let (committed, synced) = std::sync::mpsc::channel();
         let flushing = Arc::new(Flushing::default());
         let waits = (tokio::runtime::Handle::current(), flushing.clone());
+        let flushes = flushing.clone();
         std::thread::Builder::new()
             .name("sluice-sqlite-writer".into())
             .spawn(move || write_loop(writer_conn, jobs, committed, waits))
@@ -163,7 +169,13 @@ impl SqliteStore {
             .map_err(|e| StoreError::Commit(format!("cannot start the sync thread: {e}")))?;
         let (attempts, queue) = mpsc::channel(4096);
         tokio::spawn(write_attempts(writer.clone(), queue));
-        Ok(Self { read, writer, attempts, slots: Arc::default(), catalogued: Arc::default() })
+        Ok(Self { read, writer, attempts, slots: Arc::default(), catalogued: Arc::default(), flushing: flushes })
+    }
+
+    /// Flushes of the log so far.
+    #[cfg(test)]
+    pub(super) fn syncs(&self) -> usize {
+        self.flushing.syncs.load(Ordering::Relaxed)
     }
 
     /// One node: every change is made through it.
@@ -280,6 +292,9 @@ struct Committed {
     jobs: Vec<Box<dyn Job>>,
     commit: std::result::Result<(), String>,
     began: Instant,
+    /// Whether the group changed a row: one that changed none (the retry
+    /// poller's claim when nothing is due, every 250 ms) has nothing to flush.
+    wrote: bool,
 }
 
 /// Takes jobs as they come, up to [`MAX_GROUP`] at a time, and commits each
@@ -312,6 +327,7 @@ fn write_loop(
             std::thread::sleep(Duration::from_millis(50));
             continue;
         }
+        let changes = conn.total_changes();
         // Whether the job ran without failing.
         let take = |mut job: Box<dyn Job>, group: &mut Vec<Box<dyn Job>>| {
             let ok = job.run(&conn).is_ok();
@@ -390,10 +406,13 @@ fn write_loop(
         if commit.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
+        // Counted with those of savepoints rolled back and of a failed group:
+        // either is flushed as if it had written.
+        let wrote = conn.total_changes() != changes || commit.is_err();
         flushing.groups.fetch_add(1, Ordering::AcqRel);
         previous = Some(began);
         let jobs = std::mem::replace(&mut group, Vec::with_capacity(MAX_GROUP));
-        if committed.send(Committed { jobs, commit, began }).is_err() {
+        if committed.send(Committed { jobs, commit, began, wrote }).is_err() {
             return;
         }
     }
@@ -401,7 +420,8 @@ fn write_loop(
 
 /// Flushes the log to disk after each commit (once for all the groups
 /// committed meanwhile), then answers their callers: no one hears of a
-/// commit before it is durable.
+/// commit before it is durable. Groups that changed nothing are answered
+/// without a flush, still in order: what they read was flushed before them.
 fn sync_loop(
     wal: std::fs::File,
     committed: std::sync::mpsc::Receiver<Committed>,
@@ -409,14 +429,19 @@ fn sync_loop(
     flushing: Arc<Flushing>,
 ) {
     while let Ok(first) = committed.recv() {
-        let _ = nudge.try_send(());
         let mut groups = vec![first];
         groups.extend(committed.try_iter());
-        let synced = wal.sync_data().map_err(|e| format!("cannot flush the write-ahead log to disk: {e}"));
+        let synced = if groups.iter().any(|g| g.wrote) {
+            let _ = nudge.try_send(());
+            flushing.syncs.fetch_add(1, Ordering::Relaxed);
+            wal.sync_data().map_err(|e| format!("cannot flush the write-ahead log to disk: {e}"))
+        } else {
+            Ok(())
+        };
         if flushing.groups.fetch_sub(groups.len(), Ordering::AcqRel) == groups.len() {
             flushing.done.notify_one();
         }
-        for Committed { jobs, commit, began } in groups {
+        for Committed { jobs, commit, began, .. } in groups {
             telemetry::store_group("writer", jobs.len(), began.elapsed());
             let outcome = commit.and_then(|()| synced.clone());
             for job in jobs {

@@ -1718,6 +1718,26 @@ async fn catalog_after_refusal(s: Scratch) {
 /// unavailable (the API's 503: a request to make again; it was a 500), no
 /// write is half-done, none is answered failed yet stored nor stored yet
 /// failed, and once there is room the same writes go through.
+/// A write that changed no row (the retry poller's claim when nothing is
+/// due, every 250 ms on an idle node) is answered without flushing the log;
+/// one that changed a row is flushed before it is answered.
+#[tokio::test]
+async fn sqlite_flushes_the_log_for_writes_that_changed_rows_only() {
+    let s = Scratch::sqlite().await;
+    let Backend::Sqlite(db) = &s.store.backend else { unreachable!("a SQLite scratch store") };
+    let tenant = s.tenant("acme").await;
+    let flushed = db.syncs();
+    assert!(flushed > 0, "the tenant's row was flushed");
+    for _ in 0..5 {
+        assert!(s.store.claim_due(now_ms(), 60_000, 10, &Default::default()).await.unwrap().is_empty());
+    }
+    assert_eq!(db.syncs(), flushed, "claims that changed nothing");
+    s.store.ingest(&tenant, None, vec![event_of("e-1", "order.paid", "{}")]).await.unwrap();
+    assert_eq!(db.syncs(), flushed + 1, "an ingest is flushed before it is answered");
+    assert!(s.store.claim_due(now_ms(), 60_000, 10, &Default::default()).await.unwrap().is_empty());
+    assert_eq!(db.syncs(), flushed + 1);
+}
+
 #[tokio::test]
 async fn a_full_sqlite_database_fails_writes_as_unavailable_and_takes_them_once_there_is_room() {
     let s = Scratch::sqlite().await;
