@@ -102,6 +102,12 @@ type AttemptJob = (NewAttempt, oneshot::Sender<Result<FailureStreak>>);
 /// Most attempts recorded in one writer job.
 const MAX_ATTEMPT_GROUP: usize = 256;
 
+/// Groups of attempts handed to the writer and not yet durable. With one,
+/// a node recorded at most [`MAX_ATTEMPT_GROUP`] attempts per commit and
+/// flush, however many cores it had to send with (tests/LOAD.md, "Attempt
+/// groups in flight").
+const ATTEMPT_GROUPS_IN_FLIGHT: usize = 4;
+
 #[derive(Clone)]
 pub struct SqliteStore {
     pub(super) read: SqlitePool,
@@ -206,42 +212,78 @@ where
     T: Send + 'static,
     F: Fn(&rusqlite::Connection) -> Result<T> + Send + 'static,
 {
+    submit(writer, f).await?.await.map_err(|_| StoreError::Closed)?
+}
+
+/// Queues `f` on the writer; its result comes on the receiver returned.
+async fn submit<T, F>(writer: &mpsc::Sender<Box<dyn Job>>, f: F) -> Result<oneshot::Receiver<Result<T>>>
+where
+    T: Send + 'static,
+    F: Fn(&rusqlite::Connection) -> Result<T> + Send + 'static,
+{
     let (reply, rx) = oneshot::channel::<Result<T>>();
     let job = Box::new(Call { writes: f, result: None, reply });
     writer.send(job).await.map_err(|_| StoreError::Closed)?;
-    rx.await.map_err(|_| StoreError::Closed)?
+    Ok(rx)
 }
 
-/// Records the attempts waiting, all in one writer job; when that fails
-/// (one attempt's row cannot be stored), each alone, so that only that one
-/// fails. Meanwhile the next group gathers.
+/// Records the attempts waiting, all in one writer job, while up to
+/// [`ATTEMPT_GROUPS_IN_FLIGHT`] earlier groups are still being committed:
+/// each group is handed to the writer in order as it is taken, and
+/// answered by a task of its own.
 async fn write_attempts(writer: mpsc::Sender<Box<dyn Job>>, mut queue: mpsc::Receiver<AttemptJob>) {
+    let room = Arc::new(tokio::sync::Semaphore::new(ATTEMPT_GROUPS_IN_FLIGHT));
     let mut jobs = Vec::with_capacity(MAX_ATTEMPT_GROUP);
-    while queue.recv_many(&mut jobs, MAX_ATTEMPT_GROUP).await > 0 {
+    loop {
+        let Ok(turn) = room.clone().acquire_owned().await else { return };
+        if queue.recv_many(&mut jobs, MAX_ATTEMPT_GROUP).await == 0 {
+            return;
+        }
         let (attempts, replies): (Vec<NewAttempt>, Vec<_>) = std::mem::take(&mut jobs).into_iter().unzip();
         // Shared with the jobs, not copied: the writer may run a job twice,
         // and the attempts are written alone after a failed group.
         let attempts = Arc::new(attempts);
-        if attempts.len() > 1 {
-            let group = attempts.clone();
-            match write_with(&writer, move |c| insert_attempts(c, &group)).await {
-                Ok(streaks) => {
-                    for (reply, streak) in replies.into_iter().zip(streaks) {
-                        let _ = reply.send(Ok(streak));
-                    }
-                    continue;
-                }
-                Err(StoreError::Closed) => return,
-                Err(e) => {
-                    tracing::debug!(error = %e, attempts = attempts.len(), "writing a group of attempts failed; writing them one by one")
-                }
+        let group = attempts.clone();
+        let Ok(written) = submit(&writer, move |c| insert_attempts(c, &group)).await else { return };
+        let writer = writer.clone();
+        tokio::spawn(async move {
+            answer_attempts(&writer, attempts, replies, written).await;
+            drop(turn);
+        });
+    }
+}
+
+/// Answers a group of attempts once its writer job is durable; when that
+/// job failed (one attempt's row cannot be stored), writes each alone, so
+/// that only that one fails.
+async fn answer_attempts(
+    writer: &mpsc::Sender<Box<dyn Job>>,
+    attempts: Arc<Vec<NewAttempt>>,
+    mut replies: Vec<oneshot::Sender<Result<FailureStreak>>>,
+    written: oneshot::Receiver<Result<Vec<FailureStreak>>>,
+) {
+    let e = match written.await.map_err(|_| StoreError::Closed).and_then(|written| written) {
+        Ok(streaks) => {
+            for (reply, streak) in replies.into_iter().zip(streaks) {
+                let _ = reply.send(Ok(streak));
             }
+            return;
         }
-        for (i, reply) in replies.into_iter().enumerate() {
-            let group = attempts.clone();
-            let written = write_with(&writer, move |c| insert_attempts(c, &group[i..=i])).await;
-            let _ = reply.send(written.map(|mut streaks| streaks.pop().unwrap_or_default()));
+        Err(StoreError::Closed) => return,
+        Err(e) => e,
+    };
+    if replies.len() == 1 {
+        // Written alone already: its caller hears why.
+        if let Some(reply) = replies.pop() {
+            let _ = reply.send(Err(e));
         }
+        return;
+    }
+    tracing::debug!(error = %e, attempts = attempts.len(), "writing a group of attempts failed; writing them one by one");
+    for (i, reply) in replies.into_iter().enumerate() {
+        let group = attempts.clone();
+        let written = write_with(writer, move |c| insert_attempts(c, &group[i..=i])).await;
+        let _ = reply.send(written.map(|mut streaks| streaks.pop().unwrap_or_default()));
     }
 }
 
@@ -1673,6 +1715,86 @@ fn stale_or_missing(c: &rusqlite::Connection, tenant: &TenantId, id: &ConfigId) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn attempt(n: i64) -> NewAttempt {
+        NewAttempt {
+            id: AttemptId::generate(),
+            tenant_id: TenantId::generate(),
+            delivery_id: DeliveryId::generate(),
+            config_id: ConfigId::generate(),
+            number: n,
+            started_at: 0,
+            duration_ms: 1,
+            method: "POST".into(),
+            uri: "http://127.0.0.1:9/".into(),
+            response_status: Some(200),
+            outcome: AttemptOutcome::Succeeded,
+            error: None,
+            request_headers: "{}".into(),
+            response_headers: None,
+            request_body: None,
+            response_body: None,
+            next_attempt_at: None,
+            unwritten: None,
+        }
+    }
+
+    /// Groups of attempts are handed to the writer while the groups before
+    /// them are not durable yet, up to [`ATTEMPT_GROUPS_IN_FLIGHT`]; each
+    /// caller hears its own group's fate.
+    #[tokio::test]
+    async fn attempt_groups_reach_the_writer_before_those_before_them_are_durable() {
+        let (writer, mut jobs) = mpsc::channel::<Box<dyn Job>>(64);
+        let (attempts, queue) = mpsc::channel::<AttemptJob>(64);
+        tokio::spawn(write_attempts(writer, queue));
+        let wait = Duration::from_secs(10);
+        let record = |n| {
+            let (reply, answer) = oneshot::channel();
+            attempts.try_send((attempt(n), reply)).map_err(|_| "full").expect("queued");
+            answer
+        };
+
+        // Each group held by the writer, unanswered: the next still comes.
+        let mut held = Vec::new();
+        for n in 0..ATTEMPT_GROUPS_IN_FLIGHT.max(2) {
+            let answer = record(n as i64);
+            let job = tokio::time::timeout(wait, jobs.recv()).await.expect("handed to the writer").expect("a job");
+            held.push((job, answer));
+        }
+        // Three more wait for room, and then go as one group.
+        let waiting: Vec<_> = (10..13).map(record).collect();
+        assert!(tokio::time::timeout(Duration::from_millis(300), jobs.recv()).await.is_err(), "more groups in flight than allowed");
+
+        // The second group fails; its caller hears why, and room is made.
+        let (job, answer) = held.remove(1);
+        job.answer(Err("the disk is full".into()));
+        let heard = answer.await.expect("answered");
+        assert!(matches!(heard, Err(StoreError::Commit(ref e)) if e.contains("the disk is full")), "{heard:?}");
+        let group = tokio::time::timeout(wait, jobs.recv()).await.expect("handed on once there is room").expect("a job");
+
+        // That group fails as a whole: each of its attempts is written alone,
+        // and each caller hears its own attempt's fate.
+        group.answer(Err("a row cannot be stored".into()));
+        for _ in 0..3 {
+            let mut alone = tokio::time::timeout(wait, jobs.recv()).await.expect("written alone").expect("a job");
+            // Not run against the schema: the job's own failure is its answer.
+            let conn = rusqlite::Connection::open_in_memory().unwrap();
+            assert!(alone.run(&conn).is_err());
+            alone.answer(Ok(()));
+        }
+        for answer in waiting {
+            let heard = answer.await.expect("answered");
+            assert!(matches!(heard, Err(StoreError::Sqlite(_))), "{heard:?}");
+        }
+
+        // The rest are answered, newest first: each caller hears its own.
+        for (n, (job, answer)) in held.into_iter().enumerate().rev() {
+            job.answer(Err(format!("flush {n} failed")));
+            let heard = answer.await.expect("answered");
+            assert!(matches!(heard, Err(StoreError::Commit(ref e)) if *e == format!("flush {n} failed")), "{heard:?}");
+        }
+        assert!(tokio::time::timeout(Duration::from_millis(300), jobs.recv()).await.is_err(), "nothing more to write");
+    }
 
     /// A connection waiting with [`wait_for_lock`]: a lock let go within its
     /// patience is taken, one held past it fails as busy, and each wait
