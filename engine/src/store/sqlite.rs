@@ -74,8 +74,12 @@ where
     }
 }
 
-/// Most jobs committed together.
-const MAX_GROUP: usize = 1024;
+/// Most jobs committed together. With a backlog, a group this size is
+/// committed at once, even while the last one is being flushed: the next
+/// flush takes both. Larger groups (1,024) let every waiting job into one
+/// commit, and the writer then sat idle while that whole wave of callers
+/// was answered and came back (tests/LOAD.md, "Attempt groups in flight").
+const MAX_GROUP: usize = 256;
 
 /// The shortest time between the starts of two groups. Below full rate
 /// the writer was idle between small groups and committed each at once:
